@@ -1,0 +1,214 @@
+//! The normalized project: what the Docker layer creates and what the planner compares.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// A compose project, services in start order (every service after its dependencies).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Project {
+    pub name: String,
+    pub networks: Vec<NetworkSpec>,
+    pub volumes: Vec<VolumeSpec>,
+    pub services: Vec<ServiceSpec>,
+}
+
+impl Project {
+    pub fn service(&self, name: &str) -> Option<&ServiceSpec> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    pub fn service_names(&self) -> Vec<String> {
+        self.services.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// Hash of the whole project; a change of any service changes it. Used to number revisions.
+    pub fn spec_hash(&self) -> String {
+        let mut h = Sha256::new();
+        for s in &self.services {
+            h.update(s.name.as_bytes());
+            h.update(s.config_hash().as_bytes());
+        }
+        hex::encode(h.finalize())[..16].to_owned()
+    }
+}
+
+/// A network the project owns (or uses, when external).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NetworkSpec {
+    /// Key in the compose file (`default` for the implicit one).
+    pub key: String,
+    /// Docker name: `<project>_<key>` unless `name:` or external says otherwise.
+    pub name: String,
+    pub driver: Option<String>,
+    pub internal: bool,
+    pub attachable: bool,
+    pub labels: BTreeMap<String, String>,
+    /// Created by someone else; never created or removed by the operator.
+    pub external: bool,
+}
+
+/// A named volume the project owns (or uses, when external).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct VolumeSpec {
+    pub key: String,
+    /// Docker name: `<project>_<key>` unless `name:` or external says otherwise.
+    pub name: String,
+    pub driver: Option<String>,
+    pub driver_opts: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub external: bool,
+}
+
+/// One service, normalized. Everything that, when changed, needs a new container is in here,
+/// and nothing else: its hash is the `com.docker.compose.config-hash` label.
+#[derive(Clone, PartialEq, Serialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub image: String,
+    pub pull_policy: PullPolicy,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub environment: Environment,
+    pub ports: Vec<PortSpec>,
+    pub expose: Vec<String>,
+    pub mounts: Vec<MountSpec>,
+    pub networks: Vec<ServiceNetwork>,
+    pub depends_on: Vec<Dependency>,
+    pub healthcheck: Option<HealthcheckSpec>,
+    pub restart: RestartPolicy,
+    pub labels: BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub hostname: Option<String>,
+    pub memory_bytes: Option<i64>,
+    pub nano_cpus: Option<i64>,
+    pub stop_signal: Option<String>,
+    pub stop_grace_period_s: Option<i64>,
+    pub init: bool,
+    pub tty: bool,
+    pub stdin_open: bool,
+    pub extra_hosts: Vec<String>,
+}
+
+impl ServiceSpec {
+    /// Stable hash of the container-defining config. Environment values go in hashed, never in
+    /// clear, so the label reveals nothing.
+    pub fn config_hash(&self) -> String {
+        let json = serde_json::to_vec(self).expect("service spec serializes");
+        hex::encode(Sha256::digest(json))
+    }
+
+    /// Docker container name, in Compose v2 style so `docker compose` and `docker-compose` both
+    /// recognise it.
+    pub fn container_name(&self, project: &str) -> String {
+        format!("{project}-{}-1", self.name)
+    }
+}
+
+/// Environment of a container. Its values are often passwords, so `Debug` prints keys only.
+#[derive(Clone, Default, PartialEq, Serialize)]
+pub struct Environment(pub BTreeMap<String, String>);
+
+impl fmt::Debug for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl fmt::Debug for ServiceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Command lines can carry secrets too (`--requirepass $PW`); show only the shape.
+        f.debug_struct("ServiceSpec")
+            .field("name", &self.name)
+            .field("image", &self.image)
+            .field("environment", &self.environment)
+            .field("ports", &self.ports)
+            .field("depends_on", &self.depends_on)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum PullPolicy {
+    /// Pull only when the image is not on the engine (compose's `missing`, the default).
+    Missing,
+    /// Never pull; a missing image is an error.
+    Never,
+    /// Pull before every create.
+    Always,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PortSpec {
+    pub container_port: u16,
+    pub protocol: String,
+    pub host_ip: Option<String>,
+    /// None: Docker picks a free host port.
+    pub host_port: Option<u16>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum MountSpec {
+    /// A named volume; `source` is the Docker volume name.
+    Volume { source: String, target: String, read_only: bool },
+    /// Anonymous volume at `target`.
+    Anonymous { target: String },
+    Bind { source: String, target: String, read_only: bool },
+    Tmpfs { target: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServiceNetwork {
+    /// Docker network name.
+    pub network: String,
+    pub aliases: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Dependency {
+    pub service: String,
+    pub condition: DependencyCondition,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum DependencyCondition {
+    Started,
+    Healthy,
+    CompletedSuccessfully,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub enum HealthcheckSpec {
+    /// `disable: true` or `test: ["NONE"]`: turn off the image's healthcheck.
+    Disabled,
+    Check {
+        /// Docker's form: `["CMD", ...]` or `["CMD-SHELL", "..."]`; empty keeps the image's test.
+        test: Vec<String>,
+        interval_ns: Option<i64>,
+        timeout_ns: Option<i64>,
+        retries: Option<i64>,
+        start_period_ns: Option<i64>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum RestartPolicy {
+    No,
+    Always,
+    OnFailure,
+    UnlessStopped,
+}
+
+impl RestartPolicy {
+    pub fn docker_name(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::UnlessStopped => "unless-stopped",
+        }
+    }
+}

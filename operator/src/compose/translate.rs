@@ -1,0 +1,469 @@
+//! compose_spec's typed model to the operator's [`Project`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use compose_spec::service::{
+    self, deploy::resources::Limits, healthcheck::Test, volumes::mount::Mount,
+    ByteValue, Healthcheck, NetworkConfig,
+};
+use compose_spec::{Compose, ListOrMap, Resource, ShortOrLong};
+use serde_yaml::Value;
+
+use super::model::*;
+use super::SpecError;
+use crate::api::Reason;
+
+/// Service keys the operator honours. Anything else is refused by name.
+const SERVICE_KEYS: &[&str] = &[
+    "image",
+    "command",
+    "entrypoint",
+    "environment",
+    "ports",
+    "expose",
+    "volumes",
+    "networks",
+    "depends_on",
+    "healthcheck",
+    "restart",
+    "labels",
+    "user",
+    "working_dir",
+    "hostname",
+    "mem_limit",
+    "cpus",
+    "deploy",
+    "pull_policy",
+    "stop_signal",
+    "stop_grace_period",
+    "init",
+    "tty",
+    "stdin_open",
+    "extra_hosts",
+];
+const TOP_LEVEL_KEYS: &[&str] = &["services", "networks", "volumes", "version", "name"];
+const NETWORK_KEYS: &[&str] = &["driver", "labels", "internal", "attachable", "external", "name"];
+const VOLUME_KEYS: &[&str] = &["driver", "driver_opts", "labels", "external", "name"];
+
+/// Refuses keys the operator would otherwise have to ignore. Extension keys (`x-...`) are
+/// ignored by definition of the compose spec, so they pass.
+pub fn check_supported_keys(doc: &Value) -> Result<(), SpecError> {
+    let top = doc
+        .as_mapping()
+        .ok_or_else(|| SpecError::new(Reason::MalformedCompose, "spec.compose.file must be a YAML mapping with a `services` key"))?;
+    check_keys(top, TOP_LEVEL_KEYS, "")?;
+    for (section, allowed) in [("networks", NETWORK_KEYS), ("volumes", VOLUME_KEYS)] {
+        if let Some(Value::Mapping(items)) = top.get(section) {
+            for (name, body) in items {
+                if let Value::Mapping(body) = body {
+                    check_keys(body, allowed, &format!("{section}.{}.", key_str(name)))?;
+                }
+            }
+        }
+    }
+    let Some(Value::Mapping(services)) = top.get("services") else {
+        return Err(SpecError::new(Reason::MalformedCompose, "spec.compose.file has no `services` mapping"));
+    };
+    for (name, body) in services {
+        let Value::Mapping(body) = body else { continue };
+        let prefix = format!("services.{}.", key_str(name));
+        check_keys(body, SERVICE_KEYS, &prefix)?;
+        if let Some(Value::Mapping(deploy)) = body.get("deploy") {
+            check_keys(deploy, &["resources"], &format!("{prefix}deploy."))?;
+            if let Some(Value::Mapping(res)) = deploy.get("resources") {
+                check_keys(res, &["limits"], &format!("{prefix}deploy.resources."))?;
+                if let Some(Value::Mapping(limits)) = res.get("limits") {
+                    check_keys(limits, &["memory", "cpus"], &format!("{prefix}deploy.resources.limits."))?;
+                }
+            }
+        }
+        if let Some(Value::Mapping(nets)) = body.get("networks") {
+            for (net, cfg) in nets {
+                if let Value::Mapping(cfg) = cfg {
+                    check_keys(cfg, &["aliases"], &format!("{prefix}networks.{}.", key_str(net)))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_keys(map: &serde_yaml::Mapping, allowed: &[&str], prefix: &str) -> Result<(), SpecError> {
+    for key in map.keys() {
+        let key = key_str(key);
+        if key.starts_with("x-") || allowed.contains(&key.as_str()) {
+            continue;
+        }
+        let hint = match key.as_str() {
+            "build" => " (no image is built by the operator: build and load it, then set `image:`)",
+            "env_file" => " (the compose file is inline: move the values to `environment:` and spec.variables)",
+            "container_name" => " (container names are derived from the project; remove it)",
+            _ => "",
+        };
+        return Err(SpecError::new(
+            Reason::UnsupportedComposeKey,
+            format!("spec.compose.file: `{prefix}{key}` is not supported by stackwarden yet{hint}; remove it or change it to a supported form"),
+        ));
+    }
+    Ok(())
+}
+
+fn key_str(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_owned(),
+    }
+}
+
+pub fn project(name: &str, compose: Compose) -> Result<Project, SpecError> {
+    if compose.services.is_empty() {
+        return Err(SpecError::new(Reason::MalformedCompose, "spec.compose.file defines no services"));
+    }
+    let mut networks: Vec<NetworkSpec> = Vec::new();
+    let mut uses_default_network = false;
+    let mut volumes: Vec<VolumeSpec> = Vec::new();
+
+    for (key, net) in &compose.networks {
+        let key = key.to_string();
+        let spec = match net {
+            None => NetworkSpec::owned(name, &key),
+            Some(Resource::External { name: ext }) => NetworkSpec {
+                external: true,
+                name: ext.clone().unwrap_or_else(|| key.clone()),
+                ..NetworkSpec::owned(name, &key)
+            },
+            Some(Resource::Compose(n)) => NetworkSpec {
+                driver: n.driver.as_ref().map(|d| d.to_string()),
+                internal: n.internal,
+                attachable: n.attachable,
+                labels: list_or_map(&n.labels, "networks labels")?,
+                name: n.name.clone().unwrap_or_else(|| format!("{name}_{key}")),
+                ..NetworkSpec::owned(name, &key)
+            },
+        };
+        networks.push(spec);
+    }
+    for (key, vol) in &compose.volumes {
+        let key = key.to_string();
+        let owned = VolumeSpec {
+            key: key.clone(),
+            name: format!("{name}_{key}"),
+            driver: None,
+            driver_opts: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            external: false,
+        };
+        volumes.push(match vol {
+            None => owned,
+            Some(Resource::External { name: ext }) => VolumeSpec {
+                external: true,
+                name: ext.clone().unwrap_or_else(|| key.clone()),
+                ..owned
+            },
+            Some(Resource::Compose(v)) => VolumeSpec {
+                driver: v.driver.clone(),
+                driver_opts: v.driver_opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                labels: list_or_map(&v.labels, "volume labels")?,
+                name: v.name.clone().unwrap_or_else(|| format!("{name}_{key}")),
+                ..owned
+            },
+        });
+    }
+
+    let service_names: BTreeSet<String> = compose.services.keys().map(|k| k.to_string()).collect();
+    let mut services = Vec::new();
+    for (svc_name, svc) in compose.services {
+        let svc_name = svc_name.to_string();
+        let ctx = |what: &str| format!("services.{svc_name}.{what}");
+        let image = svc
+            .image
+            .as_ref()
+            .map(|i| i.to_string())
+            .ok_or_else(|| SpecError::new(Reason::MalformedCompose, format!("spec.compose.file: {} is required", ctx("image"))))?;
+
+        let service_networks = match &svc.network_config {
+            None => {
+                uses_default_network = true;
+                vec![ServiceNetwork { network: format!("{name}_default"), aliases: vec![svc_name.clone()] }]
+            }
+            Some(NetworkConfig::NetworkMode(_)) => {
+                return Err(SpecError::new(
+                    Reason::UnsupportedComposeKey,
+                    format!("spec.compose.file: `{}` is not supported by stackwarden yet; use `networks:`", ctx("network_mode")),
+                ))
+            }
+            Some(NetworkConfig::Networks(nets)) => {
+                let entries: Vec<(String, Vec<String>)> = match nets {
+                    ShortOrLong::Short(list) => list.iter().map(|n| (n.to_string(), Vec::new())).collect(),
+                    ShortOrLong::Long(map) => map
+                        .iter()
+                        .map(|(n, cfg)| {
+                            let aliases = cfg
+                                .as_ref()
+                                .map(|c| c.aliases.iter().map(|a| a.to_string()).collect())
+                                .unwrap_or_default();
+                            (n.to_string(), aliases)
+                        })
+                        .collect(),
+                };
+                let mut out = Vec::new();
+                for (key, mut aliases) in entries {
+                    let net = if key == "default" && !networks.iter().any(|n| n.key == "default") {
+                        uses_default_network = true;
+                        format!("{name}_default")
+                    } else {
+                        networks
+                            .iter()
+                            .find(|n| n.key == key)
+                            .map(|n| n.name.clone())
+                            .ok_or_else(|| {
+                                SpecError::new(
+                                    Reason::MalformedCompose,
+                                    format!("spec.compose.file: {} uses network `{key}`, which the top-level `networks:` does not define", ctx("networks")),
+                                )
+                            })?
+                    };
+                    aliases.insert(0, svc_name.clone());
+                    out.push(ServiceNetwork { network: net, aliases });
+                }
+                out
+            }
+        };
+
+        let mut depends_on = Vec::new();
+        let deps: Vec<(String, DependencyCondition)> = match &svc.depends_on {
+            ShortOrLong::Short(list) => list.iter().map(|d| (d.to_string(), DependencyCondition::Started)).collect(),
+            ShortOrLong::Long(map) => map
+                .iter()
+                .map(|(d, dep)| {
+                    let cond = match dep.condition {
+                        service::Condition::ServiceStarted => DependencyCondition::Started,
+                        service::Condition::ServiceHealthy => DependencyCondition::Healthy,
+                        service::Condition::ServiceCompletedSuccessfully => DependencyCondition::CompletedSuccessfully,
+                    };
+                    (d.to_string(), cond)
+                })
+                .collect(),
+        };
+        for (dep, condition) in deps {
+            if !service_names.contains(&dep) {
+                return Err(SpecError::new(
+                    Reason::UnknownService,
+                    format!("spec.compose.file: {} names `{dep}`, which is not a service of this file", ctx("depends_on")),
+                ));
+            }
+            depends_on.push(Dependency { service: dep, condition });
+        }
+
+        let mut mounts = Vec::new();
+        for v in svc.volumes.iter().cloned().map(|v| match v {
+            ShortOrLong::Short(s) => s.into_long(),
+            ShortOrLong::Long(m) => m,
+        }) {
+            mounts.push(mount(v, &volumes, &ctx("volumes"))?);
+        }
+
+        let (memory_bytes, nano_cpus) = limits(&svc, &ctx("deploy.resources.limits"))?;
+
+        services.push(ServiceSpec {
+            name: svc_name.clone(),
+            image,
+            pull_policy: match svc.pull_policy {
+                None | Some(service::PullPolicy::Missing) => PullPolicy::Missing,
+                Some(service::PullPolicy::Never) => PullPolicy::Never,
+                Some(service::PullPolicy::Always) => PullPolicy::Always,
+                Some(other) => {
+                    return Err(SpecError::new(
+                        Reason::UnsupportedComposeKey,
+                        format!("spec.compose.file: {} `{other:?}` is not supported; use missing, never or always", ctx("pull_policy")),
+                    ))
+                }
+            },
+            command: svc.command.as_ref().map(|c| command(c, &ctx("command"))).transpose()?,
+            entrypoint: svc.entrypoint.as_ref().map(|c| command(c, &ctx("entrypoint"))).transpose()?,
+            environment: Environment(environment(&svc.environment, &ctx("environment"))?),
+            ports: ports(&svc.ports),
+            expose: svc.expose.iter().map(|e| e.to_string()).collect(),
+            mounts,
+            networks: service_networks,
+            depends_on,
+            healthcheck: svc.healthcheck.as_ref().map(healthcheck),
+            restart: match svc.restart {
+                None | Some(service::Restart::No) => RestartPolicy::No,
+                Some(service::Restart::Always) => RestartPolicy::Always,
+                Some(service::Restart::OnFailure) => RestartPolicy::OnFailure,
+                Some(service::Restart::UnlessStopped) => RestartPolicy::UnlessStopped,
+            },
+            labels: list_or_map(&svc.labels, &ctx("labels"))?,
+            user: svc.user.as_ref().map(|u| u.to_string()),
+            working_dir: svc.working_dir.as_ref().map(|p| p.as_path().display().to_string()),
+            hostname: svc.hostname.as_ref().map(|h| h.to_string()),
+            memory_bytes,
+            nano_cpus,
+            stop_signal: svc.stop_signal.clone(),
+            stop_grace_period_s: svc.stop_grace_period.map(|d| d.as_secs() as i64),
+            init: svc.init,
+            tty: svc.tty,
+            stdin_open: svc.stdin_open,
+            extra_hosts: svc.extra_hosts.iter().map(|(h, ip)| format!("{h}:{ip}")).collect(),
+        });
+    }
+
+    if uses_default_network && !networks.iter().any(|n| n.key == "default") {
+        networks.insert(0, NetworkSpec::owned(name, "default"));
+    }
+    networks.retain(|n| n.key != "default" || uses_default_network || services.iter().any(|s| s.networks.iter().any(|sn| sn.network == n.name)));
+
+    Ok(Project { name: name.to_owned(), networks, volumes, services: start_order(services)? })
+}
+
+impl NetworkSpec {
+    fn owned(project: &str, key: &str) -> Self {
+        NetworkSpec {
+            key: key.to_owned(),
+            name: format!("{project}_{key}"),
+            driver: None,
+            internal: false,
+            attachable: false,
+            labels: BTreeMap::new(),
+            external: false,
+        }
+    }
+}
+
+/// Orders services so each comes after its dependencies; a cycle is a spec error.
+fn start_order(services: Vec<ServiceSpec>) -> Result<Vec<ServiceSpec>, SpecError> {
+    let mut remaining = services;
+    let mut ordered: Vec<ServiceSpec> = Vec::with_capacity(remaining.len());
+    while !remaining.is_empty() {
+        let ready = remaining
+            .iter()
+            .position(|s| s.depends_on.iter().all(|d| ordered.iter().any(|o| o.name == d.service)));
+        match ready {
+            Some(i) => ordered.push(remaining.remove(i)),
+            None => {
+                let names: Vec<_> = remaining.iter().map(|s| s.name.as_str()).collect();
+                return Err(SpecError::new(
+                    Reason::MalformedCompose,
+                    format!("spec.compose.file: depends_on forms a cycle among: {}", names.join(", ")),
+                ));
+            }
+        }
+    }
+    Ok(ordered)
+}
+
+fn command(c: &service::Command, what: &str) -> Result<Vec<String>, SpecError> {
+    match c {
+        service::Command::List(v) => Ok(v.clone()),
+        // Compose splits a string command shell-style into argv; it does not wrap it in `sh -c`.
+        service::Command::String(s) => shlex::split(s).ok_or_else(|| {
+            SpecError::new(Reason::MalformedCompose, format!("spec.compose.file: {what} has unbalanced quotes"))
+        }),
+    }
+}
+
+fn environment(env: &ListOrMap, what: &str) -> Result<BTreeMap<String, String>, SpecError> {
+    let map = env
+        .clone()
+        .into_map()
+        .map_err(|e| SpecError::new(Reason::MalformedCompose, format!("spec.compose.file: {what}: {e}")))?;
+    // A key without a value means "take it from the shell" in docker-compose; the operator has no
+    // shell to take it from, so it is set empty, as compose does for an unset variable.
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.map(|v| v.to_string()).unwrap_or_default()))
+        .collect())
+}
+
+fn list_or_map(labels: &ListOrMap, what: &str) -> Result<BTreeMap<String, String>, SpecError> {
+    environment(labels, what)
+}
+
+fn ports(ports: &service::Ports) -> Vec<PortSpec> {
+    service::ports::into_long_iter(ports.clone())
+        .map(|p| PortSpec {
+            container_port: p.target,
+            protocol: p.protocol.as_ref().map_or_else(|| "tcp".to_owned(), |p| p.as_str().to_owned()),
+            host_ip: p.host_ip.map(|ip| ip.to_string()),
+            // A published range (`8000-8010:80`) lets Docker pick from it; its start is taken.
+            host_port: p.published.map(|r| r.start()),
+        })
+        .collect()
+}
+
+fn mount(m: Mount, volumes: &[VolumeSpec], what: &str) -> Result<MountSpec, SpecError> {
+    match m {
+        Mount::Volume(v) => {
+            let target = v.common.target.as_path().display().to_string();
+            match v.source {
+                None => Ok(MountSpec::Anonymous { target }),
+                Some(src) => {
+                    let src = src.to_string();
+                    let vol = volumes.iter().find(|vs| vs.key == src).ok_or_else(|| {
+                        SpecError::new(
+                            Reason::MalformedCompose,
+                            format!("spec.compose.file: {what} uses volume `{src}`, which the top-level `volumes:` does not define"),
+                        )
+                    })?;
+                    Ok(MountSpec::Volume { source: vol.name.clone(), target, read_only: v.common.read_only })
+                }
+            }
+        }
+        Mount::Bind(b) => {
+            let source = b.source.as_path().display().to_string();
+            if !source.starts_with('/') {
+                return Err(SpecError::new(
+                    Reason::InvalidField,
+                    format!("spec.compose.file: {what}: bind mount source `{source}` must be an absolute path (the compose file is inline, so there is no directory to resolve it against)"),
+                ));
+            }
+            Ok(MountSpec::Bind { source, target: b.common.target.as_path().display().to_string(), read_only: b.common.read_only })
+        }
+        Mount::Tmpfs(t) => Ok(MountSpec::Tmpfs { target: t.common.target.as_path().display().to_string() }),
+        other => Err(SpecError::new(
+            Reason::UnsupportedComposeKey,
+            format!("spec.compose.file: {what}: mount type `{}` is not supported by stackwarden yet", other.kind()),
+        )),
+    }
+}
+
+fn limits(svc: &compose_spec::Service, what: &str) -> Result<(Option<i64>, Option<i64>), SpecError> {
+    let deploy_limits: Option<&Limits> = svc.deploy.as_ref().and_then(|d| d.resources.as_ref()).and_then(|r| r.limits.as_ref());
+    let memory = svc.mem_limit.or_else(|| deploy_limits.and_then(|l| l.memory));
+    let cpus = svc.cpus.or_else(|| deploy_limits.and_then(|l| l.cpus));
+    let memory_bytes = memory
+        .map(|m: ByteValue| {
+            m.into_bytes()
+                .and_then(|b| i64::try_from(b).ok())
+                .ok_or_else(|| SpecError::new(Reason::InvalidField, format!("spec.compose.file: {what}.memory is too large")))
+        })
+        .transpose()?;
+    let nano_cpus = cpus.map(|c| (c.into_inner() * 1e9).round() as i64);
+    Ok((memory_bytes, nano_cpus))
+}
+
+fn healthcheck(h: &Healthcheck) -> HealthcheckSpec {
+    match h {
+        Healthcheck::Disable => HealthcheckSpec::Disabled,
+        Healthcheck::Command(c) => {
+            let ns = |d: Option<std::time::Duration>| d.map(|d| d.as_nanos() as i64);
+            let test = match &c.test {
+                None => Vec::new(),
+                Some(Test::Command(argv)) => {
+                    let mut v = vec!["CMD".to_owned()];
+                    v.extend(argv.iter().cloned());
+                    v
+                }
+                Some(Test::ShellCommand(s)) => vec!["CMD-SHELL".to_owned(), s.clone()],
+            };
+            HealthcheckSpec::Check {
+                test,
+                interval_ns: ns(c.interval),
+                timeout_ns: ns(c.timeout),
+                retries: c.retries.map(|r| r as i64),
+                start_period_ns: ns(c.start_period),
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! stackwarden: a reconciling operator for Docker Compose stacks.
+//!
+//! `plan` decides, the edges act: [`compose`] turns a spec into a project, [`docker`] observes
+//! and changes the engine, [`controller`] runs one reconcile for either [`store`] driver.
+
+pub mod api;
+pub mod compose;
