@@ -90,3 +90,184 @@ fn validate_project_name(name: &str) -> Result<(), SpecError> {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{ComposeSpec, HealthSpec, ServiceHealthSpec, ServiceStackSpec};
+
+    fn stack(file: &str, vars: &[(&str, &str)]) -> ServiceStack {
+        let mut s = ServiceStack::new(
+            "demo",
+            ServiceStackSpec {
+                docker: Default::default(),
+                compose: ComposeSpec { project_name: None, file: file.to_owned() },
+                variables: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                health: Default::default(),
+                deletion_policy: Default::default(),
+                suspend: false,
+            },
+        );
+        s.metadata.namespace = Some("ops".into());
+        s
+    }
+
+    const DEMO: &str = r#"
+services:
+  backend:
+    image: stackwarden-test/demo-app:latest
+    command: demo-app --port "8000"
+    environment:
+      DB_PASSWORD: ${DB_PASSWORD}
+      LOG_LEVEL: ${LOG_LEVEL:-info}
+    ports: ["127.0.0.1::8000", "9000:9000/udp"]
+    depends_on:
+      postgres: {condition: service_healthy}
+      redis: {condition: service_started}
+    mem_limit: 256m
+    deploy: {resources: {limits: {cpus: "0.5"}}}
+    restart: unless-stopped
+    labels: [team=ai]
+    user: "1000:1000"
+    working_dir: /app
+  postgres:
+    image: stackwarden-test/postgres:15
+    environment: ["POSTGRES_PASSWORD=${DB_PASSWORD}"]
+    volumes: [pgdata:/var/lib/postgresql/data, /etc/hosts:/etc/hosts2:ro]
+    healthcheck:
+      test: ["CMD-SHELL", "pg_isready"]
+      interval: 1s
+      retries: 3
+  redis:
+    image: stackwarden-test/redis:7
+    entrypoint: ["redis-server"]
+volumes:
+  pgdata: {}
+"#;
+
+    #[test]
+    fn loads_the_demo_in_dependency_order() {
+        let p = load(&stack(DEMO, &[("DB_PASSWORD", "s3cret")])).unwrap();
+        assert_eq!(p.name, "demo");
+        let order: Vec<_> = p.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(order, ["postgres", "redis", "backend"]);
+        let b = p.service("backend").unwrap();
+        assert_eq!(b.command.as_deref(), Some(&["demo-app".to_owned(), "--port".into(), "8000".into()][..]));
+        assert_eq!(b.environment.0["DB_PASSWORD"], "s3cret");
+        assert_eq!(b.environment.0["LOG_LEVEL"], "info");
+        assert_eq!(b.memory_bytes, Some(256 * 1024 * 1024));
+        assert_eq!(b.nano_cpus, Some(500_000_000));
+        assert_eq!(b.restart, RestartPolicy::UnlessStopped);
+        assert_eq!(b.labels["team"], "ai");
+        assert_eq!(b.user.as_deref(), Some("1000:1000"));
+        assert_eq!(b.ports[0], PortSpec { container_port: 8000, protocol: "tcp".into(), host_ip: Some("127.0.0.1".into()), host_port: None });
+        assert_eq!(b.ports[1].protocol, "udp");
+        assert_eq!(b.ports[1].host_port, Some(9000));
+        assert_eq!(b.depends_on[0], Dependency { service: "postgres".into(), condition: DependencyCondition::Healthy });
+        assert_eq!(b.networks[0].network, "demo_default");
+        assert_eq!(b.networks[0].aliases, ["backend"]);
+        let pg = p.service("postgres").unwrap();
+        assert_eq!(pg.environment.0["POSTGRES_PASSWORD"], "s3cret");
+        assert_eq!(pg.mounts[0], MountSpec::Volume { source: "demo_pgdata".into(), target: "/var/lib/postgresql/data".into(), read_only: false });
+        assert_eq!(pg.mounts[1], MountSpec::Bind { source: "/etc/hosts".into(), target: "/etc/hosts2".into(), read_only: true });
+        match pg.healthcheck.as_ref().unwrap() {
+            HealthcheckSpec::Check { test, interval_ns, retries, .. } => {
+                assert_eq!(test, &["CMD-SHELL", "pg_isready"]);
+                assert_eq!(*interval_ns, Some(1_000_000_000));
+                assert_eq!(*retries, Some(3));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(p.networks.len(), 1);
+        assert_eq!(p.volumes[0].name, "demo_pgdata");
+    }
+
+    #[test]
+    fn config_hash_changes_with_the_service_only() {
+        let a = load(&stack(DEMO, &[("DB_PASSWORD", "one")])).unwrap();
+        let b = load(&stack(DEMO, &[("DB_PASSWORD", "two")])).unwrap();
+        let c = load(&stack(DEMO, &[("DB_PASSWORD", "one")])).unwrap();
+        assert_eq!(a.service("redis").unwrap().config_hash(), b.service("redis").unwrap().config_hash());
+        assert_ne!(a.service("backend").unwrap().config_hash(), b.service("backend").unwrap().config_hash());
+        assert_eq!(a.service("backend").unwrap().config_hash(), c.service("backend").unwrap().config_hash());
+        assert_ne!(a.spec_hash(), b.spec_hash());
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output_and_errors() {
+        let p = load(&stack(DEMO, &[("DB_PASSWORD", "s3cret-value")])).unwrap();
+        assert!(!format!("{p:?}").contains("s3cret-value"));
+        let err = load(&stack("services: {a: {image: x, command: \"${DB_PASSWORD} ${NOPE}\"}}", &[("DB_PASSWORD", "s3cret-value")])).unwrap_err();
+        assert_eq!(err.reason, Reason::MissingVariable);
+        assert!(err.message.contains("NOPE") && !err.message.contains("s3cret-value"), "{}", err.message);
+    }
+
+    #[test]
+    fn every_bad_input_names_what_to_fix() {
+        let cases = [
+            ("services: [", Reason::MalformedCompose, "not valid YAML"),
+            ("services: {a: {image: x, build: .}}", Reason::UnsupportedComposeKey, "services.a.build"),
+            ("services: {a: {image: x, deploy: {replicas: 2}}}", Reason::UnsupportedComposeKey, "services.a.deploy.replicas"),
+            ("services: {a: {image: x, env_file: .env}}", Reason::UnsupportedComposeKey, "env_file"),
+            ("services: {a: {image: x}}\nconfigs: {c: {file: x}}", Reason::UnsupportedComposeKey, "`configs`"),
+            ("services: {a: {image: x, ports: [\"nope\"]}}", Reason::MalformedCompose, "not a valid compose file"),
+            ("services: {a: {command: x}}", Reason::MalformedCompose, "services.a.image is required"),
+            ("services: {a: {image: x, depends_on: [b]}}", Reason::UnknownService, "`b`"),
+            ("services: {a: {image: x, depends_on: [b]}, b: {image: x, depends_on: [a]}}", Reason::MalformedCompose, "cycle"),
+            ("services: {a: {image: x, volumes: [data:/d]}}", Reason::MalformedCompose, "`data`"),
+            ("services: {a: {image: x, volumes: [\"./rel:/d\"]}}", Reason::InvalidField, "absolute path"),
+            ("services: {a: {image: x, networks: [back]}}", Reason::MalformedCompose, "`back`"),
+            ("services: {}", Reason::MalformedCompose, "no services"),
+        ];
+        for (file, reason, needle) in cases {
+            let err = load(&stack(file, &[])).expect_err(file);
+            assert_eq!(err.reason, reason, "{file}: {}", err.message);
+            assert!(err.message.contains(needle), "{file}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn health_must_name_real_services_and_optional_ones_do_not_gate_ready() {
+        let mut s = stack(DEMO, &[("DB_PASSWORD", "x")]);
+        s.spec.health = HealthSpec { services: [("backnd".to_owned(), ServiceHealthSpec::default())].into() };
+        let err = load(&s).unwrap_err();
+        assert_eq!(err.reason, Reason::UnknownService);
+        assert!(err.message.contains("spec.health.services.backnd") && err.message.contains("backend"), "{}", err.message);
+
+        s.spec.health = HealthSpec { services: [("redis".to_owned(), ServiceHealthSpec { optional: true })].into() };
+        let p = load(&s).unwrap();
+        assert_eq!(required_services(&s, &p), ["postgres", "backend"]);
+    }
+
+    #[test]
+    fn project_names_follow_compose_rules() {
+        let mut s = stack(DEMO, &[("DB_PASSWORD", "x")]);
+        s.spec.compose.project_name = Some("Bad Name".into());
+        assert_eq!(load(&s).unwrap_err().reason, Reason::InvalidField);
+        s.spec.compose.project_name = Some("erni_2".into());
+        assert_eq!(load(&s).unwrap().services[0].container_name("erni_2"), "erni_2-postgres-1");
+    }
+
+    #[test]
+    fn named_networks_and_external_resources() {
+        let file = r#"
+services:
+  a: {image: x, networks: {front: {aliases: [web]}, default: {}}}
+networks:
+  front: {driver: bridge}
+  shared: {external: true, name: corp-net}
+volumes:
+  ext: {external: true}
+"#;
+        let p = load(&stack(file, &[])).unwrap();
+        let a = p.service("a").unwrap();
+        assert_eq!(a.networks[0].network, "demo_front");
+        assert_eq!(a.networks[0].aliases, ["a", "web"]);
+        assert_eq!(a.networks[1].network, "demo_default");
+        let shared = p.networks.iter().find(|n| n.key == "shared").unwrap();
+        assert!(shared.external);
+        assert_eq!(shared.name, "corp-net");
+        assert!(p.volumes[0].external);
+        assert_eq!(p.volumes[0].name, "ext");
+    }
+}

@@ -434,7 +434,15 @@ fn limits(svc: &compose_spec::Service, what: &str) -> Result<(Option<i64>, Optio
     let cpus = svc.cpus.or_else(|| deploy_limits.and_then(|l| l.cpus));
     let memory_bytes = memory
         .map(|m: ByteValue| {
-            m.into_bytes()
+            // compose_spec counts `m` as 10^6, but Docker and docker-compose count memory in
+            // powers of 1024 (`256m` is 256 MiB), and users copy their files from there.
+            let (n, unit) = match m {
+                ByteValue::Bytes(n) => (n, 1u64),
+                ByteValue::Kilobytes(n) => (n, 1 << 10),
+                ByteValue::Megabytes(n) => (n, 1 << 20),
+                ByteValue::Gigabytes(n) => (n, 1 << 30),
+            };
+            n.checked_mul(unit)
                 .and_then(|b| i64::try_from(b).ok())
                 .ok_or_else(|| SpecError::new(Reason::InvalidField, format!("spec.compose.file: {what}.memory is too large")))
         })
