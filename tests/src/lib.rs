@@ -1,0 +1,7 @@
+//! Support for stackwarden's end-to-end tests and benchmarks: the test images and the demo app.
+//!
+//! Modules that use the operator crate (`stackwarden`) must be declared with
+//! `#[cfg(feature = "operator")]`: the demo-app image is built without that feature.
+
+pub mod demo;
+pub mod images;
