@@ -5,3 +5,7 @@
 
 pub mod api;
 pub mod compose;
+pub mod docker;
+pub mod controller;
+pub mod store;
+pub mod cli;

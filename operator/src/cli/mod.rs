@@ -1,0 +1,161 @@
+//! The `stackwarden` command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+
+use crate::api::{condition, ConditionType};
+use crate::store::local::{self, LocalOptions, LocalStore, Record};
+
+#[derive(Parser, Debug)]
+#[command(name = "stackwarden", version, about = "Keeps Docker Compose stacks alive: a reconciling operator for ServiceStack resources")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print the ServiceStack CustomResourceDefinition as YAML.
+    Crd,
+    /// Reconcile ServiceStack manifests from files against the local Docker engine.
+    Local {
+        /// A manifest file, or a directory of `.yaml`/`.yml` manifests; re-read as it changes.
+        path: PathBuf,
+        #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
+        state_dir: PathBuf,
+        /// Exit as soon as every stack is Ready (for scripts and demos).
+        #[arg(long)]
+        exit_when_ready: bool,
+        /// Give up (exit non-zero) after this many seconds.
+        #[arg(long, value_parser = parse_seconds)]
+        timeout: Option<Duration>,
+    },
+    /// Show the stacks the local driver manages: a `kubectl get`-like table, then each stack's
+    /// services, conditions and recent events.
+    Status {
+        /// Only this stack (`name` or `namespace/name`).
+        name: Option<String>,
+        #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
+        state_dir: PathBuf,
+    },
+    /// Run in a Kubernetes cluster: watch ServiceStacks through the API server.
+    Controller {
+        /// Only watch this namespace (default: all).
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<u64>().map(Duration::from_secs).map_err(|e| format!("{e}: give whole seconds"))
+}
+
+/// `$XDG_STATE_HOME/stackwarden`, else `~/.local/state/stackwarden`.
+pub fn default_state_dir() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib"))
+        .join("stackwarden")
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crate::api::crd_yaml());
+            Ok(())
+        }
+        Command::Local { path, state_dir, exit_when_ready, timeout } => {
+            anyhow::ensure!(path.exists(), "{} does not exist: give a manifest file or a directory of them", path.display());
+            local::run(LocalOptions { manifests: path, state_dir, exit_when_ready, timeout }).await
+        }
+        Command::Status { name, state_dir } => {
+            let store = LocalStore::new(&state_dir);
+            let mut records = store.list()?;
+            if let Some(n) = &name {
+                records.retain(|r| &r.name == n || &format!("{}/{}", r.namespace, r.name) == n);
+                anyhow::ensure!(!records.is_empty(), "no stack named {n} in {}", state_dir.display());
+            }
+            print!("{}", status_table(&store, &records));
+            Ok(())
+        }
+        Command::Controller { namespace } => {
+            let client = kube::Client::try_default().await?;
+            crate::store::kube::run(client, namespace).await
+        }
+    }
+}
+
+/// The text `stackwarden status` prints.
+pub fn status_table(store: &LocalStore, records: &[Record]) -> String {
+    let mut rows = vec![["NAMESPACE", "NAME", "READY", "HEALTH", "REVISION", "AGE"].map(str::to_owned).to_vec()];
+    for r in records {
+        let ready = condition::find(&r.status.conditions, ConditionType::Ready).map_or("Unknown".to_owned(), |c| c.status.to_string());
+        rows.push(vec![
+            r.namespace.clone(),
+            r.name.clone(),
+            ready,
+            r.status.health.map_or("-".to_owned(), |h| format!("{h:?}")),
+            r.status.revision.map_or("-".to_owned(), |v| v.to_string()),
+            age(Utc::now() - r.created),
+        ]);
+    }
+    let mut out = table(&rows);
+    for r in records {
+        out.push_str(&format!("\n{}/{} (project {})\n", r.namespace, r.name, r.status.project.as_deref().unwrap_or("-")));
+        let mut svc = vec![["  SERVICE", "STATE", "HEALTH", "CONTAINER", "RESTARTS", "IMAGE"].map(str::to_owned).to_vec()];
+        for (name, s) in &r.status.services {
+            svc.push(vec![
+                format!("  {name}"),
+                serde_json::to_value(s.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                s.health.map_or("-".to_owned(), |h| format!("{h:?}").to_lowercase()),
+                s.container_id.clone().unwrap_or_else(|| "-".into()),
+                s.restarts.to_string(),
+                s.image.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        out.push_str(&table(&svc));
+        let mut cond = vec![["  CONDITION", "STATUS", "REASON", "MESSAGE"].map(str::to_owned).to_vec()];
+        for c in &r.status.conditions {
+            cond.push(vec![format!("  {}", c.type_), c.status.to_string(), c.reason.to_string(), c.message.clone()]);
+        }
+        out.push_str(&table(&cond));
+        let events = store.events(&r.namespace, &r.name);
+        if !events.is_empty() {
+            out.push_str("  Recent events:\n");
+            for (t, e) in events.iter().rev().take(5).rev() {
+                out.push_str(&format!("    {} {:?} {}: {}\n", t.format("%H:%M:%S"), e.type_, e.reason, e.note));
+            }
+        }
+    }
+    out
+}
+
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols).map(|i| rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if i + 1 == r.len() { c.clone() } else { format!("{c:<w$}", w = widths[i]) })
+            .collect();
+        out.push_str(line.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn age(d: chrono::Duration) -> String {
+    let s = d.num_seconds().max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}

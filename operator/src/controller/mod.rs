@@ -1,0 +1,327 @@
+//! One reconcile for both drivers: observe Docker, [`plan`], act, report status and events.
+//!
+//! Docker trouble and bad specs are not errors of the reconcile: they end as conditions and a
+//! requeue, and nothing running is touched because of them. `Err` is kept for what the
+//! operator cannot report (the store itself failing) and for cleanup, which must be retried.
+
+pub mod plan;
+mod report;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::api::{condition, ConditionStatus, ConditionType, DeletionPolicy, Reason, ServiceStack, ServiceStackStatus, Verdict};
+use crate::compose::{self, Project};
+use crate::docker::{Engine, EngineError, Engines, Owner};
+use crate::store::{EventType, StackEvent, Store, StoreError};
+
+pub use plan::{plan, Action, Plan};
+
+/// How soon to look again while containers are coming up.
+pub const PROGRESS_REQUEUE: Duration = Duration::from_millis(500);
+/// How soon to look again when all is well (drift detection).
+pub const STEADY_REQUEUE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing status or events failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("cleanup failed: {0}")]
+    Cleanup(#[from] EngineError),
+}
+
+impl Error {
+    /// Stable label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Store(_) => "store",
+            Error::Cleanup(_) => "cleanup",
+        }
+    }
+}
+
+/// What a reconcile pass tells its driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requeue(pub Duration);
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    pub store: Arc<dyn Store>,
+    pub engines: Engines,
+    /// Consecutive failed passes per stack, for backoff. Memory only: after a restart the
+    /// operator simply retries at once, which is what one wants after a restart anyway.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(Self { store, engines: Engines::default(), failures: Mutex::default() })
+    }
+
+    async fn backoff(&self, key: &str, failed: bool) -> Option<Duration> {
+        let mut f = self.failures.lock().await;
+        if !failed {
+            f.remove(key);
+            return None;
+        }
+        let n = f.entry(key.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        Some(backoff_delay(*n))
+    }
+}
+
+/// 1 s, 2 s, 4 s ... capped at 5 minutes.
+pub fn backoff_delay(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.saturating_sub(1).min(8)).min(Duration::from_secs(300))
+}
+
+/// Brings one stack one step closer to its spec and reports what it sees.
+pub async fn reconcile(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result<Requeue, Error> {
+    let key = stack.key();
+    let previous = stack.status.clone().unwrap_or_default();
+    let generation = stack.metadata.generation;
+    let mut verdicts = Vec::new();
+    let mut status = ServiceStackStatus { project: Some(stack.project_name()), ..previous.clone() };
+
+    let project = match compose::load(stack) {
+        Ok(p) => {
+            verdicts.push(Verdict::new(ConditionType::InvalidSpec, ConditionStatus::False, Reason::SpecValid, "the spec is valid"));
+            p
+        }
+        Err(e) => {
+            verdicts.push(Verdict::new(ConditionType::InvalidSpec, ConditionStatus::True, e.reason, e.message.clone()));
+            verdicts.push(Verdict::new(
+                ConditionType::Ready,
+                ConditionStatus::False,
+                e.reason,
+                "the spec is invalid (see InvalidSpec); the containers already running were left as they were",
+            ));
+            verdicts.push(Verdict::new(ConditionType::Progressing, ConditionStatus::False, e.reason, "waiting for a valid spec"));
+            publish_transition(ctx, stack, &previous, ConditionType::InvalidSpec, EventType::Warning, e.reason, &e.message).await?;
+            warn!(stack = %key, reason = %e.reason, "invalid spec: {}", e.message);
+            finish(ctx, stack, status, &previous, verdicts, generation).await?;
+            // A person must change the spec; a spec change triggers a pass by itself.
+            return Ok(Requeue(STEADY_REQUEUE));
+        }
+    };
+
+    let host = stack.spec.docker.host().to_owned();
+    let owner = Owner { project: project.name.clone(), stack: key.clone(), uid: uid.to_owned() };
+    let result = match ctx.engines.get(&host).await {
+        Ok(engine) => converge(stack, &project, &owner, &engine).await,
+        Err(e) => Err(e),
+    };
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            ctx.engines.forget(&host).await;
+            let message = format!("{e}; check that the engine runs and spec.docker.host ({host}) is right. Nothing was changed; retrying with backoff");
+            verdicts.push(Verdict::new(ConditionType::DockerUnreachable, ConditionStatus::True, Reason::EngineUnreachable, message.clone()));
+            verdicts.push(Verdict::new(ConditionType::Ready, ConditionStatus::Unknown, Reason::EngineUnreachable, "the Docker engine cannot be reached, so the services' state is unknown"));
+            status.health = Some(crate::api::StackHealth::Unknown);
+            publish_transition(ctx, stack, &previous, ConditionType::DockerUnreachable, EventType::Warning, Reason::EngineUnreachable, &message).await?;
+            warn!(stack = %key, "{message}");
+            finish(ctx, stack, status, &previous, verdicts, generation).await?;
+            let delay = ctx.backoff(&key, true).await.unwrap_or(STEADY_REQUEUE);
+            return Ok(Requeue(delay));
+        }
+    };
+    verdicts.push(Verdict::new(ConditionType::DockerUnreachable, ConditionStatus::False, Reason::EngineReachable, format!("the Docker engine at {host} answers")));
+
+    for event in &outcome.events {
+        ctx.store.record(stack, event).await?;
+    }
+    let required = compose::required_services(stack, &project);
+    let report = report::report(&project, &outcome, &required, stack.spec.suspend);
+    status.revision = Some(outcome.plan.revision);
+    status.services = report.services;
+    status.health = Some(report.health);
+    verdicts.extend(report.verdicts);
+    finish(ctx, stack, status, &previous, verdicts, generation).await?;
+
+    let failed = !outcome.failures.is_empty();
+    let delay = ctx.backoff(&key, failed).await;
+    Ok(Requeue(delay.unwrap_or(if report.progressing { PROGRESS_REQUEUE } else { STEADY_REQUEUE })))
+}
+
+/// What a pass did on the engine and what it saw afterwards.
+pub struct Outcome {
+    pub plan: Plan,
+    pub observed: crate::docker::Observed,
+    /// Services whose action failed, with the error text.
+    pub failures: Vec<(String, String)>,
+    pub acted: bool,
+    pub events: Vec<StackEvent>,
+}
+
+async fn observe(engine: &dyn Engine, project: &Project) -> Result<crate::docker::Observed, EngineError> {
+    let nets: Vec<String> = project.networks.iter().map(|n| n.name.clone()).collect();
+    let vols: Vec<String> = project.volumes.iter().map(|v| v.name.clone()).collect();
+    let images: Vec<String> = project.services.iter().map(|s| s.image.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    engine.observe(&project.name, &nets, &vols, &images).await
+}
+
+/// Observe, plan, act, and observe again when anything was done, so status shows the result.
+pub async fn converge(stack: &ServiceStack, project: &Project, owner: &Owner, engine: &dyn Engine) -> Result<Outcome, EngineError> {
+    let observed = observe(engine, project).await?;
+    let plan = plan::plan(project, &observed, &owner.uid);
+    if stack.spec.suspend || plan.conflict.is_some() || plan.actions.is_empty() {
+        return Ok(Outcome { plan, observed, failures: Vec::new(), acted: false, events: Vec::new() });
+    }
+    let mut failures: Vec<(String, String)> = Vec::new();
+    let mut events = Vec::new();
+    let spec_hash = project.spec_hash();
+    for action in &plan.actions {
+        if let Some(svc) = action.service() {
+            // A failed service and everything depending on it wait for the next pass.
+            let failed_dep = project
+                .service(svc)
+                .map(|s| s.depends_on.iter().any(|d| failures.iter().any(|(f, _)| *f == d.service)))
+                .unwrap_or(false);
+            if failed_dep || failures.iter().any(|(f, _)| f == svc) {
+                continue;
+            }
+        }
+        match act(engine, project, owner, plan.revision, &spec_hash, action).await {
+            Ok(event) => {
+                info!(stack = %owner.stack, "{}", event.note);
+                events.push(event);
+            }
+            Err(e @ EngineError::Unreachable { .. }) => return Err(e),
+            Err(e) => {
+                let service = action.service().unwrap_or("*").to_owned();
+                let note = format!("{} failed: {e}", describe(action));
+                warn!(stack = %owner.stack, "{note}");
+                events.push(StackEvent::new(EventType::Warning, "ApplyFailed", "Apply", note));
+                failures.push((service, e.to_string()));
+                if action.service().is_none() {
+                    break;
+                }
+            }
+        }
+    }
+    let observed = observe(engine, project).await?;
+    Ok(Outcome { plan, observed, failures, acted: true, events })
+}
+
+async fn act(engine: &dyn Engine, project: &Project, owner: &Owner, revision: u64, spec_hash: &str, action: &Action) -> Result<StackEvent, EngineError> {
+    let svc = |name: &str| project.service(name).expect("planned services exist in the project");
+    let (reason, action_name) = match action {
+        Action::CreateNetwork(n) => {
+            engine.create_network(n, owner).await?;
+            ("NetworkCreated", "Create")
+        }
+        Action::CreateVolume(v) => {
+            engine.create_volume(v, owner).await?;
+            ("VolumeCreated", "Create")
+        }
+        Action::PullImage { image, .. } => {
+            engine.pull_image(image).await.map_err(|e| EngineError::Api {
+                context: format!("image {image} is not on the engine and pulling it failed"),
+                status: None,
+                message: format!("{e}. Build or load the image (docker build / docker load), or fix `image:`"),
+            })?;
+            ("ImagePulled", "Pull")
+        }
+        Action::Create { service } => {
+            let id = engine.create_container(svc(service), owner, revision, spec_hash).await?;
+            engine.start_container(&id).await?;
+            ("Created", "Create")
+        }
+        Action::Start { id, .. } => {
+            engine.start_container(id).await?;
+            ("Started", "Start")
+        }
+        Action::Recreate { service, old_id } => {
+            let s = svc(service);
+            engine.remove_container(old_id, s.stop_grace_period_s).await?;
+            let id = engine.create_container(s, owner, revision, spec_hash).await?;
+            engine.start_container(&id).await?;
+            ("Recreated", "Recreate")
+        }
+        Action::Remove { id, .. } => {
+            engine.remove_container(id, None).await?;
+            ("Removed", "Remove")
+        }
+    };
+    Ok(StackEvent::new(EventType::Normal, reason, action_name, describe(action)))
+}
+
+fn describe(action: &Action) -> String {
+    match action {
+        Action::CreateNetwork(n) => format!("network {}: create", n.name),
+        Action::CreateVolume(v) => format!("volume {}: create", v.name),
+        Action::PullImage { service, image } => format!("service {service}: pull image {image}"),
+        Action::Create { service } => format!("service {service}: create and start its container"),
+        Action::Start { service, id } => format!("service {service}: start container {}", crate::docker::short_id(id)),
+        Action::Recreate { service, old_id } => {
+            format!("service {service}: recreate (config changed) replacing container {}", crate::docker::short_id(old_id))
+        }
+        Action::Remove { service, id } => format!("service {service}: remove container {}", crate::docker::short_id(id)),
+    }
+}
+
+/// Removes a deleted stack's containers and networks, and its volumes under `Delete`.
+pub async fn cleanup(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result<(), Error> {
+    if stack.spec.deletion_policy == DeletionPolicy::Orphan {
+        info!(stack = %stack.key(), "deletionPolicy Orphan: leaving containers, networks and volumes in place");
+        return Ok(());
+    }
+    let engine = ctx.engines.get(stack.spec.docker.host()).await?;
+    let owner = Owner { project: stack.project_name(), stack: stack.key(), uid: uid.to_owned() };
+    let observed = engine.observe(&owner.project, &[], &[], &[]).await?;
+    for c in observed.containers.iter().filter(|c| c.uid.as_deref() == Some(uid)) {
+        engine.remove_container(&c.id, None).await?;
+    }
+    let (networks, volumes) = engine.owned_resources(&owner).await?;
+    for n in networks {
+        engine.remove_network(&n).await?;
+    }
+    if stack.spec.deletion_policy == DeletionPolicy::Delete {
+        for v in volumes {
+            engine.remove_volume(&v).await?;
+        }
+    }
+    info!(stack = %stack.key(), policy = ?stack.spec.deletion_policy, "stack removed");
+    Ok(())
+}
+
+async fn finish(
+    ctx: &Context,
+    stack: &ServiceStack,
+    mut status: ServiceStackStatus,
+    previous: &ServiceStackStatus,
+    verdicts: Vec<Verdict>,
+    generation: Option<i64>,
+) -> Result<(), Error> {
+    status.observed_generation = generation;
+    status.conditions = condition::merge(&previous.conditions, verdicts, generation, Utc::now());
+    if &status != previous {
+        ctx.store.write_status(stack, &status).await?;
+    }
+    Ok(())
+}
+
+/// Publishes an event only when a condition turns True, so a stack stuck in a bad state
+/// does not flood the event log on every retry.
+async fn publish_transition(
+    ctx: &Context,
+    stack: &ServiceStack,
+    previous: &ServiceStackStatus,
+    type_: ConditionType,
+    event_type: EventType,
+    reason: Reason,
+    message: &str,
+) -> Result<(), Error> {
+    let was = condition::find(&previous.conditions, type_);
+    if was.is_some_and(|c| c.status == ConditionStatus::True && c.reason == reason && c.message == message) {
+        return Ok(());
+    }
+    ctx.store.record(stack, &StackEvent::new(event_type, &reason.to_string(), "Reconcile", message.to_owned())).await?;
+    Ok(())
+}

@@ -1,0 +1,253 @@
+//! The decision: given the project a spec asks for and what Docker reports, which actions bring
+//! one step closer. Pure and synchronous: no Docker, no clock, so every case is a unit test.
+//!
+//! Each pass plans from scratch on fresh observations (level-triggered), so an operator killed
+//! between two actions simply plans the rest on its next pass.
+
+use std::collections::BTreeSet;
+
+use crate::api::{ContainerHealth, ContainerState, Reason};
+use crate::compose::{DependencyCondition, NetworkSpec, Project, PullPolicy, RestartPolicy, ServiceSpec, VolumeSpec};
+use crate::docker::{ObservedContainer, Observed};
+
+/// One change to make on the engine, in the order given.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    CreateNetwork(NetworkSpec),
+    CreateVolume(VolumeSpec),
+    PullImage { service: String, image: String },
+    /// Create and start the service's container.
+    Create { service: String },
+    /// Start the existing, stopped container.
+    Start { service: String, id: String },
+    /// Replace a container whose config drifted from the spec: remove it, then create and start.
+    Recreate { service: String, old_id: String },
+    /// Remove a container the spec no longer asks for (or a duplicate).
+    Remove { service: String, id: String },
+}
+
+impl Action {
+    /// The service the action is for; network and volume actions concern every service.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            Action::CreateNetwork(_) | Action::CreateVolume(_) => None,
+            Action::PullImage { service, .. }
+            | Action::Create { service }
+            | Action::Start { service, .. }
+            | Action::Recreate { service, .. }
+            | Action::Remove { service, .. } => Some(service),
+        }
+    }
+}
+
+/// A service the plan cannot act on yet, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hold {
+    pub service: String,
+    pub reason: Reason,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// Revision number of the project being applied.
+    pub revision: u64,
+    /// Services waiting for a dependency (the normal course of a start).
+    pub waiting: Vec<Hold>,
+    /// Services that cannot proceed without a change by a person (e.g. a missing image).
+    pub blocked: Vec<Hold>,
+    /// Containers of another owner use the project name: nothing may be touched.
+    pub conflict: Option<String>,
+}
+
+/// Plans the next step for `project`, owned by the stack with `uid`.
+pub fn plan(project: &Project, observed: &Observed, uid: &str) -> Plan {
+    let mut out = Plan { revision: revision(project, observed, uid), ..Default::default() };
+
+    let foreign: Vec<&ObservedContainer> = observed.containers.iter().filter(|c| c.uid.as_deref() != Some(uid)).collect();
+    if !foreign.is_empty() {
+        let names: Vec<_> = foreign.iter().map(|c| c.name.as_str()).collect();
+        out.conflict = Some(format!(
+            "containers not created by this ServiceStack already use compose project {:?} ({}); remove them or set spec.compose.projectName to another name",
+            project.name,
+            names.join(", ")
+        ));
+        return out;
+    }
+
+    for net in &project.networks {
+        if !observed.networks.contains(&net.name) {
+            if net.external {
+                for svc in project.services.iter().filter(|s| s.networks.iter().any(|n| n.network == net.name)) {
+                    out.blocked.push(Hold {
+                        service: svc.name.clone(),
+                        reason: Reason::ApplyFailed,
+                        message: format!("external network {} does not exist; create it (docker network create {})", net.name, net.name),
+                    });
+                }
+            } else {
+                out.actions.push(Action::CreateNetwork(net.clone()));
+            }
+        }
+    }
+    for vol in &project.volumes {
+        if !observed.volumes.contains(&vol.name) {
+            if vol.external {
+                for svc in project.services.iter().filter(|s| s.uses_volume(&vol.name)) {
+                    out.blocked.push(Hold {
+                        service: svc.name.clone(),
+                        reason: Reason::ApplyFailed,
+                        message: format!("external volume {} does not exist; create it (docker volume create {})", vol.name, vol.name),
+                    });
+                }
+            } else if project.services.iter().any(|s| s.uses_volume(&vol.name)) {
+                out.actions.push(Action::CreateVolume(vol.clone()));
+            }
+        }
+    }
+
+    // Services this pass will leave running (started, created or untouched), in start order,
+    // so a `service_started` dependency created earlier in the same pass counts as met.
+    let mut will_run: BTreeSet<&str> = BTreeSet::new();
+    let mut blocked: BTreeSet<String> = out.blocked.iter().map(|h| h.service.clone()).collect();
+
+    for svc in &project.services {
+        let mut mine: Vec<&ObservedContainer> = observed.containers.iter().filter(|c| c.service == svc.name).collect();
+        // Keep the best container (current config first, then running), remove the others:
+        // duplicates only appear when a pass was cut off mid-recreate by an outside hand.
+        let want = svc.config_hash();
+        mine.sort_by_key(|c| (c.config_hash.as_deref() != Some(want.as_str()), c.state != ContainerState::Running, c.id.clone()));
+        for extra in mine.iter().skip(1) {
+            out.actions.push(Action::Remove { service: svc.name.clone(), id: extra.id.clone() });
+        }
+        let current = mine.first().copied();
+
+        let change = match current {
+            None => Some(Action::Create { service: svc.name.clone() }),
+            Some(c) if c.config_hash.as_deref() != Some(want.as_str()) => {
+                Some(Action::Recreate { service: svc.name.clone(), old_id: c.id.clone() })
+            }
+            Some(c) if needs_start(svc, c) => Some(Action::Start { service: svc.name.clone(), id: c.id.clone() }),
+            Some(_) => None,
+        };
+        let Some(change) = change else {
+            will_run.insert(&svc.name);
+            continue;
+        };
+
+        if let Some(dep) = svc.depends_on.iter().find(|d| blocked.contains(&d.service)) {
+            blocked.insert(svc.name.clone());
+            out.waiting.push(Hold {
+                service: svc.name.clone(),
+                reason: Reason::WaitingForDependencies,
+                message: format!("{} waits for {}, which cannot start", svc.name, dep.service),
+            });
+            continue;
+        }
+        if blocked.contains(&svc.name) {
+            continue;
+        }
+        if let Some(msg) = unmet_dependency(project, svc, observed, &will_run, &out.actions) {
+            out.waiting.push(Hold { service: svc.name.clone(), reason: Reason::WaitingForDependencies, message: msg });
+            continue;
+        }
+        if !matches!(change, Action::Start { .. }) {
+            let present = observed.images.contains(&svc.image);
+            match svc.pull_policy {
+                PullPolicy::Never if !present => {
+                    blocked.insert(svc.name.clone());
+                    out.blocked.push(Hold {
+                        service: svc.name.clone(),
+                        reason: Reason::ImageNotFound,
+                        message: format!(
+                            "image {} of service {} is not on the engine and pull_policy is never; build or load it (docker build / docker load), or fix `image:`",
+                            svc.image, svc.name
+                        ),
+                    });
+                    continue;
+                }
+                PullPolicy::Always => out.actions.push(Action::PullImage { service: svc.name.clone(), image: svc.image.clone() }),
+                PullPolicy::Missing if !present => {
+                    out.actions.push(Action::PullImage { service: svc.name.clone(), image: svc.image.clone() })
+                }
+                _ => {}
+            }
+        }
+        out.actions.push(change);
+        will_run.insert(&svc.name);
+    }
+
+    let wanted: BTreeSet<&str> = project.services.iter().map(|s| s.name.as_str()).collect();
+    for c in &observed.containers {
+        if !wanted.contains(c.service.as_str()) {
+            out.actions.push(Action::Remove { service: c.service.clone(), id: c.id.clone() });
+        }
+    }
+    out
+}
+
+/// Starts a stopped container like `docker-compose up` does, except a one-shot service that
+/// finished successfully (`restart: no` and exit 0), which must not run twice.
+fn needs_start(svc: &ServiceSpec, c: &ObservedContainer) -> bool {
+    match c.state {
+        ContainerState::Created => true,
+        ContainerState::Exited | ContainerState::Dead => {
+            !(c.exit_code == Some(0) && matches!(svc.restart, RestartPolicy::No | RestartPolicy::OnFailure))
+        }
+        _ => false,
+    }
+}
+
+/// Why `svc` may not be created or started yet, if anything.
+fn unmet_dependency(project: &Project, svc: &ServiceSpec, observed: &Observed, will_run: &BTreeSet<&str>, planned: &[Action]) -> Option<String> {
+    for dep in &svc.depends_on {
+        let touched = planned.iter().any(|a| a.service() == Some(dep.service.as_str()) && !matches!(a, Action::PullImage { .. }));
+        let container = observed.containers.iter().find(|c| {
+            c.service == dep.service && project.service(&dep.service).is_some_and(|d| c.config_hash.as_deref() == Some(d.config_hash().as_str()))
+        });
+        let met = match dep.condition {
+            DependencyCondition::Started => will_run.contains(dep.service.as_str()),
+            DependencyCondition::Healthy => {
+                !touched && container.is_some_and(|c| c.state == ContainerState::Running && c.health == Some(ContainerHealth::Healthy))
+            }
+            DependencyCondition::CompletedSuccessfully => {
+                !touched && container.is_some_and(|c| c.state == ContainerState::Exited && c.exit_code == Some(0))
+            }
+        };
+        if !met {
+            let what = match dep.condition {
+                DependencyCondition::Started => "to start",
+                DependencyCondition::Healthy => match container.and_then(|c| c.health) {
+                    None if container.is_some_and(|c| c.state == ContainerState::Running) => {
+                        "to be healthy, but it has no healthcheck (add one, or use condition: service_started)"
+                    }
+                    _ => "to be healthy",
+                },
+                DependencyCondition::CompletedSuccessfully => "to complete successfully",
+            };
+            return Some(format!("{} waits for {} {what}", svc.name, dep.service));
+        }
+    }
+    None
+}
+
+/// The revision being applied: the one recorded on a container that already runs this exact
+/// project, otherwise one more than the highest recorded. Read from labels, so it survives
+/// operator restarts.
+fn revision(project: &Project, observed: &Observed, uid: &str) -> u64 {
+    let ours = || observed.containers.iter().filter(|c| c.uid.as_deref() == Some(uid));
+    let hash = project.spec_hash();
+    if let Some(r) = ours().filter(|c| c.spec_hash.as_deref() == Some(hash.as_str())).filter_map(|c| c.revision).max() {
+        return r;
+    }
+    ours().filter_map(|c| c.revision).max().unwrap_or(0) + 1
+}
+
+impl ServiceSpec {
+    fn uses_volume(&self, docker_name: &str) -> bool {
+        self.mounts
+            .iter()
+            .any(|m| matches!(m, crate::compose::MountSpec::Volume { source, .. } if source == docker_name))
+    }
+}

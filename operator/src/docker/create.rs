@@ -1,0 +1,197 @@
+//! Pure mappings between the compose model and Docker's request and response bodies.
+
+use std::collections::HashMap;
+
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, HealthConfig,
+    HealthStatusEnum, HostConfig, Mount, MountType, NetworkCreateRequest, NetworkingConfig, PortBinding,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+};
+
+use super::{labels, ObservedContainer, Owner};
+use crate::api::{ContainerHealth, ContainerState};
+use crate::compose::{HealthcheckSpec, MountSpec, NetworkSpec, RestartPolicy as Restart, ServiceSpec, VolumeSpec};
+
+/// The compose version we claim in labels; docker-compose 1.29 reads containers of any version.
+const COMPOSE_VERSION: &str = "2.0.0";
+
+fn owner_labels(owner: &Owner) -> HashMap<String, String> {
+    HashMap::from([
+        (labels::PROJECT.to_owned(), owner.project.clone()),
+        (labels::STACK.to_owned(), owner.stack.clone()),
+        (labels::UID.to_owned(), owner.uid.clone()),
+    ])
+}
+
+pub fn network_body(net: &NetworkSpec, owner: &Owner) -> NetworkCreateRequest {
+    let mut l = owner_labels(owner);
+    l.insert(labels::NETWORK.to_owned(), net.key.clone());
+    l.extend(net.labels.clone());
+    NetworkCreateRequest {
+        name: net.name.clone(),
+        driver: Some(net.driver.clone().unwrap_or_else(|| "bridge".to_owned())),
+        internal: Some(net.internal),
+        attachable: Some(net.attachable),
+        labels: Some(l),
+        ..Default::default()
+    }
+}
+
+pub fn volume_body(vol: &VolumeSpec, owner: &Owner) -> VolumeCreateRequest {
+    let mut l = owner_labels(owner);
+    l.insert(labels::VOLUME.to_owned(), vol.key.clone());
+    l.extend(vol.labels.clone());
+    VolumeCreateRequest {
+        name: Some(vol.name.clone()),
+        driver: vol.driver.clone(),
+        driver_opts: Some(vol.driver_opts.clone().into_iter().collect()),
+        labels: Some(l),
+        ..Default::default()
+    }
+}
+
+pub fn container_body(svc: &ServiceSpec, owner: &Owner, revision: u64, spec_hash: &str) -> ContainerCreateBody {
+    let mut l: HashMap<String, String> = svc.labels.clone().into_iter().collect();
+    l.extend(owner_labels(owner));
+    for (k, v) in [
+        (labels::SERVICE, svc.name.clone()),
+        (labels::CONFIG_HASH, svc.config_hash()),
+        (labels::CONTAINER_NUMBER, "1".to_owned()),
+        (labels::ONEOFF, "False".to_owned()),
+        (labels::VERSION, COMPOSE_VERSION.to_owned()),
+        (labels::REVISION, revision.to_string()),
+        (labels::SPEC_HASH, spec_hash.to_owned()),
+    ] {
+        l.insert(k.to_owned(), v);
+    }
+
+    let mut exposed: Vec<String> = svc.expose.iter().map(|e| if e.contains('/') { e.clone() } else { format!("{e}/tcp") }).collect();
+    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for p in &svc.ports {
+        let key = format!("{}/{}", p.container_port, p.protocol);
+        exposed.push(key.clone());
+        bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(PortBinding {
+            host_ip: p.host_ip.clone(),
+            host_port: p.host_port.map(|h| h.to_string()),
+        });
+    }
+    exposed.sort();
+    exposed.dedup();
+
+    let mounts = svc
+        .mounts
+        .iter()
+        .map(|m| match m {
+            MountSpec::Volume { source, target, read_only } => Mount {
+                typ: Some(MountType::VOLUME),
+                source: Some(source.clone()),
+                target: Some(target.clone()),
+                read_only: Some(*read_only),
+                ..Default::default()
+            },
+            MountSpec::Anonymous { target } => {
+                Mount { typ: Some(MountType::VOLUME), target: Some(target.clone()), ..Default::default() }
+            }
+            MountSpec::Bind { source, target, read_only } => Mount {
+                typ: Some(MountType::BIND),
+                source: Some(source.clone()),
+                target: Some(target.clone()),
+                read_only: Some(*read_only),
+                ..Default::default()
+            },
+            MountSpec::Tmpfs { target } => {
+                Mount { typ: Some(MountType::TMPFS), target: Some(target.clone()), ..Default::default() }
+            }
+        })
+        .collect();
+
+    let healthcheck = svc.healthcheck.as_ref().map(|h| match h {
+        HealthcheckSpec::Disabled => HealthConfig { test: Some(vec!["NONE".to_owned()]), ..Default::default() },
+        HealthcheckSpec::Check { test, interval_ns, timeout_ns, retries, start_period_ns } => HealthConfig {
+            test: (!test.is_empty()).then(|| test.clone()),
+            interval: *interval_ns,
+            timeout: *timeout_ns,
+            retries: *retries,
+            start_period: *start_period_ns,
+            ..Default::default()
+        },
+    });
+
+    let first_network = svc.networks.first();
+    ContainerCreateBody {
+        image: Some(svc.image.clone()),
+        cmd: svc.command.clone(),
+        entrypoint: svc.entrypoint.clone(),
+        env: Some(svc.environment.0.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(l),
+        user: svc.user.clone(),
+        working_dir: svc.working_dir.clone(),
+        hostname: svc.hostname.clone(),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        healthcheck,
+        tty: Some(svc.tty),
+        open_stdin: Some(svc.stdin_open),
+        stop_signal: svc.stop_signal.clone(),
+        stop_timeout: svc.stop_grace_period_s,
+        host_config: Some(HostConfig {
+            port_bindings: (!bindings.is_empty()).then_some(bindings),
+            mounts: Some(mounts),
+            restart_policy: Some(RestartPolicy {
+                name: Some(match svc.restart {
+                    Restart::No => RestartPolicyNameEnum::NO,
+                    Restart::Always => RestartPolicyNameEnum::ALWAYS,
+                    Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+                    Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+                }),
+                maximum_retry_count: None,
+            }),
+            memory: svc.memory_bytes,
+            nano_cpus: svc.nano_cpus,
+            init: svc.init.then_some(true),
+            extra_hosts: (!svc.extra_hosts.is_empty()).then(|| svc.extra_hosts.clone()),
+            network_mode: first_network.map(|n| n.network.clone()),
+            ..Default::default()
+        }),
+        networking_config: first_network.map(|n| NetworkingConfig {
+            endpoints_config: Some(HashMap::from([(
+                n.network.clone(),
+                EndpointSettings { aliases: Some(n.aliases.clone()), ..Default::default() },
+            )])),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn observed_container(id: String, inspect: ContainerInspectResponse) -> ObservedContainer {
+    let labels = inspect.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+    let state = inspect.state.as_ref();
+    let status = match state.and_then(|s| s.status) {
+        Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
+        Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
+        Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Restarting,
+        Some(ContainerStateStatusEnum::PAUSED) => ContainerState::Paused,
+        Some(ContainerStateStatusEnum::REMOVING) => ContainerState::Removing,
+        Some(ContainerStateStatusEnum::DEAD) => ContainerState::Dead,
+        _ => ContainerState::Exited,
+    };
+    let health = state.and_then(|s| s.health.as_ref()).and_then(|h| h.status).and_then(|h| match h {
+        HealthStatusEnum::STARTING => Some(ContainerHealth::Starting),
+        HealthStatusEnum::HEALTHY => Some(ContainerHealth::Healthy),
+        HealthStatusEnum::UNHEALTHY => Some(ContainerHealth::Unhealthy),
+        _ => None,
+    });
+    ObservedContainer {
+        id,
+        name: inspect.name.clone().unwrap_or_default().trim_start_matches('/').to_owned(),
+        service: labels.get(labels::SERVICE).cloned().unwrap_or_default(),
+        uid: labels.get(labels::UID).cloned(),
+        config_hash: labels.get(labels::CONFIG_HASH).cloned(),
+        revision: labels.get(labels::REVISION).and_then(|r| r.parse().ok()),
+        spec_hash: labels.get(labels::SPEC_HASH).cloned(),
+        state: status,
+        health,
+        image: inspect.config.as_ref().and_then(|c| c.image.clone()).unwrap_or_default(),
+        exit_code: state.and_then(|s| s.exit_code),
+        restart_count: inspect.restart_count.unwrap_or(0),
+    }
+}

@@ -1,0 +1,387 @@
+//! The Docker edge: what runs (observe) and the few changes the planner asks for (act), over
+//! bollard. Everything the operator must remember after a crash lives in the labels written
+//! here, so a restarted operator rebuilds its view from Docker alone.
+
+mod create;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bollard::query_parameters::{
+    CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures::StreamExt;
+use tokio::sync::Mutex;
+
+use crate::api::{ContainerHealth, ContainerState};
+use crate::compose::{NetworkSpec, ServiceSpec, VolumeSpec};
+
+/// Labels docker-compose itself writes and reads; `docker-compose -p NAME ps` finds containers by them.
+pub mod labels {
+    pub const PROJECT: &str = "com.docker.compose.project";
+    pub const SERVICE: &str = "com.docker.compose.service";
+    pub const CONFIG_HASH: &str = "com.docker.compose.config-hash";
+    pub const CONTAINER_NUMBER: &str = "com.docker.compose.container-number";
+    pub const ONEOFF: &str = "com.docker.compose.oneoff";
+    pub const VERSION: &str = "com.docker.compose.version";
+    pub const NETWORK: &str = "com.docker.compose.network";
+    pub const VOLUME: &str = "com.docker.compose.volume";
+    /// `namespace/name` of the owning ServiceStack.
+    pub const STACK: &str = "stackwarden.dev/stack";
+    /// uid of the owning ServiceStack: tells our containers from a namesake project's.
+    pub const UID: &str = "stackwarden.dev/uid";
+    /// Revision number the container was created for.
+    pub const REVISION: &str = "stackwarden.dev/revision";
+    /// Hash of the whole project at that revision.
+    pub const SPEC_HASH: &str = "stackwarden.dev/spec-hash";
+}
+
+/// Who owns what is created: written into every label set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub project: String,
+    pub stack: String,
+    pub uid: String,
+}
+
+/// Why a Docker call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the Docker engine at {host} is unreachable: {reason}")]
+    Unreachable { host: String, reason: String },
+    #[error("{context}: {message}")]
+    Api { context: String, status: Option<u16>, message: String },
+}
+
+impl EngineError {
+    fn from_bollard(host: &str, context: impl Into<String>, e: bollard::errors::Error) -> Self {
+        use bollard::errors::Error as B;
+        match e {
+            B::DockerResponseServerError { status_code, message } => {
+                EngineError::Api { context: context.into(), status: Some(status_code), message }
+            }
+            B::JsonDataError { .. } | B::JsonSerdeError { .. } | B::DockerStreamError { .. } => {
+                EngineError::Api { context: context.into(), status: None, message: e.to_string() }
+            }
+            other => EngineError::Unreachable { host: host.to_owned(), reason: other.to_string() },
+        }
+    }
+
+    fn is_not_found(&self) -> bool {
+        matches!(self, EngineError::Api { status: Some(404), .. })
+    }
+}
+
+/// One container as Docker reports it, with the labels the planner needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedContainer {
+    pub id: String,
+    pub name: String,
+    pub service: String,
+    pub uid: Option<String>,
+    pub config_hash: Option<String>,
+    pub revision: Option<u64>,
+    pub spec_hash: Option<String>,
+    pub state: ContainerState,
+    pub health: Option<ContainerHealth>,
+    pub image: String,
+    pub exit_code: Option<i64>,
+    pub restart_count: i64,
+}
+
+/// Everything of a project Docker knows about.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    /// Containers labelled with the project, ours or not.
+    pub containers: Vec<ObservedContainer>,
+    /// Names of networks that exist among those the project uses.
+    pub networks: BTreeSet<String>,
+    /// Names of volumes that exist among those the project uses.
+    pub volumes: BTreeSet<String>,
+    /// Images present on the engine among those the project uses.
+    pub images: BTreeSet<String>,
+}
+
+/// The engine operations reconcile needs. Small on purpose: the planner decides, this acts.
+#[async_trait]
+pub trait Engine: Send + Sync {
+    async fn observe(
+        &self,
+        project: &str,
+        networks: &[String],
+        volumes: &[String],
+        images: &[String],
+    ) -> Result<Observed, EngineError>;
+    async fn create_network(&self, net: &NetworkSpec, owner: &Owner) -> Result<(), EngineError>;
+    async fn create_volume(&self, vol: &VolumeSpec, owner: &Owner) -> Result<(), EngineError>;
+    async fn pull_image(&self, image: &str) -> Result<(), EngineError>;
+    /// Creates (not starts) the container; returns its id.
+    async fn create_container(&self, svc: &ServiceSpec, owner: &Owner, revision: u64, spec_hash: &str) -> Result<String, EngineError>;
+    async fn start_container(&self, id: &str) -> Result<(), EngineError>;
+    /// Stops (with the service's grace period) and removes; a missing container is not an error.
+    async fn remove_container(&self, id: &str, grace_s: Option<i64>) -> Result<(), EngineError>;
+    /// Networks and volumes labelled with the owner's uid, for cleanup.
+    async fn owned_resources(&self, owner: &Owner) -> Result<(Vec<String>, Vec<String>), EngineError>;
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
+    async fn remove_volume(&self, name: &str) -> Result<(), EngineError>;
+}
+
+/// Connects to engines by address and keeps one negotiated client per address.
+#[derive(Default, Clone)]
+pub struct Engines {
+    clients: Arc<Mutex<HashMap<String, Docker>>>,
+}
+
+impl Engines {
+    /// A client for `host`, negotiating the API version on first use: these machines run an
+    /// engine (API 1.41) older than bollard's default, and an unnegotiated client gets
+    /// "client version too new" on every call.
+    pub async fn get(&self, host: &str) -> Result<BollardEngine, EngineError> {
+        if let Some(d) = self.clients.lock().await.get(host) {
+            return Ok(BollardEngine { docker: d.clone(), host: host.to_owned() });
+        }
+        let unreachable = |e: bollard::errors::Error| EngineError::Unreachable { host: host.to_owned(), reason: e.to_string() };
+        let docker = if let Some(path) = host.strip_prefix("unix://") {
+            Docker::connect_with_unix(path, 60, bollard::API_DEFAULT_VERSION).map_err(unreachable)?
+        } else if host.starts_with("tcp://") || host.starts_with("http://") {
+            Docker::connect_with_http(host, 60, bollard::API_DEFAULT_VERSION).map_err(unreachable)?
+        } else {
+            return Err(EngineError::Unreachable {
+                host: host.to_owned(),
+                reason: "the address must start with unix:// or tcp://".into(),
+            });
+        };
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        self.clients.lock().await.insert(host.to_owned(), docker.clone());
+        Ok(BollardEngine { docker, host: host.to_owned() })
+    }
+
+    /// Forgets a client after a connection failure, so the next pass renegotiates (the engine
+    /// may have been upgraded or replaced meanwhile).
+    pub async fn forget(&self, host: &str) {
+        self.clients.lock().await.remove(host);
+    }
+}
+
+/// [`Engine`] over a bollard client.
+#[derive(Clone)]
+pub struct BollardEngine {
+    docker: Docker,
+    host: String,
+}
+
+impl BollardEngine {
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn err(&self, context: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError + '_ {
+        let context = context.into();
+        move |e| EngineError::from_bollard(&self.host, context, e)
+    }
+
+    fn label_filter(label: &str, value: &str) -> HashMap<String, Vec<String>> {
+        HashMap::from([("label".to_owned(), vec![format!("{label}={value}")])])
+    }
+}
+
+#[async_trait]
+impl Engine for BollardEngine {
+    async fn observe(
+        &self,
+        project: &str,
+        networks: &[String],
+        volumes: &[String],
+        images: &[String],
+    ) -> Result<Observed, EngineError> {
+        let filters = Self::label_filter(labels::PROJECT, project);
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
+            .await
+            .map_err(self.err("listing containers"))?;
+        let mut containers = Vec::new();
+        for summary in list {
+            let Some(id) = summary.id else { continue };
+            // Summaries lack health and restart count; inspect gives both. A container removed
+            // between list and inspect is simply gone.
+            let inspect = match self.docker.inspect_container(&id, None::<InspectContainerOptions>).await {
+                Ok(i) => i,
+                Err(e) => {
+                    let e = EngineError::from_bollard(&self.host, "inspecting a container", e);
+                    if e.is_not_found() {
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            containers.push(create::observed_container(id, inspect));
+        }
+        let mut seen_networks = BTreeSet::new();
+        for n in self
+            .docker
+            .list_networks(Some(ListNetworksOptionsBuilder::default().build()))
+            .await
+            .map_err(self.err("listing networks"))?
+        {
+            if let Some(name) = n.name {
+                if networks.contains(&name) {
+                    seen_networks.insert(name);
+                }
+            }
+        }
+        let mut seen_volumes = BTreeSet::new();
+        let vols = self
+            .docker
+            .list_volumes(Some(ListVolumesOptionsBuilder::default().build()))
+            .await
+            .map_err(self.err("listing volumes"))?;
+        for v in vols.volumes.unwrap_or_default() {
+            if volumes.contains(&v.name) {
+                seen_volumes.insert(v.name);
+            }
+        }
+        let mut seen_images = BTreeSet::new();
+        for image in images {
+            match self.docker.inspect_image(image).await {
+                Ok(_) => {
+                    seen_images.insert(image.clone());
+                }
+                Err(e) => {
+                    let e = EngineError::from_bollard(&self.host, "inspecting an image", e);
+                    if !e.is_not_found() {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(Observed { containers, networks: seen_networks, volumes: seen_volumes, images: seen_images })
+    }
+
+    async fn create_network(&self, net: &NetworkSpec, owner: &Owner) -> Result<(), EngineError> {
+        let res = self.docker.create_network(create::network_body(net, owner)).await;
+        match res {
+            Ok(_) => Ok(()),
+            // Created by a previous pass that was cut off before it could record anything.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(e) => Err(EngineError::from_bollard(&self.host, format!("creating network {}", net.name), e)),
+        }
+    }
+
+    async fn create_volume(&self, vol: &VolumeSpec, owner: &Owner) -> Result<(), EngineError> {
+        self.docker
+            .create_volume(create::volume_body(vol, owner))
+            .await
+            .map(|_| ())
+            .map_err(self.err(format!("creating volume {}", vol.name)))
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<(), EngineError> {
+        let opts = CreateImageOptionsBuilder::default().from_image(image).build();
+        let mut stream = self.docker.create_image(Some(opts), None, None);
+        while let Some(item) = stream.next().await {
+            item.map_err(self.err(format!("pulling image {image}")))?;
+        }
+        Ok(())
+    }
+
+    async fn create_container(&self, svc: &ServiceSpec, owner: &Owner, revision: u64, spec_hash: &str) -> Result<String, EngineError> {
+        let name = svc.container_name(&owner.project);
+        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default().name(&name).build();
+        let body = create::container_body(svc, owner, revision, spec_hash);
+        let id = self
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(self.err(format!("creating container {name}")))?
+            .id;
+        // API 1.41 takes one network at create time; the rest are connected before start.
+        for net in svc.networks.iter().skip(1) {
+            let req = bollard::models::NetworkConnectRequest {
+                container: id.clone(),
+                endpoint_config: Some(bollard::models::EndpointSettings {
+                    aliases: Some(net.aliases.clone()),
+                    ..Default::default()
+                }),
+            };
+            self.docker
+                .connect_network(&net.network, req)
+                .await
+                .map_err(self.err(format!("connecting {name} to network {}", net.network)))?;
+        }
+        Ok(id)
+    }
+
+    async fn start_container(&self, id: &str) -> Result<(), EngineError> {
+        match self.docker.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            // 304: already running, which is what was asked.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(e) => Err(EngineError::from_bollard(&self.host, format!("starting container {}", short_id(id)), e)),
+        }
+    }
+
+    async fn remove_container(&self, id: &str, grace_s: Option<i64>) -> Result<(), EngineError> {
+        let stop = StopContainerOptionsBuilder::default().t(grace_s.unwrap_or(10) as i32).build();
+        match self.docker.stop_container(id, Some(stop)).await {
+            Ok(()) => {}
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304 | 404, .. }) => {}
+            Err(e) => return Err(EngineError::from_bollard(&self.host, format!("stopping container {}", short_id(id)), e)),
+        }
+        // Anonymous volumes go with the container, as with `docker-compose rm -v`; named ones stay.
+        let rm = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        match self.docker.remove_container(id, Some(rm)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            // 409: removal already in progress (a previous pass); the next observe settles it.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+            Err(e) => Err(EngineError::from_bollard(&self.host, format!("removing container {}", short_id(id)), e)),
+        }
+    }
+
+    async fn owned_resources(&self, owner: &Owner) -> Result<(Vec<String>, Vec<String>), EngineError> {
+        let filters = Self::label_filter(labels::UID, &owner.uid);
+        let nets = self
+            .docker
+            .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filters).build()))
+            .await
+            .map_err(self.err("listing networks"))?
+            .into_iter()
+            .filter_map(|n| n.name)
+            .collect();
+        let vols = self
+            .docker
+            .list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filters).build()))
+            .await
+            .map_err(self.err("listing volumes"))?
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        Ok((nets, vols))
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        match self.docker.remove_network(name).await {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(EngineError::from_bollard(&self.host, format!("removing network {name}"), e)),
+        }
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
+        let opts = RemoveVolumeOptionsBuilder::default().force(false).build();
+        match self.docker.remove_volume(name, Some(opts)).await {
+            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(EngineError::from_bollard(&self.host, format!("removing volume {name}"), e)),
+        }
+    }
+}
+
+/// The 12-character id `docker ps` shows.
+pub fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}

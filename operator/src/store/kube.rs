@@ -1,0 +1,133 @@
+//! The cluster driver: kube-runtime's Controller feeds ServiceStacks to the shared reconcile;
+//! status goes through the status subresource, events through kube's recorder, and a
+//! finalizer runs the deletion policy before the resource disappears.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tracing::{error, info};
+
+use super::{EventType, StackEvent, Store, StoreError};
+use crate::api::{ServiceStack, ServiceStackStatus};
+use crate::controller::{self, Context};
+
+pub const FINALIZER: &str = "stackwarden.dev/cleanup";
+const MANAGER: &str = "stackwarden";
+
+/// [`Store`] on the Kubernetes API.
+pub struct KubeStore {
+    client: Client,
+    recorder: Recorder,
+}
+
+impl KubeStore {
+    pub fn new(client: Client) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self { recorder: Recorder::new(client.clone(), reporter), client }
+    }
+}
+
+#[async_trait]
+impl Store for KubeStore {
+    async fn write_status(&self, stack: &ServiceStack, status: &ServiceStackStatus) -> Result<(), StoreError> {
+        let api: Api<ServiceStack> = Api::namespaced(self.client.clone(), &stack.namespace().unwrap_or_default());
+        let patch = serde_json::json!({ "status": status });
+        api.patch_status(&stack.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        Ok(())
+    }
+
+    async fn record(&self, stack: &ServiceStack, event: &StackEvent) -> Result<(), StoreError> {
+        let ev = Event {
+            type_: match event.type_ {
+                EventType::Normal => KubeEventType::Normal,
+                EventType::Warning => KubeEventType::Warning,
+            },
+            reason: event.reason.clone(),
+            note: Some(event.note.clone()),
+            action: event.action.clone(),
+            secondary: None,
+        };
+        self.recorder.publish(&ev, &stack.object_ref(&())).await?;
+        Ok(())
+    }
+}
+
+/// Errors of the kube driver: the shared reconcile's, or the finalizer machinery's.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    #[error(transparent)]
+    Finalizer(#[from] Box<kube::runtime::finalizer::Error<controller::Error>>),
+}
+
+/// What the kube driver's reconcilers share: the reconcile context and the client the
+/// finalizer patches through.
+pub struct KubeContext {
+    pub ctx: Arc<Context>,
+    pub client: Client,
+}
+
+impl KubeContext {
+    pub fn new(client: Client) -> Arc<Self> {
+        Arc::new(Self { ctx: Context::new(Arc::new(KubeStore::new(client.clone()))), client })
+    }
+}
+
+/// One reconcile through the finalizer: `Apply` converges, `Cleanup` runs the deletion policy.
+pub async fn reconcile(stack: Arc<ServiceStack>, kctx: Arc<KubeContext>) -> Result<Action, KubeError> {
+    let api: Api<ServiceStack> = Api::namespaced(kctx.client.clone(), &stack.namespace().unwrap_or_default());
+    let ctx = &kctx.ctx;
+    finalizer(&api, FINALIZER, stack, |event| async {
+        match event {
+            Finalizer::Apply(s) => {
+                let uid = s.uid().unwrap_or_default();
+                let requeue = controller::reconcile(&s, &uid, ctx).await?;
+                Ok(Action::requeue(requeue.0))
+            }
+            Finalizer::Cleanup(s) => {
+                let uid = s.uid().unwrap_or_default();
+                controller::cleanup(&s, &uid, ctx).await?;
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| KubeError::Finalizer(Box::new(e)))
+}
+
+/// Retries a failed pass; Docker trouble never gets here (it is a condition), only API and
+/// cleanup failures do.
+pub fn error_policy(stack: Arc<ServiceStack>, err: &KubeError, _ctx: Arc<KubeContext>) -> Action {
+    error!(stack = %stack.name_any(), "reconcile failed: {err}");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Runs the controller until a shutdown signal.
+pub async fn run(client: Client, namespace: Option<String>) -> anyhow::Result<()> {
+    let api: Api<ServiceStack> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    // Fail early and clearly when the CRD is missing rather than looping on watch errors.
+    api.list(&Default::default()).await.map_err(|e| {
+        anyhow::anyhow!("cannot list ServiceStacks ({e}); is the CRD installed? kubectl apply -f crds/")
+    })?;
+    let ctx = KubeContext::new(client);
+    info!(namespace = namespace.as_deref().unwrap_or("<all>"), "controller started");
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+    Ok(())
+}

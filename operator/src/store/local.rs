@@ -1,0 +1,408 @@
+//! The local driver: ServiceStack manifests in files, status and events in a state directory,
+//! the same reconcile as in a cluster. For the one VM without a cluster.
+//!
+//! Layout of the state directory: `<state>/<namespace>/<name>/record.json` (uid, generation,
+//! the spec last seen, where it came from, status) and `events.jsonl` next to it. Records are
+//! written to a temporary file and renamed, so a kill never leaves half a record.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
+
+use super::{StackEvent, Store, StoreError};
+use crate::api::{condition, ConditionStatus, ConditionType, Reason, ServiceStack, ServiceStackSpec, ServiceStackStatus, Verdict};
+use crate::controller::{self, Context};
+
+/// What the state directory remembers of a stack.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub namespace: String,
+    pub name: String,
+    /// Stands in for `metadata.uid`: written into container labels, so it must never change.
+    pub uid: String,
+    /// Stands in for `metadata.generation`: goes up when the spec changes.
+    pub generation: i64,
+    pub created: DateTime<Utc>,
+    /// Manifest file the stack was last read from.
+    pub source: PathBuf,
+    pub spec: ServiceStackSpec,
+    #[serde(default)]
+    pub status: ServiceStackStatus,
+}
+
+impl Record {
+    /// The ServiceStack as the reconcile sees it.
+    pub fn to_stack(&self) -> ServiceStack {
+        let mut s = ServiceStack::new(&self.name, self.spec.clone());
+        s.metadata.namespace = Some(self.namespace.clone());
+        s.metadata.uid = Some(self.uid.clone());
+        s.metadata.generation = Some(self.generation);
+        s.status = Some(self.status.clone());
+        s
+    }
+}
+
+/// [`Store`] on a state directory.
+#[derive(Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    fn dir(&self, namespace: &str, name: &str) -> PathBuf {
+        self.root.join(namespace).join(name)
+    }
+
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+        move |source| StoreError::Io { path: path.display().to_string(), source }
+    }
+
+    pub fn load(&self, namespace: &str, name: &str) -> Result<Option<Record>, StoreError> {
+        let path = self.dir(namespace, name).join("record.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StoreError::Corrupt { path: path.display().to_string(), source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Self::io(&path)(e)),
+        }
+    }
+
+    pub fn save(&self, record: &Record) -> Result<(), StoreError> {
+        let dir = self.dir(&record.namespace, &record.name);
+        std::fs::create_dir_all(&dir).map_err(Self::io(&dir))?;
+        let path = dir.join("record.json");
+        let tmp = dir.join(".record.json.tmp");
+        let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
+        std::fs::write(&tmp, bytes).map_err(Self::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(Self::io(&path))
+    }
+
+    pub fn forget(&self, namespace: &str, name: &str) -> Result<(), StoreError> {
+        let dir = self.dir(namespace, name);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Self::io(&dir)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every stack the state directory knows, sorted by namespace and name.
+    pub fn list(&self) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::new();
+        let Ok(namespaces) = std::fs::read_dir(&self.root) else { return Ok(out) };
+        for ns in namespaces.flatten() {
+            let Ok(names) = std::fs::read_dir(ns.path()) else { continue };
+            for name in names.flatten() {
+                let (ns, name) = (ns.file_name().to_string_lossy().into_owned(), name.file_name().to_string_lossy().into_owned());
+                if let Some(r) = self.load(&ns, &name)? {
+                    out.push(r);
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        Ok(out)
+    }
+
+    pub fn events(&self, namespace: &str, name: &str) -> Vec<(DateTime<Utc>, StackEvent)> {
+        let path = self.dir(namespace, name).join("events.jsonl");
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<TimedEvent>(l).ok())
+            .map(|t| (t.time, t.event))
+            .collect()
+    }
+
+    /// Registers a stack read from `source`: a new uid the first time, a new generation when
+    /// the spec changed. The status is kept.
+    pub fn admit(&self, namespace: &str, name: &str, spec: ServiceStackSpec, source: &Path) -> Result<Record, StoreError> {
+        let record = match self.load(namespace, name)? {
+            Some(mut r) => {
+                if r.spec != spec {
+                    r.generation += 1;
+                    r.spec = spec;
+                }
+                r.source = source.to_owned();
+                r
+            }
+            None => Record {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                uid: new_uid(),
+                generation: 1,
+                created: Utc::now(),
+                source: source.to_owned(),
+                spec,
+                status: Default::default(),
+            },
+        };
+        self.save(&record)?;
+        Ok(record)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct TimedEvent {
+    time: DateTime<Utc>,
+    #[serde(flatten)]
+    event: StackEvent,
+}
+
+/// Events kept per stack; older ones are dropped, as the API server's TTL does in a cluster.
+const MAX_EVENTS: usize = 200;
+
+#[async_trait]
+impl Store for LocalStore {
+    async fn write_status(&self, stack: &ServiceStack, status: &ServiceStackStatus) -> Result<(), StoreError> {
+        let (ns, name) = names(stack);
+        // The record may have been forgotten meanwhile (stack deleted); then there is nothing to write.
+        if let Some(mut r) = self.load(&ns, &name)? {
+            r.status = status.clone();
+            self.save(&r)?;
+        }
+        Ok(())
+    }
+
+    async fn record(&self, stack: &ServiceStack, event: &StackEvent) -> Result<(), StoreError> {
+        let (ns, name) = names(stack);
+        let dir = self.dir(&ns, &name);
+        std::fs::create_dir_all(&dir).map_err(Self::io(&dir))?;
+        let path = dir.join("events.jsonl");
+        let mut lines: Vec<String> = std::fs::read_to_string(&path).unwrap_or_default().lines().map(str::to_owned).collect();
+        lines.push(serde_json::to_string(&TimedEvent { time: Utc::now(), event: event.clone() }).expect("events serialize"));
+        let skip = lines.len().saturating_sub(MAX_EVENTS);
+        let tmp = dir.join(".events.jsonl.tmp");
+        std::fs::write(&tmp, lines[skip..].join("\n") + "\n").map_err(Self::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(Self::io(&path))
+    }
+}
+
+fn names(stack: &ServiceStack) -> (String, String) {
+    (stack.metadata.namespace.clone().unwrap_or_else(|| "default".into()), stack.metadata.name.clone().unwrap_or_default())
+}
+
+fn new_uid() -> String {
+    // Random enough to tell two stacks of one machine apart; the format of a Kubernetes uid.
+    let b: [u8; 16] = rand::random();
+    let h = hex::encode(b);
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+/// One manifest document, or why it could not be read.
+#[derive(Debug)]
+pub enum Manifest {
+    Stack(Box<ServiceStack>),
+    /// The document names a stack, but is not a valid ServiceStack.
+    Invalid { namespace: String, name: String, error: String },
+}
+
+/// Reads every ServiceStack document from `path` (a file, or the `.yaml`/`.yml` files of a
+/// directory). A file that cannot be read at all is returned as an error for that file only.
+pub fn read_manifests(path: &Path) -> Vec<(PathBuf, Result<Vec<Manifest>, String>)> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        v.retain(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")));
+        v.sort();
+        v
+    } else {
+        vec![path.to_owned()]
+    };
+    files.into_iter().map(|f| { let r = read_file(&f); (f, r) }).collect()
+}
+
+fn read_file(path: &Path) -> Result<Vec<Manifest>, String> {
+    use serde::Deserialize as _;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(&text) {
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| format!("{} is not valid YAML: {e}", path.display()))?;
+        if value.is_null() || value.get("kind").and_then(|k| k.as_str()) != Some("ServiceStack") {
+            continue;
+        }
+        let name = value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).map(str::to_owned);
+        let namespace = value
+            .get("metadata")
+            .and_then(|m| m.get("namespace"))
+            .and_then(|n| n.as_str())
+            .unwrap_or("default")
+            .to_owned();
+        let Some(name) = name else {
+            return Err(format!("{}: a ServiceStack has no metadata.name", path.display()));
+        };
+        match serde_yaml::from_value::<ServiceStack>(value) {
+            Ok(mut s) => {
+                s.metadata.namespace = Some(namespace);
+                out.push(Manifest::Stack(Box::new(s)));
+            }
+            Err(e) => out.push(Manifest::Invalid { namespace, name, error: e.to_string() }),
+        }
+    }
+    Ok(out)
+}
+
+/// Options of `stackwarden local`.
+pub struct LocalOptions {
+    pub manifests: PathBuf,
+    pub state_dir: PathBuf,
+    /// Exit 0 as soon as every stack is Ready (non-zero if `timeout` passes first).
+    pub exit_when_ready: bool,
+    pub timeout: Option<Duration>,
+}
+
+/// Manifests are re-read this often. Polling rather than inotify: it also sees edits through
+/// symlink swaps (ConfigMaps, atomic deploy tools) and on network filesystems.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Runs the local driver until interrupted (or until Ready with `exit_when_ready`).
+pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
+    let store = LocalStore::new(&opts.state_dir);
+    let ctx = Context::new(Arc::new(store.clone()));
+    let started = Instant::now();
+    let mut due: BTreeMap<(String, String), Instant> = BTreeMap::new();
+    let mut last_generation: BTreeMap<(String, String), i64> = BTreeMap::new();
+    info!(manifests = %opts.manifests.display(), state = %opts.state_dir.display(), "local mode started");
+    loop {
+        let all_ready = pass(&store, &ctx, &opts.manifests, &mut due, &mut last_generation).await;
+        if opts.exit_when_ready && all_ready {
+            info!("every stack is Ready");
+            return Ok(());
+        }
+        if let Some(t) = opts.timeout {
+            if started.elapsed() > t {
+                anyhow::bail!("not every stack was Ready within {t:?}; run `stackwarden status` to see why");
+            }
+        }
+        let next = due.values().min().copied().unwrap_or_else(|| Instant::now() + POLL);
+        let wait = next.saturating_duration_since(Instant::now()).min(POLL);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::signal::ctrl_c() => { info!("interrupted; the stacks keep running"); return Ok(()); }
+        }
+    }
+}
+
+type Key = (String, String);
+
+/// One sweep over the manifests; returns whether every known stack is Ready.
+async fn pass(store: &LocalStore, ctx: &Context, path: &Path, due: &mut BTreeMap<Key, Instant>, last_gen: &mut BTreeMap<Key, i64>) -> bool {
+    let mut seen: BTreeMap<Key, ()> = BTreeMap::new();
+    let mut unreadable: Vec<PathBuf> = Vec::new();
+    let mut all_ready = true;
+    for (file, docs) in read_manifests(path) {
+        let docs = match docs {
+            Ok(d) => d,
+            Err(e) => {
+                error!("{e}; the stacks it held are left as they are");
+                unreadable.push(file);
+                all_ready = false;
+                continue;
+            }
+        };
+        for doc in docs {
+            let outcome = match doc {
+                Manifest::Invalid { namespace, name, error } => {
+                    seen.insert((namespace.clone(), name.clone()), ());
+                    all_ready = false;
+                    mark_invalid(store, &namespace, &name, &error).await
+                }
+                Manifest::Stack(stack) => {
+                    let (ns, name) = names(&stack);
+                    let key = (ns.clone(), name.clone());
+                    seen.insert(key.clone(), ());
+                    let ready = reconcile_if_due(store, ctx, &stack, &file, due, last_gen).await;
+                    all_ready &= *ready.as_ref().unwrap_or(&false);
+                    ready.map(|_| ())
+                }
+            };
+            if let Err(e) = outcome {
+                error!("{e}");
+            }
+        }
+    }
+    // Stacks whose manifest is gone are deleted, as `kubectl delete` would; a stack whose file
+    // merely failed to parse is kept.
+    for record in store.list().unwrap_or_default() {
+        let key = (record.namespace.clone(), record.name.clone());
+        if seen.contains_key(&key) || unreadable.contains(&record.source) {
+            continue;
+        }
+        let stack = record.to_stack();
+        match controller::cleanup(&stack, &record.uid, ctx).await {
+            Ok(()) => {
+                if let Err(e) = store.forget(&record.namespace, &record.name) {
+                    error!("{e}");
+                }
+                due.remove(&key);
+                info!(stack = %stack.key(), "manifest removed: stack deleted");
+            }
+            Err(e) => {
+                warn!(stack = %stack.key(), "deleting the stack failed, will retry: {e}");
+                all_ready = false;
+            }
+        }
+    }
+    all_ready
+}
+
+async fn reconcile_if_due(
+    store: &LocalStore,
+    ctx: &Context,
+    stack: &ServiceStack,
+    file: &Path,
+    due: &mut BTreeMap<Key, Instant>,
+    last_gen: &mut BTreeMap<Key, i64>,
+) -> Result<bool, StoreError> {
+    let (ns, name) = names(stack);
+    let key = (ns.clone(), name.clone());
+    let record = store.admit(&ns, &name, stack.spec.clone(), file)?;
+    let changed = last_gen.get(&key) != Some(&record.generation);
+    let is_due = due.get(&key).is_none_or(|t| *t <= Instant::now());
+    if changed || is_due {
+        last_gen.insert(key.clone(), record.generation);
+        let stack = record.to_stack();
+        match controller::reconcile(&stack, &record.uid, ctx).await {
+            Ok(r) => {
+                due.insert(key.clone(), Instant::now() + r.0);
+            }
+            Err(e) => {
+                error!(stack = %stack.key(), "{e}");
+                due.insert(key.clone(), Instant::now() + Duration::from_secs(5));
+            }
+        }
+    }
+    let status = store.load(&ns, &name)?.map(|r| r.status).unwrap_or_default();
+    Ok(condition::find(&status.conditions, ConditionType::Ready).is_some_and(|c| c.status == ConditionStatus::True))
+}
+
+/// A manifest that names a stack but does not parse: the stack keeps running, its status says why.
+async fn mark_invalid(store: &LocalStore, namespace: &str, name: &str, error: &str) -> Result<(), StoreError> {
+    let Some(mut record) = store.load(namespace, name)? else {
+        error!("{namespace}/{name}: invalid manifest, nothing deployed: {error}");
+        return Ok(());
+    };
+    let message = format!("the manifest is not a valid ServiceStack: {error}; the running containers were left as they were");
+    let verdicts = vec![
+        Verdict::new(ConditionType::InvalidSpec, ConditionStatus::True, Reason::InvalidField, message.clone()),
+        Verdict::new(ConditionType::Ready, ConditionStatus::False, Reason::InvalidField, "the spec is invalid (see InvalidSpec)"),
+    ];
+    let before = record.status.conditions.clone();
+    record.status.conditions = condition::merge(&before, verdicts, Some(record.generation), Utc::now());
+    if record.status.conditions != before {
+        store.save(&record)?;
+        warn!("{namespace}/{name}: {message}");
+    }
+    Ok(())
+}

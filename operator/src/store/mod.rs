@@ -1,0 +1,50 @@
+//! Where ServiceStacks come from and where their status and events go: the Kubernetes API
+//! ([`kube`]) or files on one machine ([`local`]). The reconcile only sees [`Store`].
+
+pub mod kube;
+pub mod local;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ServiceStack, ServiceStackStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] ::kube::Error),
+    #[error("state directory {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("state file {path} is corrupt: {source}")]
+    Corrupt { path: String, source: serde_json::Error },
+}
+
+/// Writes what the reconcile concluded.
+#[async_trait]
+pub trait Store: Send + Sync {
+    async fn write_status(&self, stack: &ServiceStack, status: &ServiceStackStatus) -> Result<(), StoreError>;
+    async fn record(&self, stack: &ServiceStack, event: &StackEvent) -> Result<(), StoreError>;
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// An event about a stack, as `kubectl describe` shows them: reason, action, note.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct StackEvent {
+    #[serde(rename = "type")]
+    pub type_: EventType,
+    /// CamelCase, stable.
+    pub reason: String,
+    pub action: String,
+    pub note: String,
+}
+
+impl StackEvent {
+    pub fn new(type_: EventType, reason: &str, action: &str, note: String) -> Self {
+        Self { type_, reason: reason.to_owned(), action: action.to_owned(), note }
+    }
+}
