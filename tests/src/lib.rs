@@ -5,3 +5,5 @@
 
 pub mod demo;
 pub mod images;
+#[cfg(feature = "operator")]
+pub mod harness;

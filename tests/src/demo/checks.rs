@@ -33,12 +33,12 @@ pub async fn check_database(config: &DatabaseConfig) -> CheckResult {
         let (client, connection) = pg
             .connect(tokio_postgres::NoTls)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| error_chain(&e))?;
         let driver = tokio::spawn(connection);
         let answer = client
             .simple_query("SELECT 1")
             .await
-            .map_err(|e| e.to_string());
+            .map_err(|e| error_chain(&e));
         // Dropping the client closes the session; the driver task then ends by itself.
         drop(client);
         let _ = driver.await;
@@ -56,18 +56,18 @@ pub async fn check_redis(config: &RedisConfig) -> CheckResult {
         }
         let info =
             redis::IntoConnectionInfo::into_connection_info((config.host.as_str(), config.port))
-                .map_err(|e| e.to_string())?
+                .map_err(|e| error_chain(&e))?
                 .set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(|e| e.to_string())?;
+        let client = redis::Client::open(info).map_err(|e| error_chain(&e))?;
         // Connecting sends AUTH when a password is set, so a wrong password fails here.
         let mut connection = client
             .get_multiplexed_async_connection()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| error_chain(&e))?;
         let pong: String = redis::cmd("PING")
             .query_async(&mut connection)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| error_chain(&e))?;
         if pong == "PONG" {
             Ok(())
         } else {
@@ -84,6 +84,23 @@ async fn with_timeout(check: impl Future<Output = Result<(), String>>) -> Result
         Ok(result) => result,
         Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
     }
+}
+
+/// The error and its causes on one line: tokio-postgres's own message for a server-side
+/// error is only "db error", with the server's reason (such as a failed password) in the
+/// source.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }
 
 /// Neither client library puts passwords in its errors today; this keeps it that way should
@@ -199,6 +216,27 @@ mod tests {
         let (code, body) = readiness_report(&Err("refused".into()));
         assert_eq!(code, 503);
         assert_eq!(body["ready"], false);
+    }
+
+    #[test]
+    fn error_chain_includes_the_causes() {
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl std::fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("db error")
+            }
+        }
+        impl std::error::Error for Wrapper {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let wrapped = Wrapper(std::io::Error::other("password authentication failed"));
+        assert_eq!(
+            error_chain(&wrapped),
+            "db error: password authentication failed"
+        );
     }
 
     #[test]

@@ -1,0 +1,182 @@
+//! Drives the real reconcile against the real Docker engine, one stack per test, with the
+//! local store (the same one `stackwarden local` uses) in a temporary state directory.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stackwarden::api::{condition, Condition, ConditionStatus, ConditionType, ServiceStack, ServiceStackSpec, ServiceStackStatus};
+use stackwarden::controller::{self, Context, Requeue};
+use stackwarden::store::local::LocalStore;
+use stackwarden::store::StackEvent;
+
+/// The demo example's manifest, as shipped.
+pub fn demo_manifest() -> ServiceStack {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo/stack.yaml");
+    serde_yaml::from_str(&std::fs::read_to_string(path).expect("examples/demo/stack.yaml")).expect("the demo manifest parses")
+}
+
+/// The demo stack under another project name, with its backend on a free host port so tests
+/// can run beside a running demo.
+pub fn demo_spec(project: &str) -> ServiceStackSpec {
+    let mut spec = demo_manifest().spec;
+    spec.compose.project_name = Some(project.to_owned());
+    spec.compose.file = spec.compose.file.replace("\"127.0.0.1:${BACKEND_PORT:-8000}:8000\"", "\"127.0.0.1::8000\"");
+    spec
+}
+
+/// A one-service stack: quick to start, for tests that are about the loop, not the app.
+pub fn redis_spec(project: &str, extra_env: &str) -> ServiceStackSpec {
+    let file = format!(
+        r#"
+services:
+  cache:
+    image: stackwarden-test/redis:7
+    pull_policy: never
+    environment:
+      REDIS_PASSWORD: ${{REDIS_PASSWORD}}
+      {extra_env}
+    volumes: ["cachedata:/data"]
+volumes:
+  cachedata: {{}}
+"#
+    );
+    serde_yaml::from_value(serde_json::from_value::<serde_yaml::Value>(serde_json::json!({
+        "compose": {"projectName": project, "file": file},
+        "variables": {"REDIS_PASSWORD": "test-redis-password"},
+    })).unwrap())
+    .unwrap()
+}
+
+/// One stack under test, removed from Docker when dropped (even when the test fails).
+pub struct Harness {
+    pub project: String,
+    pub name: String,
+    pub store: LocalStore,
+    pub ctx: Arc<Context>,
+    _state: tempfile::TempDir,
+    source: std::path::PathBuf,
+}
+
+impl Harness {
+    /// `tag` makes the project name unique to the test.
+    pub fn new(tag: &str) -> Self {
+        crate::images::ensure_images().expect("test images build");
+        let project = format!("swt-{tag}-{}", std::process::id());
+        let state = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(state.path());
+        let ctx = Context::new(Arc::new(store.clone()));
+        let source = state.path().join("stack.yaml");
+        let h = Harness { name: tag.to_owned(), project, store, ctx, _state: state, source };
+        h.remove_from_docker();
+        h
+    }
+
+    /// Applies a spec, as editing the manifest would; returns the generation.
+    pub fn apply(&self, spec: ServiceStackSpec) -> i64 {
+        self.store.admit("e2e", &self.name, spec, &self.source).unwrap().generation
+    }
+
+    pub fn stack(&self) -> ServiceStack {
+        self.store.load("e2e", &self.name).unwrap().expect("applied").to_stack()
+    }
+
+    pub fn uid(&self) -> String {
+        self.store.load("e2e", &self.name).unwrap().unwrap().uid
+    }
+
+    pub fn status(&self) -> ServiceStackStatus {
+        self.stack().status.unwrap_or_default()
+    }
+
+    pub fn condition(&self, t: ConditionType) -> Option<Condition> {
+        condition::find(&self.status().conditions, t).cloned()
+    }
+
+    pub fn events(&self) -> Vec<StackEvent> {
+        self.store.events("e2e", &self.name).into_iter().map(|(_, e)| e).collect()
+    }
+
+    /// One reconcile pass.
+    pub async fn pass(&self) -> Requeue {
+        controller::reconcile(&self.stack(), &self.uid(), &self.ctx).await.expect("reconcile")
+    }
+
+    /// Reconciles, honouring the requeue delays, until Ready is True.
+    pub async fn until_ready(&self, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let r = self.pass().await;
+            if self.condition(ConditionType::Ready).is_some_and(|c| c.status == ConditionStatus::True) {
+                return;
+            }
+            assert!(start.elapsed() < timeout, "not Ready within {timeout:?}: {:#?}", self.status());
+            tokio::time::sleep(r.0.min(Duration::from_millis(500))).await;
+        }
+    }
+
+    /// Deletes the stack the way the drivers do.
+    pub async fn delete(&self) {
+        controller::cleanup(&self.stack(), &self.uid(), &self.ctx).await.expect("cleanup");
+    }
+
+    /// service name -> container id, from Docker itself.
+    pub fn containers(&self) -> BTreeMap<String, String> {
+        let out = docker(&[
+            "ps", "-a", "--filter", &format!("label=com.docker.compose.project={}", self.project),
+            "--format", "{{.Label \"com.docker.compose.service\"}} {{.ID}} {{.State}}",
+        ]);
+        out.lines()
+            .filter_map(|l| {
+                let mut parts = l.split_whitespace();
+                Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
+            })
+            .collect()
+    }
+
+    /// service name -> state (`running`, `exited`, ...).
+    pub fn states(&self) -> BTreeMap<String, String> {
+        let out = docker(&[
+            "ps", "-a", "--filter", &format!("label=com.docker.compose.project={}", self.project),
+            "--format", "{{.Label \"com.docker.compose.service\"}} {{.State}}",
+        ]);
+        out.lines()
+            .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))
+            .collect()
+    }
+
+    pub fn volume_exists(&self, key: &str) -> bool {
+        Command::new("docker")
+            .args(["volume", "inspect", &format!("{}_{key}", self.project)])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
+    fn remove_from_docker(&self) {
+        let filter = format!("label=com.docker.compose.project={}", self.project);
+        for id in docker(&["ps", "-aq", "--filter", &filter]).lines() {
+            let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
+        }
+        for net in docker(&["network", "ls", "-q", "--filter", &filter]).lines() {
+            let _ = Command::new("docker").args(["network", "rm", net]).output();
+        }
+        for vol in docker(&["volume", "ls", "-q", "--filter", &filter]).lines() {
+            let _ = Command::new("docker").args(["volume", "rm", "-f", vol]).output();
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.remove_from_docker();
+    }
+}
+
+/// Runs the docker CLI and returns stdout; panics with stderr on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().expect("docker CLI runs");
+    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
