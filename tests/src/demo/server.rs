@@ -101,56 +101,62 @@ async fn faults(State(state): State<AppState>) -> Json<Value> {
     Json(state.faults.snapshot())
 }
 
-/// Reads one query parameter and parses it, answering 400 with the reason otherwise.
+/// Reads one query parameter and parses it; the error is the reason, for a 400 answer.
 fn param<T>(
     query: &HashMap<String, String>,
     name: &str,
     parse: impl Fn(&str) -> anyhow::Result<T>,
-) -> Result<T, Response> {
-    let bad_request = |message: String| json_response(400, json!({"error": message}));
+) -> Result<T, String> {
     let value = query
         .get(name)
-        .ok_or_else(|| bad_request(format!("missing query parameter `{name}`")))?;
-    parse(value).map_err(|e| bad_request(format!("`{name}`: {e:#}")))
+        .ok_or_else(|| format!("missing query parameter `{name}`"))?;
+    parse(value).map_err(|e| format!("`{name}`: {e:#}"))
+}
+
+fn bad_request(message: String) -> Response {
+    json_response(400, json!({"error": message}))
 }
 
 async fn set_fail_health(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let on = match param(&query, "on", parse_switch) {
-        Ok(on) => on,
-        Err(response) => return response,
-    };
-    state.faults.set_fail_health(on);
-    println!("demo-app: fault fail-health set to {on}");
-    json_response(200, state.faults.snapshot())
+    match param(&query, "on", parse_switch) {
+        Ok(on) => {
+            state.faults.set_fail_health(on);
+            println!("demo-app: fault fail-health set to {on}");
+            json_response(200, state.faults.snapshot())
+        }
+        Err(message) => bad_request(message),
+    }
 }
 
 async fn set_error_rate(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let rate = match param(&query, "rate", parse_error_rate) {
-        Ok(rate) => rate,
-        Err(response) => return response,
-    };
-    state.faults.set_error_rate(rate);
-    println!("demo-app: fault error-rate set to {rate}");
-    json_response(200, state.faults.snapshot())
+    match param(&query, "rate", parse_error_rate) {
+        Ok(rate) => {
+            state.faults.set_error_rate(rate);
+            println!("demo-app: fault error-rate set to {rate}");
+            json_response(200, state.faults.snapshot())
+        }
+        Err(message) => bad_request(message),
+    }
 }
 
 async fn set_leak(
     State(state): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let mb_per_sec = match param(&query, "mb_per_sec", parse_leak_rate) {
-        Ok(mb_per_sec) => mb_per_sec,
-        Err(response) => return response,
-    };
-    state.faults.set_leak_mb_per_sec(mb_per_sec);
-    println!("demo-app: fault leak set to {mb_per_sec} MiB/s");
-    json_response(200, state.faults.snapshot())
+    match param(&query, "mb_per_sec", parse_leak_rate) {
+        Ok(mb_per_sec) => {
+            state.faults.set_leak_mb_per_sec(mb_per_sec);
+            println!("demo-app: fault leak set to {mb_per_sec} MiB/s");
+            json_response(200, state.faults.snapshot())
+        }
+        Err(message) => bad_request(message),
+    }
 }
 
 /// Exits before answering: a crash does not say goodbye, and the caller sees the connection
