@@ -157,7 +157,14 @@ build_derived() {
     old_id=$(image_id "$tag")
     t=$(date +%s.%N)
     log "docker build -> $tag"
-    docker build --quiet --label "$HASH_LABEL=$hash" -t "$tag" "$context" >/dev/null
+    # Output is shown only on failure: on success it is just the legacy builder's
+    # deprecation notice. --force-rm: the legacy builder otherwise leaves the container of a
+    # failed step behind.
+    local output
+    if ! output=$(docker build --quiet --force-rm --label "$HASH_LABEL=$hash" -t "$tag" "$context" 2>&1); then
+        printf '%s\n' "$output" >&2
+        die "docker build of $tag failed"
+    fi
     log "built $tag in $(elapsed_since "$t") s"
     remove_if_dangling "$old_id"
 }
