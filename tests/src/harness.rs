@@ -6,7 +6,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stackwarden::api::{condition, Condition, ConditionStatus, ConditionType, ServiceStack, ServiceStackSpec, ServiceStackStatus};
+use stackwarden::api::{
+    condition, Condition, ConditionStatus, ConditionType, ServiceStack, ServiceStackSpec,
+    ServiceStackStatus,
+};
 use stackwarden::controller::{self, Context, Requeue};
 use stackwarden::store::local::LocalStore;
 use stackwarden::store::StackEvent;
@@ -14,7 +17,8 @@ use stackwarden::store::StackEvent;
 /// The demo example's manifest, as shipped.
 pub fn demo_manifest() -> ServiceStack {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo/stack.yaml");
-    serde_yaml::from_str(&std::fs::read_to_string(path).expect("examples/demo/stack.yaml")).expect("the demo manifest parses")
+    serde_yaml::from_str(&std::fs::read_to_string(path).expect("examples/demo/stack.yaml"))
+        .expect("the demo manifest parses")
 }
 
 /// The demo stack under another project name, with its backend on a free host port so tests
@@ -22,7 +26,10 @@ pub fn demo_manifest() -> ServiceStack {
 pub fn demo_spec(project: &str) -> ServiceStackSpec {
     let mut spec = demo_manifest().spec;
     spec.compose.project_name = Some(project.to_owned());
-    spec.compose.file = spec.compose.file.replace("\"127.0.0.1:${BACKEND_PORT:-8000}:8000\"", "\"127.0.0.1::8000\"");
+    spec.compose.file = spec.compose.file.replace(
+        "\"127.0.0.1:${BACKEND_PORT:-8000}:8000\"",
+        "\"127.0.0.1::8000\"",
+    );
     spec
 }
 
@@ -42,10 +49,13 @@ volumes:
   cachedata: {{}}
 "#
     );
-    serde_yaml::from_value(serde_json::from_value::<serde_yaml::Value>(serde_json::json!({
-        "compose": {"projectName": project, "file": file},
-        "variables": {"REDIS_PASSWORD": "test-redis-password"},
-    })).unwrap())
+    serde_yaml::from_value(
+        serde_json::from_value::<serde_yaml::Value>(serde_json::json!({
+            "compose": {"projectName": project, "file": file},
+            "variables": {"REDIS_PASSWORD": "test-redis-password"},
+        }))
+        .unwrap(),
+    )
     .unwrap()
 }
 
@@ -68,18 +78,32 @@ impl Harness {
         let store = LocalStore::new(state.path());
         let ctx = Context::new(Arc::new(store.clone()));
         let source = state.path().join("stack.yaml");
-        let h = Harness { name: tag.to_owned(), project, store, ctx, _state: state, source };
+        let h = Harness {
+            name: tag.to_owned(),
+            project,
+            store,
+            ctx,
+            _state: state,
+            source,
+        };
         h.remove_from_docker();
         h
     }
 
     /// Applies a spec, as editing the manifest would; returns the generation.
     pub fn apply(&self, spec: ServiceStackSpec) -> i64 {
-        self.store.admit("e2e", &self.name, spec, &self.source).unwrap().generation
+        self.store
+            .admit("e2e", &self.name, spec, &self.source)
+            .unwrap()
+            .generation
     }
 
     pub fn stack(&self) -> ServiceStack {
-        self.store.load("e2e", &self.name).unwrap().expect("applied").to_stack()
+        self.store
+            .load("e2e", &self.name)
+            .unwrap()
+            .expect("applied")
+            .to_stack()
     }
 
     pub fn uid(&self) -> String {
@@ -95,12 +119,18 @@ impl Harness {
     }
 
     pub fn events(&self) -> Vec<StackEvent> {
-        self.store.events("e2e", &self.name).into_iter().map(|(_, e)| e).collect()
+        self.store
+            .events("e2e", &self.name)
+            .into_iter()
+            .map(|(_, e)| e)
+            .collect()
     }
 
     /// One reconcile pass.
     pub async fn pass(&self) -> Requeue {
-        controller::reconcile(&self.stack(), &self.uid(), &self.ctx).await.expect("reconcile")
+        controller::reconcile(&self.stack(), &self.uid(), &self.ctx)
+            .await
+            .expect("reconcile")
     }
 
     /// Reconciles, honouring the requeue delays, until Ready is True.
@@ -108,24 +138,37 @@ impl Harness {
         let start = Instant::now();
         loop {
             let r = self.pass().await;
-            if self.condition(ConditionType::Ready).is_some_and(|c| c.status == ConditionStatus::True) {
+            if self
+                .condition(ConditionType::Ready)
+                .is_some_and(|c| c.status == ConditionStatus::True)
+            {
                 return;
             }
-            assert!(start.elapsed() < timeout, "not Ready within {timeout:?}: {:#?}", self.status());
+            assert!(
+                start.elapsed() < timeout,
+                "not Ready within {timeout:?}: {:#?}",
+                self.status()
+            );
             tokio::time::sleep(r.0.min(Duration::from_millis(500))).await;
         }
     }
 
     /// Deletes the stack the way the drivers do.
     pub async fn delete(&self) {
-        controller::cleanup(&self.stack(), &self.uid(), &self.ctx).await.expect("cleanup");
+        controller::cleanup(&self.stack(), &self.uid(), &self.ctx)
+            .await
+            .expect("cleanup");
     }
 
     /// service name -> container id, from Docker itself.
     pub fn containers(&self) -> BTreeMap<String, String> {
         let out = docker(&[
-            "ps", "-a", "--filter", &format!("label=com.docker.compose.project={}", self.project),
-            "--format", "{{.Label \"com.docker.compose.service\"}} {{.ID}} {{.State}}",
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+            "--format",
+            "{{.Label \"com.docker.compose.service\"}} {{.ID}} {{.State}}",
         ]);
         out.lines()
             .filter_map(|l| {
@@ -138,8 +181,12 @@ impl Harness {
     /// service name -> state (`running`, `exited`, ...).
     pub fn states(&self) -> BTreeMap<String, String> {
         let out = docker(&[
-            "ps", "-a", "--filter", &format!("label=com.docker.compose.project={}", self.project),
-            "--format", "{{.Label \"com.docker.compose.service\"}} {{.State}}",
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.project),
+            "--format",
+            "{{.Label \"com.docker.compose.service\"}} {{.State}}",
         ]);
         out.lines()
             .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))
@@ -163,7 +210,9 @@ impl Harness {
             let _ = Command::new("docker").args(["network", "rm", net]).output();
         }
         for vol in docker(&["volume", "ls", "-q", "--filter", &filter]).lines() {
-            let _ = Command::new("docker").args(["volume", "rm", "-f", vol]).output();
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f", vol])
+                .output();
         }
     }
 }
@@ -176,7 +225,14 @@ impl Drop for Harness {
 
 /// Runs the docker CLI and returns stdout; panics with stderr on failure.
 pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().expect("docker CLI runs");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI runs");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -4,6 +4,6 @@
 //! `#[cfg(feature = "operator")]`: the demo-app image is built without that feature.
 
 pub mod demo;
-pub mod images;
 #[cfg(feature = "operator")]
 pub mod harness;
+pub mod images;

@@ -31,35 +31,69 @@ async fn demo_reaches_ready_and_docker_compose_lists_it() {
         .output()
         .expect("docker-compose runs");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "docker-compose ps failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "docker-compose ps failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for svc in ["postgres", "redis", "backend"] {
-        let line = text.lines().find(|l| l.starts_with(&format!("{}-{svc}-1", h.project))).unwrap_or_else(|| panic!("{svc} missing from:\n{text}"));
-        assert!(line.contains("Up"), "{svc} not up in docker-compose ps:\n{text}");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{}-{svc}-1", h.project)))
+            .unwrap_or_else(|| panic!("{svc} missing from:\n{text}"));
+        assert!(
+            line.contains("Up"),
+            "{svc} not up in docker-compose ps:\n{text}"
+        );
     }
 
     // A second pass on the unchanged spec touches nothing.
     let before = h.containers();
     let events_before = h.events().len();
     h.pass().await;
-    assert_eq!(h.containers(), before, "container ids changed on a no-op pass");
-    assert_eq!(h.events().len(), events_before, "a no-op pass emitted events: {:?}", &h.events()[events_before..]);
+    assert_eq!(
+        h.containers(),
+        before,
+        "container ids changed on a no-op pass"
+    );
+    assert_eq!(
+        h.events().len(),
+        events_before,
+        "a no-op pass emitted events: {:?}",
+        &h.events()[events_before..]
+    );
 
     // An environment change recreates exactly that service.
     let mut changed = spec.clone();
-    changed.compose.file = changed.compose.file.replace("REDIS_HOST: redis", "REDIS_HOST: redis\n            LOG_LEVEL: debug");
+    changed.compose.file = changed.compose.file.replace(
+        "REDIS_HOST: redis",
+        "REDIS_HOST: redis\n      LOG_LEVEL: debug",
+    );
     h.apply(changed);
     h.until_ready(READY_TIMEOUT).await;
     let after = h.containers();
-    assert_ne!(after["backend"], before["backend"], "backend was not recreated");
-    assert_eq!(after["postgres"], before["postgres"], "postgres was recreated");
+    assert_ne!(
+        after["backend"], before["backend"],
+        "backend was not recreated"
+    );
+    assert_eq!(
+        after["postgres"], before["postgres"],
+        "postgres was recreated"
+    );
     assert_eq!(after["redis"], before["redis"], "redis was recreated");
     assert_eq!(h.status().revision, Some(2));
-    assert!(h.events().iter().any(|e| e.reason == "Recreated" && e.note.contains("backend")));
+    assert!(h
+        .events()
+        .iter()
+        .any(|e| e.reason == "Recreated" && e.note.contains("backend")));
 
     // Secrets stay out of status and events.
     let everything = format!("{:?}{:?}", h.status(), h.events());
     for secret in spec.variables.values() {
-        assert!(!everything.contains(secret.as_str()), "a variable value leaked into status or events");
+        assert!(
+            !everything.contains(secret.as_str()),
+            "a variable value leaked into status or events"
+        );
     }
 }
 
@@ -79,14 +113,21 @@ async fn removing_a_service_removes_its_container_and_keeps_its_volume() {
     assert_eq!(h.containers().len(), 2);
 
     // Drop `cache` (the one with the volume): its container goes, the data volume stays.
-    let only_sidecar = "services:\n  sidecar:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n";
+    let only_sidecar =
+        "services:\n  sidecar:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n";
     spec.compose.file = only_sidecar.to_owned();
     h.apply(spec);
     h.until_ready(READY_TIMEOUT).await;
     let c = h.containers();
-    assert!(!c.contains_key("cache"), "cache container still there: {c:?}");
+    assert!(
+        !c.contains_key("cache"),
+        "cache container still there: {c:?}"
+    );
     assert!(c.contains_key("sidecar"));
-    assert!(h.volume_exists("cachedata"), "the volume of the removed service was deleted");
+    assert!(
+        h.volume_exists("cachedata"),
+        "the volume of the removed service was deleted"
+    );
 
     // Deleting the stack with the default policy (Retain) keeps the volume too.
     h.delete().await;
@@ -102,9 +143,29 @@ async fn bad_input_gives_a_condition_and_leaves_running_containers_alone() {
     h.until_ready(READY_TIMEOUT).await;
     let running = h.containers();
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut stackwarden::api::ServiceStackSpec)>, Reason, &str)> = vec![
-        ("malformed", Box::new(|s| s.compose.file = "services: [unclosed".into()), Reason::MalformedCompose, "not valid YAML"),
-        ("unsupported key", Box::new(|s| s.compose.file = s.compose.file.replace("pull_policy: never", "pull_policy: never\n    build: ./app")), Reason::UnsupportedComposeKey, "services.cache.build"),
+    let cases: Vec<(
+        &str,
+        Box<dyn Fn(&mut stackwarden::api::ServiceStackSpec)>,
+        Reason,
+        &str,
+    )> = vec![
+        (
+            "malformed",
+            Box::new(|s| s.compose.file = "services: [unclosed".into()),
+            Reason::MalformedCompose,
+            "not valid YAML",
+        ),
+        (
+            "unsupported key",
+            Box::new(|s| {
+                s.compose.file = s
+                    .compose
+                    .file
+                    .replace("pull_policy: never", "pull_policy: never\n    build: ./app")
+            }),
+            Reason::UnsupportedComposeKey,
+            "services.cache.build",
+        ),
         (
             "unknown health service",
             Box::new(|s| s.health.services = [("cahce".to_owned(), Default::default())].into()),
@@ -118,42 +179,90 @@ async fn bad_input_gives_a_condition_and_leaves_running_containers_alone() {
         h.apply(bad);
         h.pass().await;
         let c = h.condition(ConditionType::InvalidSpec).unwrap();
-        assert_eq!((c.status, c.reason), (ConditionStatus::True, reason), "{what}: {}", c.message);
+        assert_eq!(
+            (c.status, c.reason),
+            (ConditionStatus::True, reason),
+            "{what}: {}",
+            c.message
+        );
         assert!(c.message.contains(needle), "{what}: {}", c.message);
-        assert_eq!(h.condition(ConditionType::Ready).unwrap().status, ConditionStatus::False, "{what}");
+        assert_eq!(
+            h.condition(ConditionType::Ready).unwrap().status,
+            ConditionStatus::False,
+            "{what}"
+        );
         assert_eq!(h.containers(), running, "{what}: containers were touched");
         assert_eq!(h.states()["cache"], "running", "{what}");
     }
 
     // An image that is not on the engine: the old container keeps running.
     let mut missing = good.clone();
-    missing.compose.file = missing.compose.file.replace("stackwarden-test/redis:7", "stackwarden-test/no-such-image:1");
+    missing.compose.file = missing.compose.file.replace(
+        "stackwarden-test/redis:7",
+        "stackwarden-test/no-such-image:1",
+    );
     h.apply(missing);
     h.pass().await;
     let p = h.condition(ConditionType::Progressing).unwrap();
-    assert_eq!((p.status, p.reason), (ConditionStatus::False, Reason::ImageNotFound), "{}", p.message);
-    assert!(p.message.contains("stackwarden-test/no-such-image:1") && p.message.contains("docker load"), "{}", p.message);
-    assert_eq!(h.condition(ConditionType::Ready).unwrap().status, ConditionStatus::False);
-    assert_eq!(h.containers(), running, "the running container was replaced although its new image is missing");
+    assert_eq!(
+        (p.status, p.reason),
+        (ConditionStatus::False, Reason::ImageNotFound),
+        "{}",
+        p.message
+    );
+    assert!(
+        p.message.contains("stackwarden-test/no-such-image:1") && p.message.contains("docker load"),
+        "{}",
+        p.message
+    );
+    assert_eq!(
+        h.condition(ConditionType::Ready).unwrap().status,
+        ConditionStatus::False
+    );
+    assert_eq!(
+        h.containers(),
+        running,
+        "the running container was replaced although its new image is missing"
+    );
     assert_eq!(h.states()["cache"], "running");
 
     // Back to the good spec: Ready again, same container, InvalidSpec cleared.
     h.apply(good);
     h.until_ready(READY_TIMEOUT).await;
     assert_eq!(h.containers(), running);
-    assert_eq!(h.condition(ConditionType::InvalidSpec).unwrap().status, ConditionStatus::False);
-    assert!(h.events().iter().any(|e| e.reason == "UnsupportedComposeKey"), "no event for the invalid spec");
+    assert_eq!(
+        h.condition(ConditionType::InvalidSpec).unwrap().status,
+        ConditionStatus::False
+    );
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| e.reason == "UnsupportedComposeKey"),
+        "no event for the invalid spec"
+    );
 }
 
 #[tokio::test]
 async fn missing_image_with_pull_allowed_reports_the_failed_pull() {
     let h = Harness::new("pull");
     let mut spec = redis_spec(&h.project, "");
-    spec.compose.file = spec.compose.file.replace("    pull_policy: never\n", "").replace("stackwarden-test/redis:7", "stackwarden-test/no-such-image:1");
+    spec.compose.file = spec
+        .compose
+        .file
+        .replace("    pull_policy: never\n", "")
+        .replace(
+            "stackwarden-test/redis:7",
+            "stackwarden-test/no-such-image:1",
+        );
     h.apply(spec);
     h.pass().await;
     let p = h.condition(ConditionType::Progressing).unwrap();
-    assert_eq!((p.status, p.reason), (ConditionStatus::False, Reason::ApplyFailed), "{}", p.message);
+    assert_eq!(
+        (p.status, p.reason),
+        (ConditionStatus::False, Reason::ApplyFailed),
+        "{}",
+        p.message
+    );
     assert!(p.message.contains("pulling it failed"), "{}", p.message);
     assert!(h.containers().is_empty());
 }
@@ -173,19 +282,45 @@ async fn unreachable_docker_gives_a_condition_backs_off_and_removes_nothing() {
     let second = h.pass().await;
     let third = h.pass().await;
     let c = h.condition(ConditionType::DockerUnreachable).unwrap();
-    assert_eq!((c.status, c.reason), (ConditionStatus::True, Reason::EngineUnreachable), "{}", c.message);
-    assert!(c.message.contains("/nonexistent/docker.sock"), "{}", c.message);
-    assert_eq!(h.condition(ConditionType::Ready).unwrap().status, ConditionStatus::Unknown);
-    assert!(first.0 < second.0 && second.0 < third.0, "no backoff: {first:?} {second:?} {third:?}");
+    assert_eq!(
+        (c.status, c.reason),
+        (ConditionStatus::True, Reason::EngineUnreachable),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.message.contains("/nonexistent/docker.sock"),
+        "{}",
+        c.message
+    );
+    assert_eq!(
+        h.condition(ConditionType::Ready).unwrap().status,
+        ConditionStatus::Unknown
+    );
+    assert!(
+        first.0 < second.0 && second.0 < third.0,
+        "no backoff: {first:?} {second:?} {third:?}"
+    );
     // One warning event for the outage, not one per retry.
-    assert_eq!(h.events().iter().filter(|e| e.reason == "EngineUnreachable").count(), 1);
+    assert_eq!(
+        h.events()
+            .iter()
+            .filter(|e| e.reason == "EngineUnreachable")
+            .count(),
+        1
+    );
     assert_eq!(h.containers(), running);
     assert_eq!(h.states()["cache"], "running");
 
     // The engine is back: the condition clears and nothing was recreated.
     h.apply(good);
     h.until_ready(READY_TIMEOUT).await;
-    assert_eq!(h.condition(ConditionType::DockerUnreachable).unwrap().status, ConditionStatus::False);
+    assert_eq!(
+        h.condition(ConditionType::DockerUnreachable)
+            .unwrap()
+            .status,
+        ConditionStatus::False
+    );
     assert_eq!(h.containers(), running);
 }
 
@@ -194,15 +329,29 @@ async fn a_project_name_used_by_someone_else_is_left_alone() {
     let h = Harness::new("foreign");
     // A container someone started by hand under the same compose project.
     let id = docker(&[
-        "run", "-d", "--label", &format!("com.docker.compose.project={}", h.project),
-        "--label", "com.docker.compose.service=cache", "stackwarden-test/redis:7",
+        "run",
+        "-d",
+        "--label",
+        &format!("com.docker.compose.project={}", h.project),
+        "--label",
+        "com.docker.compose.service=cache",
+        "stackwarden-test/redis:7",
     ]);
     h.apply(redis_spec(&h.project, ""));
     h.pass().await;
     let c = h.condition(ConditionType::InvalidSpec).unwrap();
-    assert_eq!((c.status, c.reason), (ConditionStatus::True, Reason::ProjectNameInUse), "{}", c.message);
+    assert_eq!(
+        (c.status, c.reason),
+        (ConditionStatus::True, Reason::ProjectNameInUse),
+        "{}",
+        c.message
+    );
     let c = h.containers();
-    assert_eq!(c.len(), 1, "the operator created or removed containers: {c:?}");
+    assert_eq!(
+        c.len(),
+        1,
+        "the operator created or removed containers: {c:?}"
+    );
     assert!(id.trim().starts_with(&c["cache"]));
 }
 
@@ -215,20 +364,30 @@ async fn operator_killed_between_create_and_start_converges_without_duplicates()
     let stack = h.stack();
     let project = stackwarden::compose::load(&stack).unwrap();
     let engine = h.ctx.engines.get(stack.spec.docker.host()).await.unwrap();
-    let owner = Owner { project: project.name.clone(), stack: stack.key(), uid: h.uid() };
+    let owner = Owner {
+        project: project.name.clone(),
+        stack: stack.key(),
+        uid: h.uid(),
+    };
     for n in &project.networks {
         engine.create_network(n, &owner).await.unwrap();
     }
     for v in &project.volumes {
         engine.create_volume(v, &owner).await.unwrap();
     }
-    let id = engine.create_container(&project.services[0], &owner, 1, &project.spec_hash()).await.unwrap();
+    let id = engine
+        .create_container(&project.services[0], &owner, 1, &project.spec_hash())
+        .await
+        .unwrap();
     // ...and the operator dies before starting it. The next operator starts that container.
     assert_eq!(h.states()["cache"], "created");
     h.until_ready(READY_TIMEOUT).await;
     let c = h.containers();
     assert_eq!(c.len(), 1, "{c:?}");
-    assert!(id.starts_with(&c["cache"]), "a second container was created instead of starting the first");
+    assert!(
+        id.starts_with(&c["cache"]),
+        "a second container was created instead of starting the first"
+    );
     assert_eq!(h.status().revision, Some(1));
 
     // A container stopped behind the operator's back is started again, not replaced.

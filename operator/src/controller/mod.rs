@@ -325,3 +325,8 @@ async fn publish_transition(
     ctx.store.record(stack, &StackEvent::new(event_type, &reason.to_string(), "Reconcile", message.to_owned())).await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod plan_tests;
+#[cfg(test)]
+mod report_tests;

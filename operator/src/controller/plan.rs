@@ -128,7 +128,7 @@ pub fn plan(project: &Project, observed: &Observed, uid: &str) -> Plan {
             Some(c) if c.config_hash.as_deref() != Some(want.as_str()) => {
                 Some(Action::Recreate { service: svc.name.clone(), old_id: c.id.clone() })
             }
-            Some(c) if needs_start(svc, c) => Some(Action::Start { service: svc.name.clone(), id: c.id.clone() }),
+            Some(c) if needs_start(project, svc, c) => Some(Action::Start { service: svc.name.clone(), id: c.id.clone() }),
             Some(_) => None,
         };
         let Some(change) = change else {
@@ -187,13 +187,19 @@ pub fn plan(project: &Project, observed: &Observed, uid: &str) -> Plan {
     out
 }
 
-/// Starts a stopped container like `docker-compose up` does, except a one-shot service that
-/// finished successfully (`restart: no` and exit 0), which must not run twice.
-fn needs_start(svc: &ServiceSpec, c: &ObservedContainer) -> bool {
+/// Starts a stopped container like `docker-compose up` does, except a finished one-shot job:
+/// a service others wait on with `service_completed_successfully`, that exited 0 under a
+/// restart policy that would not rerun it. Running it again would redo its work (a migration)
+/// on every pass. Any other stopped service was stopped by accident and is started.
+fn needs_start(project: &Project, svc: &ServiceSpec, c: &ObservedContainer) -> bool {
     match c.state {
         ContainerState::Created => true,
         ContainerState::Exited | ContainerState::Dead => {
-            !(c.exit_code == Some(0) && matches!(svc.restart, RestartPolicy::No | RestartPolicy::OnFailure))
+            let is_job = project.services.iter().any(|s| {
+                s.depends_on.iter().any(|d| d.service == svc.name && d.condition == DependencyCondition::CompletedSuccessfully)
+            });
+            let finished = c.exit_code == Some(0) && matches!(svc.restart, RestartPolicy::No | RestartPolicy::OnFailure);
+            !(is_job && finished)
         }
         _ => false,
     }
