@@ -10,9 +10,9 @@
 # Usage: build.sh            (from any directory)
 set -Eeuo pipefail
 
-readonly SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-readonly TESTS_DIR="$(dirname "$SCRIPT_DIR")"
-readonly REPO_DIR="$(dirname "$TESTS_DIR")"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_DIR="$(cd "$SCRIPT_DIR/../.." && pwd)"
+readonly SCRIPT_DIR REPO_DIR
 readonly BUILD_DIR="$SCRIPT_DIR/.build"
 
 readonly BASE_IMAGE="stackwarden-test/base:bookworm"
@@ -58,7 +58,9 @@ remove_if_dangling() {
     local old_id="$1"
     [ -n "$old_id" ] || return 0
     if [ -z "$(docker image inspect -f '{{ join .RepoTags "," }}' "$old_id" 2>/dev/null)" ]; then
-        docker image rm "$old_id" >/dev/null 2>&1 && log "removed superseded image ${old_id:7:12}" || true
+        if docker image rm "$old_id" >/dev/null 2>&1; then
+            log "removed superseded image ${old_id:7:12}"
+        fi
     fi
 }
 
@@ -113,6 +115,7 @@ build_base() {
     if [ -f "$tarball" ]; then
         log "using cached rootfs tarball ${tarball#"$REPO_DIR"/}"
     else
+        [ "$(id -u)" -eq 0 ] || die "building the base rootfs with debootstrap needs root"
         ensure_debootstrap
         local rootfs="$BUILD_DIR/rootfs"
         remove_rootfs "$rootfs"
@@ -175,7 +178,7 @@ build_demo_app() {
     # The demo app needs none of the operator crate; leaving it out keeps this build fast and
     # independent of the operator's state of the day.
     log "cargo build --release -p stackwarden-tests --bin demo-app --no-default-features"
-    "$cargo" build --quiet --release --manifest-path "$REPO_DIR/Cargo.toml" \
+    "$cargo" build --release --manifest-path "$REPO_DIR/Cargo.toml" \
         -p stackwarden-tests --bin demo-app --no-default-features
     local target_dir
     target_dir=$("$cargo" metadata --format-version 1 --no-deps --manifest-path "$REPO_DIR/Cargo.toml" |
@@ -189,6 +192,7 @@ build_demo_app() {
     local context="$BUILD_DIR/demo-app-context"
     mkdir -p "$context"
     cp "$SCRIPT_DIR/demo-app/Dockerfile" "$context/Dockerfile"
+    rm -f "$context/demo-app.partial"
     if ! cmp -s "$binary" "$context/demo-app"; then
         cp "$binary" "$context/demo-app.partial"
         mv "$context/demo-app.partial" "$context/demo-app"
@@ -199,7 +203,6 @@ build_demo_app() {
 main() {
     command -v docker >/dev/null 2>&1 || die "docker CLI not found"
     docker version --format '{{ .Server.Version }}' >/dev/null || die "cannot reach the Docker engine"
-    [ "$(id -u)" -eq 0 ] || die "debootstrap and docker import need root"
     mkdir -p "$BUILD_DIR"
 
     # Test binaries may run this script concurrently; one build at a time, the others then
