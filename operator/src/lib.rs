@@ -4,8 +4,8 @@
 //! and changes the engine, [`controller`] runs one reconcile for either [`store`] driver.
 
 pub mod api;
-pub mod compose;
-pub mod docker;
-pub mod controller;
-pub mod store;
 pub mod cli;
+pub mod compose;
+pub mod controller;
+pub mod docker;
+pub mod store;

@@ -5,9 +5,13 @@
 #[test]
 fn committed_crd_matches_generated() {
     let generated = stackwarden::api::crd_yaml();
-    for path in ["../crds/servicestack.yaml", "../charts/stackwarden/crds/servicestack.yaml"] {
+    for path in [
+        "../crds/servicestack.yaml",
+        "../charts/stackwarden/crds/servicestack.yaml",
+    ] {
         let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
-        let committed = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()));
+        let committed =
+            std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()));
         assert!(
             committed == generated,
             "{path} differs from `stackwarden crd`; regenerate it (see the comment at the top of this test)"

@@ -733,15 +733,15 @@ async fn deleting_stack_without_our_finalizer_is_left_alone() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Found bugs
+// Regressions of bugs found by these tests
 // ---------------------------------------------------------------------------------------------
 
 /// A second, different problem with the same reason must reach `kubectl describe` with its own
 /// note. kube's `Recorder` deduplicates on (type, action, reason, reporter, regarding) but not
-/// on the note, and `object_ref` carries no resourceVersion, so the second publish within six
-/// minutes becomes a PATCH of the *cached first event*: series count 2, old note.
+/// on the note, so a shared recorder would turn the second publish into a PATCH of the cached
+/// first event (series count 2, old note). The store therefore publishes without that cache.
 #[tokio::test]
-#[ignore = "bug: a changed invalid-spec message with the same reason is published as a series PATCH of the cached first Event, which keeps the old note (kube 5 Recorder dedups without the note)"]
+
 async fn a_new_problem_with_the_same_reason_is_reported_with_its_own_note() {
     within(async {
         let first = stack_json(
@@ -781,13 +781,12 @@ async fn a_new_problem_with_the_same_reason_is_reported_with_its_own_note() {
     .await;
 }
 
-/// The status is written as a JSON merge patch of the whole status. Merge patches merge maps:
-/// a key absent from the patch is kept, so a service removed from the compose file stays in
-/// `status.services` on the API server forever (arrays such as `conditions` are replaced, maps
-/// are not). Uses the real engine, read-only (`suspend: true`, a project nobody else uses).
+/// The status is written as a JSON merge patch, and merge patches merge maps: a key absent from
+/// the patch would be kept, so the patch must null out a service removed from the compose file.
+/// Uses the real engine, read-only (`suspend: true`, a project nobody else uses).
 #[tokio::test]
-#[ignore = "bug: write_status merge-patches status, so services removed from the compose file are never removed from status.services"]
-async fn a_service_removed_from_the_compose_file_leaves_status_services() {
+
+async fn a_service_removed_from_the_compose_file_is_removed_from_status() {
     within(async {
         let project = format!("swkubedriver{}", std::process::id());
         let mut spec = json!({
@@ -832,12 +831,11 @@ async fn a_service_removed_from_the_compose_file_leaves_status_services() {
 }
 
 /// `spec.variables` are documented as possibly secret and never to appear in status or events,
-/// and `SpecError` as never holding variable values. But interpolation runs before validation,
-/// so an invalid *interpolated value* is quoted back in the InvalidSpec message (by
-/// stackwarden's own checks and by compose_spec's parse errors), which goes to the status patch
-/// and the event. Contrived placements, but the guarantee is unconditional.
+/// and `SpecError` as never holding variable values. Interpolation runs before validation, so an
+/// invalid *interpolated value* would be quoted back in the InvalidSpec message (by stackwarden's
+/// own checks and by compose_spec's parse errors); the guarantee is unconditional.
 #[tokio::test]
-#[ignore = "bug: an invalid interpolated value is quoted in the InvalidSpec message, so a secret from spec.variables reaches status and events"]
+
 async fn an_invalid_interpolated_secret_is_not_quoted_in_status_or_events() {
     within(async {
         let files = [

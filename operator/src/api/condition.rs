@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The condition types stackwarden sets on a `ServiceStack`.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
+)]
 pub enum ConditionType {
     /// Every required service runs and passes its health check.
     Ready,
@@ -122,14 +124,29 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    pub fn new(type_: ConditionType, status: ConditionStatus, reason: Reason, message: impl Into<String>) -> Self {
-        Self { type_, status, reason, message: message.into() }
+    pub fn new(
+        type_: ConditionType,
+        status: ConditionStatus,
+        reason: Reason,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
     }
 }
 
 /// Merges fresh verdicts into the previous conditions. `lastTransitionTime` moves only when the
 /// status flips, as `kubectl wait` and Argo CD expect; types without a verdict are kept.
-pub fn merge(previous: &[Condition], verdicts: Vec<Verdict>, generation: Option<i64>, now: DateTime<Utc>) -> Vec<Condition> {
+pub fn merge(
+    previous: &[Condition],
+    verdicts: Vec<Verdict>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> Vec<Condition> {
     let mut out: Vec<Condition> = previous.to_vec();
     for v in verdicts {
         let transition = match out.iter().find(|c| c.type_ == v.type_) {
@@ -187,37 +204,79 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_flips() {
         let v = |status, reason| Verdict::new(ConditionType::Ready, status, reason, "m");
-        let c1 = merge(&[], vec![v(ConditionStatus::False, Reason::ServicesNotReady)], Some(1), t(0));
+        let c1 = merge(
+            &[],
+            vec![v(ConditionStatus::False, Reason::ServicesNotReady)],
+            Some(1),
+            t(0),
+        );
         assert_eq!(c1[0].last_transition_time, t(0));
         // Same status, new reason and message: the transition time stays.
-        let c2 = merge(&c1, vec![v(ConditionStatus::False, Reason::ApplyFailed)], Some(2), t(10));
+        let c2 = merge(
+            &c1,
+            vec![v(ConditionStatus::False, Reason::ApplyFailed)],
+            Some(2),
+            t(10),
+        );
         assert_eq!(c2[0].last_transition_time, t(0));
         assert_eq!(c2[0].reason, Reason::ApplyFailed);
         assert_eq!(c2[0].observed_generation, Some(2));
-        let c3 = merge(&c2, vec![v(ConditionStatus::True, Reason::AllServicesReady)], Some(2), t(20));
+        let c3 = merge(
+            &c2,
+            vec![v(ConditionStatus::True, Reason::AllServicesReady)],
+            Some(2),
+            t(20),
+        );
         assert_eq!(c3[0].last_transition_time, t(20));
     }
 
     #[test]
     fn conditions_without_a_verdict_are_kept_and_sorted() {
-        let a = Verdict::new(ConditionType::Progressing, ConditionStatus::True, Reason::Applying, "");
-        let b = Verdict::new(ConditionType::Ready, ConditionStatus::False, Reason::ServicesNotReady, "");
+        let a = Verdict::new(
+            ConditionType::Progressing,
+            ConditionStatus::True,
+            Reason::Applying,
+            "",
+        );
+        let b = Verdict::new(
+            ConditionType::Ready,
+            ConditionStatus::False,
+            Reason::ServicesNotReady,
+            "",
+        );
         let c1 = merge(&[], vec![a, b], None, t(0));
         let c2 = merge(
             &c1,
-            vec![Verdict::new(ConditionType::InvalidSpec, ConditionStatus::False, Reason::SpecValid, "")],
+            vec![Verdict::new(
+                ConditionType::InvalidSpec,
+                ConditionStatus::False,
+                Reason::SpecValid,
+                "",
+            )],
             None,
             t(1),
         );
         let types: Vec<_> = c2.iter().map(|c| c.type_).collect();
-        assert_eq!(types, vec![ConditionType::Ready, ConditionType::Progressing, ConditionType::InvalidSpec]);
+        assert_eq!(
+            types,
+            vec![
+                ConditionType::Ready,
+                ConditionType::Progressing,
+                ConditionType::InvalidSpec
+            ]
+        );
     }
 
     #[test]
     fn serializes_in_metav1_shape() {
         let c = merge(
             &[],
-            vec![Verdict::new(ConditionType::Ready, ConditionStatus::True, Reason::AllServicesReady, "ok")],
+            vec![Verdict::new(
+                ConditionType::Ready,
+                ConditionStatus::True,
+                Reason::AllServicesReady,
+                "ok",
+            )],
             Some(3),
             t(0),
         );

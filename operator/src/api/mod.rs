@@ -248,7 +248,9 @@ fn strip_additional_properties_false(v: &mut serde_json::Value) {
             }
             map.values_mut().for_each(strip_additional_properties_false);
         }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_additional_properties_false),
+        serde_json::Value::Array(items) => {
+            items.iter_mut().for_each(strip_additional_properties_false)
+        }
         _ => {}
     }
 }
@@ -267,7 +269,9 @@ spec:
   compose: {file: "services: {}"}
   backupz: {}
 "#;
-        let err = serde_yaml::from_str::<ServiceStack>(yaml).unwrap_err().to_string();
+        let err = serde_yaml::from_str::<ServiceStack>(yaml)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `backupz`"), "{err}");
     }
 
@@ -282,7 +286,10 @@ spec:
             if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
                 for (name, sub) in props {
                     let here = format!("{path}.{name}");
-                    assert!(sub.get("description").is_some(), "{here} has no description");
+                    assert!(
+                        sub.get("description").is_some(),
+                        "{here} has no description"
+                    );
                     check(&here, sub);
                 }
             }
@@ -295,7 +302,12 @@ spec:
         check("spec", spec);
         assert_eq!(crd["spec"]["names"]["shortNames"][0], "sst");
         let columns = &crd["spec"]["versions"][0]["additionalPrinterColumns"];
-        let names: Vec<_> = columns.as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let names: Vec<_> = columns
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
         assert_eq!(names, ["Ready", "Health", "Revision", "Age"]);
         assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
     }

@@ -10,7 +10,11 @@ use crate::api::{condition, ConditionType};
 use crate::store::local::{self, LocalOptions, LocalStore, Record};
 
 #[derive(Parser, Debug)]
-#[command(name = "stackwarden", version, about = "Keeps Docker Compose stacks alive: a reconciling operator for ServiceStack resources")]
+#[command(
+    name = "stackwarden",
+    version,
+    about = "Keeps Docker Compose stacks alive: a reconciling operator for ServiceStack resources"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -50,7 +54,9 @@ pub enum Command {
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
-    s.parse::<u64>().map(Duration::from_secs).map_err(|e| format!("{e}: give whole seconds"))
+    s.parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|e| format!("{e}: give whole seconds"))
 }
 
 /// `$XDG_STATE_HOME/stackwarden`, else `~/.local/state/stackwarden`.
@@ -68,16 +74,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::api::crd_yaml());
             Ok(())
         }
-        Command::Local { path, state_dir, exit_when_ready, timeout } => {
-            anyhow::ensure!(path.exists(), "{} does not exist: give a manifest file or a directory of them", path.display());
-            local::run(LocalOptions { manifests: path, state_dir, exit_when_ready, timeout }).await
+        Command::Local {
+            path,
+            state_dir,
+            exit_when_ready,
+            timeout,
+        } => {
+            anyhow::ensure!(
+                path.exists(),
+                "{} does not exist: give a manifest file or a directory of them",
+                path.display()
+            );
+            local::run(LocalOptions {
+                manifests: path,
+                state_dir,
+                exit_when_ready,
+                timeout,
+            })
+            .await
         }
         Command::Status { name, state_dir } => {
             let store = LocalStore::new(&state_dir);
             let mut records = store.list()?;
             if let Some(n) = &name {
                 records.retain(|r| &r.name == n || &format!("{}/{}", r.namespace, r.name) == n);
-                anyhow::ensure!(!records.is_empty(), "no stack named {n} in {}", state_dir.display());
+                anyhow::ensure!(
+                    !records.is_empty(),
+                    "no stack named {n} in {}",
+                    state_dir.display()
+                );
             }
             print!("{}", status_table(&store, &records));
             Ok(())
@@ -91,9 +116,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The text `stackwarden status` prints.
 pub fn status_table(store: &LocalStore, records: &[Record]) -> String {
-    let mut rows = vec![["NAMESPACE", "NAME", "READY", "HEALTH", "REVISION", "AGE"].map(str::to_owned).to_vec()];
+    let mut rows = vec![["NAMESPACE", "NAME", "READY", "HEALTH", "REVISION", "AGE"]
+        .map(str::to_owned)
+        .to_vec()];
     for r in records {
-        let ready = condition::find(&r.status.conditions, ConditionType::Ready).map_or("Unknown".to_owned(), |c| c.status.to_string());
+        let ready = condition::find(&r.status.conditions, ConditionType::Ready)
+            .map_or("Unknown".to_owned(), |c| c.status.to_string());
         rows.push(vec![
             r.namespace.clone(),
             r.name.clone(),
@@ -105,29 +133,60 @@ pub fn status_table(store: &LocalStore, records: &[Record]) -> String {
     }
     let mut out = table(&rows);
     for r in records {
-        out.push_str(&format!("\n{}/{} (project {})\n", r.namespace, r.name, r.status.project.as_deref().unwrap_or("-")));
-        let mut svc = vec![["  SERVICE", "STATE", "HEALTH", "CONTAINER", "RESTARTS", "IMAGE"].map(str::to_owned).to_vec()];
+        out.push_str(&format!(
+            "\n{}/{} (project {})\n",
+            r.namespace,
+            r.name,
+            r.status.project.as_deref().unwrap_or("-")
+        ));
+        let mut svc = vec![[
+            "  SERVICE",
+            "STATE",
+            "HEALTH",
+            "CONTAINER",
+            "RESTARTS",
+            "IMAGE",
+        ]
+        .map(str::to_owned)
+        .to_vec()];
         for (name, s) in &r.status.services {
             svc.push(vec![
                 format!("  {name}"),
-                serde_json::to_value(s.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
-                s.health.map_or("-".to_owned(), |h| format!("{h:?}").to_lowercase()),
+                serde_json::to_value(s.state)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                s.health
+                    .map_or("-".to_owned(), |h| format!("{h:?}").to_lowercase()),
                 s.container_id.clone().unwrap_or_else(|| "-".into()),
                 s.restarts.to_string(),
                 s.image.clone().unwrap_or_else(|| "-".into()),
             ]);
         }
         out.push_str(&table(&svc));
-        let mut cond = vec![["  CONDITION", "STATUS", "REASON", "MESSAGE"].map(str::to_owned).to_vec()];
+        let mut cond = vec![["  CONDITION", "STATUS", "REASON", "MESSAGE"]
+            .map(str::to_owned)
+            .to_vec()];
         for c in &r.status.conditions {
-            cond.push(vec![format!("  {}", c.type_), c.status.to_string(), c.reason.to_string(), c.message.clone()]);
+            cond.push(vec![
+                format!("  {}", c.type_),
+                c.status.to_string(),
+                c.reason.to_string(),
+                c.message.clone(),
+            ]);
         }
         out.push_str(&table(&cond));
         let events = store.events(&r.namespace, &r.name);
         if !events.is_empty() {
             out.push_str("  Recent events:\n");
             for (t, e) in events.iter().rev().take(5).rev() {
-                out.push_str(&format!("    {} {:?} {}: {}\n", t.format("%H:%M:%S"), e.type_, e.reason, e.note));
+                out.push_str(&format!(
+                    "    {} {:?} {}: {}\n",
+                    t.format("%H:%M:%S"),
+                    e.type_,
+                    e.reason,
+                    e.note
+                ));
             }
         }
     }
@@ -136,13 +195,26 @@ pub fn status_table(store: &LocalStore, records: &[Record]) -> String {
 
 fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols).map(|i| rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let mut out = String::new();
     for r in rows {
         let line: Vec<String> = r
             .iter()
             .enumerate()
-            .map(|(i, c)| if i + 1 == r.len() { c.clone() } else { format!("{c:<w$}", w = widths[i]) })
+            .map(|(i, c)| {
+                if i + 1 == r.len() {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
             .collect();
         out.push_str(line.join("   ").trim_end());
         out.push('\n');

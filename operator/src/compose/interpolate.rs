@@ -22,7 +22,10 @@ pub enum InterpolationError {
 }
 
 /// Interpolates every string scalar below `value`.
-pub fn interpolate_value(value: &mut Value, vars: &BTreeMap<String, String>) -> Result<(), InterpolationError> {
+pub fn interpolate_value(
+    value: &mut Value,
+    vars: &BTreeMap<String, String>,
+) -> Result<(), InterpolationError> {
     match value {
         Value::String(s) => {
             *s = interpolate(s, vars)?;
@@ -44,7 +47,10 @@ pub fn interpolate_value(value: &mut Value, vars: &BTreeMap<String, String>) -> 
 }
 
 /// Interpolates one string.
-pub fn interpolate(input: &str, vars: &BTreeMap<String, String>) -> Result<String, InterpolationError> {
+pub fn interpolate(
+    input: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<String, InterpolationError> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(pos) = rest.find('$') {
@@ -77,10 +83,16 @@ pub fn interpolate(input: &str, vars: &BTreeMap<String, String>) -> Result<Strin
     Ok(out)
 }
 
-fn expand_braced(body: &str, vars: &BTreeMap<String, String>) -> Result<String, InterpolationError> {
+fn expand_braced(
+    body: &str,
+    vars: &BTreeMap<String, String>,
+) -> Result<String, InterpolationError> {
     let len = name_len(body);
     if len == 0 {
-        return Err(InterpolationError::Syntax { text: format!("${{{}}}", truncate(body)), why: "expected a variable name" });
+        return Err(InterpolationError::Syntax {
+            text: format!("${{{}}}", truncate(body)),
+            why: "expected a variable name",
+        });
     }
     let (name, op) = body.split_at(len);
     let value = vars.get(name);
@@ -104,15 +116,25 @@ fn expand_braced(body: &str, vars: &BTreeMap<String, String>) -> Result<String, 
         "-" => value.cloned().map_or_else(arg, Ok),
         ":?" if set_non_empty => Ok(value.cloned().unwrap_or_default()),
         "?" if value.is_some() => Ok(value.cloned().unwrap_or_default()),
-        ":?" | "?" => Err(InterpolationError::Required { name: name.to_owned(), message: arg()? }),
+        ":?" | "?" => Err(InterpolationError::Required {
+            name: name.to_owned(),
+            message: arg()?,
+        }),
         ":+" if set_non_empty => arg(),
         "+" if value.is_some() => arg(),
         _ => Ok(String::new()),
     }
 }
 
-fn lookup<'a>(name: &str, vars: &'a BTreeMap<String, String>) -> Result<&'a str, InterpolationError> {
-    vars.get(name).map(String::as_str).ok_or_else(|| InterpolationError::Missing { name: name.to_owned() })
+fn lookup<'a>(
+    name: &str,
+    vars: &'a BTreeMap<String, String>,
+) -> Result<&'a str, InterpolationError> {
+    vars.get(name)
+        .map(String::as_str)
+        .ok_or_else(|| InterpolationError::Missing {
+            name: name.to_owned(),
+        })
 }
 
 /// Length of the variable name at the start of `s` (`[A-Za-z_][A-Za-z0-9_]*`).
@@ -168,7 +190,10 @@ mod tests {
 
     #[test]
     fn plain_and_braced() {
-        assert_eq!(ok("postgres://$USER@db:${PORT}/x"), "postgres://erni@db:8000/x");
+        assert_eq!(
+            ok("postgres://$USER@db:${PORT}/x"),
+            "postgres://erni@db:8000/x"
+        );
         assert_eq!(ok("no vars"), "no vars");
         assert_eq!(ok("cost: $$5 and $"), "cost: $5 and $");
         assert_eq!(ok("$$USER"), "$USER");
@@ -196,21 +221,44 @@ mod tests {
     #[test]
     fn errors_name_the_variable_not_a_value() {
         let v = vars();
-        assert_eq!(interpolate("${NOPE}", &v), Err(InterpolationError::Missing { name: "NOPE".into() }));
-        assert_eq!(interpolate("$NOPE", &v), Err(InterpolationError::Missing { name: "NOPE".into() }));
+        assert_eq!(
+            interpolate("${NOPE}", &v),
+            Err(InterpolationError::Missing {
+                name: "NOPE".into()
+            })
+        );
+        assert_eq!(
+            interpolate("$NOPE", &v),
+            Err(InterpolationError::Missing {
+                name: "NOPE".into()
+            })
+        );
         assert_eq!(
             interpolate("${EMPTY:?must be set}", &v),
-            Err(InterpolationError::Required { name: "EMPTY".into(), message: "must be set".into() })
+            Err(InterpolationError::Required {
+                name: "EMPTY".into(),
+                message: "must be set".into()
+            })
         );
         assert_eq!(interpolate("${EMPTY?x}", &v).unwrap(), "");
-        assert!(matches!(interpolate("${USER", &v), Err(InterpolationError::Syntax { .. })));
-        assert!(matches!(interpolate("${}", &v), Err(InterpolationError::Syntax { .. })));
-        assert!(matches!(interpolate("${USER!x}", &v), Err(InterpolationError::Syntax { .. })));
+        assert!(matches!(
+            interpolate("${USER", &v),
+            Err(InterpolationError::Syntax { .. })
+        ));
+        assert!(matches!(
+            interpolate("${}", &v),
+            Err(InterpolationError::Syntax { .. })
+        ));
+        assert!(matches!(
+            interpolate("${USER!x}", &v),
+            Err(InterpolationError::Syntax { .. })
+        ));
     }
 
     #[test]
     fn walks_yaml_strings_only() {
-        let mut doc: Value = serde_yaml::from_str("a: [\"$USER\", 5, true]\nb: {c: \"${PORT}\"}\n$USER: k").unwrap();
+        let mut doc: Value =
+            serde_yaml::from_str("a: [\"$USER\", 5, true]\nb: {c: \"${PORT}\"}\n$USER: k").unwrap();
         interpolate_value(&mut doc, &vars()).unwrap();
         assert_eq!(doc["a"][0], Value::from("erni"));
         assert_eq!(doc["b"]["c"], Value::from("8000"));

@@ -27,26 +27,58 @@ pub struct SpecError {
 
 impl SpecError {
     pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Self { reason, message: message.into() }
+        Self {
+            reason,
+            message: message.into(),
+        }
     }
 }
 
 /// Builds the project a stack asks for. Pure: no Docker, no clock.
+///
+/// Error messages quote the compose file, and after interpolation the file holds the values of
+/// `spec.variables`: every one of them is masked out of the message, whichever check failed.
 pub fn load(stack: &ServiceStack) -> Result<Project, SpecError> {
+    load_unmasked(stack).map_err(|mut e| {
+        e.message = mask(&e.message, &stack.spec.variables);
+        e
+    })
+}
+
+/// Replaces each variable value (longest first, so one value inside another is not half-masked).
+fn mask(message: &str, variables: &BTreeMap<String, String>) -> String {
+    let mut values: Vec<&String> = variables.values().filter(|v| v.len() >= 3).collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values.iter().fold(message.to_owned(), |m, v| {
+        m.replace(v.as_str(), "<redacted>")
+    })
+}
+
+fn load_unmasked(stack: &ServiceStack) -> Result<Project, SpecError> {
     let project = stack.project_name();
     validate_project_name(&project)?;
-    let mut doc: serde_yaml::Value = serde_yaml::from_str(&stack.spec.compose.file)
-        .map_err(|e| SpecError::new(Reason::MalformedCompose, format!("spec.compose.file is not valid YAML: {e}")))?;
+    let mut doc: serde_yaml::Value =
+        serde_yaml::from_str(&stack.spec.compose.file).map_err(|e| {
+            SpecError::new(
+                Reason::MalformedCompose,
+                format!("spec.compose.file is not valid YAML: {e}"),
+            )
+        })?;
     interpolate::interpolate_value(&mut doc, &stack.spec.variables).map_err(|e| {
         let reason = match e {
-            InterpolationError::Missing { .. } | InterpolationError::Required { .. } => Reason::MissingVariable,
+            InterpolationError::Missing { .. } | InterpolationError::Required { .. } => {
+                Reason::MissingVariable
+            }
             InterpolationError::Syntax { .. } => Reason::MalformedCompose,
         };
         SpecError::new(reason, format!("spec.compose.file: {e}"))
     })?;
     translate::check_supported_keys(&doc)?;
     let compose: compose_spec::Compose = serde_yaml::from_value(doc).map_err(|e| {
-        SpecError::new(Reason::MalformedCompose, format!("spec.compose.file is not a valid compose file: {e}"))
+        SpecError::new(
+            Reason::MalformedCompose,
+            format!("spec.compose.file is not a valid compose file: {e}"),
+        )
     })?;
     let project = translate::project(&project, compose)?;
     for name in stack.spec.health.services.keys() {
@@ -65,8 +97,13 @@ pub fn load(stack: &ServiceStack) -> Result<Project, SpecError> {
 
 /// The names of services whose health gates `Ready`.
 pub fn required_services(stack: &ServiceStack, project: &Project) -> Vec<String> {
-    let optional: BTreeMap<&str, bool> =
-        stack.spec.health.services.iter().map(|(k, v)| (k.as_str(), v.optional)).collect();
+    let optional: BTreeMap<&str, bool> = stack
+        .spec
+        .health
+        .services
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.optional))
+        .collect();
     project
         .services
         .iter()
@@ -77,8 +114,13 @@ pub fn required_services(stack: &ServiceStack, project: &Project) -> Vec<String>
 
 /// Compose's own rule, so `docker-compose -p NAME` accepts the same name.
 fn validate_project_name(name: &str) -> Result<(), SpecError> {
-    let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
     if valid {
         Ok(())
     } else {
@@ -101,8 +143,14 @@ mod tests {
             "demo",
             ServiceStackSpec {
                 docker: Default::default(),
-                compose: ComposeSpec { project_name: None, file: file.to_owned() },
-                variables: vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                compose: ComposeSpec {
+                    project_name: None,
+                    file: file.to_owned(),
+                },
+                variables: vars
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 health: Default::default(),
                 deletion_policy: Default::default(),
                 suspend: false,
@@ -152,7 +200,10 @@ volumes:
         let order: Vec<_> = p.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(order, ["postgres", "redis", "backend"]);
         let b = p.service("backend").unwrap();
-        assert_eq!(b.command.as_deref(), Some(&["demo-app".to_owned(), "--port".into(), "8000".into()][..]));
+        assert_eq!(
+            b.command.as_deref(),
+            Some(&["demo-app".to_owned(), "--port".into(), "8000".into()][..])
+        );
         assert_eq!(b.environment.0["DB_PASSWORD"], "s3cret");
         assert_eq!(b.environment.0["LOG_LEVEL"], "info");
         assert_eq!(b.memory_bytes, Some(256 * 1024 * 1024));
@@ -160,18 +211,51 @@ volumes:
         assert_eq!(b.restart, RestartPolicy::UnlessStopped);
         assert_eq!(b.labels["team"], "ai");
         assert_eq!(b.user.as_deref(), Some("1000:1000"));
-        assert_eq!(b.ports[0], PortSpec { container_port: 8000, protocol: "tcp".into(), host_ip: Some("127.0.0.1".into()), host_port: None });
+        assert_eq!(
+            b.ports[0],
+            PortSpec {
+                container_port: 8000,
+                protocol: "tcp".into(),
+                host_ip: Some("127.0.0.1".into()),
+                host_port: None
+            }
+        );
         assert_eq!(b.ports[1].protocol, "udp");
         assert_eq!(b.ports[1].host_port, Some(9000));
-        assert_eq!(b.depends_on[0], Dependency { service: "postgres".into(), condition: DependencyCondition::Healthy });
+        assert_eq!(
+            b.depends_on[0],
+            Dependency {
+                service: "postgres".into(),
+                condition: DependencyCondition::Healthy
+            }
+        );
         assert_eq!(b.networks[0].network, "demo_default");
         assert_eq!(b.networks[0].aliases, ["backend"]);
         let pg = p.service("postgres").unwrap();
         assert_eq!(pg.environment.0["POSTGRES_PASSWORD"], "s3cret");
-        assert_eq!(pg.mounts[0], MountSpec::Volume { source: "demo_pgdata".into(), target: "/var/lib/postgresql/data".into(), read_only: false });
-        assert_eq!(pg.mounts[1], MountSpec::Bind { source: "/etc/hosts".into(), target: "/etc/hosts2".into(), read_only: true });
+        assert_eq!(
+            pg.mounts[0],
+            MountSpec::Volume {
+                source: "demo_pgdata".into(),
+                target: "/var/lib/postgresql/data".into(),
+                read_only: false
+            }
+        );
+        assert_eq!(
+            pg.mounts[1],
+            MountSpec::Bind {
+                source: "/etc/hosts".into(),
+                target: "/etc/hosts2".into(),
+                read_only: true
+            }
+        );
         match pg.healthcheck.as_ref().unwrap() {
-            HealthcheckSpec::Check { test, interval_ns, retries, .. } => {
+            HealthcheckSpec::Check {
+                test,
+                interval_ns,
+                retries,
+                ..
+            } => {
                 assert_eq!(test, &["CMD-SHELL", "pg_isready"]);
                 assert_eq!(*interval_ns, Some(1_000_000_000));
                 assert_eq!(*retries, Some(3));
@@ -187,9 +271,18 @@ volumes:
         let a = load(&stack(DEMO, &[("DB_PASSWORD", "one")])).unwrap();
         let b = load(&stack(DEMO, &[("DB_PASSWORD", "two")])).unwrap();
         let c = load(&stack(DEMO, &[("DB_PASSWORD", "one")])).unwrap();
-        assert_eq!(a.service("redis").unwrap().config_hash(), b.service("redis").unwrap().config_hash());
-        assert_ne!(a.service("backend").unwrap().config_hash(), b.service("backend").unwrap().config_hash());
-        assert_eq!(a.service("backend").unwrap().config_hash(), c.service("backend").unwrap().config_hash());
+        assert_eq!(
+            a.service("redis").unwrap().config_hash(),
+            b.service("redis").unwrap().config_hash()
+        );
+        assert_ne!(
+            a.service("backend").unwrap().config_hash(),
+            b.service("backend").unwrap().config_hash()
+        );
+        assert_eq!(
+            a.service("backend").unwrap().config_hash(),
+            c.service("backend").unwrap().config_hash()
+        );
         assert_ne!(a.spec_hash(), b.spec_hash());
     }
 
@@ -197,26 +290,78 @@ volumes:
     fn secrets_stay_out_of_debug_output_and_errors() {
         let p = load(&stack(DEMO, &[("DB_PASSWORD", "s3cret-value")])).unwrap();
         assert!(!format!("{p:?}").contains("s3cret-value"));
-        let err = load(&stack("services: {a: {image: x, command: \"${DB_PASSWORD} ${NOPE}\"}}", &[("DB_PASSWORD", "s3cret-value")])).unwrap_err();
+        let err = load(&stack(
+            "services: {a: {image: x, command: \"${DB_PASSWORD} ${NOPE}\"}}",
+            &[("DB_PASSWORD", "s3cret-value")],
+        ))
+        .unwrap_err();
         assert_eq!(err.reason, Reason::MissingVariable);
-        assert!(err.message.contains("NOPE") && !err.message.contains("s3cret-value"), "{}", err.message);
+        assert!(
+            err.message.contains("NOPE") && !err.message.contains("s3cret-value"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
     fn every_bad_input_names_what_to_fix() {
         let cases = [
             ("services: [", Reason::MalformedCompose, "not valid YAML"),
-            ("services: {a: {image: x, build: .}}", Reason::UnsupportedComposeKey, "services.a.build"),
-            ("services: {a: {image: x, deploy: {replicas: 2}}}", Reason::UnsupportedComposeKey, "services.a.deploy.replicas"),
-            ("services: {a: {image: x, env_file: .env}}", Reason::UnsupportedComposeKey, "env_file"),
-            ("services: {a: {image: x}}\nconfigs: {c: {file: x}}", Reason::UnsupportedComposeKey, "`configs`"),
-            ("services: {a: {image: x, ports: [\"nope\"]}}", Reason::MalformedCompose, "not a valid compose file"),
-            ("services: {a: {command: x}}", Reason::MalformedCompose, "services.a.image is required"),
-            ("services: {a: {image: x, depends_on: [b]}}", Reason::UnknownService, "`b`"),
-            ("services: {a: {image: x, depends_on: [b]}, b: {image: x, depends_on: [a]}}", Reason::MalformedCompose, "cycle"),
-            ("services: {a: {image: x, volumes: [data:/d]}}", Reason::MalformedCompose, "`data`"),
-            ("services: {a: {image: x, volumes: [\"./rel:/d\"]}}", Reason::InvalidField, "absolute path"),
-            ("services: {a: {image: x, networks: [back]}}", Reason::MalformedCompose, "`back`"),
+            (
+                "services: {a: {image: x, build: .}}",
+                Reason::UnsupportedComposeKey,
+                "services.a.build",
+            ),
+            (
+                "services: {a: {image: x, deploy: {replicas: 2}}}",
+                Reason::UnsupportedComposeKey,
+                "services.a.deploy.replicas",
+            ),
+            (
+                "services: {a: {image: x, env_file: .env}}",
+                Reason::UnsupportedComposeKey,
+                "env_file",
+            ),
+            (
+                "services: {a: {image: x}}\nconfigs: {c: {file: x}}",
+                Reason::UnsupportedComposeKey,
+                "`configs`",
+            ),
+            (
+                "services: {a: {image: x, ports: [\"nope\"]}}",
+                Reason::MalformedCompose,
+                "not a valid compose file",
+            ),
+            (
+                "services: {a: {command: x}}",
+                Reason::MalformedCompose,
+                "services.a.image is required",
+            ),
+            (
+                "services: {a: {image: x, depends_on: [b]}}",
+                Reason::UnknownService,
+                "`b`",
+            ),
+            (
+                "services: {a: {image: x, depends_on: [b]}, b: {image: x, depends_on: [a]}}",
+                Reason::MalformedCompose,
+                "cycle",
+            ),
+            (
+                "services: {a: {image: x, volumes: [data:/d]}}",
+                Reason::MalformedCompose,
+                "`data`",
+            ),
+            (
+                "services: {a: {image: x, volumes: [\"./rel:/d\"]}}",
+                Reason::InvalidField,
+                "absolute path",
+            ),
+            (
+                "services: {a: {image: x, networks: [back]}}",
+                Reason::MalformedCompose,
+                "`back`",
+            ),
             ("services: {}", Reason::MalformedCompose, "no services"),
         ];
         for (file, reason, needle) in cases {
@@ -229,12 +374,20 @@ volumes:
     #[test]
     fn health_must_name_real_services_and_optional_ones_do_not_gate_ready() {
         let mut s = stack(DEMO, &[("DB_PASSWORD", "x")]);
-        s.spec.health = HealthSpec { services: [("backnd".to_owned(), ServiceHealthSpec::default())].into() };
+        s.spec.health = HealthSpec {
+            services: [("backnd".to_owned(), ServiceHealthSpec::default())].into(),
+        };
         let err = load(&s).unwrap_err();
         assert_eq!(err.reason, Reason::UnknownService);
-        assert!(err.message.contains("spec.health.services.backnd") && err.message.contains("backend"), "{}", err.message);
+        assert!(
+            err.message.contains("spec.health.services.backnd") && err.message.contains("backend"),
+            "{}",
+            err.message
+        );
 
-        s.spec.health = HealthSpec { services: [("redis".to_owned(), ServiceHealthSpec { optional: true })].into() };
+        s.spec.health = HealthSpec {
+            services: [("redis".to_owned(), ServiceHealthSpec { optional: true })].into(),
+        };
         let p = load(&s).unwrap();
         assert_eq!(required_services(&s, &p), ["postgres", "backend"]);
     }
@@ -245,7 +398,10 @@ volumes:
         s.spec.compose.project_name = Some("Bad Name".into());
         assert_eq!(load(&s).unwrap_err().reason, Reason::InvalidField);
         s.spec.compose.project_name = Some("erni_2".into());
-        assert_eq!(load(&s).unwrap().services[0].container_name("erni_2"), "erni_2-postgres-1");
+        assert_eq!(
+            load(&s).unwrap().services[0].container_name("erni_2"),
+            "erni_2-postgres-1"
+        );
     }
 
     #[test]

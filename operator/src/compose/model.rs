@@ -153,11 +153,23 @@ pub struct PortSpec {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum MountSpec {
     /// A named volume; `source` is the Docker volume name.
-    Volume { source: String, target: String, read_only: bool },
+    Volume {
+        source: String,
+        target: String,
+        read_only: bool,
+    },
     /// Anonymous volume at `target`.
-    Anonymous { target: String },
-    Bind { source: String, target: String, read_only: bool },
-    Tmpfs { target: String },
+    Anonymous {
+        target: String,
+    },
+    Bind {
+        source: String,
+        target: String,
+        read_only: bool,
+    },
+    Tmpfs {
+        target: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

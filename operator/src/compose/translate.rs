@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use compose_spec::service::{
-    self, deploy::resources::Limits, healthcheck::Test, volumes::mount::Mount,
-    ByteValue, Healthcheck, NetworkConfig,
+    self, deploy::resources::Limits, healthcheck::Test, volumes::mount::Mount, ByteValue,
+    Healthcheck, NetworkConfig,
 };
 use compose_spec::{Compose, ListOrMap, Resource, ShortOrLong};
 use serde_yaml::Value;
@@ -42,15 +42,25 @@ const SERVICE_KEYS: &[&str] = &[
     "extra_hosts",
 ];
 const TOP_LEVEL_KEYS: &[&str] = &["services", "networks", "volumes", "version", "name"];
-const NETWORK_KEYS: &[&str] = &["driver", "labels", "internal", "attachable", "external", "name"];
+const NETWORK_KEYS: &[&str] = &[
+    "driver",
+    "labels",
+    "internal",
+    "attachable",
+    "external",
+    "name",
+];
 const VOLUME_KEYS: &[&str] = &["driver", "driver_opts", "labels", "external", "name"];
 
 /// Refuses keys the operator would otherwise have to ignore. Extension keys (`x-...`) are
 /// ignored by definition of the compose spec, so they pass.
 pub fn check_supported_keys(doc: &Value) -> Result<(), SpecError> {
-    let top = doc
-        .as_mapping()
-        .ok_or_else(|| SpecError::new(Reason::MalformedCompose, "spec.compose.file must be a YAML mapping with a `services` key"))?;
+    let top = doc.as_mapping().ok_or_else(|| {
+        SpecError::new(
+            Reason::MalformedCompose,
+            "spec.compose.file must be a YAML mapping with a `services` key",
+        )
+    })?;
     check_keys(top, TOP_LEVEL_KEYS, "")?;
     for (section, allowed) in [("networks", NETWORK_KEYS), ("volumes", VOLUME_KEYS)] {
         if let Some(Value::Mapping(items)) = top.get(section) {
@@ -62,7 +72,10 @@ pub fn check_supported_keys(doc: &Value) -> Result<(), SpecError> {
         }
     }
     let Some(Value::Mapping(services)) = top.get("services") else {
-        return Err(SpecError::new(Reason::MalformedCompose, "spec.compose.file has no `services` mapping"));
+        return Err(SpecError::new(
+            Reason::MalformedCompose,
+            "spec.compose.file has no `services` mapping",
+        ));
     };
     for (name, body) in services {
         let Value::Mapping(body) = body else { continue };
@@ -73,14 +86,22 @@ pub fn check_supported_keys(doc: &Value) -> Result<(), SpecError> {
             if let Some(Value::Mapping(res)) = deploy.get("resources") {
                 check_keys(res, &["limits"], &format!("{prefix}deploy.resources."))?;
                 if let Some(Value::Mapping(limits)) = res.get("limits") {
-                    check_keys(limits, &["memory", "cpus"], &format!("{prefix}deploy.resources.limits."))?;
+                    check_keys(
+                        limits,
+                        &["memory", "cpus"],
+                        &format!("{prefix}deploy.resources.limits."),
+                    )?;
                 }
             }
         }
         if let Some(Value::Mapping(nets)) = body.get("networks") {
             for (net, cfg) in nets {
                 if let Value::Mapping(cfg) = cfg {
-                    check_keys(cfg, &["aliases"], &format!("{prefix}networks.{}.", key_str(net)))?;
+                    check_keys(
+                        cfg,
+                        &["aliases"],
+                        &format!("{prefix}networks.{}.", key_str(net)),
+                    )?;
                 }
             }
         }
@@ -111,13 +132,19 @@ fn check_keys(map: &serde_yaml::Mapping, allowed: &[&str], prefix: &str) -> Resu
 fn key_str(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_owned(),
+        other => serde_yaml::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
     }
 }
 
 pub fn project(name: &str, compose: Compose) -> Result<Project, SpecError> {
     if compose.services.is_empty() {
-        return Err(SpecError::new(Reason::MalformedCompose, "spec.compose.file defines no services"));
+        return Err(SpecError::new(
+            Reason::MalformedCompose,
+            "spec.compose.file defines no services",
+        ));
     }
     let mut networks: Vec<NetworkSpec> = Vec::new();
     let mut uses_default_network = false;
@@ -162,7 +189,11 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, SpecError> {
             },
             Some(Resource::Compose(v)) => VolumeSpec {
                 driver: v.driver.clone(),
-                driver_opts: v.driver_opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                driver_opts: v
+                    .driver_opts
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
                 labels: list_or_map(&v.labels, "volume labels")?,
                 name: v.name.clone().unwrap_or_else(|| format!("{name}_{key}")),
                 ..owned
@@ -175,26 +206,33 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, SpecError> {
     for (svc_name, svc) in compose.services {
         let svc_name = svc_name.to_string();
         let ctx = |what: &str| format!("services.{svc_name}.{what}");
-        let image = svc
-            .image
-            .as_ref()
-            .map(|i| i.to_string())
-            .ok_or_else(|| SpecError::new(Reason::MalformedCompose, format!("spec.compose.file: {} is required", ctx("image"))))?;
+        let image = svc.image.as_ref().map(|i| i.to_string()).ok_or_else(|| {
+            SpecError::new(
+                Reason::MalformedCompose,
+                format!("spec.compose.file: {} is required", ctx("image")),
+            )
+        })?;
 
         let service_networks = match &svc.network_config {
             None => {
                 uses_default_network = true;
-                vec![ServiceNetwork { network: format!("{name}_default"), aliases: vec![svc_name.clone()] }]
+                vec![ServiceNetwork {
+                    network: format!("{name}_default"),
+                    aliases: vec![svc_name.clone()],
+                }]
             }
-            Some(NetworkConfig::NetworkMode(_)) => {
-                return Err(SpecError::new(
-                    Reason::UnsupportedComposeKey,
-                    format!("spec.compose.file: `{}` is not supported by stackwarden yet; use `networks:`", ctx("network_mode")),
-                ))
-            }
+            Some(NetworkConfig::NetworkMode(_)) => return Err(SpecError::new(
+                Reason::UnsupportedComposeKey,
+                format!(
+                    "spec.compose.file: `{}` is not supported by stackwarden yet; use `networks:`",
+                    ctx("network_mode")
+                ),
+            )),
             Some(NetworkConfig::Networks(nets)) => {
                 let entries: Vec<(String, Vec<String>)> = match nets {
-                    ShortOrLong::Short(list) => list.iter().map(|n| (n.to_string(), Vec::new())).collect(),
+                    ShortOrLong::Short(list) => {
+                        list.iter().map(|n| (n.to_string(), Vec::new())).collect()
+                    }
                     ShortOrLong::Long(map) => map
                         .iter()
                         .map(|(n, cfg)| {
@@ -224,7 +262,10 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, SpecError> {
                             })?
                     };
                     aliases.insert(0, svc_name.clone());
-                    out.push(ServiceNetwork { network: net, aliases });
+                    out.push(ServiceNetwork {
+                        network: net,
+                        aliases,
+                    });
                 }
                 out
             }
@@ -232,14 +273,19 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, SpecError> {
 
         let mut depends_on = Vec::new();
         let deps: Vec<(String, DependencyCondition)> = match &svc.depends_on {
-            ShortOrLong::Short(list) => list.iter().map(|d| (d.to_string(), DependencyCondition::Started)).collect(),
+            ShortOrLong::Short(list) => list
+                .iter()
+                .map(|d| (d.to_string(), DependencyCondition::Started))
+                .collect(),
             ShortOrLong::Long(map) => map
                 .iter()
                 .map(|(d, dep)| {
                     let cond = match dep.condition {
                         service::Condition::ServiceStarted => DependencyCondition::Started,
                         service::Condition::ServiceHealthy => DependencyCondition::Healthy,
-                        service::Condition::ServiceCompletedSuccessfully => DependencyCondition::CompletedSuccessfully,
+                        service::Condition::ServiceCompletedSuccessfully => {
+                            DependencyCondition::CompletedSuccessfully
+                        }
                     };
                     (d.to_string(), cond)
                 })
@@ -249,10 +295,16 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, SpecError> {
             if !service_names.contains(&dep) {
                 return Err(SpecError::new(
                     Reason::UnknownService,
-                    format!("spec.compose.file: {} names `{dep}`, which is not a service of this file", ctx("depends_on")),
+                    format!(
+                        "spec.compose.file: {} names `{dep}`, which is not a service of this file",
+                        ctx("depends_on")
+                    ),
                 ));
             }
-            depends_on.push(Dependency { service: dep, condition });
+            depends_on.push(Dependency {
+                service: dep,
+                condition,
+            });
         }
 
         let mut mounts = Vec::new();
@@ -312,9 +364,20 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, SpecError> {
     if uses_default_network && !networks.iter().any(|n| n.key == "default") {
         networks.insert(0, NetworkSpec::owned(name, "default"));
     }
-    networks.retain(|n| n.key != "default" || uses_default_network || services.iter().any(|s| s.networks.iter().any(|sn| sn.network == n.name)));
+    networks.retain(|n| {
+        n.key != "default"
+            || uses_default_network
+            || services
+                .iter()
+                .any(|s| s.networks.iter().any(|sn| sn.network == n.name))
+    });
 
-    Ok(Project { name: name.to_owned(), networks, volumes, services: start_order(services)? })
+    Ok(Project {
+        name: name.to_owned(),
+        networks,
+        volumes,
+        services: start_order(services)?,
+    })
 }
 
 impl NetworkSpec {
@@ -336,16 +399,21 @@ fn start_order(services: Vec<ServiceSpec>) -> Result<Vec<ServiceSpec>, SpecError
     let mut remaining = services;
     let mut ordered: Vec<ServiceSpec> = Vec::with_capacity(remaining.len());
     while !remaining.is_empty() {
-        let ready = remaining
-            .iter()
-            .position(|s| s.depends_on.iter().all(|d| ordered.iter().any(|o| o.name == d.service)));
+        let ready = remaining.iter().position(|s| {
+            s.depends_on
+                .iter()
+                .all(|d| ordered.iter().any(|o| o.name == d.service))
+        });
         match ready {
             Some(i) => ordered.push(remaining.remove(i)),
             None => {
                 let names: Vec<_> = remaining.iter().map(|s| s.name.as_str()).collect();
                 return Err(SpecError::new(
                     Reason::MalformedCompose,
-                    format!("spec.compose.file: depends_on forms a cycle among: {}", names.join(", ")),
+                    format!(
+                        "spec.compose.file: depends_on forms a cycle among: {}",
+                        names.join(", ")
+                    ),
                 ));
             }
         }
@@ -358,16 +426,21 @@ fn command(c: &service::Command, what: &str) -> Result<Vec<String>, SpecError> {
         service::Command::List(v) => Ok(v.clone()),
         // Compose splits a string command shell-style into argv; it does not wrap it in `sh -c`.
         service::Command::String(s) => shlex::split(s).ok_or_else(|| {
-            SpecError::new(Reason::MalformedCompose, format!("spec.compose.file: {what} has unbalanced quotes"))
+            SpecError::new(
+                Reason::MalformedCompose,
+                format!("spec.compose.file: {what} has unbalanced quotes"),
+            )
         }),
     }
 }
 
 fn environment(env: &ListOrMap, what: &str) -> Result<BTreeMap<String, String>, SpecError> {
-    let map = env
-        .clone()
-        .into_map()
-        .map_err(|e| SpecError::new(Reason::MalformedCompose, format!("spec.compose.file: {what}: {e}")))?;
+    let map = env.clone().into_map().map_err(|e| {
+        SpecError::new(
+            Reason::MalformedCompose,
+            format!("spec.compose.file: {what}: {e}"),
+        )
+    })?;
     // A key without a value means "take it from the shell" in docker-compose; the operator has no
     // shell to take it from, so it is set empty, as compose does for an unset variable.
     Ok(map
@@ -384,7 +457,10 @@ fn ports(ports: &service::Ports) -> Vec<PortSpec> {
     service::ports::into_long_iter(ports.clone())
         .map(|p| PortSpec {
             container_port: p.target,
-            protocol: p.protocol.as_ref().map_or_else(|| "tcp".to_owned(), |p| p.as_str().to_owned()),
+            protocol: p
+                .protocol
+                .as_ref()
+                .map_or_else(|| "tcp".to_owned(), |p| p.as_str().to_owned()),
             host_ip: p.host_ip.map(|ip| ip.to_string()),
             // A published range (`8000-8010:80`) lets Docker pick from it; its start is taken.
             host_port: p.published.map(|r| r.start()),
@@ -406,7 +482,11 @@ fn mount(m: Mount, volumes: &[VolumeSpec], what: &str) -> Result<MountSpec, Spec
                             format!("spec.compose.file: {what} uses volume `{src}`, which the top-level `volumes:` does not define"),
                         )
                     })?;
-                    Ok(MountSpec::Volume { source: vol.name.clone(), target, read_only: v.common.read_only })
+                    Ok(MountSpec::Volume {
+                        source: vol.name.clone(),
+                        target,
+                        read_only: v.common.read_only,
+                    })
                 }
             }
         }
@@ -418,19 +498,37 @@ fn mount(m: Mount, volumes: &[VolumeSpec], what: &str) -> Result<MountSpec, Spec
                     format!("spec.compose.file: {what}: bind mount source `{source}` must be an absolute path (the compose file is inline, so there is no directory to resolve it against)"),
                 ));
             }
-            Ok(MountSpec::Bind { source, target: b.common.target.as_path().display().to_string(), read_only: b.common.read_only })
+            Ok(MountSpec::Bind {
+                source,
+                target: b.common.target.as_path().display().to_string(),
+                read_only: b.common.read_only,
+            })
         }
-        Mount::Tmpfs(t) => Ok(MountSpec::Tmpfs { target: t.common.target.as_path().display().to_string() }),
+        Mount::Tmpfs(t) => Ok(MountSpec::Tmpfs {
+            target: t.common.target.as_path().display().to_string(),
+        }),
         other => Err(SpecError::new(
             Reason::UnsupportedComposeKey,
-            format!("spec.compose.file: {what}: mount type `{}` is not supported by stackwarden yet", other.kind()),
+            format!(
+                "spec.compose.file: {what}: mount type `{}` is not supported by stackwarden yet",
+                other.kind()
+            ),
         )),
     }
 }
 
-fn limits(svc: &compose_spec::Service, what: &str) -> Result<(Option<i64>, Option<i64>), SpecError> {
-    let deploy_limits: Option<&Limits> = svc.deploy.as_ref().and_then(|d| d.resources.as_ref()).and_then(|r| r.limits.as_ref());
-    let memory = svc.mem_limit.or_else(|| deploy_limits.and_then(|l| l.memory));
+fn limits(
+    svc: &compose_spec::Service,
+    what: &str,
+) -> Result<(Option<i64>, Option<i64>), SpecError> {
+    let deploy_limits: Option<&Limits> = svc
+        .deploy
+        .as_ref()
+        .and_then(|d| d.resources.as_ref())
+        .and_then(|r| r.limits.as_ref());
+    let memory = svc
+        .mem_limit
+        .or_else(|| deploy_limits.and_then(|l| l.memory));
     let cpus = svc.cpus.or_else(|| deploy_limits.and_then(|l| l.cpus));
     let memory_bytes = memory
         .map(|m: ByteValue| {
@@ -444,7 +542,12 @@ fn limits(svc: &compose_spec::Service, what: &str) -> Result<(Option<i64>, Optio
             };
             n.checked_mul(unit)
                 .and_then(|b| i64::try_from(b).ok())
-                .ok_or_else(|| SpecError::new(Reason::InvalidField, format!("spec.compose.file: {what}.memory is too large")))
+                .ok_or_else(|| {
+                    SpecError::new(
+                        Reason::InvalidField,
+                        format!("spec.compose.file: {what}.memory is too large"),
+                    )
+                })
         })
         .transpose()?;
     let nano_cpus = cpus.map(|c| (c.into_inner() * 1e9).round() as i64);

@@ -15,7 +15,10 @@ use chrono::Utc;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use crate::api::{condition, ConditionStatus, ConditionType, DeletionPolicy, Reason, ServiceStack, ServiceStackStatus, Verdict};
+use crate::api::{
+    condition, ConditionStatus, ConditionType, DeletionPolicy, Reason, ServiceStack,
+    ServiceStackStatus, Verdict,
+};
 use crate::compose::{self, Project};
 use crate::docker::{Engine, EngineError, Engines, Owner};
 use crate::store::{EventType, StackEvent, Store, StoreError};
@@ -60,7 +63,11 @@ pub struct Context {
 
 impl Context {
     pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
-        Arc::new(Self { store, engines: Engines::default(), failures: Mutex::default() })
+        Arc::new(Self {
+            store,
+            engines: Engines::default(),
+            failures: Mutex::default(),
+        })
     }
 
     async fn backoff(&self, key: &str, failed: bool) -> Option<Duration> {
@@ -86,23 +93,50 @@ pub async fn reconcile(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result
     let previous = stack.status.clone().unwrap_or_default();
     let generation = stack.metadata.generation;
     let mut verdicts = Vec::new();
-    let mut status = ServiceStackStatus { project: Some(stack.project_name()), ..previous.clone() };
+    let mut status = ServiceStackStatus {
+        project: Some(stack.project_name()),
+        ..previous.clone()
+    };
 
     let project = match compose::load(stack) {
         Ok(p) => {
-            verdicts.push(Verdict::new(ConditionType::InvalidSpec, ConditionStatus::False, Reason::SpecValid, "the spec is valid"));
+            verdicts.push(Verdict::new(
+                ConditionType::InvalidSpec,
+                ConditionStatus::False,
+                Reason::SpecValid,
+                "the spec is valid",
+            ));
             p
         }
         Err(e) => {
-            verdicts.push(Verdict::new(ConditionType::InvalidSpec, ConditionStatus::True, e.reason, e.message.clone()));
+            verdicts.push(Verdict::new(
+                ConditionType::InvalidSpec,
+                ConditionStatus::True,
+                e.reason,
+                e.message.clone(),
+            ));
             verdicts.push(Verdict::new(
                 ConditionType::Ready,
                 ConditionStatus::False,
                 e.reason,
                 "the spec is invalid (see InvalidSpec); the containers already running were left as they were",
             ));
-            verdicts.push(Verdict::new(ConditionType::Progressing, ConditionStatus::False, e.reason, "waiting for a valid spec"));
-            publish_transition(ctx, stack, &previous, ConditionType::InvalidSpec, EventType::Warning, e.reason, &e.message).await?;
+            verdicts.push(Verdict::new(
+                ConditionType::Progressing,
+                ConditionStatus::False,
+                e.reason,
+                "waiting for a valid spec",
+            ));
+            publish_transition(
+                ctx,
+                stack,
+                &previous,
+                ConditionType::InvalidSpec,
+                EventType::Warning,
+                e.reason,
+                &e.message,
+            )
+            .await?;
             warn!(stack = %key, reason = %e.reason, "invalid spec: {}", e.message);
             finish(ctx, stack, status, &previous, verdicts, generation).await?;
             // A person must change the spec; a spec change triggers a pass by itself.
@@ -111,7 +145,11 @@ pub async fn reconcile(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result
     };
 
     let host = stack.spec.docker.host().to_owned();
-    let owner = Owner { project: project.name.clone(), stack: key.clone(), uid: uid.to_owned() };
+    let owner = Owner {
+        project: project.name.clone(),
+        stack: key.clone(),
+        uid: uid.to_owned(),
+    };
     let result = match ctx.engines.get(&host).await {
         Ok(engine) => converge(stack, &project, &owner, &engine).await,
         Err(e) => Err(e),
@@ -121,17 +159,41 @@ pub async fn reconcile(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result
         Err(e) => {
             ctx.engines.forget(&host).await;
             let message = format!("{e}; check that the engine runs and spec.docker.host ({host}) is right. Nothing was changed; retrying with backoff");
-            verdicts.push(Verdict::new(ConditionType::DockerUnreachable, ConditionStatus::True, Reason::EngineUnreachable, message.clone()));
-            verdicts.push(Verdict::new(ConditionType::Ready, ConditionStatus::Unknown, Reason::EngineUnreachable, "the Docker engine cannot be reached, so the services' state is unknown"));
+            verdicts.push(Verdict::new(
+                ConditionType::DockerUnreachable,
+                ConditionStatus::True,
+                Reason::EngineUnreachable,
+                message.clone(),
+            ));
+            verdicts.push(Verdict::new(
+                ConditionType::Ready,
+                ConditionStatus::Unknown,
+                Reason::EngineUnreachable,
+                "the Docker engine cannot be reached, so the services' state is unknown",
+            ));
             status.health = Some(crate::api::StackHealth::Unknown);
-            publish_transition(ctx, stack, &previous, ConditionType::DockerUnreachable, EventType::Warning, Reason::EngineUnreachable, &message).await?;
+            publish_transition(
+                ctx,
+                stack,
+                &previous,
+                ConditionType::DockerUnreachable,
+                EventType::Warning,
+                Reason::EngineUnreachable,
+                &message,
+            )
+            .await?;
             warn!(stack = %key, "{message}");
             finish(ctx, stack, status, &previous, verdicts, generation).await?;
             let delay = ctx.backoff(&key, true).await.unwrap_or(STEADY_REQUEUE);
             return Ok(Requeue(delay));
         }
     };
-    verdicts.push(Verdict::new(ConditionType::DockerUnreachable, ConditionStatus::False, Reason::EngineReachable, format!("the Docker engine at {host} answers")));
+    verdicts.push(Verdict::new(
+        ConditionType::DockerUnreachable,
+        ConditionStatus::False,
+        Reason::EngineReachable,
+        format!("the Docker engine at {host} answers"),
+    ));
 
     for event in &outcome.events {
         ctx.store.record(stack, event).await?;
@@ -146,7 +208,11 @@ pub async fn reconcile(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result
 
     let failed = !outcome.failures.is_empty();
     let delay = ctx.backoff(&key, failed).await;
-    Ok(Requeue(delay.unwrap_or(if report.progressing { PROGRESS_REQUEUE } else { STEADY_REQUEUE })))
+    Ok(Requeue(delay.unwrap_or(if report.progressing {
+        PROGRESS_REQUEUE
+    } else {
+        STEADY_REQUEUE
+    })))
 }
 
 /// What a pass did on the engine and what it saw afterwards.
@@ -159,19 +225,39 @@ pub struct Outcome {
     pub events: Vec<StackEvent>,
 }
 
-async fn observe(engine: &dyn Engine, project: &Project) -> Result<crate::docker::Observed, EngineError> {
+async fn observe(
+    engine: &dyn Engine,
+    project: &Project,
+) -> Result<crate::docker::Observed, EngineError> {
     let nets: Vec<String> = project.networks.iter().map(|n| n.name.clone()).collect();
     let vols: Vec<String> = project.volumes.iter().map(|v| v.name.clone()).collect();
-    let images: Vec<String> = project.services.iter().map(|s| s.image.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let images: Vec<String> = project
+        .services
+        .iter()
+        .map(|s| s.image.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     engine.observe(&project.name, &nets, &vols, &images).await
 }
 
 /// Observe, plan, act, and observe again when anything was done, so status shows the result.
-pub async fn converge(stack: &ServiceStack, project: &Project, owner: &Owner, engine: &dyn Engine) -> Result<Outcome, EngineError> {
+pub async fn converge(
+    stack: &ServiceStack,
+    project: &Project,
+    owner: &Owner,
+    engine: &dyn Engine,
+) -> Result<Outcome, EngineError> {
     let observed = observe(engine, project).await?;
     let plan = plan::plan(project, &observed, &owner.uid);
     if stack.spec.suspend || plan.conflict.is_some() || plan.actions.is_empty() {
-        return Ok(Outcome { plan, observed, failures: Vec::new(), acted: false, events: Vec::new() });
+        return Ok(Outcome {
+            plan,
+            observed,
+            failures: Vec::new(),
+            acted: false,
+            events: Vec::new(),
+        });
     }
     let mut failures: Vec<(String, String)> = Vec::new();
     let mut events = Vec::new();
@@ -181,7 +267,11 @@ pub async fn converge(stack: &ServiceStack, project: &Project, owner: &Owner, en
             // A failed service and everything depending on it wait for the next pass.
             let failed_dep = project
                 .service(svc)
-                .map(|s| s.depends_on.iter().any(|d| failures.iter().any(|(f, _)| *f == d.service)))
+                .map(|s| {
+                    s.depends_on
+                        .iter()
+                        .any(|d| failures.iter().any(|(f, _)| *f == d.service))
+                })
                 .unwrap_or(false);
             if failed_dep || failures.iter().any(|(f, _)| f == svc) {
                 continue;
@@ -197,7 +287,12 @@ pub async fn converge(stack: &ServiceStack, project: &Project, owner: &Owner, en
                 let service = action.service().unwrap_or("*").to_owned();
                 let note = format!("{} failed: {e}", describe(action));
                 warn!(stack = %owner.stack, "{note}");
-                events.push(StackEvent::new(EventType::Warning, "ApplyFailed", "Apply", note));
+                events.push(StackEvent::new(
+                    EventType::Warning,
+                    "ApplyFailed",
+                    "Apply",
+                    note,
+                ));
                 failures.push((service, e.to_string()));
                 if action.service().is_none() {
                     break;
@@ -206,11 +301,28 @@ pub async fn converge(stack: &ServiceStack, project: &Project, owner: &Owner, en
         }
     }
     let observed = observe(engine, project).await?;
-    Ok(Outcome { plan, observed, failures, acted: true, events })
+    Ok(Outcome {
+        plan,
+        observed,
+        failures,
+        acted: true,
+        events,
+    })
 }
 
-async fn act(engine: &dyn Engine, project: &Project, owner: &Owner, revision: u64, spec_hash: &str, action: &Action) -> Result<StackEvent, EngineError> {
-    let svc = |name: &str| project.service(name).expect("planned services exist in the project");
+async fn act(
+    engine: &dyn Engine,
+    project: &Project,
+    owner: &Owner,
+    revision: u64,
+    spec_hash: &str,
+    action: &Action,
+) -> Result<StackEvent, EngineError> {
+    let svc = |name: &str| {
+        project
+            .service(name)
+            .expect("planned services exist in the project")
+    };
     let (reason, action_name) = match action {
         Action::CreateNetwork(n) => {
             engine.create_network(n, owner).await?;
@@ -229,7 +341,9 @@ async fn act(engine: &dyn Engine, project: &Project, owner: &Owner, revision: u6
             ("ImagePulled", "Pull")
         }
         Action::Create { service } => {
-            let id = engine.create_container(svc(service), owner, revision, spec_hash).await?;
+            let id = engine
+                .create_container(svc(service), owner, revision, spec_hash)
+                .await?;
             engine.start_container(&id).await?;
             ("Created", "Create")
         }
@@ -239,8 +353,12 @@ async fn act(engine: &dyn Engine, project: &Project, owner: &Owner, revision: u6
         }
         Action::Recreate { service, old_id } => {
             let s = svc(service);
-            engine.remove_container(old_id, s.stop_grace_period_s).await?;
-            let id = engine.create_container(s, owner, revision, spec_hash).await?;
+            engine
+                .remove_container(old_id, s.stop_grace_period_s)
+                .await?;
+            let id = engine
+                .create_container(s, owner, revision, spec_hash)
+                .await?;
             engine.start_container(&id).await?;
             ("Recreated", "Recreate")
         }
@@ -249,7 +367,12 @@ async fn act(engine: &dyn Engine, project: &Project, owner: &Owner, revision: u6
             ("Removed", "Remove")
         }
     };
-    Ok(StackEvent::new(EventType::Normal, reason, action_name, describe(action)))
+    Ok(StackEvent::new(
+        EventType::Normal,
+        reason,
+        action_name,
+        describe(action),
+    ))
 }
 
 fn describe(action: &Action) -> String {
@@ -258,11 +381,20 @@ fn describe(action: &Action) -> String {
         Action::CreateVolume(v) => format!("volume {}: create", v.name),
         Action::PullImage { service, image } => format!("service {service}: pull image {image}"),
         Action::Create { service } => format!("service {service}: create and start its container"),
-        Action::Start { service, id } => format!("service {service}: start container {}", crate::docker::short_id(id)),
+        Action::Start { service, id } => format!(
+            "service {service}: start container {}",
+            crate::docker::short_id(id)
+        ),
         Action::Recreate { service, old_id } => {
-            format!("service {service}: recreate (config changed) replacing container {}", crate::docker::short_id(old_id))
+            format!(
+                "service {service}: recreate (config changed) replacing container {}",
+                crate::docker::short_id(old_id)
+            )
         }
-        Action::Remove { service, id } => format!("service {service}: remove container {}", crate::docker::short_id(id)),
+        Action::Remove { service, id } => format!(
+            "service {service}: remove container {}",
+            crate::docker::short_id(id)
+        ),
     }
 }
 
@@ -273,9 +405,17 @@ pub async fn cleanup(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result<(
         return Ok(());
     }
     let engine = ctx.engines.get(stack.spec.docker.host()).await?;
-    let owner = Owner { project: stack.project_name(), stack: stack.key(), uid: uid.to_owned() };
+    let owner = Owner {
+        project: stack.project_name(),
+        stack: stack.key(),
+        uid: uid.to_owned(),
+    };
     let observed = engine.observe(&owner.project, &[], &[], &[]).await?;
-    for c in observed.containers.iter().filter(|c| c.uid.as_deref() == Some(uid)) {
+    for c in observed
+        .containers
+        .iter()
+        .filter(|c| c.uid.as_deref() == Some(uid))
+    {
         engine.remove_container(&c.id, None).await?;
     }
     let (networks, volumes) = engine.owned_resources(&owner).await?;
@@ -319,10 +459,22 @@ async fn publish_transition(
     message: &str,
 ) -> Result<(), Error> {
     let was = condition::find(&previous.conditions, type_);
-    if was.is_some_and(|c| c.status == ConditionStatus::True && c.reason == reason && c.message == message) {
+    if was.is_some_and(|c| {
+        c.status == ConditionStatus::True && c.reason == reason && c.message == message
+    }) {
         return Ok(());
     }
-    ctx.store.record(stack, &StackEvent::new(event_type, &reason.to_string(), "Reconcile", message.to_owned())).await?;
+    ctx.store
+        .record(
+            stack,
+            &StackEvent::new(
+                event_type,
+                &reason.to_string(),
+                "Reconcile",
+                message.to_owned(),
+            ),
+        )
+        .await?;
     Ok(())
 }
 

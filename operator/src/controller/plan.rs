@@ -7,23 +7,39 @@
 use std::collections::BTreeSet;
 
 use crate::api::{ContainerHealth, ContainerState, Reason};
-use crate::compose::{DependencyCondition, NetworkSpec, Project, PullPolicy, RestartPolicy, ServiceSpec, VolumeSpec};
-use crate::docker::{ObservedContainer, Observed};
+use crate::compose::{
+    DependencyCondition, NetworkSpec, Project, PullPolicy, RestartPolicy, ServiceSpec, VolumeSpec,
+};
+use crate::docker::{Observed, ObservedContainer};
 
 /// One change to make on the engine, in the order given.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     CreateNetwork(NetworkSpec),
     CreateVolume(VolumeSpec),
-    PullImage { service: String, image: String },
+    PullImage {
+        service: String,
+        image: String,
+    },
     /// Create and start the service's container.
-    Create { service: String },
+    Create {
+        service: String,
+    },
     /// Start the existing, stopped container.
-    Start { service: String, id: String },
+    Start {
+        service: String,
+        id: String,
+    },
     /// Replace a container whose config drifted from the spec: remove it, then create and start.
-    Recreate { service: String, old_id: String },
+    Recreate {
+        service: String,
+        old_id: String,
+    },
     /// Remove a container the spec no longer asks for (or a duplicate).
-    Remove { service: String, id: String },
+    Remove {
+        service: String,
+        id: String,
+    },
 }
 
 impl Action {
@@ -63,9 +79,16 @@ pub struct Plan {
 
 /// Plans the next step for `project`, owned by the stack with `uid`.
 pub fn plan(project: &Project, observed: &Observed, uid: &str) -> Plan {
-    let mut out = Plan { revision: revision(project, observed, uid), ..Default::default() };
+    let mut out = Plan {
+        revision: revision(project, observed, uid),
+        ..Default::default()
+    };
 
-    let foreign: Vec<&ObservedContainer> = observed.containers.iter().filter(|c| c.uid.as_deref() != Some(uid)).collect();
+    let foreign: Vec<&ObservedContainer> = observed
+        .containers
+        .iter()
+        .filter(|c| c.uid.as_deref() != Some(uid))
+        .collect();
     if !foreign.is_empty() {
         let names: Vec<_> = foreign.iter().map(|c| c.name.as_str()).collect();
         out.conflict = Some(format!(
@@ -79,7 +102,11 @@ pub fn plan(project: &Project, observed: &Observed, uid: &str) -> Plan {
     for net in &project.networks {
         if !observed.networks.contains(&net.name) {
             if net.external {
-                for svc in project.services.iter().filter(|s| s.networks.iter().any(|n| n.network == net.name)) {
+                for svc in project
+                    .services
+                    .iter()
+                    .filter(|s| s.networks.iter().any(|n| n.network == net.name))
+                {
                     out.blocked.push(Hold {
                         service: svc.name.clone(),
                         reason: Reason::ApplyFailed,
@@ -113,22 +140,41 @@ pub fn plan(project: &Project, observed: &Observed, uid: &str) -> Plan {
     let mut blocked: BTreeSet<String> = out.blocked.iter().map(|h| h.service.clone()).collect();
 
     for svc in &project.services {
-        let mut mine: Vec<&ObservedContainer> = observed.containers.iter().filter(|c| c.service == svc.name).collect();
+        let mut mine: Vec<&ObservedContainer> = observed
+            .containers
+            .iter()
+            .filter(|c| c.service == svc.name)
+            .collect();
         // Keep the best container (current config first, then running), remove the others:
         // duplicates only appear when a pass was cut off mid-recreate by an outside hand.
         let want = svc.config_hash();
-        mine.sort_by_key(|c| (c.config_hash.as_deref() != Some(want.as_str()), c.state != ContainerState::Running, c.id.clone()));
+        mine.sort_by_key(|c| {
+            (
+                c.config_hash.as_deref() != Some(want.as_str()),
+                c.state != ContainerState::Running,
+                c.id.clone(),
+            )
+        });
         for extra in mine.iter().skip(1) {
-            out.actions.push(Action::Remove { service: svc.name.clone(), id: extra.id.clone() });
+            out.actions.push(Action::Remove {
+                service: svc.name.clone(),
+                id: extra.id.clone(),
+            });
         }
         let current = mine.first().copied();
 
         let change = match current {
-            None => Some(Action::Create { service: svc.name.clone() }),
-            Some(c) if c.config_hash.as_deref() != Some(want.as_str()) => {
-                Some(Action::Recreate { service: svc.name.clone(), old_id: c.id.clone() })
-            }
-            Some(c) if needs_start(project, svc, c) => Some(Action::Start { service: svc.name.clone(), id: c.id.clone() }),
+            None => Some(Action::Create {
+                service: svc.name.clone(),
+            }),
+            Some(c) if c.config_hash.as_deref() != Some(want.as_str()) => Some(Action::Recreate {
+                service: svc.name.clone(),
+                old_id: c.id.clone(),
+            }),
+            Some(c) if needs_start(project, svc, c) => Some(Action::Start {
+                service: svc.name.clone(),
+                id: c.id.clone(),
+            }),
             Some(_) => None,
         };
         let Some(change) = change else {
@@ -149,7 +195,11 @@ pub fn plan(project: &Project, observed: &Observed, uid: &str) -> Plan {
             continue;
         }
         if let Some(msg) = unmet_dependency(project, svc, observed, &will_run, &out.actions) {
-            out.waiting.push(Hold { service: svc.name.clone(), reason: Reason::WaitingForDependencies, message: msg });
+            out.waiting.push(Hold {
+                service: svc.name.clone(),
+                reason: Reason::WaitingForDependencies,
+                message: msg,
+            });
             continue;
         }
         if !matches!(change, Action::Start { .. }) {
@@ -167,10 +217,14 @@ pub fn plan(project: &Project, observed: &Observed, uid: &str) -> Plan {
                     });
                     continue;
                 }
-                PullPolicy::Always => out.actions.push(Action::PullImage { service: svc.name.clone(), image: svc.image.clone() }),
-                PullPolicy::Missing if !present => {
-                    out.actions.push(Action::PullImage { service: svc.name.clone(), image: svc.image.clone() })
-                }
+                PullPolicy::Always => out.actions.push(Action::PullImage {
+                    service: svc.name.clone(),
+                    image: svc.image.clone(),
+                }),
+                PullPolicy::Missing if !present => out.actions.push(Action::PullImage {
+                    service: svc.name.clone(),
+                    image: svc.image.clone(),
+                }),
                 _ => {}
             }
         }
@@ -181,7 +235,10 @@ pub fn plan(project: &Project, observed: &Observed, uid: &str) -> Plan {
     let wanted: BTreeSet<&str> = project.services.iter().map(|s| s.name.as_str()).collect();
     for c in &observed.containers {
         if !wanted.contains(c.service.as_str()) {
-            out.actions.push(Action::Remove { service: c.service.clone(), id: c.id.clone() });
+            out.actions.push(Action::Remove {
+                service: c.service.clone(),
+                id: c.id.clone(),
+            });
         }
     }
     out
@@ -196,9 +253,13 @@ fn needs_start(project: &Project, svc: &ServiceSpec, c: &ObservedContainer) -> b
         ContainerState::Created => true,
         ContainerState::Exited | ContainerState::Dead => {
             let is_job = project.services.iter().any(|s| {
-                s.depends_on.iter().any(|d| d.service == svc.name && d.condition == DependencyCondition::CompletedSuccessfully)
+                s.depends_on.iter().any(|d| {
+                    d.service == svc.name
+                        && d.condition == DependencyCondition::CompletedSuccessfully
+                })
             });
-            let finished = c.exit_code == Some(0) && matches!(svc.restart, RestartPolicy::No | RestartPolicy::OnFailure);
+            let finished = c.exit_code == Some(0)
+                && matches!(svc.restart, RestartPolicy::No | RestartPolicy::OnFailure);
             !(is_job && finished)
         }
         _ => false,
@@ -206,19 +267,37 @@ fn needs_start(project: &Project, svc: &ServiceSpec, c: &ObservedContainer) -> b
 }
 
 /// Why `svc` may not be created or started yet, if anything.
-fn unmet_dependency(project: &Project, svc: &ServiceSpec, observed: &Observed, will_run: &BTreeSet<&str>, planned: &[Action]) -> Option<String> {
+fn unmet_dependency(
+    project: &Project,
+    svc: &ServiceSpec,
+    observed: &Observed,
+    will_run: &BTreeSet<&str>,
+    planned: &[Action],
+) -> Option<String> {
     for dep in &svc.depends_on {
-        let touched = planned.iter().any(|a| a.service() == Some(dep.service.as_str()) && !matches!(a, Action::PullImage { .. }));
+        let touched = planned.iter().any(|a| {
+            a.service() == Some(dep.service.as_str()) && !matches!(a, Action::PullImage { .. })
+        });
         let container = observed.containers.iter().find(|c| {
-            c.service == dep.service && project.service(&dep.service).is_some_and(|d| c.config_hash.as_deref() == Some(d.config_hash().as_str()))
+            c.service == dep.service
+                && project
+                    .service(&dep.service)
+                    .is_some_and(|d| c.config_hash.as_deref() == Some(d.config_hash().as_str()))
         });
         let met = match dep.condition {
             DependencyCondition::Started => will_run.contains(dep.service.as_str()),
             DependencyCondition::Healthy => {
-                !touched && container.is_some_and(|c| c.state == ContainerState::Running && c.health == Some(ContainerHealth::Healthy))
+                !touched
+                    && container.is_some_and(|c| {
+                        c.state == ContainerState::Running
+                            && c.health == Some(ContainerHealth::Healthy)
+                    })
             }
             DependencyCondition::CompletedSuccessfully => {
-                !touched && container.is_some_and(|c| c.state == ContainerState::Exited && c.exit_code == Some(0))
+                !touched
+                    && container.is_some_and(|c| {
+                        c.state == ContainerState::Exited && c.exit_code == Some(0)
+                    })
             }
         };
         if !met {
@@ -242,9 +321,18 @@ fn unmet_dependency(project: &Project, svc: &ServiceSpec, observed: &Observed, w
 /// project, otherwise one more than the highest recorded. Read from labels, so it survives
 /// operator restarts.
 fn revision(project: &Project, observed: &Observed, uid: &str) -> u64 {
-    let ours = || observed.containers.iter().filter(|c| c.uid.as_deref() == Some(uid));
+    let ours = || {
+        observed
+            .containers
+            .iter()
+            .filter(|c| c.uid.as_deref() == Some(uid))
+    };
     let hash = project.spec_hash();
-    if let Some(r) = ours().filter(|c| c.spec_hash.as_deref() == Some(hash.as_str())).filter_map(|c| c.revision).max() {
+    if let Some(r) = ours()
+        .filter(|c| c.spec_hash.as_deref() == Some(hash.as_str()))
+        .filter_map(|c| c.revision)
+        .max()
+    {
         return r;
     }
     ours().filter_map(|c| c.revision).max().unwrap_or(0) + 1

@@ -103,12 +103,20 @@ volumes:
   backups: {external: true}
 "#;
 
-const TWO_SERVICES: &str = "services: {app: {image: example/app:1}, worker: {image: example/worker:1}}";
+const TWO_SERVICES: &str =
+    "services: {app: {image: example/app:1}, worker: {image: example/worker:1}}";
 const ONE_SERVICE: &str = "services: {app: {image: example/app:1}}";
 
 /// One service with the given `restart:` policy.
-fn job(restart: &str) -> String {
-    format!("services:\n  job:\n    image: example/job:1\n    restart: \"{restart}\"\n")
+/// A service `job` with the given `restart:` policy; when `waited_for`, `report` depends on it
+/// with `service_completed_successfully`, which makes `job` a one-shot job.
+fn job(restart: &str, waited_for: bool) -> String {
+    let mut file =
+        format!("services:\n  job:\n    image: example/job:1\n    restart: \"{restart}\"\n");
+    if waited_for {
+        file.push_str("  report:\n    image: example/report:1\n    depends_on:\n      job: {condition: service_completed_successfully}\n");
+    }
+    file
 }
 
 /// One service with the given `pull_policy:`.
@@ -137,7 +145,9 @@ pub(super) fn project(file: &str) -> Project {
 /// `docker::create::container_body` does (uid, config hash, revision, spec hash). Healthy when
 /// the service has a healthcheck.
 pub(super) fn running(p: &Project, service: &str) -> ObservedContainer {
-    let svc = p.service(service).unwrap_or_else(|| panic!("no service {service} in the project"));
+    let svc = p
+        .service(service)
+        .unwrap_or_else(|| panic!("no service {service} in the project"));
     ObservedContainer {
         id: format!("{service}-0123456789abcdef0123456789abcdef"),
         name: svc.container_name(&p.name),
@@ -147,7 +157,8 @@ pub(super) fn running(p: &Project, service: &str) -> ObservedContainer {
         revision: Some(1),
         spec_hash: Some(p.spec_hash()),
         state: ContainerState::Running,
-        health: matches!(svc.healthcheck, Some(HealthcheckSpec::Check { .. })).then_some(ContainerHealth::Healthy),
+        health: matches!(svc.healthcheck, Some(HealthcheckSpec::Check { .. }))
+            .then_some(ContainerHealth::Healthy),
         image: svc.image.clone(),
         exit_code: None,
         restart_count: 0,
@@ -156,11 +167,19 @@ pub(super) fn running(p: &Project, service: &str) -> ObservedContainer {
 
 /// The same container, stopped with `code`.
 pub(super) fn exited(c: ObservedContainer, code: i64) -> ObservedContainer {
-    ObservedContainer { state: ContainerState::Exited, exit_code: Some(code), health: None, ..c }
+    ObservedContainer {
+        state: ContainerState::Exited,
+        exit_code: Some(code),
+        health: None,
+        ..c
+    }
 }
 
 fn with_health(c: ObservedContainer, health: ContainerHealth) -> ObservedContainer {
-    ObservedContainer { health: Some(health), ..c }
+    ObservedContainer {
+        health: Some(health),
+        ..c
+    }
 }
 
 fn in_state(c: ObservedContainer, state: ContainerState) -> ObservedContainer {
@@ -168,21 +187,33 @@ fn in_state(c: ObservedContainer, state: ContainerState) -> ObservedContainer {
 }
 
 fn with_id(c: ObservedContainer, id: &str) -> ObservedContainer {
-    ObservedContainer { id: id.to_owned(), ..c }
+    ObservedContainer {
+        id: id.to_owned(),
+        ..c
+    }
 }
 
 fn at_revision(c: ObservedContainer, revision: u64) -> ObservedContainer {
-    ObservedContainer { revision: Some(revision), ..c }
+    ObservedContainer {
+        revision: Some(revision),
+        ..c
+    }
 }
 
 /// A container of the project, but not created by this stack.
 fn owned_by(c: ObservedContainer, uid: Option<&str>) -> ObservedContainer {
-    ObservedContainer { uid: uid.map(str::to_owned), ..c }
+    ObservedContainer {
+        uid: uid.map(str::to_owned),
+        ..c
+    }
 }
 
 /// A config hash no service of any fixture has.
 fn stale(c: ObservedContainer) -> ObservedContainer {
-    ObservedContainer { config_hash: Some("0ld-c0nf1g".into()), ..c }
+    ObservedContainer {
+        config_hash: Some("0ld-c0nf1g".into()),
+        ..c
+    }
 }
 
 fn images(p: &Project) -> BTreeSet<String> {
@@ -196,7 +227,10 @@ fn bare_engine() -> Observed {
 
 /// An engine with the project's images but no container, network or volume yet.
 fn engine_with_images(p: &Project) -> Observed {
-    Observed { images: images(p), ..Default::default() }
+    Observed {
+        images: images(p),
+        ..Default::default()
+    }
 }
 
 /// Everything in place: networks, volumes, images, and every service's current container
@@ -212,43 +246,74 @@ fn converged(p: &Project) -> Observed {
 
 /// `converged(p)` with these containers instead.
 fn engine_running(p: &Project, containers: Vec<ObservedContainer>) -> Observed {
-    Observed { containers, ..converged(p) }
+    Observed {
+        containers,
+        ..converged(p)
+    }
 }
 
 fn network(p: &Project, name: &str) -> NetworkSpec {
-    p.networks.iter().find(|n| n.name == name).cloned().unwrap_or_else(|| panic!("no network {name}"))
+    p.networks
+        .iter()
+        .find(|n| n.name == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no network {name}"))
 }
 
 fn volume(p: &Project, name: &str) -> VolumeSpec {
-    p.volumes.iter().find(|v| v.name == name).cloned().unwrap_or_else(|| panic!("no volume {name}"))
+    p.volumes
+        .iter()
+        .find(|v| v.name == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no volume {name}"))
 }
 
 fn create(service: &str) -> Action {
-    Action::Create { service: service.to_owned() }
+    Action::Create {
+        service: service.to_owned(),
+    }
 }
 
 fn pull(p: &Project, service: &str) -> Action {
-    Action::PullImage { service: service.to_owned(), image: p.service(service).expect("service").image.clone() }
+    Action::PullImage {
+        service: service.to_owned(),
+        image: p.service(service).expect("service").image.clone(),
+    }
 }
 
 fn start(c: &ObservedContainer) -> Action {
-    Action::Start { service: c.service.clone(), id: c.id.clone() }
+    Action::Start {
+        service: c.service.clone(),
+        id: c.id.clone(),
+    }
 }
 
 fn recreate(c: &ObservedContainer) -> Action {
-    Action::Recreate { service: c.service.clone(), old_id: c.id.clone() }
+    Action::Recreate {
+        service: c.service.clone(),
+        old_id: c.id.clone(),
+    }
 }
 
 fn remove(c: &ObservedContainer) -> Action {
-    Action::Remove { service: c.service.clone(), id: c.id.clone() }
+    Action::Remove {
+        service: c.service.clone(),
+        id: c.id.clone(),
+    }
 }
 
 fn actions_for<'a>(plan: &'a Plan, service: &str) -> Vec<&'a Action> {
-    plan.actions.iter().filter(|a| a.service() == Some(service)).collect()
+    plan.actions
+        .iter()
+        .filter(|a| a.service() == Some(service))
+        .collect()
 }
 
 fn hold<'a>(holds: &'a [Hold], service: &str) -> &'a Hold {
-    holds.iter().find(|h| h.service == service).unwrap_or_else(|| panic!("no hold for {service} in {holds:#?}"))
+    holds
+        .iter()
+        .find(|h| h.service == service)
+        .unwrap_or_else(|| panic!("no hold for {service} in {holds:#?}"))
 }
 
 fn held(holds: &[Hold]) -> Vec<&str> {
@@ -290,8 +355,16 @@ fn empty_engine_creates_networks_then_volumes_then_services_in_dependency_order(
 fn owned_volume_that_no_service_mounts_is_not_created() {
     let p = project(SIMPLE);
     let plan = plan(&p, &engine_with_images(&p), UID);
-    assert!(plan.actions.contains(&Action::CreateVolume(volume(&p, "demo_data"))));
-    assert!(!plan.actions.contains(&Action::CreateVolume(volume(&p, "demo_scratch"))), "{:#?}", plan.actions);
+    assert!(plan
+        .actions
+        .contains(&Action::CreateVolume(volume(&p, "demo_data"))));
+    assert!(
+        !plan
+            .actions
+            .contains(&Action::CreateVolume(volume(&p, "demo_scratch"))),
+        "{:#?}",
+        plan.actions
+    );
 }
 
 #[test]
@@ -316,21 +389,37 @@ fn missing_image_is_pulled_right_before_its_service_is_created() {
 #[test]
 fn pull_policy_missing_pulls_only_an_absent_image() {
     let p = project(&pulled("missing"));
-    assert_eq!(actions_for(&plan(&p, &bare_engine(), UID), "app"), [&pull(&p, "app"), &create("app")]);
-    assert_eq!(actions_for(&plan(&p, &engine_with_images(&p), UID), "app"), [&create("app")]);
+    assert_eq!(
+        actions_for(&plan(&p, &bare_engine(), UID), "app"),
+        [&pull(&p, "app"), &create("app")]
+    );
+    assert_eq!(
+        actions_for(&plan(&p, &engine_with_images(&p), UID), "app"),
+        [&create("app")]
+    );
 }
 
 #[test]
 fn image_already_on_the_engine_is_not_pulled() {
     let p = project(SIMPLE);
     let plan = plan(&p, &engine_with_images(&p), UID);
-    assert!(!plan.actions.iter().any(|a| matches!(a, Action::PullImage { .. })), "{:#?}", plan.actions);
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::PullImage { .. })),
+        "{:#?}",
+        plan.actions
+    );
 }
 
 #[test]
 fn pull_policy_always_pulls_before_every_create_even_when_the_image_is_present() {
     let p = project(&pulled("always"));
-    assert_eq!(actions_for(&plan(&p, &engine_with_images(&p), UID), "app"), [&pull(&p, "app"), &create("app")]);
+    assert_eq!(
+        actions_for(&plan(&p, &engine_with_images(&p), UID), "app"),
+        [&pull(&p, "app"), &create("app")]
+    );
 }
 
 #[test]
@@ -360,7 +449,10 @@ fn starting_a_stopped_container_never_pulls() {
 #[test]
 fn pull_policy_never_with_the_image_present_creates_without_pulling() {
     let p = project(&pulled("never"));
-    assert_eq!(actions_for(&plan(&p, &engine_with_images(&p), UID), "app"), [&create("app")]);
+    assert_eq!(
+        actions_for(&plan(&p, &engine_with_images(&p), UID), "app"),
+        [&create("app")]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -381,8 +473,16 @@ fn pull_policy_never_with_a_missing_image_blocks_the_service_with_image_not_foun
     assert_eq!(held(&plan.blocked), ["api"]);
     let h = hold(&plan.blocked, "api");
     assert_eq!(h.reason, Reason::ImageNotFound);
-    assert!(h.message.contains("example/api:1") && h.message.contains("pull_policy is never"), "{}", h.message);
-    assert_eq!(actions_for(&plan, "api"), Vec::<&Action>::new(), "neither pulled nor created");
+    assert!(
+        h.message.contains("example/api:1") && h.message.contains("pull_policy is never"),
+        "{}",
+        h.message
+    );
+    assert_eq!(
+        actions_for(&plan, "api"),
+        Vec::<&Action>::new(),
+        "neither pulled nor created"
+    );
 }
 
 #[test]
@@ -390,12 +490,21 @@ fn services_depending_on_a_blocked_service_wait_all_the_way_down_the_chain() {
     let p = project(NEVER_PULL);
     let plan = plan(&p, &engine_without_api_image(&p), UID);
     // db, which api needs, is not affected.
-    assert_eq!(plan.actions, [Action::CreateNetwork(network(&p, "demo_default")), create("db")]);
+    assert_eq!(
+        plan.actions,
+        [
+            Action::CreateNetwork(network(&p, "demo_default")),
+            create("db")
+        ]
+    );
     assert_eq!(held(&plan.waiting), ["web", "edge"]);
     for (service, dep) in [("web", "api"), ("edge", "web")] {
         let h = hold(&plan.waiting, service);
         assert_eq!(h.reason, Reason::WaitingForDependencies);
-        assert_eq!(h.message, format!("{service} waits for {dep}, which cannot start"));
+        assert_eq!(
+            h.message,
+            format!("{service} waits for {dep}, which cannot start")
+        );
     }
 }
 
@@ -408,7 +517,11 @@ fn changed_service_whose_new_image_is_missing_keeps_its_old_container() {
     let plan = plan(&new, &observed, UID);
     assert_eq!(held(&plan.blocked), ["api"]);
     assert_eq!(hold(&plan.blocked, "api").reason, Reason::ImageNotFound);
-    assert_eq!(plan.actions, [], "the old api container is neither recreated nor removed");
+    assert_eq!(
+        plan.actions,
+        [],
+        "the old api container is neither recreated nor removed"
+    );
     // web and edge run their current config: nothing to wait for either.
     assert_eq!(plan.waiting, []);
 }
@@ -421,8 +534,15 @@ fn changed_service_whose_new_image_is_missing_keeps_its_old_container() {
 fn service_started_dependency_created_in_the_same_pass_is_met() {
     let p = project(SIMPLE);
     let plan = plan(&p, &engine_with_images(&p), UID);
-    let pos = |a: &Action| plan.actions.iter().position(|x| x == a).unwrap_or_else(|| panic!("{a:?} not planned"));
-    assert!(pos(&create("db")) < pos(&create("app")) && pos(&create("cache")) < pos(&create("app")));
+    let pos = |a: &Action| {
+        plan.actions
+            .iter()
+            .position(|x| x == a)
+            .unwrap_or_else(|| panic!("{a:?} not planned"))
+    };
+    assert!(
+        pos(&create("db")) < pos(&create("app")) && pos(&create("cache")) < pos(&create("app"))
+    );
     assert_eq!(plan.waiting, []);
 }
 
@@ -435,19 +555,39 @@ fn service_started_dependency_that_already_runs_is_met() {
 
 #[test]
 fn service_started_dependency_that_itself_waits_holds_the_dependent() {
-    let p = project(&format!("{HEALTHY}  web:\n    image: example/web:1\n    depends_on: [api]\n"));
+    let p = project(&format!(
+        "{HEALTHY}  web:\n    image: example/web:1\n    depends_on: [api]\n"
+    ));
     let plan = plan(&p, &engine_with_images(&p), UID);
-    assert_eq!(plan.actions, [Action::CreateNetwork(network(&p, "demo_default")), create("db")]);
+    assert_eq!(
+        plan.actions,
+        [
+            Action::CreateNetwork(network(&p, "demo_default")),
+            create("db")
+        ]
+    );
     assert_eq!(held(&plan.waiting), ["api", "web"]);
-    assert_eq!(hold(&plan.waiting, "web").message, "web waits for api to start");
-    assert_eq!(hold(&plan.waiting, "web").reason, Reason::WaitingForDependencies);
+    assert_eq!(
+        hold(&plan.waiting, "web").message,
+        "web waits for api to start"
+    );
+    assert_eq!(
+        hold(&plan.waiting, "web").reason,
+        Reason::WaitingForDependencies
+    );
 }
 
 #[test]
 fn service_healthy_dependency_created_in_the_same_pass_makes_the_dependent_wait() {
     let p = project(HEALTHY);
     let plan = plan(&p, &engine_with_images(&p), UID);
-    assert_eq!(plan.actions, [Action::CreateNetwork(network(&p, "demo_default")), create("db")]);
+    assert_eq!(
+        plan.actions,
+        [
+            Action::CreateNetwork(network(&p, "demo_default")),
+            create("db")
+        ]
+    );
     let h = hold(&plan.waiting, "api");
     assert_eq!(h.reason, Reason::WaitingForDependencies);
     assert_eq!(h.message, "api waits for db to be healthy");
@@ -456,17 +596,26 @@ fn service_healthy_dependency_created_in_the_same_pass_makes_the_dependent_wait(
 #[test]
 fn service_healthy_dependency_whose_check_is_still_starting_makes_the_dependent_wait() {
     let p = project(HEALTHY);
-    let observed = engine_running(&p, vec![with_health(running(&p, "db"), ContainerHealth::Starting)]);
+    let observed = engine_running(
+        &p,
+        vec![with_health(running(&p, "db"), ContainerHealth::Starting)],
+    );
     let plan = plan(&p, &observed, UID);
     assert_eq!(plan.actions, []);
     assert_eq!(held(&plan.waiting), ["api"]);
-    assert_eq!(hold(&plan.waiting, "api").message, "api waits for db to be healthy");
+    assert_eq!(
+        hold(&plan.waiting, "api").message,
+        "api waits for db to be healthy"
+    );
 }
 
 #[test]
 fn service_healthy_dependency_that_is_unhealthy_makes_the_dependent_wait() {
     let p = project(HEALTHY);
-    let observed = engine_running(&p, vec![with_health(running(&p, "db"), ContainerHealth::Unhealthy)]);
+    let observed = engine_running(
+        &p,
+        vec![with_health(running(&p, "db"), ContainerHealth::Unhealthy)],
+    );
     let plan = plan(&p, &observed, UID);
     assert_eq!(plan.actions, []);
     assert_eq!(held(&plan.waiting), ["api"]);
@@ -475,7 +624,10 @@ fn service_healthy_dependency_that_is_unhealthy_makes_the_dependent_wait() {
 #[test]
 fn service_healthy_dependency_that_is_healthy_lets_the_dependent_be_created() {
     let p = project(HEALTHY);
-    let observed = engine_running(&p, vec![with_health(running(&p, "db"), ContainerHealth::Healthy)]);
+    let observed = engine_running(
+        &p,
+        vec![with_health(running(&p, "db"), ContainerHealth::Healthy)],
+    );
     let plan = plan(&p, &observed, UID);
     assert_eq!(plan.actions, [create("api")]);
     assert_eq!(plan.waiting, []);
@@ -489,8 +641,16 @@ fn service_healthy_dependency_running_without_healthcheck_says_it_has_none() {
     let plan = plan(&p, &engine_running(&p, vec![db]), UID);
     assert_eq!(plan.actions, []);
     let h = hold(&plan.waiting, "api");
-    assert!(h.message.starts_with("api waits for db to be healthy"), "{}", h.message);
-    assert!(h.message.contains("no healthcheck") && h.message.contains("service_started"), "{}", h.message);
+    assert!(
+        h.message.starts_with("api waits for db to be healthy"),
+        "{}",
+        h.message
+    );
+    assert!(
+        h.message.contains("no healthcheck") && h.message.contains("service_started"),
+        "{}",
+        h.message
+    );
 }
 
 #[test]
@@ -501,7 +661,10 @@ fn service_healthy_dependency_being_recreated_in_this_pass_makes_the_dependent_w
     let db = running(&old, "db");
     let plan = plan(&new, &engine_running(&new, vec![db.clone()]), UID);
     assert_eq!(plan.actions, [recreate(&db)]);
-    assert_eq!(hold(&plan.waiting, "api").message, "api waits for db to be healthy");
+    assert_eq!(
+        hold(&plan.waiting, "api").message,
+        "api waits for db to be healthy"
+    );
 }
 
 #[test]
@@ -518,7 +681,11 @@ fn dependent_that_already_runs_is_left_alone_while_its_dependency_is_recreated()
     let old = project(HEALTHY);
     let new = project(&HEALTHY.replace("example/db:1", "example/db:2"));
     let db = running(&old, "db");
-    let plan = plan(&new, &engine_running(&new, vec![db.clone(), running(&new, "api")]), UID);
+    let plan = plan(
+        &new,
+        &engine_running(&new, vec![db.clone(), running(&new, "api")]),
+        UID,
+    );
     assert_eq!(plan.actions, [recreate(&db)]);
     assert_eq!(plan.waiting, []);
 }
@@ -526,7 +693,11 @@ fn dependent_that_already_runs_is_left_alone_while_its_dependency_is_recreated()
 #[test]
 fn service_completed_successfully_dependency_that_exited_0_is_met() {
     let p = project(MIGRATE);
-    let plan = plan(&p, &engine_running(&p, vec![exited(running(&p, "migrate"), 0)]), UID);
+    let plan = plan(
+        &p,
+        &engine_running(&p, vec![exited(running(&p, "migrate"), 0)]),
+        UID,
+    );
     assert_eq!(plan.actions, [create("api")]);
     assert_eq!(plan.waiting, []);
 }
@@ -537,7 +708,10 @@ fn service_completed_successfully_dependency_that_failed_is_rerun_and_the_depend
     let migrate = exited(running(&p, "migrate"), 3);
     let plan = plan(&p, &engine_running(&p, vec![migrate.clone()]), UID);
     assert_eq!(plan.actions, [start(&migrate)]);
-    assert_eq!(hold(&plan.waiting, "api").message, "api waits for migrate to complete successfully");
+    assert_eq!(
+        hold(&plan.waiting, "api").message,
+        "api waits for migrate to complete successfully"
+    );
 }
 
 #[test]
@@ -545,15 +719,44 @@ fn service_completed_successfully_dependency_still_running_makes_the_dependent_w
     let p = project(MIGRATE);
     let plan = plan(&p, &engine_running(&p, vec![running(&p, "migrate")]), UID);
     assert_eq!(plan.actions, []);
-    assert_eq!(hold(&plan.waiting, "api").message, "api waits for migrate to complete successfully");
+    assert_eq!(
+        hold(&plan.waiting, "api").message,
+        "api waits for migrate to complete successfully"
+    );
 }
 
 #[test]
 fn service_completed_successfully_dependency_created_in_the_same_pass_makes_the_dependent_wait() {
     let p = project(MIGRATE);
     let plan = plan(&p, &engine_with_images(&p), UID);
-    assert_eq!(plan.actions, [Action::CreateNetwork(network(&p, "demo_default")), create("migrate")]);
+    assert_eq!(
+        plan.actions,
+        [
+            Action::CreateNetwork(network(&p, "demo_default")),
+            create("migrate")
+        ]
+    );
     assert_eq!(held(&plan.waiting), ["api"]);
+}
+
+#[test]
+fn failed_one_shot_that_cannot_be_rerun_yet_still_holds_its_dependents() {
+    // migrate failed earlier and now waits for db itself, so it is not rerun in this pass.
+    let p = project(&format!(
+        "{MIGRATE}    depends_on:\n      db: {{condition: service_healthy}}\n  db:\n    image: example/db:1\n    healthcheck: {{test: [\"CMD\", \"true\"]}}\n"
+    ));
+    let db = with_health(running(&p, "db"), ContainerHealth::Starting);
+    let migrate = exited(running(&p, "migrate"), 1);
+    let plan = plan(&p, &engine_running(&p, vec![db, migrate]), UID);
+    assert_eq!(plan.actions, []);
+    assert_eq!(
+        hold(&plan.waiting, "migrate").message,
+        "migrate waits for db to be healthy"
+    );
+    assert_eq!(
+        hold(&plan.waiting, "api").message,
+        "api waits for migrate to complete successfully"
+    );
 }
 
 #[test]
@@ -573,7 +776,11 @@ fn converged_stack_needs_no_actions_and_keeps_its_revision() {
     for file in [SIMPLE, HEALTHY, NEVER_PULL, TWO_SERVICES] {
         let p = project(file);
         let observed = Observed {
-            containers: converged(&p).containers.into_iter().map(|c| at_revision(c, 7)).collect(),
+            containers: converged(&p)
+                .containers
+                .into_iter()
+                .map(|c| at_revision(c, 7))
+                .collect(),
             ..converged(&p)
         };
         let plan = plan(&p, &observed, UID);
@@ -601,9 +808,17 @@ fn planning_twice_from_the_same_observation_gives_the_same_plan() {
 fn one_changed_service_is_recreated_and_nothing_else() {
     let old = project(SIMPLE);
     let new = project(&SIMPLE.replace("MAXMEMORY: 64mb", "MAXMEMORY: 128mb"));
-    assert_ne!(old.service("cache").unwrap().config_hash(), new.service("cache").unwrap().config_hash());
+    assert_ne!(
+        old.service("cache").unwrap().config_hash(),
+        new.service("cache").unwrap().config_hash()
+    );
     let observed = converged(&old);
-    let cache = observed.containers.iter().find(|c| c.service == "cache").unwrap().clone();
+    let cache = observed
+        .containers
+        .iter()
+        .find(|c| c.service == "cache")
+        .unwrap()
+        .clone();
     let plan = plan(&new, &observed, UID);
     assert_eq!(plan.actions, [recreate(&cache)]);
     assert_eq!(plan.waiting, []);
@@ -616,14 +831,23 @@ fn changed_image_is_pulled_before_the_recreate_when_missing() {
     let new = project(&SIMPLE.replace("example/cache:1", "example/cache:2"));
     let observed = converged(&old);
     let cache = running(&old, "cache");
-    assert_eq!(plan(&new, &observed, UID).actions, [pull(&new, "cache"), recreate(&cache)]);
+    assert_eq!(
+        plan(&new, &observed, UID).actions,
+        [pull(&new, "cache"), recreate(&cache)]
+    );
 }
 
 #[test]
 fn container_without_a_config_hash_label_is_recreated() {
     let p = project(ONE_SERVICE);
-    let app = ObservedContainer { config_hash: None, ..running(&p, "app") };
-    assert_eq!(plan(&p, &engine_running(&p, vec![app.clone()]), UID).actions, [recreate(&app)]);
+    let app = ObservedContainer {
+        config_hash: None,
+        ..running(&p, "app")
+    };
+    assert_eq!(
+        plan(&p, &engine_running(&p, vec![app.clone()]), UID).actions,
+        [recreate(&app)]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -658,10 +882,16 @@ fn duplicates_of_a_service_keep_the_current_running_one_and_remove_the_others() 
     let mut observed = converged(&p);
     observed.containers.retain(|c| c.service != "db");
     // Order on the engine must not matter.
-    observed.containers.extend([outdated.clone(), stopped.clone(), best.clone()]);
+    observed
+        .containers
+        .extend([outdated.clone(), stopped.clone(), best.clone()]);
     let plan = plan(&p, &observed, UID);
     assert_eq!(plan.actions.len(), 2, "{:#?}", plan.actions);
-    assert!(plan.actions.contains(&remove(&stopped)) && plan.actions.contains(&remove(&outdated)), "{:#?}", plan.actions);
+    assert!(
+        plan.actions.contains(&remove(&stopped)) && plan.actions.contains(&remove(&outdated)),
+        "{:#?}",
+        plan.actions
+    );
 }
 
 #[test]
@@ -669,9 +899,17 @@ fn duplicates_prefer_the_current_config_over_a_running_container() {
     let p = project(ONE_SERVICE);
     let outdated = with_id(stale(running(&p, "app")), "app-outdated");
     let current = with_id(exited(running(&p, "app"), 1), "app-current");
-    let plan = plan(&p, &engine_running(&p, vec![outdated.clone(), current.clone()]), UID);
+    let plan = plan(
+        &p,
+        &engine_running(&p, vec![outdated.clone(), current.clone()]),
+        UID,
+    );
     assert_eq!(plan.actions.len(), 2, "{:#?}", plan.actions);
-    assert!(plan.actions.contains(&remove(&outdated)) && plan.actions.contains(&start(&current)), "{:#?}", plan.actions);
+    assert!(
+        plan.actions.contains(&remove(&outdated)) && plan.actions.contains(&start(&current)),
+        "{:#?}",
+        plan.actions
+    );
 }
 
 #[test]
@@ -681,59 +919,89 @@ fn duplicates_without_a_current_one_keep_the_running_one_and_recreate_it() {
     let down = with_id(exited(stale(running(&p, "app")), 0), "app-down");
     let plan = plan(&p, &engine_running(&p, vec![down.clone(), up.clone()]), UID);
     assert_eq!(plan.actions.len(), 2, "{:#?}", plan.actions);
-    assert!(plan.actions.contains(&remove(&down)) && plan.actions.contains(&recreate(&up)), "{:#?}", plan.actions);
+    assert!(
+        plan.actions.contains(&remove(&down)) && plan.actions.contains(&recreate(&up)),
+        "{:#?}",
+        plan.actions
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
 // Stopped containers
 // ---------------------------------------------------------------------------------------------
 
-fn plan_job(restart: &str, container: impl Fn(ObservedContainer) -> ObservedContainer) -> (Plan, ObservedContainer) {
-    let p = project(&job(restart));
+const WAITED_FOR: bool = true;
+
+/// Plans `job(restart, waited_for)` with job's container in the state `container` makes of a
+/// running one (and report, if any, running).
+fn plan_job(
+    restart: &str,
+    waited_for: bool,
+    container: impl Fn(ObservedContainer) -> ObservedContainer,
+) -> (Plan, ObservedContainer) {
+    let p = project(&job(restart, waited_for));
     let c = container(running(&p, "job"));
-    (plan(&p, &engine_running(&p, vec![c.clone()]), UID), c)
+    let mut containers = vec![c.clone()];
+    if waited_for {
+        containers.push(running(&p, "report"));
+    }
+    (plan(&p, &engine_running(&p, containers), UID), c)
 }
 
 #[test]
 fn created_but_never_started_container_is_started() {
-    let (plan, c) = plan_job("no", |c| in_state(c, ContainerState::Created));
+    let (plan, c) = plan_job("no", WAITED_FOR, |c| in_state(c, ContainerState::Created));
     assert_eq!(plan.actions, [start(&c)]);
 }
 
 #[test]
 fn container_that_exited_with_an_error_is_started_whatever_the_restart_policy() {
     for restart in ["no", "on-failure", "always", "unless-stopped"] {
-        let (plan, c) = plan_job(restart, |c| exited(c, 137));
+        let (plan, c) = plan_job(restart, WAITED_FOR, |c| exited(c, 137));
         assert_eq!(plan.actions, [start(&c)], "restart: {restart}");
     }
 }
 
 #[test]
 fn dead_container_is_started() {
-    let (plan, c) = plan_job("always", |c| in_state(exited(c, 1), ContainerState::Dead));
+    let (plan, c) = plan_job("always", WAITED_FOR, |c| {
+        in_state(exited(c, 1), ContainerState::Dead)
+    });
     assert_eq!(plan.actions, [start(&c)]);
 }
 
 #[test]
-fn one_shot_that_exited_0_with_restart_no_or_on_failure_is_left_alone() {
+fn finished_one_shot_job_others_wait_for_is_left_alone_under_restart_no_or_on_failure() {
     for restart in ["no", "on-failure"] {
-        let (plan, _) = plan_job(restart, |c| exited(c, 0));
+        let (plan, _) = plan_job(restart, WAITED_FOR, |c| exited(c, 0));
         assert_nothing_to_do(&plan);
     }
 }
 
 #[test]
-fn service_that_exited_0_with_restart_always_or_unless_stopped_is_started() {
+fn service_that_exited_0_is_started_when_nobody_waits_for_its_completion() {
+    for restart in ["no", "on-failure"] {
+        let (plan, c) = plan_job(restart, !WAITED_FOR, |c| exited(c, 0));
+        assert_eq!(plan.actions, [start(&c)], "restart: {restart}");
+    }
+}
+
+#[test]
+fn job_that_exited_0_with_restart_always_or_unless_stopped_is_started() {
     for restart in ["always", "unless-stopped"] {
-        let (plan, c) = plan_job(restart, |c| exited(c, 0));
+        let (plan, c) = plan_job(restart, WAITED_FOR, |c| exited(c, 0));
         assert_eq!(plan.actions, [start(&c)], "restart: {restart}");
     }
 }
 
 #[test]
 fn running_restarting_and_paused_containers_are_left_alone() {
-    for state in [ContainerState::Running, ContainerState::Restarting, ContainerState::Paused] {
-        let (plan, _) = plan_job("always", |c| in_state(c, state));
+    for state in [
+        ContainerState::Running,
+        ContainerState::Restarting,
+        ContainerState::Paused,
+    ] {
+        let (plan, _) = plan_job("always", WAITED_FOR, |c| in_state(c, state));
         assert_nothing_to_do(&plan);
     }
 }
@@ -746,10 +1014,20 @@ fn running_restarting_and_paused_containers_are_left_alone() {
 fn container_of_another_servicestack_using_the_project_name_is_a_conflict_and_nothing_is_done() {
     let p = project(SIMPLE);
     let theirs = owned_by(running(&p, "db"), Some("0000-another-stack"));
-    let plan = plan(&p, &Observed { containers: vec![theirs.clone()], ..engine_with_images(&p) }, UID);
+    let plan = plan(
+        &p,
+        &Observed {
+            containers: vec![theirs.clone()],
+            ..engine_with_images(&p)
+        },
+        UID,
+    );
     assert_eq!(plan.actions, []);
     let conflict = plan.conflict.expect("a conflict");
-    assert!(conflict.contains(&theirs.name) && conflict.contains("\"demo\""), "{conflict}");
+    assert!(
+        conflict.contains(&theirs.name) && conflict.contains("\"demo\""),
+        "{conflict}"
+    );
     assert!(conflict.contains("spec.compose.projectName"), "{conflict}");
 }
 
@@ -758,7 +1036,14 @@ fn container_without_a_stackwarden_uid_using_the_project_name_is_a_conflict() {
     // e.g. started by hand with `docker-compose -p demo up`.
     let p = project(SIMPLE);
     let by_hand = owned_by(running(&p, "cache"), None);
-    let plan = plan(&p, &Observed { containers: vec![by_hand], ..engine_with_images(&p) }, UID);
+    let plan = plan(
+        &p,
+        &Observed {
+            containers: vec![by_hand],
+            ..engine_with_images(&p)
+        },
+        UID,
+    );
     assert!(plan.conflict.is_some());
     assert_eq!(plan.actions, []);
 }
@@ -769,7 +1054,11 @@ fn a_conflict_touches_not_even_our_own_containers() {
     let ours_obsolete = running(&project(TWO_SERVICES), "worker");
     let ours_stopped = exited(running(&p, "app"), 1);
     let theirs = with_id(owned_by(running(&p, "app"), Some("other")), "theirs");
-    let plan = plan(&p, &engine_running(&p, vec![ours_obsolete, ours_stopped, theirs]), UID);
+    let plan = plan(
+        &p,
+        &engine_running(&p, vec![ours_obsolete, ours_stopped, theirs]),
+        UID,
+    );
     assert!(plan.conflict.is_some());
     assert_eq!(plan.actions, []);
     assert_eq!(plan.blocked, []);
@@ -786,11 +1075,23 @@ fn missing_external_network_blocks_the_services_on_it_and_is_never_created() {
     let mut observed = engine_with_images(&p);
     observed.volumes.insert("backups".into());
     let plan = plan(&p, &observed, UID);
-    assert!(!plan.actions.iter().any(|a| matches!(a, Action::CreateNetwork(n) if n.name == "corp-edge")), "{:#?}", plan.actions);
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateNetwork(n) if n.name == "corp-edge")),
+        "{:#?}",
+        plan.actions
+    );
     assert_eq!(held(&plan.blocked), ["proxy"]);
     let h = hold(&plan.blocked, "proxy");
     assert_eq!(h.reason, Reason::ApplyFailed);
-    assert!(h.message.contains("external network corp-edge") && h.message.contains("docker network create corp-edge"), "{}", h.message);
+    assert!(
+        h.message.contains("external network corp-edge")
+            && h.message.contains("docker network create corp-edge"),
+        "{}",
+        h.message
+    );
     assert_eq!(actions_for(&plan, "proxy"), Vec::<&Action>::new());
     // db does not use the network: it goes ahead.
     assert!(plan.actions.contains(&create("db")));
@@ -803,7 +1104,10 @@ fn services_depending_on_a_service_without_its_external_network_wait() {
     observed.volumes.insert("backups".into());
     let plan = plan(&p, &observed, UID);
     assert_eq!(actions_for(&plan, "app"), Vec::<&Action>::new());
-    assert_eq!(hold(&plan.waiting, "app").message, "app waits for proxy, which cannot start");
+    assert_eq!(
+        hold(&plan.waiting, "app").message,
+        "app waits for proxy, which cannot start"
+    );
 }
 
 #[test]
@@ -812,11 +1116,23 @@ fn missing_external_volume_blocks_the_services_mounting_it_and_is_never_created(
     let mut observed = engine_with_images(&p);
     observed.networks.insert("corp-edge".into());
     let plan = plan(&p, &observed, UID);
-    assert!(!plan.actions.iter().any(|a| matches!(a, Action::CreateVolume(_))), "{:#?}", plan.actions);
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::CreateVolume(_))),
+        "{:#?}",
+        plan.actions
+    );
     assert_eq!(held(&plan.blocked), ["db"]);
     let h = hold(&plan.blocked, "db");
     assert_eq!(h.reason, Reason::ApplyFailed);
-    assert!(h.message.contains("external volume backups") && h.message.contains("docker volume create backups"), "{}", h.message);
+    assert!(
+        h.message.contains("external volume backups")
+            && h.message.contains("docker volume create backups"),
+        "{}",
+        h.message
+    );
     assert_eq!(actions_for(&plan, "db"), Vec::<&Action>::new());
     assert!(plan.actions.contains(&create("proxy")) && plan.actions.contains(&create("app")));
 }
@@ -830,7 +1146,12 @@ fn existing_external_resources_are_used_as_they_are() {
     let plan = plan(&p, &observed, UID);
     assert_eq!(
         plan.actions,
-        [Action::CreateNetwork(network(&p, "demo_default")), create("proxy"), create("app"), create("db")]
+        [
+            Action::CreateNetwork(network(&p, "demo_default")),
+            create("proxy"),
+            create("app"),
+            create("db")
+        ]
     );
     assert_eq!(plan.blocked, []);
 }
@@ -840,7 +1161,10 @@ fn existing_owned_networks_and_volumes_are_not_created_again() {
     let p = project(SIMPLE);
     let mut observed = converged(&p);
     observed.containers.clear();
-    assert_eq!(plan(&p, &observed, UID).actions, [create("db"), create("cache"), create("app")]);
+    assert_eq!(
+        plan(&p, &observed, UID).actions,
+        [create("db"), create("cache"), create("app")]
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -858,7 +1182,10 @@ fn revision_is_kept_while_a_container_carries_the_current_spec_hash() {
     let p = project(SIMPLE);
     let mut observed = converged(&p);
     // One container at the current spec; the others were stopped meanwhile.
-    observed.containers = vec![at_revision(running(&p, "db"), 4), at_revision(exited(running(&p, "app"), 1), 4)];
+    observed.containers = vec![
+        at_revision(running(&p, "db"), 4),
+        at_revision(exited(running(&p, "app"), 1), 4),
+    ];
     assert_eq!(plan(&p, &observed, UID).revision, 4);
 }
 
@@ -868,7 +1195,11 @@ fn revision_is_one_more_than_the_highest_recorded_when_the_spec_changed() {
     let new = project(&SIMPLE.replace("example/app:1", "example/app:2"));
     let observed = engine_running(
         &new,
-        vec![at_revision(running(&old, "db"), 3), at_revision(running(&old, "cache"), 5), at_revision(running(&old, "app"), 5)],
+        vec![
+            at_revision(running(&old, "db"), 3),
+            at_revision(running(&old, "cache"), 5),
+            at_revision(running(&old, "app"), 5),
+        ],
     );
     assert_eq!(plan(&new, &observed, UID).revision, 6);
 }
@@ -876,11 +1207,19 @@ fn revision_is_one_more_than_the_highest_recorded_when_the_spec_changed() {
 #[test]
 fn partially_applied_change_keeps_its_revision() {
     let old = project(SIMPLE);
-    let new = project(&SIMPLE.replace("example/cache:1", "example/cache:2").replace("example/app:1", "example/app:2"));
+    let new = project(
+        &SIMPLE
+            .replace("example/cache:1", "example/cache:2")
+            .replace("example/app:1", "example/app:2"),
+    );
     // The operator died after recreating cache at revision 2; app still runs revision 1.
     let observed = engine_running(
         &new,
-        vec![running(&old, "db"), at_revision(running(&new, "cache"), 2), running(&old, "app")],
+        vec![
+            running(&old, "db"),
+            at_revision(running(&new, "cache"), 2),
+            running(&old, "app"),
+        ],
     );
     let plan = plan(&new, &observed, UID);
     assert_eq!(plan.revision, 2);
@@ -891,15 +1230,33 @@ fn partially_applied_change_keeps_its_revision() {
 fn containers_of_other_owners_do_not_count_towards_the_revision() {
     let p = project(ONE_SERVICE);
     let theirs = at_revision(owned_by(running(&p, "app"), Some("other")), 9);
-    assert_eq!(plan(&p, &Observed { containers: vec![theirs], ..Default::default() }, UID).revision, 1);
+    assert_eq!(
+        plan(
+            &p,
+            &Observed {
+                containers: vec![theirs],
+                ..Default::default()
+            },
+            UID
+        )
+        .revision,
+        1
+    );
 }
 
 #[test]
 fn containers_without_revision_labels_count_as_revision_0() {
     let old = project(ONE_SERVICE);
     let new = project(&ONE_SERVICE.replace("example/app:1", "example/app:2"));
-    let unlabelled = ObservedContainer { revision: None, spec_hash: None, ..running(&old, "app") };
-    assert_eq!(plan(&new, &engine_running(&new, vec![unlabelled]), UID).revision, 1);
+    let unlabelled = ObservedContainer {
+        revision: None,
+        spec_hash: None,
+        ..running(&old, "app")
+    };
+    assert_eq!(
+        plan(&new, &engine_running(&new, vec![unlabelled]), UID).revision,
+        1
+    );
 }
 
 #[test]
@@ -914,7 +1271,11 @@ fn revision_goes_up_for_each_change_even_when_a_change_only_removed_a_service() 
     assert_eq!(removal.revision, 2);
     // After the removal only app remains, still labelled revision 1 with the old spec hash.
     let after_removal = engine_running(&one, vec![running(&two, "app")]);
-    assert_eq!(plan(&one, &after_removal, UID).revision, 2, "stable while nothing changes");
+    assert_eq!(
+        plan(&one, &after_removal, UID).revision,
+        2,
+        "stable while nothing changes"
+    );
     // Then app changes: a third compose file must get a third number.
     assert_eq!(plan(&one_changed, &after_removal, UID).revision, 3);
 }
@@ -926,11 +1287,26 @@ fn revision_never_goes_down_when_the_file_is_reverted() {
     let a = project(TWO_SERVICES);
     let b = project(&TWO_SERVICES.replace("example/worker:1", "example/worker:2"));
     // Revision 2 (b) is fully applied: worker was recreated at 2, app untouched since 1.
-    let applied_b = engine_running(&b, vec![running(&a, "app"), ObservedContainer { revision: Some(2), ..running(&b, "worker") }]);
+    let applied_b = engine_running(
+        &b,
+        vec![
+            running(&a, "app"),
+            ObservedContainer {
+                revision: Some(2),
+                ..running(&b, "worker")
+            },
+        ],
+    );
     assert_eq!(plan(&b, &applied_b, UID).revision, 2);
     // Going back to a's file is a new change; it recreates worker and must not be revision 1.
     let back_to_a = plan(&a, &applied_b, UID);
-    assert!(back_to_a.actions.contains(&recreate(&running(&b, "worker"))), "{:#?}", back_to_a.actions);
+    assert!(
+        back_to_a
+            .actions
+            .contains(&recreate(&running(&b, "worker"))),
+        "{:#?}",
+        back_to_a.actions
+    );
     assert_eq!(back_to_a.revision, 3);
 }
 
@@ -941,8 +1317,14 @@ fn revision_never_goes_down_when_the_file_is_reverted() {
 #[test]
 fn network_and_volume_actions_belong_to_no_single_service() {
     let p = project(SIMPLE);
-    assert_eq!(Action::CreateNetwork(network(&p, "demo_default")).service(), None);
-    assert_eq!(Action::CreateVolume(volume(&p, "demo_data")).service(), None);
+    assert_eq!(
+        Action::CreateNetwork(network(&p, "demo_default")).service(),
+        None
+    );
+    assert_eq!(
+        Action::CreateVolume(volume(&p, "demo_data")).service(),
+        None
+    );
     assert_eq!(create("db").service(), Some("db"));
     assert_eq!(pull(&p, "db").service(), Some("db"));
 }

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 use super::Outcome;
-use crate::api::{ConditionStatus, ConditionType, ContainerHealth, ContainerState, Reason, ServiceStatus, StackHealth, Verdict};
+use crate::api::{
+    ConditionStatus, ConditionType, ContainerHealth, ContainerState, Reason, ServiceStatus,
+    StackHealth, Verdict,
+};
 use crate::compose::Project;
 use crate::docker::short_id;
 
@@ -16,12 +19,21 @@ pub struct Report {
     pub progressing: bool,
 }
 
-pub fn report(project: &Project, outcome: &Outcome, required: &[String], suspended: bool) -> Report {
+pub fn report(
+    project: &Project,
+    outcome: &Outcome,
+    required: &[String],
+    suspended: bool,
+) -> Report {
     let mut services = BTreeMap::new();
     let mut not_ready: Vec<String> = Vec::new();
     let mut starting = false;
     for svc in &project.services {
-        let container = outcome.observed.containers.iter().find(|c| c.service == svc.name && c.uid.is_some());
+        let container = outcome
+            .observed
+            .containers
+            .iter()
+            .find(|c| c.service == svc.name && c.uid.is_some());
         let st = match container {
             None => ServiceStatus::default(),
             Some(c) => ServiceStatus {
@@ -29,23 +41,40 @@ pub fn report(project: &Project, outcome: &Outcome, required: &[String], suspend
                 health: c.health,
                 image: Some(c.image.clone()),
                 container_id: Some(short_id(&c.id).to_owned()),
-                exit_code: (c.state != ContainerState::Running).then_some(c.exit_code).flatten(),
+                exit_code: (c.state != ContainerState::Running)
+                    .then_some(c.exit_code)
+                    .flatten(),
                 restarts: c.restart_count,
             },
         };
-        let current = container.is_some_and(|c| c.config_hash.as_deref() == Some(svc.config_hash().as_str()));
+        let current =
+            container.is_some_and(|c| c.config_hash.as_deref() == Some(svc.config_hash().as_str()));
         let problem = match (st.state, st.health) {
             (ContainerState::Missing, _) => Some("no container".to_owned()),
             (ContainerState::Running, Some(ContainerHealth::Starting)) => {
                 starting = true;
                 Some("running, health check starting".to_owned())
             }
-            (ContainerState::Running, Some(ContainerHealth::Unhealthy)) => Some("running but unhealthy".to_owned()),
-            (ContainerState::Running, _) if !current => Some("running an outdated config".to_owned()),
+            (ContainerState::Running, Some(ContainerHealth::Unhealthy)) => {
+                Some("running but unhealthy".to_owned())
+            }
+            (ContainerState::Running, _) if !current => {
+                Some("running an outdated config".to_owned())
+            }
             (ContainerState::Running, _) => None,
             (state, _) => Some(match st.exit_code {
-                Some(code) => format!("{} (exit code {code})", serde_json::to_value(state).unwrap_or_default().as_str().unwrap_or("stopped")),
-                None => serde_json::to_value(state).unwrap_or_default().as_str().unwrap_or("stopped").to_owned(),
+                Some(code) => format!(
+                    "{} (exit code {code})",
+                    serde_json::to_value(state)
+                        .unwrap_or_default()
+                        .as_str()
+                        .unwrap_or("stopped")
+                ),
+                None => serde_json::to_value(state)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("stopped")
+                    .to_owned(),
             }),
         };
         if let Some(p) = problem {
@@ -58,44 +87,109 @@ pub fn report(project: &Project, outcome: &Outcome, required: &[String], suspend
 
     let mut verdicts = Vec::new();
     let plan = &outcome.plan;
-    let hold_text = |holds: &[super::plan::Hold]| holds.iter().map(|h| h.message.clone()).collect::<Vec<_>>().join("; ");
+    let hold_text = |holds: &[super::plan::Hold]| {
+        holds
+            .iter()
+            .map(|h| h.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
 
     let (progress_status, progress_reason, progress_msg) = if let Some(conflict) = &plan.conflict {
-        (ConditionStatus::False, Reason::ProjectNameInUse, conflict.clone())
+        (
+            ConditionStatus::False,
+            Reason::ProjectNameInUse,
+            conflict.clone(),
+        )
     } else if suspended {
-        (ConditionStatus::False, Reason::Suspended, "spec.suspend is true: observing only, changing nothing".to_owned())
+        (
+            ConditionStatus::False,
+            Reason::Suspended,
+            "spec.suspend is true: observing only, changing nothing".to_owned(),
+        )
     } else if !outcome.failures.is_empty() {
-        let text = outcome.failures.iter().map(|(s, e)| format!("{s}: {e}")).collect::<Vec<_>>().join("; ");
-        (ConditionStatus::False, Reason::ApplyFailed, format!("{text}; retrying with backoff"))
+        let text = outcome
+            .failures
+            .iter()
+            .map(|(s, e)| format!("{s}: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        (
+            ConditionStatus::False,
+            Reason::ApplyFailed,
+            format!("{text}; retrying with backoff"),
+        )
     } else if let Some(h) = plan.blocked.first() {
         (ConditionStatus::False, h.reason, hold_text(&plan.blocked))
     } else if outcome.acted {
-        (ConditionStatus::True, Reason::Applying, format!("applying revision {}", plan.revision))
+        (
+            ConditionStatus::True,
+            Reason::Applying,
+            format!("applying revision {}", plan.revision),
+        )
     } else if !plan.waiting.is_empty() {
-        (ConditionStatus::True, Reason::WaitingForDependencies, hold_text(&plan.waiting))
+        (
+            ConditionStatus::True,
+            Reason::WaitingForDependencies,
+            hold_text(&plan.waiting),
+        )
     } else if starting {
-        (ConditionStatus::True, Reason::WaitingForHealthy, "containers run; waiting for their health checks to pass".to_owned())
+        (
+            ConditionStatus::True,
+            Reason::WaitingForHealthy,
+            "containers run; waiting for their health checks to pass".to_owned(),
+        )
     } else {
-        (ConditionStatus::False, Reason::Converged, format!("revision {} is applied", plan.revision))
+        (
+            ConditionStatus::False,
+            Reason::Converged,
+            format!("revision {} is applied", plan.revision),
+        )
     };
     let progressing = progress_status == ConditionStatus::True;
-    verdicts.push(Verdict::new(ConditionType::Progressing, progress_status, progress_reason, progress_msg.clone()));
+    verdicts.push(Verdict::new(
+        ConditionType::Progressing,
+        progress_status,
+        progress_reason,
+        progress_msg.clone(),
+    ));
 
     if plan.conflict.is_some() {
-        verdicts.push(Verdict::new(ConditionType::InvalidSpec, ConditionStatus::True, Reason::ProjectNameInUse, progress_msg.clone()));
+        verdicts.push(Verdict::new(
+            ConditionType::InvalidSpec,
+            ConditionStatus::True,
+            Reason::ProjectNameInUse,
+            progress_msg.clone(),
+        ));
     }
 
     let ready = not_ready.is_empty() && plan.conflict.is_none();
     let (ready_reason, ready_msg) = if ready {
-        (Reason::AllServicesReady, format!("all {} required services run and pass their health checks", required.len()))
-    } else if matches!(progress_reason, Reason::ImageNotFound | Reason::ApplyFailed | Reason::ProjectNameInUse) {
-        (progress_reason, format!("{}; {}", not_ready.join("; "), progress_msg))
+        (
+            Reason::AllServicesReady,
+            format!(
+                "all {} required services run and pass their health checks",
+                required.len()
+            ),
+        )
+    } else if matches!(
+        progress_reason,
+        Reason::ImageNotFound | Reason::ApplyFailed | Reason::ProjectNameInUse
+    ) {
+        (
+            progress_reason,
+            format!("{}; {}", not_ready.join("; "), progress_msg),
+        )
     } else {
         (Reason::ServicesNotReady, not_ready.join("; "))
     };
     verdicts.push(Verdict::new(
         ConditionType::Ready,
-        if ready { ConditionStatus::True } else { ConditionStatus::False },
+        if ready {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        },
         ready_reason,
         ready_msg,
     ));
@@ -107,5 +201,10 @@ pub fn report(project: &Project, outcome: &Outcome, required: &[String], suspend
     } else {
         StackHealth::Unhealthy
     };
-    Report { services, health, verdicts, progressing }
+    Report {
+        services,
+        health,
+        verdicts,
+        progressing,
+    }
 }

@@ -5,7 +5,10 @@ use super::plan::{Hold, Plan};
 use super::plan_tests::{exited, project, running, stack_with};
 use super::report::{report, Report};
 use super::Outcome;
-use crate::api::{ConditionStatus, ConditionType, ContainerHealth, ContainerState, Reason, ServiceStatus, StackHealth, Verdict};
+use crate::api::{
+    ConditionStatus, ConditionType, ContainerHealth, ContainerState, Reason, ServiceStatus,
+    StackHealth, Verdict,
+};
 use crate::compose::{self, Project};
 use crate::docker::{Observed, ObservedContainer};
 
@@ -26,8 +29,14 @@ services:
 /// A pass that changed nothing (revision 3) and then saw these containers.
 fn outcome(containers: Vec<ObservedContainer>) -> Outcome {
     Outcome {
-        plan: Plan { revision: 3, ..Default::default() },
-        observed: Observed { containers, ..Default::default() },
+        plan: Plan {
+            revision: 3,
+            ..Default::default()
+        },
+        observed: Observed {
+            containers,
+            ..Default::default()
+        },
         failures: Vec::new(),
         acted: false,
         events: Vec::new(),
@@ -40,8 +49,15 @@ fn all_up(p: &Project) -> Vec<ObservedContainer> {
 }
 
 /// All up, except `service`'s container, which is replaced by `f(it)` (or absent for `None`).
-fn all_up_but(p: &Project, service: &str, f: impl Fn(ObservedContainer) -> Option<ObservedContainer>) -> Vec<ObservedContainer> {
-    all_up(p).into_iter().filter_map(|c| if c.service == service { f(c) } else { Some(c) }).collect()
+fn all_up_but(
+    p: &Project,
+    service: &str,
+    f: impl Fn(ObservedContainer) -> Option<ObservedContainer>,
+) -> Vec<ObservedContainer> {
+    all_up(p)
+        .into_iter()
+        .filter_map(|c| if c.service == service { f(c) } else { Some(c) })
+        .collect()
 }
 
 /// Every service required (no `spec.health.services.*.optional`).
@@ -50,16 +66,28 @@ fn all_required(p: &Project) -> Vec<String> {
 }
 
 fn verdict(r: &Report, type_: ConditionType) -> &Verdict {
-    r.verdicts.iter().find(|v| v.type_ == type_).unwrap_or_else(|| panic!("no {type_} verdict in {:#?}", r.verdicts))
+    r.verdicts
+        .iter()
+        .find(|v| v.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} verdict in {:#?}", r.verdicts))
 }
 
 fn assert_verdict(r: &Report, type_: ConditionType, status: ConditionStatus, reason: Reason) {
     let v = verdict(r, type_);
-    assert_eq!((v.status, v.reason), (status, reason), "{type_}: {}", v.message);
+    assert_eq!(
+        (v.status, v.reason),
+        (status, reason),
+        "{type_}: {}",
+        v.message
+    );
 }
 
 fn hold(service: &str, reason: Reason, message: &str) -> Hold {
-    Hold { service: service.to_owned(), reason, message: message.to_owned() }
+    Hold {
+        service: service.to_owned(),
+        reason,
+        message: message.to_owned(),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -70,11 +98,32 @@ fn hold(service: &str, reason: Reason, message: &str) -> Hold {
 fn ready_when_every_required_service_runs_its_current_config_and_is_healthy() {
     let p = project(STACK);
     let r = report(&p, &outcome(all_up(&p)), &all_required(&p), false);
-    assert_verdict(&r, ConditionType::Ready, ConditionStatus::True, Reason::AllServicesReady);
-    assert_eq!(verdict(&r, ConditionType::Ready).message, "all 3 required services run and pass their health checks");
-    assert_verdict(&r, ConditionType::Progressing, ConditionStatus::False, Reason::Converged);
-    assert_eq!(verdict(&r, ConditionType::Progressing).message, "revision 3 is applied");
-    assert!(r.verdicts.iter().all(|v| v.type_ != ConditionType::InvalidSpec), "no conflict, no InvalidSpec verdict");
+    assert_verdict(
+        &r,
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::AllServicesReady,
+    );
+    assert_eq!(
+        verdict(&r, ConditionType::Ready).message,
+        "all 3 required services run and pass their health checks"
+    );
+    assert_verdict(
+        &r,
+        ConditionType::Progressing,
+        ConditionStatus::False,
+        Reason::Converged,
+    );
+    assert_eq!(
+        verdict(&r, ConditionType::Progressing).message,
+        "revision 3 is applied"
+    );
+    assert!(
+        r.verdicts
+            .iter()
+            .all(|v| v.type_ != ConditionType::InvalidSpec),
+        "no conflict, no InvalidSpec verdict"
+    );
     assert_eq!(r.health, StackHealth::Healthy);
     assert!(!r.progressing);
 }
@@ -84,15 +133,33 @@ fn a_running_service_without_healthcheck_counts_as_ready() {
     let p = project(STACK);
     let r = report(&p, &outcome(all_up(&p)), &["cache".to_owned()], false);
     assert_eq!(r.services["cache"].health, None);
-    assert_verdict(&r, ConditionType::Ready, ConditionStatus::True, Reason::AllServicesReady);
+    assert_verdict(
+        &r,
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::AllServicesReady,
+    );
 }
 
 #[test]
 fn a_required_service_without_a_container_is_not_ready() {
     let p = project(STACK);
-    let r = report(&p, &outcome(all_up_but(&p, "cache", |_| None)), &all_required(&p), false);
-    assert_verdict(&r, ConditionType::Ready, ConditionStatus::False, Reason::ServicesNotReady);
-    assert_eq!(verdict(&r, ConditionType::Ready).message, "cache: no container");
+    let r = report(
+        &p,
+        &outcome(all_up_but(&p, "cache", |_| None)),
+        &all_required(&p),
+        false,
+    );
+    assert_verdict(
+        &r,
+        ConditionType::Ready,
+        ConditionStatus::False,
+        Reason::ServicesNotReady,
+    );
+    assert_eq!(
+        verdict(&r, ConditionType::Ready).message,
+        "cache: no container"
+    );
     assert_eq!(r.services["cache"], ServiceStatus::default());
     assert_eq!(r.services["cache"].state, ContainerState::Missing);
     assert_eq!(r.health, StackHealth::Unhealthy);
@@ -101,29 +168,73 @@ fn a_required_service_without_a_container_is_not_ready() {
 #[test]
 fn an_unhealthy_required_service_is_not_ready() {
     let p = project(STACK);
-    let containers = all_up_but(&p, "db", |c| Some(ObservedContainer { health: Some(ContainerHealth::Unhealthy), ..c }));
+    let containers = all_up_but(&p, "db", |c| {
+        Some(ObservedContainer {
+            health: Some(ContainerHealth::Unhealthy),
+            ..c
+        })
+    });
     let r = report(&p, &outcome(containers), &all_required(&p), false);
-    assert_verdict(&r, ConditionType::Ready, ConditionStatus::False, Reason::ServicesNotReady);
-    assert_eq!(verdict(&r, ConditionType::Ready).message, "db: running but unhealthy");
-    assert_verdict(&r, ConditionType::Progressing, ConditionStatus::False, Reason::Converged);
+    assert_verdict(
+        &r,
+        ConditionType::Ready,
+        ConditionStatus::False,
+        Reason::ServicesNotReady,
+    );
+    assert_eq!(
+        verdict(&r, ConditionType::Ready).message,
+        "db: running but unhealthy"
+    );
+    assert_verdict(
+        &r,
+        ConditionType::Progressing,
+        ConditionStatus::False,
+        Reason::Converged,
+    );
     assert_eq!(r.health, StackHealth::Unhealthy);
 }
 
 #[test]
 fn a_required_service_running_an_outdated_config_is_not_ready() {
     let p = project(STACK);
-    let containers = all_up_but(&p, "api", |c| Some(ObservedContainer { config_hash: Some("0ld".into()), ..c }));
+    let containers = all_up_but(&p, "api", |c| {
+        Some(ObservedContainer {
+            config_hash: Some("0ld".into()),
+            ..c
+        })
+    });
     let r = report(&p, &outcome(containers), &all_required(&p), false);
-    assert_verdict(&r, ConditionType::Ready, ConditionStatus::False, Reason::ServicesNotReady);
-    assert_eq!(verdict(&r, ConditionType::Ready).message, "api: running an outdated config");
+    assert_verdict(
+        &r,
+        ConditionType::Ready,
+        ConditionStatus::False,
+        Reason::ServicesNotReady,
+    );
+    assert_eq!(
+        verdict(&r, ConditionType::Ready).message,
+        "api: running an outdated config"
+    );
 }
 
 #[test]
 fn a_stopped_required_service_is_not_ready_and_its_exit_code_is_shown() {
     let p = project(STACK);
-    let r = report(&p, &outcome(all_up_but(&p, "cache", |c| Some(exited(c, 137)))), &all_required(&p), false);
-    assert_verdict(&r, ConditionType::Ready, ConditionStatus::False, Reason::ServicesNotReady);
-    assert_eq!(verdict(&r, ConditionType::Ready).message, "cache: exited (exit code 137)");
+    let r = report(
+        &p,
+        &outcome(all_up_but(&p, "cache", |c| Some(exited(c, 137)))),
+        &all_required(&p),
+        false,
+    );
+    assert_verdict(
+        &r,
+        ConditionType::Ready,
+        ConditionStatus::False,
+        Reason::ServicesNotReady,
+    );
+    assert_eq!(
+        verdict(&r, ConditionType::Ready).message,
+        "cache: exited (exit code 137)"
+    );
     assert_eq!(r.services["cache"].state, ContainerState::Exited);
     assert_eq!(r.services["cache"].exit_code, Some(137));
 }
@@ -131,19 +242,43 @@ fn a_stopped_required_service_is_not_ready_and_its_exit_code_is_shown() {
 #[test]
 fn every_not_ready_required_service_is_named_in_the_message() {
     let p = project(STACK);
-    let r = report(&p, &outcome(vec![running(&p, "db")]), &all_required(&p), false);
-    assert_eq!(verdict(&r, ConditionType::Ready).message, "api: no container; cache: no container");
+    let r = report(
+        &p,
+        &outcome(vec![running(&p, "db")]),
+        &all_required(&p),
+        false,
+    );
+    assert_eq!(
+        verdict(&r, ConditionType::Ready).message,
+        "api: no container; cache: no container"
+    );
 }
 
 #[test]
 fn an_optional_service_being_down_keeps_the_stack_ready() {
-    let stack = stack_with(STACK, serde_json::json!({ "health": { "services": { "cache": { "optional": true } } } }));
+    let stack = stack_with(
+        STACK,
+        serde_json::json!({ "health": { "services": { "cache": { "optional": true } } } }),
+    );
     let p = compose::load(&stack).expect("valid");
     let required = compose::required_services(&stack, &p);
     assert_eq!(required, ["db", "api"]);
-    let r = report(&p, &outcome(all_up_but(&p, "cache", |c| Some(exited(c, 1)))), &required, false);
-    assert_verdict(&r, ConditionType::Ready, ConditionStatus::True, Reason::AllServicesReady);
-    assert_eq!(verdict(&r, ConditionType::Ready).message, "all 2 required services run and pass their health checks");
+    let r = report(
+        &p,
+        &outcome(all_up_but(&p, "cache", |c| Some(exited(c, 1)))),
+        &required,
+        false,
+    );
+    assert_verdict(
+        &r,
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::AllServicesReady,
+    );
+    assert_eq!(
+        verdict(&r, ConditionType::Ready).message,
+        "all 2 required services run and pass their health checks"
+    );
     assert_eq!(r.health, StackHealth::Healthy);
     // Its state is still reported.
     assert_eq!(r.services["cache"].state, ContainerState::Exited);
@@ -157,11 +292,29 @@ fn an_optional_service_being_down_keeps_the_stack_ready() {
 #[test]
 fn a_starting_health_check_is_progressing_waiting_for_healthy() {
     let p = project(STACK);
-    let containers = all_up_but(&p, "db", |c| Some(ObservedContainer { health: Some(ContainerHealth::Starting), ..c }));
+    let containers = all_up_but(&p, "db", |c| {
+        Some(ObservedContainer {
+            health: Some(ContainerHealth::Starting),
+            ..c
+        })
+    });
     let r = report(&p, &outcome(containers), &all_required(&p), false);
-    assert_verdict(&r, ConditionType::Progressing, ConditionStatus::True, Reason::WaitingForHealthy);
-    assert_verdict(&r, ConditionType::Ready, ConditionStatus::False, Reason::ServicesNotReady);
-    assert_eq!(verdict(&r, ConditionType::Ready).message, "db: running, health check starting");
+    assert_verdict(
+        &r,
+        ConditionType::Progressing,
+        ConditionStatus::True,
+        Reason::WaitingForHealthy,
+    );
+    assert_verdict(
+        &r,
+        ConditionType::Ready,
+        ConditionStatus::False,
+        Reason::ServicesNotReady,
+    );
+    assert_eq!(
+        verdict(&r, ConditionType::Ready).message,
+        "db: running, health check starting"
+    );
     assert_eq!(r.health, StackHealth::Progressing);
     assert!(r.progressing);
 }
@@ -170,10 +323,22 @@ fn a_starting_health_check_is_progressing_waiting_for_healthy() {
 fn waiting_for_dependencies_is_progressing_and_says_who_waits_for_what() {
     let p = project(STACK);
     let mut o = outcome(all_up_but(&p, "api", |_| None));
-    o.plan.waiting = vec![hold("api", Reason::WaitingForDependencies, "api waits for db to be healthy")];
+    o.plan.waiting = vec![hold(
+        "api",
+        Reason::WaitingForDependencies,
+        "api waits for db to be healthy",
+    )];
     let r = report(&p, &o, &all_required(&p), false);
-    assert_verdict(&r, ConditionType::Progressing, ConditionStatus::True, Reason::WaitingForDependencies);
-    assert_eq!(verdict(&r, ConditionType::Progressing).message, "api waits for db to be healthy");
+    assert_verdict(
+        &r,
+        ConditionType::Progressing,
+        ConditionStatus::True,
+        Reason::WaitingForDependencies,
+    );
+    assert_eq!(
+        verdict(&r, ConditionType::Progressing).message,
+        "api waits for db to be healthy"
+    );
     assert_eq!(r.health, StackHealth::Progressing);
 }
 
@@ -182,10 +347,22 @@ fn a_pass_that_acted_is_progressing_applying_its_revision() {
     let p = project(STACK);
     let mut o = outcome(all_up_but(&p, "api", |_| None));
     o.acted = true;
-    o.plan.waiting = vec![hold("api", Reason::WaitingForDependencies, "api waits for db to be healthy")];
+    o.plan.waiting = vec![hold(
+        "api",
+        Reason::WaitingForDependencies,
+        "api waits for db to be healthy",
+    )];
     let r = report(&p, &o, &all_required(&p), false);
-    assert_verdict(&r, ConditionType::Progressing, ConditionStatus::True, Reason::Applying);
-    assert_eq!(verdict(&r, ConditionType::Progressing).message, "applying revision 3");
+    assert_verdict(
+        &r,
+        ConditionType::Progressing,
+        ConditionStatus::True,
+        Reason::Applying,
+    );
+    assert_eq!(
+        verdict(&r, ConditionType::Progressing).message,
+        "applying revision 3"
+    );
     assert_eq!(r.health, StackHealth::Progressing);
     assert!(r.progressing);
 }
@@ -198,11 +375,24 @@ fn a_blocked_service_stops_progress_even_while_others_are_applied() {
     let why = "image example/api:1 of service api is not on the engine and pull_policy is never; build or load it";
     o.plan.blocked = vec![hold("api", Reason::ImageNotFound, why)];
     let r = report(&p, &o, &all_required(&p), false);
-    assert_verdict(&r, ConditionType::Progressing, ConditionStatus::False, Reason::ImageNotFound);
+    assert_verdict(
+        &r,
+        ConditionType::Progressing,
+        ConditionStatus::False,
+        Reason::ImageNotFound,
+    );
     assert_eq!(verdict(&r, ConditionType::Progressing).message, why);
     // Ready carries the reason a person must act on, and both what is down and why.
-    assert_verdict(&r, ConditionType::Ready, ConditionStatus::False, Reason::ImageNotFound);
-    assert_eq!(verdict(&r, ConditionType::Ready).message, format!("api: no container; {why}"));
+    assert_verdict(
+        &r,
+        ConditionType::Ready,
+        ConditionStatus::False,
+        Reason::ImageNotFound,
+    );
+    assert_eq!(
+        verdict(&r, ConditionType::Ready).message,
+        format!("api: no container; {why}")
+    );
     assert_eq!(r.health, StackHealth::Unhealthy);
     assert!(!r.progressing);
 }
@@ -211,10 +401,24 @@ fn a_blocked_service_stops_progress_even_while_others_are_applied() {
 fn a_missing_external_resource_is_reported_as_apply_failed() {
     let p = project(STACK);
     let mut o = outcome(all_up_but(&p, "db", |_| None));
-    o.plan.blocked = vec![hold("db", Reason::ApplyFailed, "external volume backups does not exist; create it")];
+    o.plan.blocked = vec![hold(
+        "db",
+        Reason::ApplyFailed,
+        "external volume backups does not exist; create it",
+    )];
     let r = report(&p, &o, &all_required(&p), false);
-    assert_verdict(&r, ConditionType::Progressing, ConditionStatus::False, Reason::ApplyFailed);
-    assert_verdict(&r, ConditionType::Ready, ConditionStatus::False, Reason::ApplyFailed);
+    assert_verdict(
+        &r,
+        ConditionType::Progressing,
+        ConditionStatus::False,
+        Reason::ApplyFailed,
+    );
+    assert_verdict(
+        &r,
+        ConditionType::Ready,
+        ConditionStatus::False,
+        Reason::ApplyFailed,
+    );
 }
 
 #[test]
@@ -222,14 +426,33 @@ fn failures_stop_progress_with_apply_failed_and_ready_false_for_that_reason() {
     let p = project(STACK);
     let mut o = outcome(all_up_but(&p, "api", |_| None));
     o.acted = true;
-    o.failures = vec![("api".to_owned(), "creating container demo-api-1: no space left on device".to_owned())];
+    o.failures = vec![(
+        "api".to_owned(),
+        "creating container demo-api-1: no space left on device".to_owned(),
+    )];
     let r = report(&p, &o, &all_required(&p), false);
-    assert_verdict(&r, ConditionType::Progressing, ConditionStatus::False, Reason::ApplyFailed);
+    assert_verdict(
+        &r,
+        ConditionType::Progressing,
+        ConditionStatus::False,
+        Reason::ApplyFailed,
+    );
     let progressing = &verdict(&r, ConditionType::Progressing).message;
-    assert_eq!(progressing, "api: creating container demo-api-1: no space left on device; retrying with backoff");
-    assert_verdict(&r, ConditionType::Ready, ConditionStatus::False, Reason::ApplyFailed);
+    assert_eq!(
+        progressing,
+        "api: creating container demo-api-1: no space left on device; retrying with backoff"
+    );
+    assert_verdict(
+        &r,
+        ConditionType::Ready,
+        ConditionStatus::False,
+        Reason::ApplyFailed,
+    );
     let ready = &verdict(&r, ConditionType::Ready).message;
-    assert!(ready.starts_with("api: no container; ") && ready.contains("no space left on device"), "{ready}");
+    assert!(
+        ready.starts_with("api: no container; ") && ready.contains("no space left on device"),
+        "{ready}"
+    );
     assert_eq!(r.health, StackHealth::Unhealthy);
     assert!(!r.progressing);
 }
@@ -239,10 +462,23 @@ fn a_failure_that_leaves_every_required_service_up_keeps_the_stack_ready() {
     let p = project(STACK);
     let mut o = outcome(all_up(&p));
     o.acted = true;
-    o.failures = vec![("worker".to_owned(), "removing container: conflict".to_owned())];
+    o.failures = vec![(
+        "worker".to_owned(),
+        "removing container: conflict".to_owned(),
+    )];
     let r = report(&p, &o, &all_required(&p), false);
-    assert_verdict(&r, ConditionType::Progressing, ConditionStatus::False, Reason::ApplyFailed);
-    assert_verdict(&r, ConditionType::Ready, ConditionStatus::True, Reason::AllServicesReady);
+    assert_verdict(
+        &r,
+        ConditionType::Progressing,
+        ConditionStatus::False,
+        Reason::ApplyFailed,
+    );
+    assert_verdict(
+        &r,
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::AllServicesReady,
+    );
     assert_eq!(r.health, StackHealth::Healthy);
 }
 
@@ -253,11 +489,28 @@ fn a_project_name_conflict_is_an_invalid_spec_and_never_ready() {
     let conflict = "containers not created by this ServiceStack already use compose project \"demo\" (demo-db-1); remove them or set spec.compose.projectName to another name";
     o.plan.conflict = Some(conflict.to_owned());
     let r = report(&p, &o, &all_required(&p), false);
-    assert_verdict(&r, ConditionType::InvalidSpec, ConditionStatus::True, Reason::ProjectNameInUse);
+    assert_verdict(
+        &r,
+        ConditionType::InvalidSpec,
+        ConditionStatus::True,
+        Reason::ProjectNameInUse,
+    );
     assert_eq!(verdict(&r, ConditionType::InvalidSpec).message, conflict);
-    assert_verdict(&r, ConditionType::Progressing, ConditionStatus::False, Reason::ProjectNameInUse);
-    assert_verdict(&r, ConditionType::Ready, ConditionStatus::False, Reason::ProjectNameInUse);
-    assert!(verdict(&r, ConditionType::Ready).message.ends_with(conflict));
+    assert_verdict(
+        &r,
+        ConditionType::Progressing,
+        ConditionStatus::False,
+        Reason::ProjectNameInUse,
+    );
+    assert_verdict(
+        &r,
+        ConditionType::Ready,
+        ConditionStatus::False,
+        Reason::ProjectNameInUse,
+    );
+    assert!(verdict(&r, ConditionType::Ready)
+        .message
+        .ends_with(conflict));
     assert_eq!(r.health, StackHealth::Unhealthy);
     assert!(!r.progressing);
 }
@@ -268,16 +521,33 @@ fn a_conflict_outranks_suspend() {
     let mut o = outcome(Vec::new());
     o.plan.conflict = Some("containers not created by this ServiceStack ...".to_owned());
     let r = report(&p, &o, &all_required(&p), true);
-    assert_verdict(&r, ConditionType::Progressing, ConditionStatus::False, Reason::ProjectNameInUse);
+    assert_verdict(
+        &r,
+        ConditionType::Progressing,
+        ConditionStatus::False,
+        Reason::ProjectNameInUse,
+    );
 }
 
 #[test]
 fn a_suspended_stack_is_not_progressing_and_still_reports_readiness() {
     let p = project(STACK);
     let r = report(&p, &outcome(all_up(&p)), &all_required(&p), true);
-    assert_verdict(&r, ConditionType::Progressing, ConditionStatus::False, Reason::Suspended);
-    assert!(verdict(&r, ConditionType::Progressing).message.contains("spec.suspend"));
-    assert_verdict(&r, ConditionType::Ready, ConditionStatus::True, Reason::AllServicesReady);
+    assert_verdict(
+        &r,
+        ConditionType::Progressing,
+        ConditionStatus::False,
+        Reason::Suspended,
+    );
+    assert!(verdict(&r, ConditionType::Progressing)
+        .message
+        .contains("spec.suspend"));
+    assert_verdict(
+        &r,
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::AllServicesReady,
+    );
     assert_eq!(r.health, StackHealth::Healthy);
     assert!(!r.progressing);
 }
@@ -287,26 +557,62 @@ fn a_suspended_stack_with_a_service_down_is_unhealthy_not_progressing() {
     let p = project(STACK);
     let mut o = outcome(all_up_but(&p, "api", |_| None));
     // The planner still has work, but a suspended stack does none of it.
-    o.plan.waiting = vec![hold("api", Reason::WaitingForDependencies, "api waits for db to be healthy")];
+    o.plan.waiting = vec![hold(
+        "api",
+        Reason::WaitingForDependencies,
+        "api waits for db to be healthy",
+    )];
     let r = report(&p, &o, &all_required(&p), true);
-    assert_verdict(&r, ConditionType::Progressing, ConditionStatus::False, Reason::Suspended);
-    assert_verdict(&r, ConditionType::Ready, ConditionStatus::False, Reason::ServicesNotReady);
+    assert_verdict(
+        &r,
+        ConditionType::Progressing,
+        ConditionStatus::False,
+        Reason::Suspended,
+    );
+    assert_verdict(
+        &r,
+        ConditionType::Ready,
+        ConditionStatus::False,
+        Reason::ServicesNotReady,
+    );
     assert_eq!(r.health, StackHealth::Unhealthy);
 }
 
 #[test]
 fn stack_health_is_healthy_when_ready_progressing_while_work_goes_on_unhealthy_otherwise() {
     let p = project(STACK);
-    let starting = all_up_but(&p, "db", |c| Some(ObservedContainer { health: Some(ContainerHealth::Starting), ..c }));
-    let unhealthy = all_up_but(&p, "db", |c| Some(ObservedContainer { health: Some(ContainerHealth::Unhealthy), ..c }));
+    let starting = all_up_but(&p, "db", |c| {
+        Some(ObservedContainer {
+            health: Some(ContainerHealth::Starting),
+            ..c
+        })
+    });
+    let unhealthy = all_up_but(&p, "db", |c| {
+        Some(ObservedContainer {
+            health: Some(ContainerHealth::Unhealthy),
+            ..c
+        })
+    });
     let cases = [
         ("all up", all_up(&p), StackHealth::Healthy),
         ("health check starting", starting, StackHealth::Progressing),
-        ("unhealthy, nothing left to do", unhealthy, StackHealth::Unhealthy),
-        ("nothing runs, nothing planned", Vec::new(), StackHealth::Unhealthy),
+        (
+            "unhealthy, nothing left to do",
+            unhealthy,
+            StackHealth::Unhealthy,
+        ),
+        (
+            "nothing runs, nothing planned",
+            Vec::new(),
+            StackHealth::Unhealthy,
+        ),
     ];
     for (what, containers, health) in cases {
-        assert_eq!(report(&p, &outcome(containers), &all_required(&p), false).health, health, "{what}");
+        assert_eq!(
+            report(&p, &outcome(containers), &all_required(&p), false).health,
+            health,
+            "{what}"
+        );
     }
 }
 
@@ -317,7 +623,11 @@ fn stack_health_is_healthy_when_ready_progressing_while_work_goes_on_unhealthy_o
 #[test]
 fn service_status_shows_state_health_image_short_id_and_restarts() {
     let p = project(STACK);
-    let db = ObservedContainer { restart_count: 2, exit_code: Some(0), ..running(&p, "db") };
+    let db = ObservedContainer {
+        restart_count: 2,
+        exit_code: Some(0),
+        ..running(&p, "db")
+    };
     let r = report(&p, &outcome(vec![db.clone()]), &all_required(&p), false);
     assert_eq!(
         r.services["db"],
@@ -331,13 +641,19 @@ fn service_status_shows_state_health_image_short_id_and_restarts() {
             restarts: 2,
         }
     );
-    assert_eq!(r.services.keys().collect::<Vec<_>>(), ["api", "cache", "db"]);
+    assert_eq!(
+        r.services.keys().collect::<Vec<_>>(),
+        ["api", "cache", "db"]
+    );
 }
 
 #[test]
 fn containers_without_a_stackwarden_uid_are_not_shown_as_the_services() {
     let p = project(STACK);
-    let by_hand = ObservedContainer { uid: None, ..running(&p, "db") };
+    let by_hand = ObservedContainer {
+        uid: None,
+        ..running(&p, "db")
+    };
     let r = report(&p, &outcome(vec![by_hand]), &all_required(&p), false);
     assert_eq!(r.services["db"].state, ContainerState::Missing);
 }
@@ -347,9 +663,18 @@ fn containers_without_a_stackwarden_uid_are_not_shown_as_the_services() {
             conflict reports the other stack's containers as its own"]
 fn a_conflicting_stack_does_not_report_another_stacks_containers_as_its_own() {
     let p = project(STACK);
-    let theirs: Vec<_> = all_up(&p).into_iter().map(|c| ObservedContainer { uid: Some("another-stack".into()), ..c }).collect();
+    let theirs: Vec<_> = all_up(&p)
+        .into_iter()
+        .map(|c| ObservedContainer {
+            uid: Some("another-stack".into()),
+            ..c
+        })
+        .collect();
     let mut o = outcome(theirs);
-    o.plan.conflict = Some("containers not created by this ServiceStack already use compose project \"demo\"".to_owned());
+    o.plan.conflict = Some(
+        "containers not created by this ServiceStack already use compose project \"demo\""
+            .to_owned(),
+    );
     let r = report(&p, &o, &all_required(&p), false);
     assert_eq!(r.services["db"].state, ContainerState::Missing);
 }
@@ -359,7 +684,10 @@ fn a_conflicting_stack_does_not_report_another_stacks_containers_as_its_own() {
 fn ready_message_of_a_conflict_has_no_leading_separator() {
     let p = project(STACK);
     let mut o = outcome(Vec::new());
-    o.plan.conflict = Some("containers not created by this ServiceStack already use compose project \"demo\"".to_owned());
+    o.plan.conflict = Some(
+        "containers not created by this ServiceStack already use compose project \"demo\""
+            .to_owned(),
+    );
     // Every service optional: nothing is "not ready", only the conflict.
     let r = report(&p, &o, &[], false);
     let msg = &verdict(&r, ConditionType::Ready).message;

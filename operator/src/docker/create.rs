@@ -3,14 +3,16 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, HealthConfig,
-    HealthStatusEnum, HostConfig, Mount, MountType, NetworkCreateRequest, NetworkingConfig, PortBinding,
-    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings,
+    HealthConfig, HealthStatusEnum, HostConfig, Mount, MountType, NetworkCreateRequest,
+    NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 
 use super::{labels, ObservedContainer, Owner};
 use crate::api::{ContainerHealth, ContainerState};
-use crate::compose::{HealthcheckSpec, MountSpec, NetworkSpec, RestartPolicy as Restart, ServiceSpec, VolumeSpec};
+use crate::compose::{
+    HealthcheckSpec, MountSpec, NetworkSpec, RestartPolicy as Restart, ServiceSpec, VolumeSpec,
+};
 
 /// The compose version we claim in labels; docker-compose 1.29 reads containers of any version.
 const COMPOSE_VERSION: &str = "2.0.0";
@@ -50,7 +52,12 @@ pub fn volume_body(vol: &VolumeSpec, owner: &Owner) -> VolumeCreateRequest {
     }
 }
 
-pub fn container_body(svc: &ServiceSpec, owner: &Owner, revision: u64, spec_hash: &str) -> ContainerCreateBody {
+pub fn container_body(
+    svc: &ServiceSpec,
+    owner: &Owner,
+    revision: u64,
+    spec_hash: &str,
+) -> ContainerCreateBody {
     let mut l: HashMap<String, String> = svc.labels.clone().into_iter().collect();
     l.extend(owner_labels(owner));
     for (k, v) in [
@@ -65,15 +72,29 @@ pub fn container_body(svc: &ServiceSpec, owner: &Owner, revision: u64, spec_hash
         l.insert(k.to_owned(), v);
     }
 
-    let mut exposed: Vec<String> = svc.expose.iter().map(|e| if e.contains('/') { e.clone() } else { format!("{e}/tcp") }).collect();
+    let mut exposed: Vec<String> = svc
+        .expose
+        .iter()
+        .map(|e| {
+            if e.contains('/') {
+                e.clone()
+            } else {
+                format!("{e}/tcp")
+            }
+        })
+        .collect();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for p in &svc.ports {
         let key = format!("{}/{}", p.container_port, p.protocol);
         exposed.push(key.clone());
-        bindings.entry(key).or_insert_with(|| Some(Vec::new())).get_or_insert_with(Vec::new).push(PortBinding {
-            host_ip: p.host_ip.clone(),
-            host_port: p.host_port.map(|h| h.to_string()),
-        });
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: p.host_ip.clone(),
+                host_port: p.host_port.map(|h| h.to_string()),
+            });
     }
     exposed.sort();
     exposed.dedup();
@@ -82,32 +103,53 @@ pub fn container_body(svc: &ServiceSpec, owner: &Owner, revision: u64, spec_hash
         .mounts
         .iter()
         .map(|m| match m {
-            MountSpec::Volume { source, target, read_only } => Mount {
+            MountSpec::Volume {
+                source,
+                target,
+                read_only,
+            } => Mount {
                 typ: Some(MountType::VOLUME),
                 source: Some(source.clone()),
                 target: Some(target.clone()),
                 read_only: Some(*read_only),
                 ..Default::default()
             },
-            MountSpec::Anonymous { target } => {
-                Mount { typ: Some(MountType::VOLUME), target: Some(target.clone()), ..Default::default() }
-            }
-            MountSpec::Bind { source, target, read_only } => Mount {
+            MountSpec::Anonymous { target } => Mount {
+                typ: Some(MountType::VOLUME),
+                target: Some(target.clone()),
+                ..Default::default()
+            },
+            MountSpec::Bind {
+                source,
+                target,
+                read_only,
+            } => Mount {
                 typ: Some(MountType::BIND),
                 source: Some(source.clone()),
                 target: Some(target.clone()),
                 read_only: Some(*read_only),
                 ..Default::default()
             },
-            MountSpec::Tmpfs { target } => {
-                Mount { typ: Some(MountType::TMPFS), target: Some(target.clone()), ..Default::default() }
-            }
+            MountSpec::Tmpfs { target } => Mount {
+                typ: Some(MountType::TMPFS),
+                target: Some(target.clone()),
+                ..Default::default()
+            },
         })
         .collect();
 
     let healthcheck = svc.healthcheck.as_ref().map(|h| match h {
-        HealthcheckSpec::Disabled => HealthConfig { test: Some(vec!["NONE".to_owned()]), ..Default::default() },
-        HealthcheckSpec::Check { test, interval_ns, timeout_ns, retries, start_period_ns } => HealthConfig {
+        HealthcheckSpec::Disabled => HealthConfig {
+            test: Some(vec!["NONE".to_owned()]),
+            ..Default::default()
+        },
+        HealthcheckSpec::Check {
+            test,
+            interval_ns,
+            timeout_ns,
+            retries,
+            start_period_ns,
+        } => HealthConfig {
             test: (!test.is_empty()).then(|| test.clone()),
             interval: *interval_ns,
             timeout: *timeout_ns,
@@ -122,7 +164,13 @@ pub fn container_body(svc: &ServiceSpec, owner: &Owner, revision: u64, spec_hash
         image: Some(svc.image.clone()),
         cmd: svc.command.clone(),
         entrypoint: svc.entrypoint.clone(),
-        env: Some(svc.environment.0.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        env: Some(
+            svc.environment
+                .0
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+        ),
         labels: Some(l),
         user: svc.user.clone(),
         working_dir: svc.working_dir.clone(),
@@ -155,7 +203,10 @@ pub fn container_body(svc: &ServiceSpec, owner: &Owner, revision: u64, spec_hash
         networking_config: first_network.map(|n| NetworkingConfig {
             endpoints_config: Some(HashMap::from([(
                 n.network.clone(),
-                EndpointSettings { aliases: Some(n.aliases.clone()), ..Default::default() },
+                EndpointSettings {
+                    aliases: Some(n.aliases.clone()),
+                    ..Default::default()
+                },
             )])),
         }),
         ..Default::default()
@@ -163,7 +214,11 @@ pub fn container_body(svc: &ServiceSpec, owner: &Owner, revision: u64, spec_hash
 }
 
 pub fn observed_container(id: String, inspect: ContainerInspectResponse) -> ObservedContainer {
-    let labels = inspect.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default();
+    let labels = inspect
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default();
     let state = inspect.state.as_ref();
     let status = match state.and_then(|s| s.status) {
         Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
@@ -174,15 +229,23 @@ pub fn observed_container(id: String, inspect: ContainerInspectResponse) -> Obse
         Some(ContainerStateStatusEnum::DEAD) => ContainerState::Dead,
         _ => ContainerState::Exited,
     };
-    let health = state.and_then(|s| s.health.as_ref()).and_then(|h| h.status).and_then(|h| match h {
-        HealthStatusEnum::STARTING => Some(ContainerHealth::Starting),
-        HealthStatusEnum::HEALTHY => Some(ContainerHealth::Healthy),
-        HealthStatusEnum::UNHEALTHY => Some(ContainerHealth::Unhealthy),
-        _ => None,
-    });
+    let health = state
+        .and_then(|s| s.health.as_ref())
+        .and_then(|h| h.status)
+        .and_then(|h| match h {
+            HealthStatusEnum::STARTING => Some(ContainerHealth::Starting),
+            HealthStatusEnum::HEALTHY => Some(ContainerHealth::Healthy),
+            HealthStatusEnum::UNHEALTHY => Some(ContainerHealth::Unhealthy),
+            _ => None,
+        });
     ObservedContainer {
         id,
-        name: inspect.name.clone().unwrap_or_default().trim_start_matches('/').to_owned(),
+        name: inspect
+            .name
+            .clone()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_owned(),
         service: labels.get(labels::SERVICE).cloned().unwrap_or_default(),
         uid: labels.get(labels::UID).cloned(),
         config_hash: labels.get(labels::CONFIG_HASH).cloned(),
@@ -190,7 +253,11 @@ pub fn observed_container(id: String, inspect: ContainerInspectResponse) -> Obse
         spec_hash: labels.get(labels::SPEC_HASH).cloned(),
         state: status,
         health,
-        image: inspect.config.as_ref().and_then(|c| c.image.clone()).unwrap_or_default(),
+        image: inspect
+            .config
+            .as_ref()
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default(),
         exit_code: state.and_then(|s| s.exit_code),
         restart_count: inspect.restart_count.unwrap_or(0),
     }

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bollard::query_parameters::{
-    CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder, ListNetworksOptionsBuilder,
-    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
+    CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
+    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -53,25 +54,47 @@ pub enum EngineError {
     #[error("the Docker engine at {host} is unreachable: {reason}")]
     Unreachable { host: String, reason: String },
     #[error("{context}: {message}")]
-    Api { context: String, status: Option<u16>, message: String },
+    Api {
+        context: String,
+        status: Option<u16>,
+        message: String,
+    },
 }
 
 impl EngineError {
     fn from_bollard(host: &str, context: impl Into<String>, e: bollard::errors::Error) -> Self {
         use bollard::errors::Error as B;
         match e {
-            B::DockerResponseServerError { status_code, message } => {
-                EngineError::Api { context: context.into(), status: Some(status_code), message }
-            }
+            B::DockerResponseServerError {
+                status_code,
+                message,
+            } => EngineError::Api {
+                context: context.into(),
+                status: Some(status_code),
+                message,
+            },
             B::JsonDataError { .. } | B::JsonSerdeError { .. } | B::DockerStreamError { .. } => {
-                EngineError::Api { context: context.into(), status: None, message: e.to_string() }
+                EngineError::Api {
+                    context: context.into(),
+                    status: None,
+                    message: e.to_string(),
+                }
             }
-            other => EngineError::Unreachable { host: host.to_owned(), reason: other.to_string() },
+            other => EngineError::Unreachable {
+                host: host.to_owned(),
+                reason: other.to_string(),
+            },
         }
     }
 
     fn is_not_found(&self) -> bool {
-        matches!(self, EngineError::Api { status: Some(404), .. })
+        matches!(
+            self,
+            EngineError::Api {
+                status: Some(404),
+                ..
+            }
+        )
     }
 }
 
@@ -119,12 +142,21 @@ pub trait Engine: Send + Sync {
     async fn create_volume(&self, vol: &VolumeSpec, owner: &Owner) -> Result<(), EngineError>;
     async fn pull_image(&self, image: &str) -> Result<(), EngineError>;
     /// Creates (not starts) the container; returns its id.
-    async fn create_container(&self, svc: &ServiceSpec, owner: &Owner, revision: u64, spec_hash: &str) -> Result<String, EngineError>;
+    async fn create_container(
+        &self,
+        svc: &ServiceSpec,
+        owner: &Owner,
+        revision: u64,
+        spec_hash: &str,
+    ) -> Result<String, EngineError>;
     async fn start_container(&self, id: &str) -> Result<(), EngineError>;
     /// Stops (with the service's grace period) and removes; a missing container is not an error.
     async fn remove_container(&self, id: &str, grace_s: Option<i64>) -> Result<(), EngineError>;
     /// Networks and volumes labelled with the owner's uid, for cleanup.
-    async fn owned_resources(&self, owner: &Owner) -> Result<(Vec<String>, Vec<String>), EngineError>;
+    async fn owned_resources(
+        &self,
+        owner: &Owner,
+    ) -> Result<(Vec<String>, Vec<String>), EngineError>;
     async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError>;
 }
@@ -141,13 +173,21 @@ impl Engines {
     /// "client version too new" on every call.
     pub async fn get(&self, host: &str) -> Result<BollardEngine, EngineError> {
         if let Some(d) = self.clients.lock().await.get(host) {
-            return Ok(BollardEngine { docker: d.clone(), host: host.to_owned() });
+            return Ok(BollardEngine {
+                docker: d.clone(),
+                host: host.to_owned(),
+            });
         }
-        let unreachable = |e: bollard::errors::Error| EngineError::Unreachable { host: host.to_owned(), reason: e.to_string() };
+        let unreachable = |e: bollard::errors::Error| EngineError::Unreachable {
+            host: host.to_owned(),
+            reason: e.to_string(),
+        };
         let docker = if let Some(path) = host.strip_prefix("unix://") {
-            Docker::connect_with_unix(path, 60, bollard::API_DEFAULT_VERSION).map_err(unreachable)?
+            Docker::connect_with_unix(path, 60, bollard::API_DEFAULT_VERSION)
+                .map_err(unreachable)?
         } else if host.starts_with("tcp://") || host.starts_with("http://") {
-            Docker::connect_with_http(host, 60, bollard::API_DEFAULT_VERSION).map_err(unreachable)?
+            Docker::connect_with_http(host, 60, bollard::API_DEFAULT_VERSION)
+                .map_err(unreachable)?
         } else {
             return Err(EngineError::Unreachable {
                 host: host.to_owned(),
@@ -155,8 +195,14 @@ impl Engines {
             });
         };
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
-        self.clients.lock().await.insert(host.to_owned(), docker.clone());
-        Ok(BollardEngine { docker, host: host.to_owned() })
+        self.clients
+            .lock()
+            .await
+            .insert(host.to_owned(), docker.clone());
+        Ok(BollardEngine {
+            docker,
+            host: host.to_owned(),
+        })
     }
 
     /// Forgets a client after a connection failure, so the next pass renegotiates (the engine
@@ -178,7 +224,10 @@ impl BollardEngine {
         &self.docker
     }
 
-    fn err(&self, context: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> EngineError + '_ {
+    fn err(
+        &self,
+        context: impl Into<String>,
+    ) -> impl FnOnce(bollard::errors::Error) -> EngineError + '_ {
         let context = context.into();
         move |e| EngineError::from_bollard(&self.host, context, e)
     }
@@ -200,7 +249,12 @@ impl Engine for BollardEngine {
         let filters = Self::label_filter(labels::PROJECT, project);
         let list = self
             .docker
-            .list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build()))
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
             .await
             .map_err(self.err("listing containers"))?;
         let mut containers = Vec::new();
@@ -208,7 +262,11 @@ impl Engine for BollardEngine {
             let Some(id) = summary.id else { continue };
             // Summaries lack health and restart count; inspect gives both. A container removed
             // between list and inspect is simply gone.
-            let inspect = match self.docker.inspect_container(&id, None::<InspectContainerOptions>).await {
+            let inspect = match self
+                .docker
+                .inspect_container(&id, None::<InspectContainerOptions>)
+                .await
+            {
                 Ok(i) => i,
                 Err(e) => {
                     let e = EngineError::from_bollard(&self.host, "inspecting a container", e);
@@ -258,16 +316,30 @@ impl Engine for BollardEngine {
                 }
             }
         }
-        Ok(Observed { containers, networks: seen_networks, volumes: seen_volumes, images: seen_images })
+        Ok(Observed {
+            containers,
+            networks: seen_networks,
+            volumes: seen_volumes,
+            images: seen_images,
+        })
     }
 
     async fn create_network(&self, net: &NetworkSpec, owner: &Owner) -> Result<(), EngineError> {
-        let res = self.docker.create_network(create::network_body(net, owner)).await;
+        let res = self
+            .docker
+            .create_network(create::network_body(net, owner))
+            .await;
         match res {
             Ok(_) => Ok(()),
             // Created by a previous pass that was cut off before it could record anything.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
-            Err(e) => Err(EngineError::from_bollard(&self.host, format!("creating network {}", net.name), e)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(EngineError::from_bollard(
+                &self.host,
+                format!("creating network {}", net.name),
+                e,
+            )),
         }
     }
 
@@ -280,7 +352,9 @@ impl Engine for BollardEngine {
     }
 
     async fn pull_image(&self, image: &str) -> Result<(), EngineError> {
-        let opts = CreateImageOptionsBuilder::default().from_image(image).build();
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
         let mut stream = self.docker.create_image(Some(opts), None, None);
         while let Some(item) = stream.next().await {
             item.map_err(self.err(format!("pulling image {image}")))?;
@@ -288,9 +362,17 @@ impl Engine for BollardEngine {
         Ok(())
     }
 
-    async fn create_container(&self, svc: &ServiceSpec, owner: &Owner, revision: u64, spec_hash: &str) -> Result<String, EngineError> {
+    async fn create_container(
+        &self,
+        svc: &ServiceSpec,
+        owner: &Owner,
+        revision: u64,
+        spec_hash: &str,
+    ) -> Result<String, EngineError> {
         let name = svc.container_name(&owner.project);
-        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default().name(&name).build();
+        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+            .name(&name)
+            .build();
         let body = create::container_body(svc, owner, revision, spec_hash);
         let id = self
             .docker
@@ -319,34 +401,69 @@ impl Engine for BollardEngine {
         match self.docker.start_container(id, None).await {
             Ok(()) => Ok(()),
             // 304: already running, which is what was asked.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
-            Err(e) => Err(EngineError::from_bollard(&self.host, format!("starting container {}", short_id(id)), e)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(EngineError::from_bollard(
+                &self.host,
+                format!("starting container {}", short_id(id)),
+                e,
+            )),
         }
     }
 
     async fn remove_container(&self, id: &str, grace_s: Option<i64>) -> Result<(), EngineError> {
-        let stop = StopContainerOptionsBuilder::default().t(grace_s.unwrap_or(10) as i32).build();
+        let stop = StopContainerOptionsBuilder::default()
+            .t(grace_s.unwrap_or(10) as i32)
+            .build();
         match self.docker.stop_container(id, Some(stop)).await {
             Ok(()) => {}
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304 | 404, .. }) => {}
-            Err(e) => return Err(EngineError::from_bollard(&self.host, format!("stopping container {}", short_id(id)), e)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304 | 404,
+                ..
+            }) => {}
+            Err(e) => {
+                return Err(EngineError::from_bollard(
+                    &self.host,
+                    format!("stopping container {}", short_id(id)),
+                    e,
+                ))
+            }
         }
         // Anonymous volumes go with the container, as with `docker-compose rm -v`; named ones stay.
-        let rm = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        let rm = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
         match self.docker.remove_container(id, Some(rm)).await {
             Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
             // 409: removal already in progress (a previous pass); the next observe settles it.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
-            Err(e) => Err(EngineError::from_bollard(&self.host, format!("removing container {}", short_id(id)), e)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(EngineError::from_bollard(
+                &self.host,
+                format!("removing container {}", short_id(id)),
+                e,
+            )),
         }
     }
 
-    async fn owned_resources(&self, owner: &Owner) -> Result<(Vec<String>, Vec<String>), EngineError> {
+    async fn owned_resources(
+        &self,
+        owner: &Owner,
+    ) -> Result<(Vec<String>, Vec<String>), EngineError> {
         let filters = Self::label_filter(labels::UID, &owner.uid);
         let nets = self
             .docker
-            .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filters).build()))
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
             .await
             .map_err(self.err("listing networks"))?
             .into_iter()
@@ -354,7 +471,11 @@ impl Engine for BollardEngine {
             .collect();
         let vols = self
             .docker
-            .list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filters).build()))
+            .list_volumes(Some(
+                ListVolumesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build(),
+            ))
             .await
             .map_err(self.err("listing volumes"))?
             .volumes
@@ -367,16 +488,30 @@ impl Engine for BollardEngine {
 
     async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
         match self.docker.remove_network(name).await {
-            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
-            Err(e) => Err(EngineError::from_bollard(&self.host, format!("removing network {name}"), e)),
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(EngineError::from_bollard(
+                &self.host,
+                format!("removing network {name}"),
+                e,
+            )),
         }
     }
 
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         let opts = RemoveVolumeOptionsBuilder::default().force(false).build();
         match self.docker.remove_volume(name, Some(opts)).await {
-            Ok(()) | Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
-            Err(e) => Err(EngineError::from_bollard(&self.host, format!("removing volume {name}"), e)),
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(EngineError::from_bollard(
+                &self.host,
+                format!("removing volume {name}"),
+                e,
+            )),
         }
     }
 }

@@ -25,7 +25,7 @@ const MANAGER: &str = "stackwarden";
 /// [`Store`] on the Kubernetes API.
 pub struct KubeStore {
     client: Client,
-    recorder: Recorder,
+    reporter: Reporter,
 }
 
 impl KubeStore {
@@ -34,16 +34,51 @@ impl KubeStore {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
         };
-        Self { recorder: Recorder::new(client.clone(), reporter), client }
+        Self { client, reporter }
+    }
+}
+
+/// A JSON merge patch from `previous` to `new`: `new`, plus `null` for every key `previous`
+/// had and `new` lacks. A plain merge patch would keep those keys forever (a service removed
+/// from the compose file would stay in `status.services`).
+fn merge_patch(previous: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match (previous, new) {
+        (Value::Object(p), Value::Object(n)) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in n {
+                out.insert(
+                    k.clone(),
+                    p.get(k).map_or_else(|| v.clone(), |pv| merge_patch(pv, v)),
+                );
+            }
+            for k in p.keys().filter(|k| !n.contains_key(*k)) {
+                out.insert(k.clone(), Value::Null);
+            }
+            Value::Object(out)
+        }
+        (_, n) => n.clone(),
     }
 }
 
 #[async_trait]
 impl Store for KubeStore {
-    async fn write_status(&self, stack: &ServiceStack, status: &ServiceStackStatus) -> Result<(), StoreError> {
-        let api: Api<ServiceStack> = Api::namespaced(self.client.clone(), &stack.namespace().unwrap_or_default());
-        let patch = serde_json::json!({ "status": status });
-        api.patch_status(&stack.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    async fn write_status(
+        &self,
+        stack: &ServiceStack,
+        status: &ServiceStackStatus,
+    ) -> Result<(), StoreError> {
+        let api: Api<ServiceStack> =
+            Api::namespaced(self.client.clone(), &stack.namespace().unwrap_or_default());
+        let previous = serde_json::to_value(stack.status.clone().unwrap_or_default())
+            .expect("status serializes");
+        let patch = serde_json::json!({ "status": merge_patch(&previous, &serde_json::to_value(status).expect("status serializes")) });
+        api.patch_status(
+            &stack.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
         Ok(())
     }
 
@@ -58,7 +93,13 @@ impl Store for KubeStore {
             action: event.action.clone(),
             secondary: None,
         };
-        self.recorder.publish(&ev, &stack.object_ref(&())).await?;
+        // A fresh recorder each time: its cache folds events with the same reason into one
+        // series and keeps the first note, so a second, different problem with the same reason
+        // would be shown with the first one's text. Repeats are already suppressed upstream
+        // (events are published on transitions and actions only).
+        Recorder::new(self.client.clone(), self.reporter.clone())
+            .publish(&ev, &stack.object_ref(&()))
+            .await?;
         Ok(())
     }
 }
@@ -79,13 +120,20 @@ pub struct KubeContext {
 
 impl KubeContext {
     pub fn new(client: Client) -> Arc<Self> {
-        Arc::new(Self { ctx: Context::new(Arc::new(KubeStore::new(client.clone()))), client })
+        Arc::new(Self {
+            ctx: Context::new(Arc::new(KubeStore::new(client.clone()))),
+            client,
+        })
     }
 }
 
 /// One reconcile through the finalizer: `Apply` converges, `Cleanup` runs the deletion policy.
-pub async fn reconcile(stack: Arc<ServiceStack>, kctx: Arc<KubeContext>) -> Result<Action, KubeError> {
-    let api: Api<ServiceStack> = Api::namespaced(kctx.client.clone(), &stack.namespace().unwrap_or_default());
+pub async fn reconcile(
+    stack: Arc<ServiceStack>,
+    kctx: Arc<KubeContext>,
+) -> Result<Action, KubeError> {
+    let api: Api<ServiceStack> =
+        Api::namespaced(kctx.client.clone(), &stack.namespace().unwrap_or_default());
     let ctx = &kctx.ctx;
     finalizer(&api, FINALIZER, stack, |event| async {
         match event {
@@ -120,10 +168,15 @@ pub async fn run(client: Client, namespace: Option<String>) -> anyhow::Result<()
     };
     // Fail early and clearly when the CRD is missing rather than looping on watch errors.
     api.list(&Default::default()).await.map_err(|e| {
-        anyhow::anyhow!("cannot list ServiceStacks ({e}); is the CRD installed? kubectl apply -f crds/")
+        anyhow::anyhow!(
+            "cannot list ServiceStacks ({e}); is the CRD installed? kubectl apply -f crds/"
+        )
     })?;
     let ctx = KubeContext::new(client);
-    info!(namespace = namespace.as_deref().unwrap_or("<all>"), "controller started");
+    info!(
+        namespace = namespace.as_deref().unwrap_or("<all>"),
+        "controller started"
+    );
     Controller::new(api, watcher::Config::default().any_semantic())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)

@@ -16,7 +16,10 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::{StackEvent, Store, StoreError};
-use crate::api::{condition, ConditionStatus, ConditionType, Reason, ServiceStack, ServiceStackSpec, ServiceStackStatus, Verdict};
+use crate::api::{
+    condition, ConditionStatus, ConditionType, Reason, ServiceStack, ServiceStackSpec,
+    ServiceStackStatus, Verdict,
+};
 use crate::controller::{self, Context};
 
 /// What the state directory remembers of a stack.
@@ -65,15 +68,23 @@ impl LocalStore {
     }
 
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-        move |source| StoreError::Io { path: path.display().to_string(), source }
+        move |source| StoreError::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
 
     pub fn load(&self, namespace: &str, name: &str) -> Result<Option<Record>, StoreError> {
         let path = self.dir(namespace, name).join("record.json");
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| StoreError::Corrupt { path: path.display().to_string(), source }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|source| StoreError::Corrupt {
+                        path: path.display().to_string(),
+                        source,
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Self::io(&path)(e)),
         }
@@ -100,11 +111,18 @@ impl LocalStore {
     /// Every stack the state directory knows, sorted by namespace and name.
     pub fn list(&self) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();
-        let Ok(namespaces) = std::fs::read_dir(&self.root) else { return Ok(out) };
+        let Ok(namespaces) = std::fs::read_dir(&self.root) else {
+            return Ok(out);
+        };
         for ns in namespaces.flatten() {
-            let Ok(names) = std::fs::read_dir(ns.path()) else { continue };
+            let Ok(names) = std::fs::read_dir(ns.path()) else {
+                continue;
+            };
             for name in names.flatten() {
-                let (ns, name) = (ns.file_name().to_string_lossy().into_owned(), name.file_name().to_string_lossy().into_owned());
+                let (ns, name) = (
+                    ns.file_name().to_string_lossy().into_owned(),
+                    name.file_name().to_string_lossy().into_owned(),
+                );
                 if let Some(r) = self.load(&ns, &name)? {
                     out.push(r);
                 }
@@ -126,7 +144,13 @@ impl LocalStore {
 
     /// Registers a stack read from `source`: a new uid the first time, a new generation when
     /// the spec changed. The status is kept.
-    pub fn admit(&self, namespace: &str, name: &str, spec: ServiceStackSpec, source: &Path) -> Result<Record, StoreError> {
+    pub fn admit(
+        &self,
+        namespace: &str,
+        name: &str,
+        spec: ServiceStackSpec,
+        source: &Path,
+    ) -> Result<Record, StoreError> {
         let record = match self.load(namespace, name)? {
             Some(mut r) => {
                 if r.spec != spec {
@@ -164,7 +188,11 @@ const MAX_EVENTS: usize = 200;
 
 #[async_trait]
 impl Store for LocalStore {
-    async fn write_status(&self, stack: &ServiceStack, status: &ServiceStackStatus) -> Result<(), StoreError> {
+    async fn write_status(
+        &self,
+        stack: &ServiceStack,
+        status: &ServiceStackStatus,
+    ) -> Result<(), StoreError> {
         let (ns, name) = names(stack);
         // The record may have been forgotten meanwhile (stack deleted); then there is nothing to write.
         if let Some(mut r) = self.load(&ns, &name)? {
@@ -179,8 +207,18 @@ impl Store for LocalStore {
         let dir = self.dir(&ns, &name);
         std::fs::create_dir_all(&dir).map_err(Self::io(&dir))?;
         let path = dir.join("events.jsonl");
-        let mut lines: Vec<String> = std::fs::read_to_string(&path).unwrap_or_default().lines().map(str::to_owned).collect();
-        lines.push(serde_json::to_string(&TimedEvent { time: Utc::now(), event: event.clone() }).expect("events serialize"));
+        let mut lines: Vec<String> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.push(
+            serde_json::to_string(&TimedEvent {
+                time: Utc::now(),
+                event: event.clone(),
+            })
+            .expect("events serialize"),
+        );
         let skip = lines.len().saturating_sub(MAX_EVENTS);
         let tmp = dir.join(".events.jsonl.tmp");
         std::fs::write(&tmp, lines[skip..].join("\n") + "\n").map_err(Self::io(&tmp))?;
@@ -189,14 +227,28 @@ impl Store for LocalStore {
 }
 
 fn names(stack: &ServiceStack) -> (String, String) {
-    (stack.metadata.namespace.clone().unwrap_or_else(|| "default".into()), stack.metadata.name.clone().unwrap_or_default())
+    (
+        stack
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        stack.metadata.name.clone().unwrap_or_default(),
+    )
 }
 
 fn new_uid() -> String {
     // Random enough to tell two stacks of one machine apart; the format of a Kubernetes uid.
     let b: [u8; 16] = rand::random();
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// One manifest document, or why it could not be read.
@@ -204,7 +256,11 @@ fn new_uid() -> String {
 pub enum Manifest {
     Stack(Box<ServiceStack>),
     /// The document names a stack, but is not a valid ServiceStack.
-    Invalid { namespace: String, name: String, error: String },
+    Invalid {
+        namespace: String,
+        name: String,
+        error: String,
+    },
 }
 
 /// Reads every ServiceStack document from `path` (a file, or the `.yaml`/`.yml` files of a
@@ -220,19 +276,31 @@ pub fn read_manifests(path: &Path) -> Vec<(PathBuf, Result<Vec<Manifest>, String
     } else {
         vec![path.to_owned()]
     };
-    files.into_iter().map(|f| { let r = read_file(&f); (f, r) }).collect()
+    files
+        .into_iter()
+        .map(|f| {
+            let r = read_file(&f);
+            (f, r)
+        })
+        .collect()
 }
 
 fn read_file(path: &Path) -> Result<Vec<Manifest>, String> {
     use serde::Deserialize as _;
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut out = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(&text) {
-        let value = serde_yaml::Value::deserialize(doc).map_err(|e| format!("{} is not valid YAML: {e}", path.display()))?;
+        let value = serde_yaml::Value::deserialize(doc)
+            .map_err(|e| format!("{} is not valid YAML: {e}", path.display()))?;
         if value.is_null() || value.get("kind").and_then(|k| k.as_str()) != Some("ServiceStack") {
             continue;
         }
-        let name = value.get("metadata").and_then(|m| m.get("name")).and_then(|n| n.as_str()).map(str::to_owned);
+        let name = value
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(|n| n.as_str())
+            .map(str::to_owned);
         let namespace = value
             .get("metadata")
             .and_then(|m| m.get("namespace"))
@@ -240,14 +308,21 @@ fn read_file(path: &Path) -> Result<Vec<Manifest>, String> {
             .unwrap_or("default")
             .to_owned();
         let Some(name) = name else {
-            return Err(format!("{}: a ServiceStack has no metadata.name", path.display()));
+            return Err(format!(
+                "{}: a ServiceStack has no metadata.name",
+                path.display()
+            ));
         };
         match serde_yaml::from_value::<ServiceStack>(value) {
             Ok(mut s) => {
                 s.metadata.namespace = Some(namespace);
                 out.push(Manifest::Stack(Box::new(s)));
             }
-            Err(e) => out.push(Manifest::Invalid { namespace, name, error: e.to_string() }),
+            Err(e) => out.push(Manifest::Invalid {
+                namespace,
+                name,
+                error: e.to_string(),
+            }),
         }
     }
     Ok(out)
@@ -275,17 +350,30 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
     let mut last_generation: BTreeMap<(String, String), i64> = BTreeMap::new();
     info!(manifests = %opts.manifests.display(), state = %opts.state_dir.display(), "local mode started");
     loop {
-        let all_ready = pass(&store, &ctx, &opts.manifests, &mut due, &mut last_generation).await;
+        let all_ready = pass(
+            &store,
+            &ctx,
+            &opts.manifests,
+            &mut due,
+            &mut last_generation,
+        )
+        .await;
         if opts.exit_when_ready && all_ready {
             info!("every stack is Ready");
             return Ok(());
         }
         if let Some(t) = opts.timeout {
             if started.elapsed() > t {
-                anyhow::bail!("not every stack was Ready within {t:?}; run `stackwarden status` to see why");
+                anyhow::bail!(
+                    "not every stack was Ready within {t:?}; run `stackwarden status` to see why"
+                );
             }
         }
-        let next = due.values().min().copied().unwrap_or_else(|| Instant::now() + POLL);
+        let next = due
+            .values()
+            .min()
+            .copied()
+            .unwrap_or_else(|| Instant::now() + POLL);
         let wait = next.saturating_duration_since(Instant::now()).min(POLL);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -297,7 +385,13 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
 type Key = (String, String);
 
 /// One sweep over the manifests; returns whether every known stack is Ready.
-async fn pass(store: &LocalStore, ctx: &Context, path: &Path, due: &mut BTreeMap<Key, Instant>, last_gen: &mut BTreeMap<Key, i64>) -> bool {
+async fn pass(
+    store: &LocalStore,
+    ctx: &Context,
+    path: &Path,
+    due: &mut BTreeMap<Key, Instant>,
+    last_gen: &mut BTreeMap<Key, i64>,
+) -> bool {
     let mut seen: BTreeMap<Key, ()> = BTreeMap::new();
     let mut unreadable: Vec<PathBuf> = Vec::new();
     let mut all_ready = true;
@@ -313,7 +407,11 @@ async fn pass(store: &LocalStore, ctx: &Context, path: &Path, due: &mut BTreeMap
         };
         for doc in docs {
             let outcome = match doc {
-                Manifest::Invalid { namespace, name, error } => {
+                Manifest::Invalid {
+                    namespace,
+                    name,
+                    error,
+                } => {
                     seen.insert((namespace.clone(), name.clone()), ());
                     all_ready = false;
                     mark_invalid(store, &namespace, &name, &error).await
@@ -383,23 +481,43 @@ async fn reconcile_if_due(
             }
         }
     }
-    let status = store.load(&ns, &name)?.map(|r| r.status).unwrap_or_default();
-    Ok(condition::find(&status.conditions, ConditionType::Ready).is_some_and(|c| c.status == ConditionStatus::True))
+    let status = store
+        .load(&ns, &name)?
+        .map(|r| r.status)
+        .unwrap_or_default();
+    Ok(condition::find(&status.conditions, ConditionType::Ready)
+        .is_some_and(|c| c.status == ConditionStatus::True))
 }
 
 /// A manifest that names a stack but does not parse: the stack keeps running, its status says why.
-async fn mark_invalid(store: &LocalStore, namespace: &str, name: &str, error: &str) -> Result<(), StoreError> {
+async fn mark_invalid(
+    store: &LocalStore,
+    namespace: &str,
+    name: &str,
+    error: &str,
+) -> Result<(), StoreError> {
     let Some(mut record) = store.load(namespace, name)? else {
         error!("{namespace}/{name}: invalid manifest, nothing deployed: {error}");
         return Ok(());
     };
     let message = format!("the manifest is not a valid ServiceStack: {error}; the running containers were left as they were");
     let verdicts = vec![
-        Verdict::new(ConditionType::InvalidSpec, ConditionStatus::True, Reason::InvalidField, message.clone()),
-        Verdict::new(ConditionType::Ready, ConditionStatus::False, Reason::InvalidField, "the spec is invalid (see InvalidSpec)"),
+        Verdict::new(
+            ConditionType::InvalidSpec,
+            ConditionStatus::True,
+            Reason::InvalidField,
+            message.clone(),
+        ),
+        Verdict::new(
+            ConditionType::Ready,
+            ConditionStatus::False,
+            Reason::InvalidField,
+            "the spec is invalid (see InvalidSpec)",
+        ),
     ];
     let before = record.status.conditions.clone();
-    record.status.conditions = condition::merge(&before, verdicts, Some(record.generation), Utc::now());
+    record.status.conditions =
+        condition::merge(&before, verdicts, Some(record.generation), Utc::now());
     if record.status.conditions != before {
         store.save(&record)?;
         warn!("{namespace}/{name}: {message}");

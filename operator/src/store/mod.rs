@@ -14,15 +14,25 @@ pub enum StoreError {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] ::kube::Error),
     #[error("state directory {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("state file {path} is corrupt: {source}")]
-    Corrupt { path: String, source: serde_json::Error },
+    Corrupt {
+        path: String,
+        source: serde_json::Error,
+    },
 }
 
 /// Writes what the reconcile concluded.
 #[async_trait]
 pub trait Store: Send + Sync {
-    async fn write_status(&self, stack: &ServiceStack, status: &ServiceStackStatus) -> Result<(), StoreError>;
+    async fn write_status(
+        &self,
+        stack: &ServiceStack,
+        status: &ServiceStackStatus,
+    ) -> Result<(), StoreError>;
     async fn record(&self, stack: &ServiceStack, event: &StackEvent) -> Result<(), StoreError>;
 }
 
@@ -45,6 +55,11 @@ pub struct StackEvent {
 
 impl StackEvent {
     pub fn new(type_: EventType, reason: &str, action: &str, note: String) -> Self {
-        Self { type_, reason: reason.to_owned(), action: action.to_owned(), note }
+        Self {
+            type_,
+            reason: reason.to_owned(),
+            action: action.to_owned(),
+            note,
+        }
     }
 }
