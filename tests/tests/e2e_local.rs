@@ -2,8 +2,11 @@
 
 use std::time::Duration;
 
-use stackwarden::api::{ConditionStatus, ConditionType, Reason};
+use stackwarden::api::{ConditionStatus, ConditionType, Reason, ServiceStackSpec};
 use stackwarden_tests::harness::{demo_spec, docker, redis_spec, Harness};
+
+/// A change that makes a good spec bad.
+type Mutation = Box<dyn Fn(&mut ServiceStackSpec)>;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -101,7 +104,6 @@ async fn demo_reaches_ready_and_docker_compose_lists_it() {
 async fn removing_a_service_removes_its_container_and_keeps_its_volume() {
     let h = Harness::new("remove");
     let mut spec = redis_spec(&h.project, "");
-    spec.compose.file.push_str("\n");
     let two = spec.compose.file.replace(
         "volumes:\n  cachedata: {}",
         "  sidecar:\n    image: stackwarden-test/redis:7\n    pull_policy: never\nvolumes:\n  cachedata: {}",
@@ -143,12 +145,7 @@ async fn bad_input_gives_a_condition_and_leaves_running_containers_alone() {
     h.until_ready(READY_TIMEOUT).await;
     let running = h.containers();
 
-    let cases: Vec<(
-        &str,
-        Box<dyn Fn(&mut stackwarden::api::ServiceStackSpec)>,
-        Reason,
-        &str,
-    )> = vec![
+    let cases: Vec<(&str, Mutation, Reason, &str)> = vec![
         (
             "malformed",
             Box::new(|s| s.compose.file = "services: [unclosed".into()),

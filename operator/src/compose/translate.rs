@@ -221,13 +221,15 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, SpecError> {
                     aliases: vec![svc_name.clone()],
                 }]
             }
-            Some(NetworkConfig::NetworkMode(_)) => return Err(SpecError::new(
-                Reason::UnsupportedComposeKey,
-                format!(
+            Some(NetworkConfig::NetworkMode(_)) => {
+                return Err(SpecError::new(
+                    Reason::UnsupportedComposeKey,
+                    format!(
                     "spec.compose.file: `{}` is not supported by stackwarden yet; use `networks:`",
                     ctx("network_mode")
                 ),
-            )),
+                ))
+            }
             Some(NetworkConfig::Networks(nets)) => {
                 let entries: Vec<(String, Vec<String>)> = match nets {
                     ShortOrLong::Short(list) => {

@@ -29,6 +29,7 @@ pub struct Record {
     pub namespace: String,
     pub name: String,
     /// Stands in for `metadata.uid`: written into container labels, so it must never change.
+    /// Derived from namespace and name (see [`local_uid`]).
     pub uid: String,
     /// Stands in for `metadata.generation`: goes up when the spec changes.
     pub generation: i64,
@@ -163,7 +164,7 @@ impl LocalStore {
             None => Record {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
-                uid: new_uid(),
+                uid: local_uid(namespace, name),
                 generation: 1,
                 created: Utc::now(),
                 source: source.to_owned(),
@@ -237,10 +238,14 @@ fn names(stack: &ServiceStack) -> (String, String) {
     )
 }
 
-fn new_uid() -> String {
-    // Random enough to tell two stacks of one machine apart; the format of a Kubernetes uid.
-    let b: [u8; 16] = rand::random();
-    let h = hex::encode(b);
+/// The uid of a local stack, derived from its key rather than random: losing the state directory
+/// must not turn the stack's own containers into strangers (they carry the uid in a label).
+/// Two stacks with different names still get different uids, which is what the label is for.
+pub fn local_uid(namespace: &str, name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = hex::encode(Sha256::digest(format!(
+        "stackwarden-local/{namespace}/{name}"
+    )));
     format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],
@@ -523,4 +528,132 @@ async fn mark_invalid(
         warn!("{namespace}/{name}: {message}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ComposeSpec;
+
+    fn spec(file: &str) -> ServiceStackSpec {
+        ServiceStackSpec {
+            docker: Default::default(),
+            compose: ComposeSpec {
+                project_name: None,
+                file: file.into(),
+            },
+            variables: Default::default(),
+            health: Default::default(),
+            deletion_policy: Default::default(),
+            suspend: false,
+        }
+    }
+
+    #[test]
+    fn generation_moves_with_the_spec_and_the_uid_never_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let src = Path::new("/m/stack.yaml");
+        let a = store
+            .admit("ops", "shop", spec("services: {a: {image: x}}"), src)
+            .unwrap();
+        assert_eq!(a.generation, 1);
+        let same = store
+            .admit("ops", "shop", spec("services: {a: {image: x}}"), src)
+            .unwrap();
+        assert_eq!(same.generation, 1);
+        let changed = store
+            .admit("ops", "shop", spec("services: {a: {image: y}}"), src)
+            .unwrap();
+        assert_eq!(changed.generation, 2);
+        assert_eq!(changed.uid, a.uid);
+
+        // Losing the state directory does not change the uid the containers carry.
+        store.forget("ops", "shop").unwrap();
+        let again = store
+            .admit("ops", "shop", spec("services: {a: {image: y}}"), src)
+            .unwrap();
+        assert_eq!(again.uid, a.uid);
+        assert_ne!(local_uid("ops", "other"), a.uid);
+        assert_eq!(store.list().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn status_and_events_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let r = store
+            .admit(
+                "default",
+                "demo",
+                spec("services: {a: {image: x}}"),
+                Path::new("/m"),
+            )
+            .unwrap();
+        let stack = r.to_stack();
+        let status = ServiceStackStatus {
+            revision: Some(3),
+            ..Default::default()
+        };
+        store.write_status(&stack, &status).await.unwrap();
+        store
+            .record(
+                &stack,
+                &StackEvent::new(
+                    crate::store::EventType::Normal,
+                    "Created",
+                    "Create",
+                    "n".into(),
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .load("default", "demo")
+                .unwrap()
+                .unwrap()
+                .status
+                .revision,
+            Some(3)
+        );
+        assert_eq!(store.events("default", "demo")[0].1.reason, "Created");
+    }
+
+    #[test]
+    fn manifests_are_read_per_document_and_bad_ones_keep_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "apiVersion: stackwarden.dev/v1alpha1\nkind: ServiceStack\nmetadata: {name: one, namespace: ops}\nspec: {compose: {file: 'services: {}'}}\n---\n\
+             apiVersion: stackwarden.dev/v1alpha1\nkind: ServiceStack\nmetadata: {name: two}\nspec: {compose: {file: x}, typo: 1}\n---\n\
+             apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ignored}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b.yml"),
+            "kind: ServiceStack\nmetadata: {name: [\n",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
+        let files = read_manifests(dir.path());
+        assert_eq!(files.len(), 2, "only .yaml and .yml files are read");
+        let docs = files[0].1.as_ref().unwrap();
+        assert_eq!(docs.len(), 2);
+        assert!(
+            matches!(&docs[0], Manifest::Stack(s) if s.metadata.namespace.as_deref() == Some("ops"))
+        );
+        match &docs[1] {
+            Manifest::Invalid {
+                namespace,
+                name,
+                error,
+            } => {
+                assert_eq!((namespace.as_str(), name.as_str()), ("default", "two"));
+                assert!(error.contains("typo"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(files[1].1.as_ref().unwrap_err().contains("not valid YAML"));
+    }
 }
