@@ -987,6 +987,18 @@ fn service_that_exited_0_is_started_when_nobody_waits_for_its_completion() {
 }
 
 #[test]
+fn service_that_exited_0_is_started_when_others_only_wait_for_it_to_start() {
+    // app depends on db with service_started: db is a server that stopped, not a finished job.
+    let p = project(SIMPLE);
+    let db = exited(running(&p, "db"), 0);
+    let observed = engine_running(
+        &p,
+        vec![db.clone(), running(&p, "cache"), running(&p, "app")],
+    );
+    assert_eq!(plan(&p, &observed, UID).actions, [start(&db)]);
+}
+
+#[test]
 fn job_that_exited_0_with_restart_always_or_unless_stopped_is_started() {
     for restart in ["always", "unless-stopped"] {
         let (plan, c) = plan_job(restart, WAITED_FOR, |c| exited(c, 0));
