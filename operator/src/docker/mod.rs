@@ -232,6 +232,29 @@ impl BollardEngine {
         move |e| EngineError::from_bollard(&self.host, context, e)
     }
 
+    /// Changes to containers the operator manages (start, die, health status, removal...), as
+    /// they happen: the loop reacts to them instead of waiting for its next poll. The stream ends
+    /// or errs when the connection breaks; the caller resubscribes.
+    pub fn container_changes(
+        &self,
+    ) -> futures::stream::BoxStream<'static, Result<String, EngineError>> {
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("label".to_owned(), vec![labels::UID.to_owned()]),
+        ]);
+        let opts = bollard::query_parameters::EventsOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let host = self.host.clone();
+        self.docker
+            .events(Some(opts))
+            .map(move |e| {
+                e.map(|m| m.action.unwrap_or_default())
+                    .map_err(|e| EngineError::from_bollard(&host, "watching events", e))
+            })
+            .boxed()
+    }
+
     fn label_filter(label: &str, value: &str) -> HashMap<String, Vec<String>> {
         HashMap::from([("label".to_owned(), vec![format!("{label}={value}")])])
     }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
@@ -353,6 +354,10 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut due: BTreeMap<(String, String), Instant> = BTreeMap::new();
     let mut last_generation: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut watches: BTreeMap<
+        String,
+        futures::stream::BoxStream<'static, Result<String, crate::docker::EngineError>>,
+    > = BTreeMap::new();
     info!(manifests = %opts.manifests.display(), state = %opts.state_dir.display(), "local mode started");
     loop {
         let all_ready = pass(
@@ -374,20 +379,70 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
                 );
             }
         }
+        subscribe(&ctx, &store, &mut watches).await;
         let next = due
             .values()
             .min()
             .copied()
             .unwrap_or_else(|| Instant::now() + POLL);
         let wait = next.saturating_duration_since(Instant::now()).min(POLL);
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = tokio::signal::ctrl_c() => { info!("interrupted; the stacks keep running"); return Ok(()); }
+        let watching = !watches.is_empty();
+        let woke = {
+            let changes = futures::stream::select_all(watches.values_mut());
+            tokio::pin!(changes);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => Wake::Timer,
+                // Guarded: with no stream, select_all ends at once and would spin.
+                change = changes.next(), if watching => Wake::Docker(change.map(|r| r.map(|_| ()))),
+                _ = tokio::signal::ctrl_c() => Wake::Interrupt,
+            }
+        };
+        match woke {
+            Wake::Timer => {}
+            // A container of ours changed: look at every stack now rather than at its next poll.
+            Wake::Docker(Some(Ok(()))) => due.values_mut().for_each(|t| *t = Instant::now()),
+            // The stream broke; polling carries on and the next turn resubscribes.
+            Wake::Docker(Some(Err(e))) => {
+                warn!("Docker events: {e}");
+                watches.clear();
+            }
+            Wake::Docker(None) => watches.clear(),
+            Wake::Interrupt => {
+                info!("interrupted; the stacks keep running");
+                return Ok(());
+            }
         }
     }
 }
 
 type Key = (String, String);
+
+/// Why the loop woke up.
+enum Wake {
+    Timer,
+    Docker(Option<Result<(), crate::docker::EngineError>>),
+    Interrupt,
+}
+
+/// Keeps one events subscription per engine the known stacks use.
+async fn subscribe(
+    ctx: &Context,
+    store: &LocalStore,
+    watches: &mut BTreeMap<
+        String,
+        futures::stream::BoxStream<'static, Result<String, crate::docker::EngineError>>,
+    >,
+) {
+    for record in store.list().unwrap_or_default() {
+        let host = record.spec.docker.host().to_owned();
+        if watches.contains_key(&host) {
+            continue;
+        }
+        if let Ok(engine) = ctx.engines.get(&host).await {
+            watches.insert(host, engine.container_changes());
+        }
+    }
+}
 
 /// One sweep over the manifests; returns whether every known stack is Ready.
 async fn pass(
