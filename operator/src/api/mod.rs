@@ -137,6 +137,11 @@ pub struct ServiceStackStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<u64>,
 
+    /// Hash of the compose project that `revision` numbers. With it a restarted operator tells
+    /// a changed spec from an unchanged one, so revision numbers never repeat or go back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
+
     /// One-word summary of the services: Healthy, Progressing, Unhealthy or Unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<StackHealth>,

@@ -150,10 +150,19 @@ pub async fn reconcile(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result
         stack: key.clone(),
         uid: uid.to_owned(),
     };
-    let result = match ctx.engines.get(&host).await {
-        Ok(engine) => converge(stack, &project, &owner, &engine).await,
-        Err(e) => Err(e),
-    };
+    let result =
+        match ctx.engines.get(&host).await {
+            Ok(engine) => {
+                let last = previous.revision.zip(previous.spec_hash.clone()).map(
+                    |(revision, spec_hash)| plan::Applied {
+                        revision,
+                        spec_hash,
+                    },
+                );
+                converge(stack, &project, &owner, last.as_ref(), &engine).await
+            }
+            Err(e) => Err(e),
+        };
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {
@@ -199,8 +208,9 @@ pub async fn reconcile(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result
         ctx.store.record(stack, event).await?;
     }
     let required = compose::required_services(stack, &project);
-    let report = report::report(&project, &outcome, &required, stack.spec.suspend);
+    let report = report::report(&project, &outcome, uid, &required, stack.spec.suspend);
     status.revision = Some(outcome.plan.revision);
+    status.spec_hash = Some(project.spec_hash());
     status.services = report.services;
     status.health = Some(report.health);
     verdicts.extend(report.verdicts);
@@ -246,10 +256,11 @@ pub async fn converge(
     stack: &ServiceStack,
     project: &Project,
     owner: &Owner,
+    last: Option<&plan::Applied>,
     engine: &dyn Engine,
 ) -> Result<Outcome, EngineError> {
     let observed = observe(engine, project).await?;
-    let plan = plan::plan(project, &observed, &owner.uid);
+    let plan = plan::plan(project, &observed, &owner.uid, last);
     if stack.spec.suspend || plan.conflict.is_some() || plan.actions.is_empty() {
         return Ok(Outcome {
             plan,

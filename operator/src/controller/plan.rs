@@ -77,10 +77,18 @@ pub struct Plan {
     pub conflict: Option<String>,
 }
 
-/// Plans the next step for `project`, owned by the stack with `uid`.
-pub fn plan(project: &Project, observed: &Observed, uid: &str) -> Plan {
+/// The revision the status last recorded, and the project hash it numbered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub revision: u64,
+    pub spec_hash: String,
+}
+
+/// Plans the next step for `project`, owned by the stack with `uid`; `last` is what the status
+/// last recorded (none on a first pass, or when the status was lost).
+pub fn plan(project: &Project, observed: &Observed, uid: &str, last: Option<&Applied>) -> Plan {
     let mut out = Plan {
-        revision: revision(project, observed, uid),
+        revision: revision(project, observed, uid, last),
         ..Default::default()
     };
 
@@ -317,25 +325,35 @@ fn unmet_dependency(
     None
 }
 
-/// The revision being applied: the one recorded on a container that already runs this exact
-/// project, otherwise one more than the highest recorded. Read from labels, so it survives
-/// operator restarts.
-fn revision(project: &Project, observed: &Observed, uid: &str) -> u64 {
+/// The revision being applied. Unchanged spec: the recorded number. A container that already
+/// carries this spec's hash under a higher number: a pass was cut off before it could record
+/// status, so that number. Otherwise a new change (a revert included): one more than any number
+/// seen, in status or on a label, so numbers never repeat or go back.
+fn revision(project: &Project, observed: &Observed, uid: &str, last: Option<&Applied>) -> u64 {
+    let hash = project.spec_hash();
+    let last_rev = last.map_or(0, |a| a.revision);
+    if let Some(a) = last.filter(|a| a.spec_hash == hash) {
+        return a.revision;
+    }
     let ours = || {
         observed
             .containers
             .iter()
             .filter(|c| c.uid.as_deref() == Some(uid))
     };
-    let hash = project.spec_hash();
-    if let Some(r) = ours()
+    let labelled = ours()
         .filter(|c| c.spec_hash.as_deref() == Some(hash.as_str()))
         .filter_map(|c| c.revision)
-        .max()
-    {
+        .max();
+    if let Some(r) = labelled.filter(|r| *r > last_rev) {
         return r;
     }
-    ours().filter_map(|c| c.revision).max().unwrap_or(0) + 1
+    ours()
+        .filter_map(|c| c.revision)
+        .max()
+        .unwrap_or(0)
+        .max(last_rev)
+        + 1
 }
 
 impl ServiceSpec {

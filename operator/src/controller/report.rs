@@ -22,6 +22,7 @@ pub struct Report {
 pub fn report(
     project: &Project,
     outcome: &Outcome,
+    uid: &str,
     required: &[String],
     suspended: bool,
 ) -> Report {
@@ -33,7 +34,7 @@ pub fn report(
             .observed
             .containers
             .iter()
-            .find(|c| c.service == svc.name && c.uid.is_some());
+            .find(|c| c.service == svc.name && c.uid.as_deref() == Some(uid));
         let st = match container {
             None => ServiceStatus::default(),
             Some(c) => ServiceStatus {
@@ -178,7 +179,12 @@ pub fn report(
     ) {
         (
             progress_reason,
-            format!("{}; {}", not_ready.join("; "), progress_msg),
+            not_ready
+                .iter()
+                .chain([&progress_msg])
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
         )
     } else {
         (Reason::ServicesNotReady, not_ready.join("; "))
