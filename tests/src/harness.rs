@@ -162,33 +162,20 @@ impl Harness {
 
     /// service name -> container id, from Docker itself.
     pub fn containers(&self) -> BTreeMap<String, String> {
-        let out = docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label=com.docker.compose.project={}", self.project),
-            "--format",
-            "{{.Label \"com.docker.compose.service\"}} {{.ID}} {{.State}}",
-        ]);
-        out.lines()
-            .filter_map(|l| {
-                let mut parts = l.split_whitespace();
-                Some((parts.next()?.to_owned(), parts.next()?.to_owned()))
-            })
-            .collect()
+        self.ps("{{.ID}}")
     }
 
     /// service name -> state (`running`, `exited`, ...).
     pub fn states(&self) -> BTreeMap<String, String> {
-        let out = docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label=com.docker.compose.project={}", self.project),
-            "--format",
-            "{{.Label \"com.docker.compose.service\"}} {{.State}}",
-        ]);
-        out.lines()
+        self.ps("{{.State}}")
+    }
+
+    /// service name -> one `docker ps` field of its container.
+    fn ps(&self, field: &str) -> BTreeMap<String, String> {
+        let filter = format!("label=com.docker.compose.project={}", self.project);
+        let format = format!("{{{{.Label \"com.docker.compose.service\"}}}} {field}");
+        docker(&["ps", "-a", "--filter", &filter, "--format", &format])
+            .lines()
             .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))
             .collect()
     }

@@ -393,3 +393,105 @@ async fn operator_killed_between_create_and_start_converges_without_duplicates()
     assert_eq!(h.containers(), c);
     assert!(h.events().iter().any(|e| e.reason == "Started"));
 }
+
+#[tokio::test]
+async fn local_driver_follows_manifest_files_and_keeps_stacks_whose_file_breaks() {
+    use stackwarden::store::local::{run, LocalOptions, LocalStore};
+    let h = Harness::new("driver");
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("manifests");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&manifests).unwrap();
+    let mut spec = redis_spec(&h.project, "");
+    spec.deletion_policy = stackwarden::api::DeletionPolicy::Delete;
+    let manifest = |spec: &ServiceStackSpec| {
+        let mut s = stackwarden::api::ServiceStack::new("driver", spec.clone());
+        s.metadata.namespace = Some("ops".into());
+        serde_yaml::to_string(&s).unwrap()
+    };
+    let file = manifests.join("driver.yaml");
+    std::fs::write(&file, manifest(&spec)).unwrap();
+
+    let driver = tokio::spawn(run(LocalOptions {
+        manifests: manifests.clone(),
+        state_dir: state.clone(),
+        exit_when_ready: false,
+        timeout: None,
+    }));
+    let store = LocalStore::new(&state);
+    let ready = |store: &LocalStore| {
+        store.load("ops", "driver").ok().flatten().is_some_and(|r| {
+            stackwarden::api::condition::find(&r.status.conditions, ConditionType::Ready)
+                .is_some_and(|c| c.status == ConditionStatus::True)
+        })
+    };
+    let wait = |what: &'static str, cond: Box<dyn Fn() -> bool>| async move {
+        let start = std::time::Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < READY_TIMEOUT,
+                "timed out waiting for: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    {
+        let s = store.clone();
+        wait("Ready", Box::new(move || ready(&s))).await;
+    }
+    let running = h.containers();
+    assert_eq!(running.len(), 1);
+
+    // A manifest that no longer parses: the stack stays, its status says why.
+    std::fs::write(
+        &file,
+        manifest(&spec).replace(
+            "deletionPolicy: Delete",
+            "deletionPolicy: Delete\n  backupz: {}",
+        ),
+    )
+    .unwrap();
+    {
+        let s = store.clone();
+        wait(
+            "InvalidSpec",
+            Box::new(move || {
+                s.load("ops", "driver").ok().flatten().is_some_and(|r| {
+                    stackwarden::api::condition::find(
+                        &r.status.conditions,
+                        ConditionType::InvalidSpec,
+                    )
+                    .is_some_and(|c| {
+                        c.status == ConditionStatus::True && c.message.contains("backupz")
+                    })
+                })
+            }),
+        )
+        .await;
+    }
+    assert_eq!(
+        h.containers(),
+        running,
+        "an unparseable manifest touched the running stack"
+    );
+
+    // The manifest is deleted: the stack is deleted, volumes too under deletionPolicy Delete.
+    std::fs::remove_file(&file).unwrap();
+    {
+        let s = store.clone();
+        wait(
+            "stack forgotten",
+            Box::new(move || s.load("ops", "driver").ok().flatten().is_none()),
+        )
+        .await;
+    }
+    assert!(
+        h.containers().is_empty(),
+        "containers left after the manifest was deleted"
+    );
+    assert!(
+        !h.volume_exists("cachedata"),
+        "deletionPolicy Delete kept the volume"
+    );
+    driver.abort();
+}

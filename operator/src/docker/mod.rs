@@ -255,6 +255,27 @@ impl BollardEngine {
             .boxed()
     }
 
+    /// Every change the operator makes must be safe to repeat after a crash, and Docker answers
+    /// a repeated request with a status that means "already so" (304 already started or
+    /// stopped, 404 already gone, 409 already exists or already being removed). Those count as
+    /// success, per request, as `already` lists them.
+    fn settled<T>(
+        &self,
+        res: Result<T, bollard::errors::Error>,
+        already: &[u16],
+        context: String,
+    ) -> Result<(), EngineError> {
+        match res {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code, .. })
+                if already.contains(&status_code) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(EngineError::from_bollard(&self.host, context, e)),
+        }
+    }
+
     fn label_filter(label: &str, value: &str) -> HashMap<String, Vec<String>> {
         HashMap::from([("label".to_owned(), vec![format!("{label}={value}")])])
     }
@@ -348,22 +369,12 @@ impl Engine for BollardEngine {
     }
 
     async fn create_network(&self, net: &NetworkSpec, owner: &Owner) -> Result<(), EngineError> {
+        // 409: created by a previous pass that was cut off before it could record anything.
         let res = self
             .docker
             .create_network(create::network_body(net, owner))
             .await;
-        match res {
-            Ok(_) => Ok(()),
-            // Created by a previous pass that was cut off before it could record anything.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Ok(()),
-            Err(e) => Err(EngineError::from_bollard(
-                &self.host,
-                format!("creating network {}", net.name),
-                e,
-            )),
-        }
+        self.settled(res, &[409], format!("creating network {}", net.name))
     }
 
     async fn create_volume(&self, vol: &VolumeSpec, owner: &Owner) -> Result<(), EngineError> {
@@ -421,58 +432,33 @@ impl Engine for BollardEngine {
     }
 
     async fn start_container(&self, id: &str) -> Result<(), EngineError> {
-        match self.docker.start_container(id, None).await {
-            Ok(()) => Ok(()),
-            // 304: already running, which is what was asked.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
-            Err(e) => Err(EngineError::from_bollard(
-                &self.host,
-                format!("starting container {}", short_id(id)),
-                e,
-            )),
-        }
+        // 304: already running, which is what was asked.
+        let res = self.docker.start_container(id, None).await;
+        self.settled(res, &[304], format!("starting container {}", short_id(id)))
     }
 
     async fn remove_container(&self, id: &str, grace_s: Option<i64>) -> Result<(), EngineError> {
         let stop = StopContainerOptionsBuilder::default()
             .t(grace_s.unwrap_or(10) as i32)
             .build();
-        match self.docker.stop_container(id, Some(stop)).await {
-            Ok(()) => {}
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304 | 404,
-                ..
-            }) => {}
-            Err(e) => {
-                return Err(EngineError::from_bollard(
-                    &self.host,
-                    format!("stopping container {}", short_id(id)),
-                    e,
-                ))
-            }
-        }
-        // Anonymous volumes go with the container, as with `docker-compose rm -v`; named ones stay.
+        let res = self.docker.stop_container(id, Some(stop)).await;
+        self.settled(
+            res,
+            &[304, 404],
+            format!("stopping container {}", short_id(id)),
+        )?;
+        // Anonymous volumes go with the container, as with `docker-compose rm -v`; named ones
+        // stay. 409: a removal already in progress (a previous pass); the next observe settles it.
         let rm = RemoveContainerOptionsBuilder::default()
             .force(true)
             .v(true)
             .build();
-        match self.docker.remove_container(id, Some(rm)).await {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            // 409: removal already in progress (a previous pass); the next observe settles it.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Ok(()),
-            Err(e) => Err(EngineError::from_bollard(
-                &self.host,
-                format!("removing container {}", short_id(id)),
-                e,
-            )),
-        }
+        let res = self.docker.remove_container(id, Some(rm)).await;
+        self.settled(
+            res,
+            &[404, 409],
+            format!("removing container {}", short_id(id)),
+        )
     }
 
     async fn owned_resources(
@@ -510,32 +496,14 @@ impl Engine for BollardEngine {
     }
 
     async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
-        match self.docker.remove_network(name).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(EngineError::from_bollard(
-                &self.host,
-                format!("removing network {name}"),
-                e,
-            )),
-        }
+        let res = self.docker.remove_network(name).await;
+        self.settled(res, &[404], format!("removing network {name}"))
     }
 
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         let opts = RemoveVolumeOptionsBuilder::default().force(false).build();
-        match self.docker.remove_volume(name, Some(opts)).await {
-            Ok(())
-            | Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(EngineError::from_bollard(
-                &self.host,
-                format!("removing volume {name}"),
-                e,
-            )),
-        }
+        let res = self.docker.remove_volume(name, Some(opts)).await;
+        self.settled(res, &[404], format!("removing volume {name}"))
     }
 }
 
