@@ -49,6 +49,10 @@ pub struct ServiceStackSpec {
     #[serde(default, skip_serializing_if = "HealthSpec::is_empty")]
     pub health: HealthSpec,
 
+    /// Scheduled maintenance, such as nightly restarts.
+    #[serde(default, skip_serializing_if = "MaintenanceSpec::is_empty")]
+    pub maintenance: MaintenanceSpec,
+
     /// What deleting this ServiceStack does to its containers, networks and volumes.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
@@ -87,29 +91,256 @@ pub struct ComposeSpec {
     pub file: String,
 }
 
-/// Health requirements per service.
+/// Health requirements per service, and what the operator does when a service fails them.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HealthSpec {
     /// Per compose service; every key must name a service of the compose file.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceHealthSpec>,
+
+    /// How failed services are restarted: backoff and budget.
+    #[serde(default)]
+    pub restart: RestartSpec,
+
+    /// How the operator reaches services to probe them. `Network` (default): on the project
+    /// network, by container address, which needs the operator on the Docker host (local mode,
+    /// or a pod with host networking). `PublishedPorts`: through the ports the service publishes
+    /// on the engine's host, for an operator that runs elsewhere; every probed port must then be
+    /// published.
+    #[serde(default)]
+    pub probe_access: ProbeAccess,
 }
 
 impl HealthSpec {
     fn is_empty(&self) -> bool {
-        self.services.is_empty()
+        self == &HealthSpec::default()
     }
 }
 
+/// See `spec.health.probeAccess`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ProbeAccess {
+    #[default]
+    Network,
+    PublishedPorts,
+}
+
 /// Health requirements of one service.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceHealthSpec {
     /// When true, this service being stopped or unhealthy does not make the stack un-Ready
     /// (a one-shot job, a debugging sidecar). Its state is still reported.
     #[serde(default)]
     pub optional: bool,
+
+    /// Checks the operator runs itself; all must pass for the service to be healthy. Without
+    /// probes, the container's own Docker healthcheck (if any) decides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<Probe>,
+
+    /// Seconds between two probe rounds.
+    #[serde(default = "default_period")]
+    pub period_seconds: u32,
+
+    /// Seconds one probe may take before it counts as failed.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u32,
+
+    /// Consecutive failed rounds after which the service is unhealthy (and restarted).
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+
+    /// Consecutive passed rounds after which an unhealthy service is healthy again.
+    #[serde(default = "default_success_threshold")]
+    pub success_threshold: u32,
+
+    /// Seconds after the container starts before the first probe.
+    #[serde(default)]
+    pub initial_delay_seconds: u32,
+}
+
+impl Default for ServiceHealthSpec {
+    fn default() -> Self {
+        Self {
+            optional: false,
+            probes: Vec::new(),
+            period_seconds: default_period(),
+            timeout_seconds: default_timeout(),
+            failure_threshold: default_failure_threshold(),
+            success_threshold: default_success_threshold(),
+            initial_delay_seconds: 0,
+        }
+    }
+}
+
+fn default_period() -> u32 {
+    10
+}
+fn default_timeout() -> u32 {
+    1
+}
+fn default_failure_threshold() -> u32 {
+    3
+}
+fn default_success_threshold() -> u32 {
+    1
+}
+
+/// One check. Exactly one of its fields is set.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum Probe {
+    /// An HTTP GET to the service.
+    Http(HttpProbe),
+    /// A TCP connection to a port of the service.
+    Tcp(TcpProbe),
+    /// Connect to PostgreSQL and run `SELECT 1`.
+    Postgres(PostgresProbe),
+    /// `AUTH` (when a password is given) and `PING` Redis.
+    Redis(RedisProbe),
+    /// A command inside the container; exit code 0 passes.
+    Exec(ExecProbe),
+}
+
+/// An HTTP GET. The URL's host must be a compose service and its port a container port, e.g.
+/// `http://backend:8000/health`; the operator maps it to an address it can reach.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpProbe {
+    /// `http://SERVICE:PORT/PATH`.
+    pub url: String,
+    /// Status the answer must have; any 2xx when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_status: Option<u16>,
+    /// A field of the JSON body that must have a given value, e.g. `{path: status, equals: healthy}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_field: Option<JsonFieldMatch>,
+}
+
+/// A JSON field the body must carry.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JsonFieldMatch {
+    /// Dot-separated path into the body, e.g. `status` or `checks.database`.
+    pub path: String,
+    /// The value it must have, compared as text.
+    pub equals: String,
+}
+
+/// A TCP connect.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpProbe {
+    /// Container port.
+    pub port: u16,
+}
+
+/// A PostgreSQL login and `SELECT 1` against the service the probe belongs to.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PostgresProbe {
+    /// Container port; 5432 when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Database to connect to.
+    pub database: String,
+    /// User to log in as.
+    pub user: String,
+    /// Name of the entry of `spec.variables` that holds the password (never the password itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_variable: Option<String>,
+}
+
+/// A Redis `PING` against the service the probe belongs to.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedisProbe {
+    /// Container port; 6379 when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Name of the entry of `spec.variables` that holds the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_variable: Option<String>,
+}
+
+/// A command run in the container through the Docker exec API.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecProbe {
+    /// The command and its arguments (no shell unless you name one).
+    pub command: Vec<String>,
+}
+
+/// Restart backoff and budget.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestartSpec {
+    /// Wait before the second restart of a service; doubles with each further restart.
+    /// The first restart of a healthy service is immediate.
+    #[serde(default = "default_backoff")]
+    pub backoff_seconds: u32,
+    /// Upper bound of that wait.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_seconds: u32,
+    /// Restarts of one service allowed in any hour; past it the stack is Degraded and the
+    /// service is left alone until the hour has passed or the spec changes.
+    #[serde(default = "default_budget")]
+    pub max_restarts_per_hour: u32,
+    /// Also restart the services that depend on a restarted one (the runbook's "restart backend
+    /// to reset its connection pool" after the database came back).
+    #[serde(default)]
+    pub restart_dependents: bool,
+}
+
+impl Default for RestartSpec {
+    fn default() -> Self {
+        Self {
+            backoff_seconds: default_backoff(),
+            max_backoff_seconds: default_max_backoff(),
+            max_restarts_per_hour: default_budget(),
+            restart_dependents: false,
+        }
+    }
+}
+
+fn default_backoff() -> u32 {
+    10
+}
+fn default_max_backoff() -> u32 {
+    300
+}
+fn default_budget() -> u32 {
+    5
+}
+
+/// Scheduled maintenance.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MaintenanceSpec {
+    /// Restarts on a schedule, e.g. the nightly restart of a backend that leaks memory.
+    #[serde(default)]
+    pub restarts: Vec<ScheduledRestart>,
+}
+
+impl MaintenanceSpec {
+    fn is_empty(&self) -> bool {
+        self.restarts.is_empty()
+    }
+}
+
+/// One scheduled restart.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScheduledRestart {
+    /// The compose service to restart.
+    pub service: String,
+    /// Cron expression (5 fields, or 6 with seconds first), e.g. `0 3 * * *`.
+    pub schedule: String,
+    /// IANA time zone of the schedule, e.g. `Europe/Zurich`; UTC when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
 }
 
 /// What deleting the ServiceStack removes.

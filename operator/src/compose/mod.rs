@@ -153,6 +153,7 @@ mod tests {
                     .collect(),
                 health: Default::default(),
                 deletion_policy: Default::default(),
+                maintenance: Default::default(),
                 suspend: false,
             },
         );
@@ -376,6 +377,7 @@ volumes:
         let mut s = stack(DEMO, &[("DB_PASSWORD", "x")]);
         s.spec.health = HealthSpec {
             services: [("backnd".to_owned(), ServiceHealthSpec::default())].into(),
+            ..Default::default()
         };
         let err = load(&s).unwrap_err();
         assert_eq!(err.reason, Reason::UnknownService);
@@ -386,7 +388,15 @@ volumes:
         );
 
         s.spec.health = HealthSpec {
-            services: [("redis".to_owned(), ServiceHealthSpec { optional: true })].into(),
+            services: [(
+                "redis".to_owned(),
+                ServiceHealthSpec {
+                    optional: true,
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            ..Default::default()
         };
         let p = load(&s).unwrap();
         assert_eq!(required_services(&s, &p), ["postgres", "backend"]);

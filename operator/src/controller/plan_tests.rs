@@ -180,6 +180,10 @@ pub(super) fn running(p: &Project, service: &str) -> ObservedContainer {
         image: svc.image.clone(),
         exit_code: None,
         restart_count: 0,
+        addresses: Default::default(),
+        published: Default::default(),
+        oom_killed: false,
+        started_at: None,
     }
 }
 

@@ -220,6 +220,7 @@ pub fn observed_container(id: String, inspect: ContainerInspectResponse) -> Obse
         .and_then(|c| c.labels.clone())
         .unwrap_or_default();
     let state = inspect.state.as_ref();
+    let settings = inspect.network_settings.as_ref();
     let status = match state.and_then(|s| s.status) {
         Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
         Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
@@ -260,5 +261,40 @@ pub fn observed_container(id: String, inspect: ContainerInspectResponse) -> Obse
             .unwrap_or_default(),
         exit_code: state.and_then(|s| s.exit_code),
         restart_count: inspect.restart_count.unwrap_or(0),
+        addresses: settings
+            .and_then(|n| n.networks.as_ref())
+            .map(|nets| {
+                nets.iter()
+                    .filter_map(|(name, ep)| {
+                        Some((name.clone(), ep.ip_address.as_deref()?.parse().ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        published: settings
+            .and_then(|n| n.ports.as_ref())
+            .map(|ports| {
+                ports
+                    .iter()
+                    .filter_map(|(port, bindings)| {
+                        // Prefer the IPv4 binding; 0.0.0.0 means "every address", so loopback works.
+                        let b = bindings
+                            .as_ref()?
+                            .iter()
+                            .find(|b| b.host_ip.as_deref().is_none_or(|ip| !ip.contains(':')))?;
+                        let ip = match b.host_ip.as_deref() {
+                            None | Some("") | Some("0.0.0.0") => "127.0.0.1",
+                            Some(ip) => ip,
+                        };
+                        Some((
+                            port.clone(),
+                            format!("{ip}:{}", b.host_port.as_deref()?).parse().ok()?,
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        oom_killed: state.and_then(|s| s.oom_killed).unwrap_or(false),
+        started_at: state.and_then(|s| s.started_at.clone()),
     }
 }

@@ -4,7 +4,7 @@
 
 mod create;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -113,6 +113,22 @@ pub struct ObservedContainer {
     pub image: String,
     pub exit_code: Option<i64>,
     pub restart_count: i64,
+    /// Docker network name -> the container's address on it (probes reach it there).
+    pub addresses: BTreeMap<String, std::net::IpAddr>,
+    /// `PORT/PROTO` of the container -> where the engine's host publishes it.
+    pub published: BTreeMap<String, std::net::SocketAddr>,
+    /// Whether the kernel's OOM killer ended the container's last run.
+    pub oom_killed: bool,
+    /// When the container last started (RFC 3339, as Docker reports it).
+    pub started_at: Option<String>,
+}
+
+/// What a command run in a container did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecOutcome {
+    pub exit_code: i64,
+    /// The first bytes of its combined output, for the probe's message.
+    pub output: String,
 }
 
 /// Everything of a project Docker knows about.
@@ -159,6 +175,8 @@ pub trait Engine: Send + Sync {
     ) -> Result<(Vec<String>, Vec<String>), EngineError>;
     async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError>;
+    /// Runs a command in a running container and waits for it to finish.
+    async fn exec(&self, id: &str, command: &[String]) -> Result<ExecOutcome, EngineError>;
 }
 
 /// Connects to engines by address and keeps one negotiated client per address.
@@ -493,6 +511,62 @@ impl Engine for BollardEngine {
             .map(|v| v.name)
             .collect();
         Ok((nets, vols))
+    }
+
+    async fn exec(&self, id: &str, command: &[String]) -> Result<ExecOutcome, EngineError> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let context = || {
+            format!(
+                "running {:?} in container {}",
+                command.first().map(String::as_str).unwrap_or(""),
+                short_id(id)
+            )
+        };
+        let created = self
+            .docker
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(command.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(self.err(context()))?;
+        let mut output = String::new();
+        if let StartExecResults::Attached {
+            output: mut stream, ..
+        } = self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(self.err(context()))?
+        {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(self.err(context()))?;
+                // Keep a little for the message; drain the rest so the command is not blocked.
+                if output.len() < 512 {
+                    output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                }
+            }
+        }
+        let inspect = self
+            .docker
+            .inspect_exec(&created.id)
+            .await
+            .map_err(self.err(context()))?;
+        output.truncate(
+            output
+                .char_indices()
+                .nth(512)
+                .map_or(output.len(), |(i, _)| i),
+        );
+        Ok(ExecOutcome {
+            exit_code: inspect.exit_code.unwrap_or(-1),
+            output,
+        })
     }
 
     async fn remove_network(&self, name: &str) -> Result<(), EngineError> {

@@ -600,6 +600,7 @@ mod tests {
             variables: Default::default(),
             health: Default::default(),
             deletion_policy: Default::default(),
+            maintenance: Default::default(),
             suspend: false,
         }
     }
