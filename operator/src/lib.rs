@@ -8,4 +8,5 @@ pub mod cli;
 pub mod compose;
 pub mod controller;
 pub mod docker;
+pub mod heal;
 pub mod store;

@@ -22,6 +22,8 @@ pub enum ConditionType {
     InvalidSpec,
     /// The Docker engine named in `spec.docker.host` could not be reached.
     DockerUnreachable,
+    /// A service used up its restart budget; the operator stopped restarting it.
+    Degraded,
 }
 
 impl fmt::Display for ConditionType {
@@ -83,6 +85,10 @@ pub enum Reason {
     EngineUnreachable,
     /// DockerUnreachable: the engine answered.
     EngineReachable,
+    /// Degraded: a service restarted `maxRestartsPerHour` times within an hour.
+    RestartBudgetExhausted,
+    /// Degraded: every service is within its restart budget.
+    WithinRestartBudget,
 }
 
 impl fmt::Display for Reason {

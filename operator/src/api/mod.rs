@@ -405,7 +405,8 @@ pub enum StackHealth {
 pub struct ServiceStatus {
     /// Container state: running, exited, restarting, created, paused, dead, or missing.
     pub state: ContainerState,
-    /// Docker healthcheck status (healthy, unhealthy, starting); absent without a healthcheck.
+    /// The verdict on the service's health: its probes when it has some, else its Docker
+    /// healthcheck; absent when neither exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<ContainerHealth>,
     /// Image the container runs.
@@ -417,9 +418,88 @@ pub struct ServiceStatus {
     /// Exit code of the last run, when the container is not running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
-    /// How many times Docker restarted the container (its restart policy).
+    /// Restarts of this service, by the operator or by Docker's restart policy.
     #[serde(default)]
     pub restarts: i64,
+    /// Docker's restart count of the current container (the operator notices Docker's own
+    /// restarts by its growth).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub docker_restarts: i64,
+    /// Probe rounds failed in a row.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub consecutive_failures: u32,
+    /// The last probe round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe: Option<ProbeRecord>,
+    /// The last restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart: Option<RestartRecord>,
+    /// Times of the restarts within the last hour: the budget (`maxRestartsPerHour`) and the
+    /// backoff are counted from them, so they survive an operator restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
+    pub recent_restarts: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The outcome of a probe round.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeRecord {
+    /// When the round ran.
+    #[schemars(with = "String")]
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// Whether every probe passed.
+    pub passed: bool,
+    /// What failed and why, or "all probes passed".
+    pub message: String,
+}
+
+/// One restart.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartRecord {
+    /// When it happened.
+    #[schemars(with = "String")]
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// Why: Crashed, OOMKilled, ProbeFailed, Scheduled or Dependency.
+    pub reason: RestartReason,
+    /// Who restarted it: the operator, or Docker's own restart policy.
+    pub by: Restarter,
+}
+
+/// Why a service was restarted. The event reason is the same word.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RestartReason {
+    /// The container exited.
+    Crashed,
+    /// The kernel's OOM killer ended it (its memory limit).
+    OOMKilled,
+    /// Its probes (or Docker healthcheck) failed `failureThreshold` times in a row.
+    ProbeFailed,
+    /// A scheduled maintenance restart.
+    Scheduled,
+    /// A service it depends on was restarted (`restartDependents`).
+    Dependency,
+}
+
+impl std::fmt::Display for RestartReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Who restarted a service.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Restarter {
+    Operator,
+    Docker,
 }
 
 /// Container state as Docker names it, plus `missing` when there is no container.

@@ -184,6 +184,7 @@ pub(super) fn running(p: &Project, service: &str) -> ObservedContainer {
         published: Default::default(),
         oom_killed: false,
         started_at: None,
+        finished_at: None,
     }
 }
 

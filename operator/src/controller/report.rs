@@ -45,7 +45,8 @@ pub fn report(
                 exit_code: (c.state != ContainerState::Running)
                     .then_some(c.exit_code)
                     .flatten(),
-                restarts: c.restart_count,
+                docker_restarts: c.restart_count,
+                ..Default::default()
             },
         };
         let current =

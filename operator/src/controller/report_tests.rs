@@ -643,7 +643,8 @@ fn service_status_shows_state_health_image_short_id_and_restarts() {
             container_id: Some(db.id[..12].to_owned()),
             // A running container has no exit code to show, even if Docker kept the last one.
             exit_code: None,
-            restarts: 2,
+            docker_restarts: 2,
+            ..Default::default()
         }
     );
     assert_eq!(

@@ -295,6 +295,15 @@ pub fn observed_container(id: String, inspect: ContainerInspectResponse) -> Obse
             })
             .unwrap_or_default(),
         oom_killed: state.and_then(|s| s.oom_killed).unwrap_or(false),
-        started_at: state.and_then(|s| s.started_at.clone()),
+        started_at: state.and_then(|s| docker_time(s.started_at.as_deref())),
+        finished_at: state.and_then(|s| docker_time(s.finished_at.as_deref())),
     }
+}
+
+/// Docker reports times as RFC 3339, and "0001-01-01T00:00:00Z" for "never".
+fn docker_time(t: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
+    let t = chrono::DateTime::parse_from_rfc3339(t?)
+        .ok()?
+        .with_timezone(&chrono::Utc);
+    (t.timestamp() > 0).then_some(t)
 }

@@ -119,8 +119,10 @@ pub struct ObservedContainer {
     pub published: BTreeMap<String, std::net::SocketAddr>,
     /// Whether the kernel's OOM killer ended the container's last run.
     pub oom_killed: bool,
-    /// When the container last started (RFC 3339, as Docker reports it).
-    pub started_at: Option<String>,
+    /// When the container last started.
+    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// When its last run ended (none while it has never stopped).
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What a command run in a container did.
