@@ -9,4 +9,5 @@ pub mod compose;
 pub mod controller;
 pub mod docker;
 pub mod heal;
+pub mod metrics;
 pub mod store;

@@ -14,6 +14,18 @@
 //!
 //! Exposition is the Prometheus text format 0.0.4 (`text/plain; version=0.0.4`), which every
 //! Prometheus-compatible scraper reads; counters end in `_total` and durations in `_seconds`.
+//! A family appears once it has a series (prometheus-client renders nothing for an empty one).
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `stackwarden_reconcile_duration_seconds` | histogram | stack |
+//! | `stackwarden_reconcile_errors_total` | counter | stack, error |
+//! | `stackwarden_probes_total` | counter | stack, service, kind, result (`success`/`failure`) |
+//! | `stackwarden_probe_duration_seconds` | histogram | stack, service, kind |
+//! | `stackwarden_restarts_total` | counter | stack, service, reason |
+//! | `stackwarden_time_to_recover_seconds` | histogram (0.1 s .. 600 s) | stack, service |
+//! | `stackwarden_stack_ready` | gauge (1/0) | stack |
+//! | `stackwarden_stack_healthy_services` | gauge | stack |
 
 mod server;
 
@@ -370,18 +382,30 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// The sample lines of `text` (no comments), for exact matching.
-    fn samples(text: &str) -> Vec<&str> {
-        text.lines().filter(|l| !l.starts_with('#')).collect()
+    /// The value of the sample whose name and labels are exactly `series`, if rendered.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map(|v| v.parse().expect("a number"))
     }
 
-    fn has(text: &str, line: &str) -> bool {
-        samples(text).contains(&line)
+    #[track_caller]
+    fn assert_sample(text: &str, series: &str, expected: f64) {
+        assert_eq!(value(text, series), Some(expected), "{series} in\n{text}");
     }
 
     #[test]
-    fn empty_registry_declares_every_family_with_prefix_and_type() {
-        let text = Metrics::new().render();
+    fn every_family_is_declared_with_prefix_unit_and_type_once_used() {
+        let m = Metrics::new();
+        // prometheus-client renders nothing for a family without series.
+        assert_eq!(m.render(), "");
+        m.reconciled("ops/erni", ms(1), Some("store"));
+        m.probed("ops/erni", "backend", "http", true, ms(1));
+        m.restarted("ops/erni", "backend", "Crashed");
+        m.recovered("ops/erni", "backend", ms(1));
+        m.stack_state("ops/erni", true, 1);
+        let text = m.render();
         for (name, kind) in [
             ("stackwarden_reconcile_duration_seconds", "histogram"),
             ("stackwarden_reconcile_errors_total", "counter"),
@@ -392,15 +416,12 @@ mod tests {
             ("stackwarden_stack_ready", "gauge"),
             ("stackwarden_stack_healthy_services", "gauge"),
         ] {
-            let declared = format!("# TYPE {name} {kind}");
+            let declared = format!("# TYPE {name} {kind}\n");
             assert!(text.contains(&declared), "missing `{declared}` in\n{text}");
-            assert!(
-                text.contains(&format!("# HELP {name} ")),
-                "no help for {name}"
-            );
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}: {text}");
         }
-        assert!(samples(&text).iter().all(|l| l.is_empty()), "{text}");
-        assert!(!text.contains("_total_total"));
+        assert_eq!(text.matches("# TYPE ").count(), 8, "{text}");
+        assert!(!text.contains("_total_total"), "{text}");
     }
 
     #[test]
@@ -412,15 +433,32 @@ mod tests {
         m.reconciled("ops/erni", ms(3), Some("cleanup"));
         let text = m.render();
         let h = "stackwarden_reconcile_duration_seconds";
-        assert!(has(&text, &format!("{h}_count{{stack=\"ops/erni\"}} 4")), "{text}");
-        assert!(has(&text, &format!("{h}_sum{{stack=\"ops/erni\"}} 0.236")), "{text}");
-        assert!(has(&text, &format!("{h}_bucket{{le=\"0.005\",stack=\"ops/erni\"}} 2")), "{text}");
-        assert!(has(&text, &format!("{h}_bucket{{le=\"0.05\",stack=\"ops/erni\"}} 3")), "{text}");
-        assert!(has(&text, &format!("{h}_bucket{{le=\"0.25\",stack=\"ops/erni\"}} 4")), "{text}");
-        assert!(has(&text, &format!("{h}_bucket{{le=\"+Inf\",stack=\"ops/erni\"}} 4")), "{text}");
+        assert_sample(&text, &format!(r#"{h}_count{{stack="ops/erni"}}"#), 4.0);
+        let sum = value(&text, &format!(r#"{h}_sum{{stack="ops/erni"}}"#)).unwrap();
+        assert!((sum - 0.236).abs() < 1e-9, "{sum}");
+        for (le, n) in [("0.005", 2.0), ("0.025", 2.0), ("0.05", 3.0), ("0.25", 4.0)] {
+            assert_sample(
+                &text,
+                &format!(r#"{h}_bucket{{stack="ops/erni",le="{le}"}}"#),
+                n,
+            );
+        }
+        assert_sample(
+            &text,
+            &format!(r#"{h}_bucket{{stack="ops/erni",le="+Inf"}}"#),
+            4.0,
+        );
         let e = "stackwarden_reconcile_errors_total";
-        assert!(has(&text, &format!("{e}{{stack=\"ops/erni\",error=\"store\"}} 2")), "{text}");
-        assert!(has(&text, &format!("{e}{{stack=\"ops/erni\",error=\"cleanup\"}} 1")), "{text}");
+        assert_sample(
+            &text,
+            &format!(r#"{e}{{stack="ops/erni",error="store"}}"#),
+            2.0,
+        );
+        assert_sample(
+            &text,
+            &format!(r#"{e}{{stack="ops/erni",error="cleanup"}}"#),
+            1.0,
+        );
         // A successful pass creates no error series.
         assert_eq!(text.matches(&format!("{e}{{")).count(), 2, "{text}");
     }
@@ -434,22 +472,36 @@ mod tests {
         m.probed("ops/erni", "postgres", "postgres", true, ms(1));
         let text = m.render();
         let c = "stackwarden_probes_total";
-        for line in [
-            format!("{c}{{stack=\"ops/erni\",service=\"backend\",kind=\"http\",result=\"success\"}} 2"),
-            format!("{c}{{stack=\"ops/erni\",service=\"backend\",kind=\"http\",result=\"failure\"}} 1"),
-            format!("{c}{{stack=\"ops/erni\",service=\"postgres\",kind=\"postgres\",result=\"success\"}} 1"),
-        ] {
-            assert!(has(&text, &line), "missing `{line}` in\n{text}");
-        }
+        let backend = r#"stack="ops/erni",service="backend",kind="http""#;
+        let postgres = r#"stack="ops/erni",service="postgres",kind="postgres""#;
+        assert_sample(&text, &format!(r#"{c}{{{backend},result="success"}}"#), 2.0);
+        assert_sample(&text, &format!(r#"{c}{{{backend},result="failure"}}"#), 1.0);
+        assert_sample(
+            &text,
+            &format!(r#"{c}{{{postgres},result="success"}}"#),
+            1.0,
+        );
+        // Postgres never failed: no series for it.
+        assert_eq!(
+            value(&text, &format!(r#"{c}{{{postgres},result="failure"}}"#)),
+            None
+        );
         let h = "stackwarden_probe_duration_seconds";
-        let backend = "stack=\"ops/erni\",service=\"backend\",kind=\"http\"";
-        assert!(has(&text, &format!("{h}_count{{{backend}}} 3")), "{text}");
-        assert!(has(&text, &format!("{h}_bucket{{le=\"0.005\",{backend}}} 1")), "{text}");
-        assert!(has(&text, &format!("{h}_bucket{{le=\"0.01\",{backend}}} 2")), "{text}");
-        assert!(has(&text, &format!("{h}_bucket{{le=\"1.0\",{backend}}} 2")), "{text}");
-        assert!(has(&text, &format!("{h}_bucket{{le=\"2.5\",{backend}}} 3")), "{text}");
-        // The failure of postgres never happened: no series for it.
-        assert!(!text.contains("service=\"postgres\",kind=\"postgres\",result=\"failure\""));
+        assert_sample(&text, &format!("{h}_count{{{backend}}}"), 3.0);
+        for (le, n) in [
+            ("0.0025", 0.0),
+            ("0.005", 1.0),
+            ("0.01", 2.0),
+            ("1", 2.0),
+            ("2.5", 3.0),
+        ] {
+            assert_sample(&text, &format!(r#"{h}_bucket{{{backend},le="{le}"}}"#), n);
+        }
+        assert_sample(
+            &text,
+            &format!(r#"{h}_bucket{{{postgres},le="0.001"}}"#),
+            1.0,
+        );
     }
 
     #[test]
@@ -462,14 +514,21 @@ mod tests {
         m.restarted("ops/other", "redis", "ProbeFailed");
         let text = m.render();
         let c = "stackwarden_restarts_total";
-        for line in [
-            format!("{c}{{stack=\"ops/erni\",service=\"backend\",reason=\"Crashed\"}} 2"),
-            format!("{c}{{stack=\"ops/erni\",service=\"backend\",reason=\"OOMKilled\"}} 1"),
-            format!("{c}{{stack=\"ops/erni\",service=\"backend\",reason=\"Scheduled\"}} 1"),
-            format!("{c}{{stack=\"ops/other\",service=\"redis\",reason=\"ProbeFailed\"}} 1"),
-        ] {
-            assert!(has(&text, &line), "missing `{line}` in\n{text}");
-        }
+        let backend = r#"stack="ops/erni",service="backend""#;
+        assert_sample(&text, &format!(r#"{c}{{{backend},reason="Crashed"}}"#), 2.0);
+        assert_sample(
+            &text,
+            &format!(r#"{c}{{{backend},reason="OOMKilled"}}"#),
+            1.0,
+        );
+        assert_sample(
+            &text,
+            &format!(r#"{c}{{{backend},reason="Scheduled"}}"#),
+            1.0,
+        );
+        let redis = r#"stack="ops/other",service="redis",reason="ProbeFailed""#;
+        assert_sample(&text, &format!("{c}{{{redis}}}"), 1.0);
+        assert_eq!(text.matches(&format!("{c}{{")).count(), 4, "{text}");
     }
 
     #[test]
@@ -481,29 +540,35 @@ mod tests {
         m.recovered("ops/erni", "backend", Duration::from_secs(3_600));
         let text = m.render();
         let h = "stackwarden_time_to_recover_seconds";
-        let l = "stack=\"ops/erni\",service=\"backend\"";
-        assert!(has(&text, &format!("{h}_bucket{{le=\"0.1\",{l}}} 1")), "{text}");
-        assert!(has(&text, &format!("{h}_bucket{{le=\"3.0\",{l}}} 1")), "{text}");
-        assert!(has(&text, &format!("{h}_bucket{{le=\"4.0\",{l}}} 2")), "{text}");
-        assert!(has(&text, &format!("{h}_bucket{{le=\"300.0\",{l}}} 2")), "{text}");
-        assert!(has(&text, &format!("{h}_bucket{{le=\"600.0\",{l}}} 3")), "{text}");
-        assert!(has(&text, &format!("{h}_bucket{{le=\"+Inf\",{l}}} 4")), "{text}");
-        assert!(has(&text, &format!("{h}_count{{{l}}} 4")), "{text}");
-        assert_eq!(RECOVERY_BUCKETS.first(), Some(&0.1));
-        assert_eq!(RECOVERY_BUCKETS.last(), Some(&600.0));
+        let l = r#"stack="ops/erni",service="backend""#;
+        for (le, n) in [
+            ("0.1", 1.0),
+            ("3", 1.0),
+            ("4", 2.0),
+            ("300", 2.0),
+            ("600", 3.0),
+            ("+Inf", 4.0),
+        ] {
+            assert_sample(&text, &format!(r#"{h}_bucket{{{l},le="{le}"}}"#), n);
+        }
+        assert_sample(&text, &format!("{h}_count{{{l}}}"), 4.0);
+        // 16 bounds plus +Inf.
+        assert_eq!(text.matches(&format!("{h}_bucket{{")).count(), 17, "{text}");
     }
 
     #[test]
     fn stack_state_gauges_follow_the_last_report() {
         let m = Metrics::new();
+        let ready = r#"stackwarden_stack_ready{stack="ops/erni"}"#;
+        let healthy = r#"stackwarden_stack_healthy_services{stack="ops/erni"}"#;
         m.stack_state("ops/erni", true, 5);
         let text = m.render();
-        assert!(has(&text, "stackwarden_stack_ready{stack=\"ops/erni\"} 1"), "{text}");
-        assert!(has(&text, "stackwarden_stack_healthy_services{stack=\"ops/erni\"} 5"), "{text}");
+        assert_sample(&text, ready, 1.0);
+        assert_sample(&text, healthy, 5.0);
         m.stack_state("ops/erni", false, 3);
         let text = m.render();
-        assert!(has(&text, "stackwarden_stack_ready{stack=\"ops/erni\"} 0"), "{text}");
-        assert!(has(&text, "stackwarden_stack_healthy_services{stack=\"ops/erni\"} 3"), "{text}");
+        assert_sample(&text, ready, 0.0);
+        assert_sample(&text, healthy, 3.0);
     }
 
     #[test]
@@ -518,22 +583,27 @@ mod tests {
             m.recovered(stack, "backend", ms(900));
             m.stack_state(stack, false, 1);
         }
+        let before = m.render();
         m.forget_stack("ops/gone");
         m.forget_stack("ops/never-seen");
         let text = m.render();
         assert!(!text.contains("ops/gone"), "{text}");
-        let kept = samples(&text)
-            .iter()
-            .filter(|l| l.contains("stack=\"ops/kept\""))
-            .count();
-        // reconcile: 12 buckets + +Inf + sum + count; error 1; probes 3 + 2 × (12 + 3);
-        // restart 1; recover 16 + 3; gauges 2.
-        assert_eq!(kept, 15 + 1 + 3 + 30 + 1 + 19 + 2, "{text}");
+        let kept = |t: &str| {
+            t.lines()
+                .filter(|l| l.contains(r#"stack="ops/kept""#))
+                .count()
+        };
+        // reconcile 12 + 3; error 1; probes 3 + 2 × (12 + 3); restart 1; recover 16 + 3; 2 gauges.
+        assert_eq!(kept(&text), 15 + 1 + 3 + 30 + 1 + 19 + 2, "{text}");
+        assert_eq!(kept(&text), kept(&before));
         // Recording again after forgetting works and starts from zero.
         m.restarted("ops/gone", "backend", "Crashed");
-        assert!(has(
-            &m.render(),
-            "stackwarden_restarts_total{stack=\"ops/gone\",service=\"backend\",reason=\"Crashed\"} 1"
-        ));
+        m.restarted("ops/kept", "backend", "Crashed");
+        let text = m.render();
+        let c = "stackwarden_restarts_total";
+        let gone = r#"stack="ops/gone",service="backend",reason="Crashed""#;
+        let kept = r#"stack="ops/kept",service="backend",reason="Crashed""#;
+        assert_sample(&text, &format!("{c}{{{gone}}}"), 1.0);
+        assert_sample(&text, &format!("{c}{{{kept}}}"), 2.0);
     }
 }
