@@ -153,6 +153,32 @@ impl Harness {
         }
     }
 
+    /// Reconciles, honouring the requeue delays (at most 250 ms apart), until `done` holds.
+    pub async fn until(&self, what: &str, timeout: Duration, done: impl Fn(&Self) -> bool) {
+        let start = Instant::now();
+        loop {
+            let r = self.pass().await;
+            if done(self) {
+                return;
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {what}: {:#?}\nevents: {:#?}",
+                self.status(),
+                self.events()
+            );
+            tokio::time::sleep(r.0.min(Duration::from_millis(250))).await;
+        }
+    }
+
+    /// A stack from a compose file alone.
+    pub fn spec(&self, file: &str) -> ServiceStackSpec {
+        serde_json::from_value(
+            serde_json::json!({"compose": {"projectName": self.project, "file": file}}),
+        )
+        .unwrap()
+    }
+
     /// Deletes the stack the way the drivers do.
     pub async fn delete(&self) {
         controller::cleanup(&self.stack(), &self.uid(), &self.ctx)

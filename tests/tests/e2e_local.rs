@@ -391,7 +391,13 @@ async fn operator_killed_between_create_and_start_converges_without_duplicates()
     docker(&["stop", "-t", "1", &c["cache"]]);
     h.until_ready(READY_TIMEOUT).await;
     assert_eq!(h.containers(), c);
-    assert!(h.events().iter().any(|e| e.reason == "Started"));
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| e.reason == "Crashed" && e.note.contains("restarting it")),
+        "{:?}",
+        h.events()
+    );
 }
 
 #[tokio::test]
@@ -417,6 +423,7 @@ async fn local_driver_follows_manifest_files_and_keeps_stacks_whose_file_breaks(
         state_dir: state.clone(),
         exit_when_ready: false,
         timeout: None,
+        metrics_addr: Some("127.0.0.1:0".parse().unwrap()),
     }));
     let store = LocalStore::new(&state);
     let ready = |store: &LocalStore| {

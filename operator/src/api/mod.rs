@@ -385,7 +385,13 @@ pub struct ServiceStackStatus {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub services: BTreeMap<String, ServiceStatus>,
 
-    /// Standard conditions: Ready, Progressing, InvalidSpec, DockerUnreachable.
+    /// Last slot of each scheduled restart (`spec.maintenance.restarts`), keyed
+    /// `SERVICE SCHEDULE`: a slot is never run twice, even across operator restarts.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(with = "BTreeMap<String, String>")]
+    pub maintenance: BTreeMap<String, chrono::DateTime<chrono::Utc>>,
+
+    /// Standard conditions: Ready, Progressing, Degraded, InvalidSpec, DockerUnreachable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -36,6 +36,9 @@ pub enum Command {
         /// Give up (exit non-zero) after this many seconds.
         #[arg(long, value_parser = parse_seconds)]
         timeout: Option<Duration>,
+        /// Serve /metrics, /healthz and /readyz here (`off` for none).
+        #[arg(long, default_value = "127.0.0.1:9464", value_parser = parse_addr)]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Show the stacks the local driver manages: a `kubectl get`-like table, then each stack's
     /// services, conditions and recent events.
@@ -50,7 +53,19 @@ pub enum Command {
         /// Only watch this namespace (default: all).
         #[arg(long)]
         namespace: Option<String>,
+        /// Serve /metrics, /healthz and /readyz here (`off` for none).
+        #[arg(long, default_value = "0.0.0.0:8080", value_parser = parse_addr)]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
+}
+
+fn parse_addr(s: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    if s == "off" {
+        return Ok(None);
+    }
+    s.parse()
+        .map(Some)
+        .map_err(|e| format!("{e}: give HOST:PORT, or off"))
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {
@@ -79,6 +94,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             state_dir,
             exit_when_ready,
             timeout,
+            metrics_addr,
         } => {
             anyhow::ensure!(
                 path.exists(),
@@ -90,6 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 state_dir,
                 exit_when_ready,
                 timeout,
+                metrics_addr,
             })
             .await
         }
@@ -107,9 +124,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", status_table(&store, &records));
             Ok(())
         }
-        Command::Controller { namespace } => {
+        Command::Controller {
+            namespace,
+            metrics_addr,
+        } => {
             let client = kube::Client::try_default().await?;
-            crate::store::kube::run(client, namespace).await
+            crate::store::kube::run(client, namespace, metrics_addr).await
         }
     }
 }

@@ -5,6 +5,8 @@
 //! operator cannot report (the store itself failing) and for cleanup, which must be retried.
 
 pub mod plan;
+pub mod prober;
+mod repair;
 mod report;
 
 use std::collections::{BTreeSet, HashMap};
@@ -56,6 +58,9 @@ pub struct Requeue(pub Duration);
 pub struct Context {
     pub store: Arc<dyn Store>,
     pub engines: Engines,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Probe verdicts per stack and service, kept current by the probers.
+    pub probes: prober::Board,
     /// Consecutive failed passes per stack, for backoff. Memory only: after a restart the
     /// operator simply retries at once, which is what one wants after a restart anyway.
     failures: Mutex<HashMap<String, u32>>,
@@ -66,6 +71,8 @@ impl Context {
         Arc::new(Self {
             store,
             engines: Engines::default(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            probes: prober::Board::default(),
             failures: Mutex::default(),
         })
     }
@@ -89,6 +96,17 @@ pub fn backoff_delay(failures: u32) -> Duration {
 
 /// Brings one stack one step closer to its spec and reports what it sees.
 pub async fn reconcile(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result<Requeue, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_once(stack, uid, ctx).await;
+    ctx.metrics.reconciled(
+        &stack.key(),
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
+    result
+}
+
+async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result<Requeue, Error> {
     let key = stack.key();
     let previous = stack.status.clone().unwrap_or_default();
     let generation = stack.metadata.generation;
@@ -159,11 +177,13 @@ pub async fn reconcile(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result
                         spec_hash,
                     },
                 );
-                converge(stack, &project, &owner, last.as_ref(), &engine).await
+                converge(stack, &project, &owner, last.as_ref(), &engine)
+                    .await
+                    .map(|o| (engine, o))
             }
             Err(e) => Err(e),
         };
-    let outcome = match result {
+    let (engine, outcome) = match result {
         Ok(o) => o,
         Err(e) => {
             ctx.engines.forget(&host).await;
@@ -207,22 +227,94 @@ pub async fn reconcile(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result
     for event in &outcome.events {
         ctx.store.record(stack, event).await?;
     }
+    let now = Utc::now();
+    let probes = ctx.probes.snapshot(&key);
+    let repair = repair::repair(ctx, stack, &project, uid, &outcome, &probes, &engine, now).await?;
     let required = compose::required_services(stack, &project);
-    let report = report::report(&project, &outcome, uid, &required, stack.spec.suspend);
+    let report = report::report(
+        &project,
+        &outcome,
+        uid,
+        &required,
+        stack.spec.suspend,
+        &probes,
+    );
     status.revision = Some(outcome.plan.revision);
     status.spec_hash = Some(project.spec_hash());
     status.services = report.services;
+    for (name, h) in repair.history {
+        if let Some(slot) = status.services.get_mut(&name) {
+            slot.restarts = h.restarts;
+            slot.recent_restarts = h.recent_restarts;
+            slot.last_restart = h.last_restart;
+        }
+    }
+    status.maintenance = repair.maintenance;
     status.health = Some(report.health);
     verdicts.extend(report.verdicts);
+    verdicts.push(match repair.exhausted.first() {
+        Some(_) => {
+            let message = repair
+                .exhausted
+                .iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            publish_transition(
+                ctx,
+                stack,
+                &previous,
+                ConditionType::Degraded,
+                EventType::Warning,
+                Reason::RestartBudgetExhausted,
+                &message,
+            )
+            .await?;
+            Verdict::new(
+                ConditionType::Degraded,
+                ConditionStatus::True,
+                Reason::RestartBudgetExhausted,
+                message,
+            )
+        }
+        None => Verdict::new(
+            ConditionType::Degraded,
+            ConditionStatus::False,
+            Reason::WithinRestartBudget,
+            "every service is within its restart budget",
+        ),
+    });
+    let healthy = status
+        .services
+        .values()
+        .filter(|s| {
+            s.state == crate::api::ContainerState::Running
+                && s.health != Some(crate::api::ContainerHealth::Unhealthy)
+        })
+        .count();
+    ctx.metrics.stack_state(
+        &key,
+        report.health == crate::api::StackHealth::Healthy,
+        healthy as i64,
+    );
     finish(ctx, stack, status, &previous, verdicts, generation).await?;
 
     let failed = !outcome.failures.is_empty();
     let delay = ctx.backoff(&key, failed).await;
-    Ok(Requeue(delay.unwrap_or(if report.progressing {
+    let mut next = delay.unwrap_or(if report.progressing {
         PROGRESS_REQUEUE
     } else {
         STEADY_REQUEUE
-    })))
+    });
+    if let Some(at) = repair.next {
+        next = next.min(
+            (at - now)
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .max(Duration::from_millis(100)),
+        );
+    }
+    Ok(Requeue(next))
 }
 
 /// What a pass did on the engine and what it saw afterwards.

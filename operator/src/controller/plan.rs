@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use crate::api::{ContainerHealth, ContainerState, Reason};
 use crate::compose::{
-    DependencyCondition, NetworkSpec, Project, PullPolicy, RestartPolicy, ServiceSpec, VolumeSpec,
+    DependencyCondition, NetworkSpec, Project, PullPolicy, ServiceSpec, VolumeSpec,
 };
 use crate::docker::{Observed, ObservedContainer};
 
@@ -179,7 +179,7 @@ pub fn plan(project: &Project, observed: &Observed, uid: &str, last: Option<&App
                 service: svc.name.clone(),
                 old_id: c.id.clone(),
             }),
-            Some(c) if needs_start(project, svc, c) => Some(Action::Start {
+            Some(c) if needs_start(c) => Some(Action::Start {
                 service: svc.name.clone(),
                 id: c.id.clone(),
             }),
@@ -252,26 +252,11 @@ pub fn plan(project: &Project, observed: &Observed, uid: &str, last: Option<&App
     out
 }
 
-/// Starts a stopped container like `docker-compose up` does, except a finished one-shot job:
-/// a service others wait on with `service_completed_successfully`, that exited 0 under a
-/// restart policy that would not rerun it. Running it again would redo its work (a migration)
-/// on every pass. Any other stopped service was stopped by accident and is started.
-fn needs_start(project: &Project, svc: &ServiceSpec, c: &ObservedContainer) -> bool {
-    match c.state {
-        ContainerState::Created => true,
-        ContainerState::Exited | ContainerState::Dead => {
-            let is_job = project.services.iter().any(|s| {
-                s.depends_on.iter().any(|d| {
-                    d.service == svc.name
-                        && d.condition == DependencyCondition::CompletedSuccessfully
-                })
-            });
-            let finished = c.exit_code == Some(0)
-                && matches!(svc.restart, RestartPolicy::No | RestartPolicy::OnFailure);
-            !(is_job && finished)
-        }
-        _ => false,
-    }
+/// Starts a container that was created but never started (an operator killed between create
+/// and start). A container that ran and stopped is a fault for [`crate::heal`], which restarts
+/// it with backoff and a budget rather than on every pass.
+fn needs_start(c: &ObservedContainer) -> bool {
+    c.state == ContainerState::Created
 }
 
 /// Why `svc` may not be created or started yet, if anything.

@@ -461,9 +461,9 @@ fn pull_policy_always_does_not_pull_for_a_service_that_already_runs() {
 }
 
 #[test]
-fn starting_a_stopped_container_never_pulls() {
+fn starting_a_created_container_never_pulls() {
     let p = project(&pulled("always"));
-    let app = exited(running(&p, "app"), 1);
+    let app = in_state(running(&p, "app"), ContainerState::Created);
     let mut observed = engine_running(&p, vec![app.clone()]);
     observed.images.clear();
     assert_eq!(plan(&p, &observed, UID).actions, [start(&app)]);
@@ -691,11 +691,11 @@ fn service_healthy_dependency_being_recreated_in_this_pass_makes_the_dependent_w
 }
 
 #[test]
-fn service_healthy_dependency_being_started_in_this_pass_makes_the_dependent_wait() {
+fn service_healthy_dependency_that_stopped_makes_the_dependent_wait_for_heal_to_restart_it() {
     let p = project(HEALTHY);
     let db = exited(running(&p, "db"), 1);
-    let plan = plan(&p, &engine_running(&p, vec![db.clone()]), UID);
-    assert_eq!(plan.actions, [start(&db)]);
+    let plan = plan(&p, &engine_running(&p, vec![db]), UID);
+    assert_eq!(plan.actions, []);
     assert_eq!(held(&plan.waiting), ["api"]);
 }
 
@@ -726,11 +726,12 @@ fn service_completed_successfully_dependency_that_exited_0_is_met() {
 }
 
 #[test]
-fn service_completed_successfully_dependency_that_failed_is_rerun_and_the_dependent_waits() {
+fn service_completed_successfully_dependency_that_failed_holds_the_dependent() {
+    // Rerunning the failed job is heal's business (with backoff); the planner only waits.
     let p = project(MIGRATE);
     let migrate = exited(running(&p, "migrate"), 3);
-    let plan = plan(&p, &engine_running(&p, vec![migrate.clone()]), UID);
-    assert_eq!(plan.actions, [start(&migrate)]);
+    let plan = plan(&p, &engine_running(&p, vec![migrate]), UID);
+    assert_eq!(plan.actions, []);
     assert_eq!(
         hold(&plan.waiting, "api").message,
         "api waits for migrate to complete successfully"
@@ -763,8 +764,7 @@ fn service_completed_successfully_dependency_created_in_the_same_pass_makes_the_
 }
 
 #[test]
-fn failed_one_shot_that_cannot_be_rerun_yet_still_holds_its_dependents() {
-    // migrate failed earlier and now waits for db itself, so it is not rerun in this pass.
+fn failed_one_shot_still_holds_its_dependents() {
     let p = project(&format!(
         "{MIGRATE}    depends_on:\n      db: {{condition: service_healthy}}\n  db:\n    image: example/db:1\n    healthcheck: {{test: [\"CMD\", \"true\"]}}\n"
     ));
@@ -772,10 +772,6 @@ fn failed_one_shot_that_cannot_be_rerun_yet_still_holds_its_dependents() {
     let migrate = exited(running(&p, "migrate"), 1);
     let plan = plan(&p, &engine_running(&p, vec![db, migrate]), UID);
     assert_eq!(plan.actions, []);
-    assert_eq!(
-        hold(&plan.waiting, "migrate").message,
-        "migrate waits for db to be healthy"
-    );
     assert_eq!(
         hold(&plan.waiting, "api").message,
         "api waits for migrate to complete successfully"
@@ -927,12 +923,8 @@ fn duplicates_prefer_the_current_config_over_a_running_container() {
         &engine_running(&p, vec![outdated.clone(), current.clone()]),
         UID,
     );
-    assert_eq!(plan.actions.len(), 2, "{:#?}", plan.actions);
-    assert!(
-        plan.actions.contains(&remove(&outdated)) && plan.actions.contains(&start(&current)),
-        "{:#?}",
-        plan.actions
-    );
+    // The current one is kept (heal restarts it); the outdated one goes.
+    assert_eq!(plan.actions, [remove(&outdated)]);
 }
 
 #[test]
@@ -978,55 +970,19 @@ fn created_but_never_started_container_is_started() {
 }
 
 #[test]
-fn container_that_exited_with_an_error_is_started_whatever_the_restart_policy() {
+fn stopped_containers_are_left_to_heal_whatever_the_policy_and_exit_code() {
     for restart in ["no", "on-failure", "always", "unless-stopped"] {
-        let (plan, c) = plan_job(restart, WAITED_FOR, |c| exited(c, 137));
-        assert_eq!(plan.actions, [start(&c)], "restart: {restart}");
+        for code in [0, 1, 137] {
+            let (plan, _) = plan_job(restart, WAITED_FOR, |c| exited(c, code));
+            assert_eq!(plan.actions, [], "restart: {restart}, exit {code}");
+            let (plan, _) = plan_job(restart, !WAITED_FOR, |c| exited(c, code));
+            assert_eq!(plan.actions, [], "restart: {restart}, exit {code}");
+        }
     }
-}
-
-#[test]
-fn dead_container_is_started() {
-    let (plan, c) = plan_job("always", WAITED_FOR, |c| {
+    let (plan, _) = plan_job("always", WAITED_FOR, |c| {
         in_state(exited(c, 1), ContainerState::Dead)
     });
-    assert_eq!(plan.actions, [start(&c)]);
-}
-
-#[test]
-fn finished_one_shot_job_others_wait_for_is_left_alone_under_restart_no_or_on_failure() {
-    for restart in ["no", "on-failure"] {
-        let (plan, _) = plan_job(restart, WAITED_FOR, |c| exited(c, 0));
-        assert_nothing_to_do(&plan);
-    }
-}
-
-#[test]
-fn service_that_exited_0_is_started_when_nobody_waits_for_its_completion() {
-    for restart in ["no", "on-failure"] {
-        let (plan, c) = plan_job(restart, !WAITED_FOR, |c| exited(c, 0));
-        assert_eq!(plan.actions, [start(&c)], "restart: {restart}");
-    }
-}
-
-#[test]
-fn service_that_exited_0_is_started_when_others_only_wait_for_it_to_start() {
-    // app depends on db with service_started: db is a server that stopped, not a finished job.
-    let p = project(SIMPLE);
-    let db = exited(running(&p, "db"), 0);
-    let observed = engine_running(
-        &p,
-        vec![db.clone(), running(&p, "cache"), running(&p, "app")],
-    );
-    assert_eq!(plan(&p, &observed, UID).actions, [start(&db)]);
-}
-
-#[test]
-fn job_that_exited_0_with_restart_always_or_unless_stopped_is_started() {
-    for restart in ["always", "unless-stopped"] {
-        let (plan, c) = plan_job(restart, WAITED_FOR, |c| exited(c, 0));
-        assert_eq!(plan.actions, [start(&c)], "restart: {restart}");
-    }
+    assert_eq!(plan.actions, []);
 }
 
 #[test]

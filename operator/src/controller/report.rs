@@ -25,6 +25,7 @@ pub fn report(
     uid: &str,
     required: &[String],
     suspended: bool,
+    probes: &BTreeMap<String, crate::heal::ProbeVerdict>,
 ) -> Report {
     let mut services = BTreeMap::new();
     let mut not_ready: Vec<String> = Vec::new();
@@ -49,6 +50,19 @@ pub fn report(
                 ..Default::default()
             },
         };
+        // The operator's own probes, when the service has some, decide its health.
+        let mut st = st;
+        if let Some(v) = probes.get(&svc.name) {
+            st.consecutive_failures = v.consecutive_failures;
+            st.last_probe = v.last.clone();
+            if st.state == ContainerState::Running {
+                st.health = Some(match v.healthy {
+                    Some(true) => ContainerHealth::Healthy,
+                    Some(false) => ContainerHealth::Unhealthy,
+                    None => ContainerHealth::Starting,
+                });
+            }
+        }
         let current =
             container.is_some_and(|c| c.config_hash.as_deref() == Some(svc.config_hash().as_str()));
         let problem = match (st.state, st.health) {

@@ -177,6 +177,8 @@ pub trait Engine: Send + Sync {
     ) -> Result<(Vec<String>, Vec<String>), EngineError>;
     async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError>;
+    /// Restarts a container in place (same id, volumes and address), as `docker restart` does.
+    async fn restart_container(&self, id: &str, grace_s: Option<i64>) -> Result<(), EngineError>;
     /// Runs a command in a running container and waits for it to finish.
     async fn exec(&self, id: &str, command: &[String]) -> Result<ExecOutcome, EngineError>;
 }
@@ -513,6 +515,14 @@ impl Engine for BollardEngine {
             .map(|v| v.name)
             .collect();
         Ok((nets, vols))
+    }
+
+    async fn restart_container(&self, id: &str, grace_s: Option<i64>) -> Result<(), EngineError> {
+        let opts = bollard::query_parameters::RestartContainerOptionsBuilder::default()
+            .t(grace_s.unwrap_or(10) as i32)
+            .build();
+        let res = self.docker.restart_container(id, Some(opts)).await;
+        self.settled(res, &[], format!("restarting container {}", short_id(id)))
     }
 
     async fn exec(&self, id: &str, command: &[String]) -> Result<ExecOutcome, EngineError> {

@@ -206,6 +206,14 @@ impl Schedule {
         Ok(Self { cron, tz })
     }
 
+    /// The first slot after `after`.
+    pub fn next(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron
+            .find_next_occurrence(&after.with_timezone(&self.tz), false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+
     /// The latest slot after `after` and at or before `now`, if any: a restart that is due.
     /// Several missed slots make one restart, not a burst.
     pub fn due(&self, after: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {

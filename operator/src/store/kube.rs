@@ -145,6 +145,8 @@ pub async fn reconcile(
             Finalizer::Cleanup(s) => {
                 let uid = s.uid().unwrap_or_default();
                 controller::cleanup(&s, &uid, ctx).await?;
+                ctx.metrics.forget_stack(&s.key());
+                ctx.probes.clear(&s.key());
                 Ok(Action::await_change())
             }
         }
@@ -161,7 +163,11 @@ pub fn error_policy(stack: Arc<ServiceStack>, err: &KubeError, _ctx: Arc<KubeCon
 }
 
 /// Runs the controller until a shutdown signal.
-pub async fn run(client: Client, namespace: Option<String>) -> anyhow::Result<()> {
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
     let api: Api<ServiceStack> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -173,6 +179,13 @@ pub async fn run(client: Client, namespace: Option<String>) -> anyhow::Result<()
         )
     })?;
     let ctx = KubeContext::new(client);
+    if let Some(addr) = metrics_addr {
+        // Ready as soon as the API answered the list above: the controller can do its work.
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (bound, server) = crate::metrics::serve(addr, ctx.ctx.metrics.clone(), ready).await?;
+        info!(%bound, "serving /metrics, /healthz and /readyz");
+        tokio::spawn(server);
+    }
     info!(
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controller started"

@@ -341,6 +341,8 @@ pub struct LocalOptions {
     /// Exit 0 as soon as every stack is Ready (non-zero if `timeout` passes first).
     pub exit_when_ready: bool,
     pub timeout: Option<Duration>,
+    /// Where to serve /metrics, /healthz and /readyz; none for no endpoint.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Manifests are re-read this often. Polling rather than inotify: it also sees edits through
@@ -351,6 +353,16 @@ const POLL: Duration = Duration::from_millis(500);
 pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
     let store = LocalStore::new(&opts.state_dir);
     let ctx = Context::new(Arc::new(store.clone()));
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let _endpoints = match opts.metrics_addr {
+        Some(addr) => {
+            let (bound, server) =
+                crate::metrics::serve(addr, ctx.metrics.clone(), ready.clone()).await?;
+            info!(%bound, "serving /metrics, /healthz and /readyz");
+            Some(AbortOnDrop(tokio::spawn(server)))
+        }
+        None => None,
+    };
     let started = Instant::now();
     let mut due: BTreeMap<(String, String), Instant> = BTreeMap::new();
     let mut last_generation: BTreeMap<(String, String), i64> = BTreeMap::new();
@@ -416,6 +428,15 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
 }
 
 type Key = (String, String);
+
+/// Stops the endpoint server when the driver returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Why the loop woke up.
 enum Wake {
@@ -504,6 +525,8 @@ async fn pass(
                     error!("{e}");
                 }
                 due.remove(&key);
+                ctx.metrics.forget_stack(&stack.key());
+                ctx.probes.clear(&stack.key());
                 info!(stack = %stack.key(), "manifest removed: stack deleted");
             }
             Err(e) => {

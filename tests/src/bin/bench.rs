@@ -27,7 +27,8 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(5usize);
     match args.first().map(String::as_str) {
         Some("converge") => converge(rounds).await,
-        _ => anyhow::bail!("usage: bench converge [--rounds N]"),
+        Some("heal") => heal(rounds).await,
+        _ => anyhow::bail!("usage: bench converge|heal [--rounds N]"),
     }
 }
 
@@ -84,6 +85,7 @@ async fn stackwarden_round(round: usize) -> anyhow::Result<f64> {
         state_dir: dir.path().join("state"),
         exit_when_ready: true,
         timeout: Some(Duration::from_secs(300)),
+        metrics_addr: None,
     })
     .await?;
     let elapsed = start.elapsed().as_secs_f64();
@@ -139,6 +141,190 @@ fn compose_round(round: usize) -> anyhow::Result<f64> {
         String::from_utf8_lossy(&down.stderr)
     );
     Ok(elapsed)
+}
+
+/// heal, crash half: from `kill -9` of a Redis server's main process to the service running and
+/// answering PING again. stackwarden restarts a `restart: "no"` service (the local driver, woken
+/// by Docker's die event); the reference is Docker's own `restart: always` on an identical
+/// container. Both use a fresh container every round, because Docker doubles its restart delay
+/// for a container that dies within 10 s of starting, and stackwarden backs off too.
+async fn heal(rounds: usize) -> anyhow::Result<()> {
+    stackwarden_tests::images::ensure_images()?;
+    let mut sw = Vec::new();
+    let mut dk = Vec::new();
+    for round in 1..=rounds {
+        let a = stackwarden_crash_round(round).await?;
+        let b = docker_crash_round(round).await?;
+        println!(
+            "round {round}: stackwarden {:.0} ms, docker restart:always {:.0} ms",
+            a * 1e3,
+            b * 1e3
+        );
+        sw.push(a);
+        dk.push(b);
+    }
+    let (sw50, dk50) = (median(&mut sw), median(&mut dk));
+    let (sw99, dk99) = (percentile(&sw, 0.99), percentile(&dk, 0.99));
+    println!(
+        "crash: stackwarden p50 {:.0} ms p99 {:.0} ms; docker p50 {:.0} ms p99 {:.0} ms",
+        sw50 * 1e3,
+        sw99 * 1e3,
+        dk50 * 1e3,
+        dk99 * 1e3
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "bench": "heal",
+            "rounds": rounds,
+            "crash_stackwarden_p50_s": round3(sw50),
+            "crash_stackwarden_p99_s": round3(sw99),
+            "crash_docker_p50_s": round3(dk50),
+            "crash_docker_p99_s": round3(dk99),
+            "crash_ratio_p50": round2(sw50 / dk50),
+        })
+    );
+    Ok(())
+}
+
+async fn stackwarden_crash_round(round: usize) -> anyhow::Result<f64> {
+    let project = format!("bench-heal-{round}-{}", std::process::id());
+    let dir = tempfile::tempdir()?;
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests)?;
+    let file = "services:\n  cache:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n    restart: \"no\"\n";
+    let stack = serde_json::json!({
+        "apiVersion": "stackwarden.dev/v1alpha1", "kind": "ServiceStack",
+        "metadata": {"name": project, "namespace": "bench"},
+        "spec": {"compose": {"projectName": project, "file": file}},
+    });
+    std::fs::write(manifests.join("stack.yaml"), serde_yaml::to_string(&stack)?)?;
+    let state = dir.path().join("state");
+    let driver = tokio::spawn(run(LocalOptions {
+        manifests,
+        state_dir: state.clone(),
+        exit_when_ready: false,
+        timeout: None,
+        metrics_addr: None,
+    }));
+    let store = stackwarden::store::local::LocalStore::new(&state);
+    let start = Instant::now();
+    let id = loop {
+        let ready = store.load("bench", &project)?.is_some_and(|r| {
+            stackwarden::api::condition::find(
+                &r.status.conditions,
+                stackwarden::api::ConditionType::Ready,
+            )
+            .is_some_and(|c| c.status == stackwarden::api::ConditionStatus::True)
+        });
+        let id = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+        ]);
+        if ready && !id.trim().is_empty() {
+            break id.trim().to_owned();
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "stack {project} not Ready in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = crash_and_time(&id).await;
+    driver.abort();
+    remove_project(&project);
+    took
+}
+
+async fn docker_crash_round(round: usize) -> anyhow::Result<f64> {
+    let name = format!("bench-heal-docker-{round}-{}", std::process::id());
+    let id = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--restart",
+        "always",
+        "stackwarden-test/redis:7",
+    ])
+    .trim()
+    .to_owned();
+    // Same starting point as the stackwarden side: answering PING.
+    let ip = ip_of(&id)?;
+    let start = Instant::now();
+    while !ping(&ip).await {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "reference redis never answered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = crash_and_time(&id).await;
+    docker(&["rm", "-f", "-v", &id]);
+    took
+}
+
+/// `kill -9` the container's main process, then time until it answers PING again.
+async fn crash_and_time(id: &str) -> anyhow::Result<f64> {
+    let ip = ip_of(id)?;
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", id])
+        .trim()
+        .to_owned();
+    let start = Instant::now();
+    let kill = Command::new("kill").args(["-9", &pid]).output()?;
+    anyhow::ensure!(kill.status.success(), "kill -9 {pid} failed");
+    // Wait for the old process to be gone, so a PING answered by it cannot end the clock.
+    while ping(&ip).await {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    while !ping(&ip).await {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "container {id} did not come back in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+fn ip_of(id: &str) -> anyhow::Result<String> {
+    let ip = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+        id,
+    ]);
+    ip.split_whitespace()
+        .next()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("container {id} has no address"))
+}
+
+/// Whether Redis at `ip` answers PING within 200 ms.
+async fn ping(ip: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect((ip, 6379)).await.ok()?;
+        s.write_all(b"PING\r\n").await.ok()?;
+        let mut buf = [0u8; 16];
+        let n = s.read(&mut buf).await.ok()?;
+        buf[..n].starts_with(b"+PONG").then_some(())
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_millis(200), attempt).await,
+        Ok(Some(()))
+    )
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 fn remove_project(project: &str) {

@@ -1,0 +1,331 @@
+//! The acting half of self-healing: [`crate::heal`] decides, this records and restarts.
+//!
+//! A restart is written into the status (`recentRestarts`, `lastRestart`) before it is done, so
+//! an operator killed right after restarting cannot forget it and overspend the budget.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use tracing::warn;
+
+use super::{Context, Error, Outcome};
+use crate::api::{
+    RestartReason, RestartRecord, Restarter, ServiceStack, ServiceStackStatus, ServiceStatus,
+};
+use crate::compose::Project;
+use crate::docker::{short_id, Engine, ObservedContainer};
+use crate::heal::{self, Decision, ProbeVerdict, Schedule};
+use crate::store::{EventType, StackEvent};
+
+/// What the repair pass leaves for the status report.
+#[derive(Default)]
+pub struct Repair {
+    /// Restart history per service, to merge into the status.
+    pub history: BTreeMap<String, ServiceStatus>,
+    /// Services past their budget, with the message for the Degraded condition.
+    pub exhausted: Vec<(String, String)>,
+    /// The earliest time a waiting restart (backoff, budget) or a schedule is due.
+    pub next: Option<DateTime<Utc>>,
+    /// Last slot of each maintenance entry, keyed `service schedule`.
+    pub maintenance: BTreeMap<String, DateTime<Utc>>,
+}
+
+impl Repair {
+    fn due_at(&mut self, t: DateTime<Utc>) {
+        self.next = Some(self.next.map_or(t, |n| n.min(t)));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn repair(
+    ctx: &Context,
+    stack: &ServiceStack,
+    project: &Project,
+    uid: &str,
+    outcome: &Outcome,
+    probes: &BTreeMap<String, ProbeVerdict>,
+    engine: &dyn Engine,
+    now: DateTime<Utc>,
+) -> Result<Repair, Error> {
+    let previous = stack.status.clone().unwrap_or_default();
+    // "No more restarts until the window passes or the spec changes": a new generation starts
+    // with a fresh budget.
+    let spec_changed = previous.observed_generation.is_some()
+        && previous.observed_generation != stack.metadata.generation;
+    let mut out = Repair {
+        maintenance: previous.maintenance.clone(),
+        ..Default::default()
+    };
+    let ours = |name: &str| {
+        outcome
+            .observed
+            .containers
+            .iter()
+            .find(|c| c.service == name && c.uid.as_deref() == Some(uid))
+    };
+    // Services the planner changed this pass are in its hands until the next one.
+    let touched = |name: &str| {
+        outcome
+            .plan
+            .actions
+            .iter()
+            .any(|a| a.service() == Some(name))
+    };
+    let suspended = stack.spec.suspend || outcome.plan.conflict.is_some();
+
+    for svc in &project.services {
+        let mut h = previous
+            .services
+            .get(&svc.name)
+            .cloned()
+            .unwrap_or_default();
+        h.recent_restarts = if spec_changed {
+            Vec::new()
+        } else {
+            heal::in_window(&h.recent_restarts, now)
+        };
+        let c = ours(&svc.name);
+        if let Some(c) = c {
+            count_docker_restarts(ctx, stack, &mut h, c, now).await?;
+        }
+        out.history.insert(svc.name.clone(), h);
+        if suspended || touched(&svc.name) {
+            continue;
+        }
+        let Some(fault) = heal::fault(project, svc, c, probes.get(&svc.name), now) else {
+            continue;
+        };
+        let Some(c) = c else { continue };
+        let h = out.history.get(&svc.name).cloned().unwrap_or_default();
+        match heal::decide(&h.recent_restarts, &stack.spec.health.restart, now) {
+            Decision::Restart => {
+                let note = format!(
+                    "service {} {}; restarting it (restart {} of at most {} per hour)",
+                    svc.name,
+                    fault.describe(),
+                    h.recent_restarts.len() + 1,
+                    stack.spec.health.restart.max_restarts_per_hour
+                );
+                restart(
+                    ctx,
+                    stack,
+                    &mut out,
+                    svc.name.as_str(),
+                    c,
+                    fault.reason(),
+                    note,
+                    engine,
+                    now,
+                )
+                .await?;
+                if stack.spec.health.restart.restart_dependents {
+                    for dep in project
+                        .services
+                        .iter()
+                        .filter(|s| s.depends_on.iter().any(|d| d.service == svc.name))
+                    {
+                        if let Some(dc) = ours(&dep.name)
+                            .filter(|dc| dc.state == crate::api::ContainerState::Running)
+                        {
+                            let note = format!("service {} restarted because {} it depends on was restarted (restartDependents)", dep.name, svc.name);
+                            restart(
+                                ctx,
+                                stack,
+                                &mut out,
+                                &dep.name,
+                                dc,
+                                RestartReason::Dependency,
+                                note,
+                                engine,
+                                now,
+                            )
+                            .await?;
+                        }
+                    }
+                }
+            }
+            Decision::Wait { until } => out.due_at(until),
+            Decision::Exhausted { until } => {
+                out.due_at(until);
+                out.exhausted.push((
+                    svc.name.clone(),
+                    format!(
+                        "service {} {} and was restarted {} times within the hour (maxRestartsPerHour {}); the operator stopped restarting it until {} or the next spec change. Check its logs (docker logs {})",
+                        svc.name,
+                        fault.describe(),
+                        h.recent_restarts.len(),
+                        stack.spec.health.restart.max_restarts_per_hour,
+                        until.format("%H:%M:%S UTC"),
+                        c.name
+                    ),
+                ));
+            }
+        }
+    }
+
+    // Scheduled restarts wait while the stack is being changed or is coming up.
+    let busy = !outcome.plan.actions.is_empty() || !outcome.plan.waiting.is_empty();
+    for entry in &stack.spec.maintenance.restarts {
+        // Validated by compose::load, so a parse error here cannot happen; skip rather than panic.
+        let Ok(schedule) = Schedule::parse(entry) else {
+            continue;
+        };
+        let key = format!("{} {}", entry.service, entry.schedule);
+        // A new entry starts counting from now: no restart for slots before it existed.
+        let after = *out.maintenance.entry(key.clone()).or_insert(now);
+        match schedule.due(after, now) {
+            Some(slot) if !busy && !suspended => {
+                out.maintenance.insert(key, slot);
+                if let Some(c) =
+                    ours(&entry.service).filter(|c| c.state == crate::api::ContainerState::Running)
+                {
+                    let note = format!(
+                        "service {}: scheduled restart ({} {})",
+                        entry.service,
+                        entry.schedule,
+                        entry.time_zone.as_deref().unwrap_or("UTC")
+                    );
+                    restart(
+                        ctx,
+                        stack,
+                        &mut out,
+                        &entry.service,
+                        c,
+                        RestartReason::Scheduled,
+                        note,
+                        engine,
+                        now,
+                    )
+                    .await?;
+                }
+            }
+            // Due, but the stack is busy: look again shortly.
+            Some(_) => out.due_at(now + chrono::Duration::seconds(5)),
+            None => {
+                if let Some(next) = schedule.next(now) {
+                    out.due_at(next);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Docker restarted the container itself (its restart policy): count it like our own restarts.
+async fn count_docker_restarts(
+    ctx: &Context,
+    stack: &ServiceStack,
+    h: &mut ServiceStatus,
+    c: &ObservedContainer,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let same = h.container_id.as_deref() == Some(short_id(&c.id));
+    let delta = if same {
+        c.restart_count - h.docker_restarts
+    } else {
+        0
+    };
+    h.docker_restarts = c.restart_count;
+    h.container_id = Some(short_id(&c.id).to_owned());
+    if delta <= 0 {
+        return Ok(());
+    }
+    let reason = if c.oom_killed {
+        RestartReason::OOMKilled
+    } else {
+        RestartReason::Crashed
+    };
+    h.restarts += delta;
+    for _ in 0..delta {
+        h.recent_restarts.push(now);
+    }
+    h.last_restart = Some(RestartRecord {
+        time: now,
+        reason,
+        by: Restarter::Docker,
+    });
+    let note = format!(
+        "service {} {} and Docker's restart policy restarted it",
+        c.service,
+        if c.oom_killed {
+            "was OOM-killed"
+        } else {
+            "exited"
+        }
+    );
+    ctx.store
+        .record(
+            stack,
+            &StackEvent::new(EventType::Warning, &reason.to_string(), "Restart", note),
+        )
+        .await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restart(
+    ctx: &Context,
+    stack: &ServiceStack,
+    out: &mut Repair,
+    service: &str,
+    c: &ObservedContainer,
+    reason: RestartReason,
+    note: String,
+    engine: &dyn Engine,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let h = out.history.entry(service.to_owned()).or_default();
+    h.restarts += 1;
+    h.recent_restarts.push(now);
+    h.last_restart = Some(RestartRecord {
+        time: now,
+        reason,
+        by: Restarter::Operator,
+    });
+    // Intent first: the restart is in the status before it happens.
+    let mut interim: ServiceStackStatus = stack.status.clone().unwrap_or_default();
+    for (name, hist) in &out.history {
+        let slot = interim.services.entry(name.clone()).or_default();
+        slot.restarts = hist.restarts;
+        slot.recent_restarts = hist.recent_restarts.clone();
+        slot.last_restart = hist.last_restart.clone();
+        slot.docker_restarts = hist.docker_restarts;
+        slot.container_id = hist.container_id.clone();
+    }
+    interim.maintenance = out.maintenance.clone();
+    ctx.store.write_status(stack, &interim).await?;
+
+    let result = match c.state {
+        crate::api::ContainerState::Running => engine.restart_container(&c.id, None).await,
+        _ => engine.start_container(&c.id).await,
+    };
+    let (event_type, note) = match result {
+        Ok(()) => (EventType::Warning, note),
+        Err(e) => {
+            warn!(stack = %stack.key(), "restarting {service} failed: {e}");
+            (
+                EventType::Warning,
+                format!("{note}; the restart failed: {e}"),
+            )
+        }
+    };
+    ctx.store
+        .record(
+            stack,
+            &StackEvent::new(event_type, &reason.to_string(), "Restart", note),
+        )
+        .await?;
+    ctx.metrics
+        .restarted(&stack.key(), service, reason_label(reason));
+    Ok(())
+}
+
+fn reason_label(r: RestartReason) -> &'static str {
+    match r {
+        RestartReason::Crashed => "Crashed",
+        RestartReason::OOMKilled => "OOMKilled",
+        RestartReason::ProbeFailed => "ProbeFailed",
+        RestartReason::Scheduled => "Scheduled",
+        RestartReason::Dependency => "Dependency",
+    }
+}

@@ -1,0 +1,193 @@
+//! Self-healing on the real Docker engine (issue: self-healing).
+
+use std::time::Duration;
+
+use stackwarden::api::{ConditionStatus, ConditionType, Reason, RestartReason, Restarter};
+use stackwarden_tests::harness::{docker, Harness};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Kills the container's main process from the host, as a crash would.
+fn crash(id: &str) {
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", id]);
+    let out = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "kill -9 {pid}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn restarts(h: &Harness, svc: &str) -> i64 {
+    h.status().services.get(svc).map_or(0, |s| s.restarts)
+}
+
+#[tokio::test]
+async fn a_killed_service_is_restarted_and_the_restart_is_in_status_and_events() {
+    let h = Harness::new("healkill");
+    h.apply(h.spec(
+        "services:\n  cache:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n",
+    ));
+    h.until_ready(TIMEOUT).await;
+    let id = h.containers()["cache"].clone();
+    docker(&["kill", &id]);
+    h.until("cache restarted", TIMEOUT, |h| {
+        restarts(h, "cache") == 1 && h.states()["cache"] == "running"
+    })
+    .await;
+    h.until_ready(TIMEOUT).await;
+    assert_eq!(
+        h.containers()["cache"],
+        id,
+        "restarted in place, not recreated"
+    );
+    let last = h.status().services["cache"].last_restart.clone().unwrap();
+    assert_eq!(
+        (last.reason, last.by),
+        (RestartReason::Crashed, Restarter::Operator)
+    );
+    let ev = h
+        .events()
+        .into_iter()
+        .find(|e| e.reason == "Crashed")
+        .expect("a Crashed event");
+    assert!(ev.note.contains("exited with code 137"), "{}", ev.note);
+}
+
+#[tokio::test]
+async fn docker_restart_policy_restarts_are_counted_not_doubled() {
+    let h = Harness::new("healdocker");
+    h.apply(h.spec("services:\n  cache:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n    restart: always\n"));
+    h.until_ready(TIMEOUT).await;
+    // A crash, not `docker kill`: Docker treats a killed container as stopped on purpose and
+    // does not apply its restart policy to it.
+    crash(&h.containers()["cache"]);
+    h.until("Docker's restart counted", TIMEOUT, |h| {
+        restarts(h, "cache") == 1
+    })
+    .await;
+    h.until_ready(TIMEOUT).await;
+    let last = h.status().services["cache"].last_restart.clone().unwrap();
+    assert_eq!(
+        last.by,
+        Restarter::Docker,
+        "the operator raced Docker's own restart"
+    );
+    assert_eq!(restarts(&h, "cache"), 1);
+}
+
+#[tokio::test]
+async fn a_service_that_crashes_at_start_backs_off_then_is_degraded_and_left_alone() {
+    let h = Harness::new("healloop");
+    let mut spec = h.spec("services:\n  app:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n    entrypoint: [\"sh\", \"-c\", \"exit 3\"]\n");
+    spec.health.restart.backoff_seconds = 1;
+    spec.health.restart.max_restarts_per_hour = 3;
+    h.apply(spec);
+    h.until("Degraded", TIMEOUT, |h| {
+        h.condition(ConditionType::Degraded)
+            .is_some_and(|c| c.status == ConditionStatus::True)
+    })
+    .await;
+    let s = h.status();
+    let times = s.services["app"].recent_restarts.clone();
+    assert_eq!(times.len(), 3, "{times:?}");
+    // Backoff grows: 1 s, then 2 s between restarts (the first is immediate).
+    let gaps: Vec<i64> = times
+        .windows(2)
+        .map(|w| (w[1] - w[0]).num_milliseconds())
+        .collect();
+    assert!(
+        gaps[0] >= 1000 && gaps[1] >= 2000 && gaps[1] > gaps[0],
+        "gaps {gaps:?}"
+    );
+    let d = h.condition(ConditionType::Degraded).unwrap();
+    assert_eq!(d.reason, Reason::RestartBudgetExhausted);
+    assert!(
+        d.message.contains("service app exited with code 3")
+            && d.message.contains("maxRestartsPerHour 3"),
+        "{}",
+        d.message
+    );
+    assert_eq!(
+        h.events()
+            .iter()
+            .filter(|e| e.reason == "RestartBudgetExhausted")
+            .count(),
+        1
+    );
+    // And then no more restarts.
+    for _ in 0..8 {
+        h.pass().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(restarts(&h, "app"), 3, "restarted past the budget");
+    assert_eq!(h.states()["app"], "exited");
+
+    // A spec change gives a fresh budget.
+    let mut fixed =
+        h.spec("services:\n  app:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n");
+    fixed.health.restart.max_restarts_per_hour = 3;
+    h.apply(fixed);
+    h.until_ready(TIMEOUT).await;
+    assert_eq!(
+        h.condition(ConditionType::Degraded).unwrap().status,
+        ConditionStatus::False
+    );
+}
+
+#[tokio::test]
+async fn an_unhealthy_service_is_restarted_for_its_failed_healthcheck() {
+    let h = Harness::new("healsick");
+    // Healthy while /run/sick/flag is absent; /run/sick is a tmpfs, so a restart cures it.
+    h.apply(h.spec(
+        "services:\n  cache:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n    volumes:\n      - type: tmpfs\n        target: /run/sick\n    healthcheck:\n      test: [\"CMD-SHELL\", \"test ! -e /run/sick/flag\"]\n      interval: 1s\n      retries: 2\n",
+    ));
+    h.until_ready(TIMEOUT).await;
+    let id = h.containers()["cache"].clone();
+    docker(&["exec", &id, "touch", "/run/sick/flag"]);
+    h.until("restart for the healthcheck", TIMEOUT, |h| {
+        restarts(h, "cache") == 1
+    })
+    .await;
+    h.until_ready(TIMEOUT).await;
+    assert_eq!(
+        h.status().services["cache"]
+            .last_restart
+            .clone()
+            .unwrap()
+            .reason,
+        RestartReason::ProbeFailed
+    );
+    assert!(h
+        .events()
+        .iter()
+        .any(|e| e.reason == "ProbeFailed" && e.note.contains("Docker healthcheck")));
+}
+
+#[tokio::test]
+async fn an_oom_killed_service_is_restarted_with_reason_oomkilled() {
+    let h = Harness::new("healoom");
+    let mut spec = h.spec(
+        "services:\n  app:\n    image: stackwarden-test/demo-app:latest\n    pull_policy: never\n    mem_limit: 48m\n    environment:\n      DEMO_LEAK_MB_PER_SEC: \"32\"\n    healthcheck: {disable: true}\n",
+    );
+    spec.health.restart.backoff_seconds = 60;
+    h.apply(spec);
+    h.until("an OOMKilled restart", TIMEOUT, |h| {
+        h.status()
+            .services
+            .get("app")
+            .and_then(|s| s.last_restart.clone())
+            .is_some_and(|r| r.reason == RestartReason::OOMKilled)
+    })
+    .await;
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| e.reason == "OOMKilled" && e.note.contains("OOM killer")),
+        "{:?}",
+        h.events()
+    );
+}
