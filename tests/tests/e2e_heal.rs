@@ -191,3 +191,57 @@ async fn an_oom_killed_service_is_restarted_with_reason_oomkilled() {
         h.events()
     );
 }
+
+#[tokio::test]
+async fn scheduled_maintenance_restarts_run_once_per_slot() {
+    let h = Harness::new("healsched");
+    let mut spec = h
+        .spec("services:\n  cache:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n");
+    spec.maintenance.restarts = vec![stackwarden::api::ScheduledRestart {
+        service: "cache".into(),
+        schedule: "*/4 * * * * *".into(),
+        time_zone: Some("Europe/Zurich".into()),
+    }];
+    h.apply(spec);
+    h.until_ready(TIMEOUT).await;
+    let started = |h: &Harness| {
+        docker(&[
+            "inspect",
+            "-f",
+            "{{.State.StartedAt}}",
+            &h.containers()["cache"],
+        ])
+    };
+    let before = started(&h);
+    h.until("a scheduled restart", TIMEOUT, |h| {
+        restarts(h, "cache") >= 1
+    })
+    .await;
+    let s = h.status();
+    assert_eq!(
+        s.services["cache"].last_restart.clone().unwrap().reason,
+        RestartReason::Scheduled
+    );
+    assert_ne!(started(&h), before, "the container was not restarted");
+    assert_eq!(
+        s.maintenance.len(),
+        1,
+        "the slot is recorded: {:?}",
+        s.maintenance
+    );
+    assert!(
+        s.services["cache"].recent_restarts.is_empty(),
+        "a scheduled restart used up the crash budget"
+    );
+    // One restart per slot: over 3 s (less than a slot) at most one more.
+    let n = restarts(&h, "cache");
+    for _ in 0..6 {
+        h.pass().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        restarts(&h, "cache") <= n + 1,
+        "more than one restart per slot"
+    );
+    assert!(h.events().iter().any(|e| e.reason == "Scheduled"));
+}

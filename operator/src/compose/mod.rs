@@ -81,6 +81,27 @@ fn load_unmasked(stack: &ServiceStack) -> Result<Project, SpecError> {
         )
     })?;
     let project = translate::project(&project, compose)?;
+    for (i, entry) in stack.spec.maintenance.restarts.iter().enumerate() {
+        if project.service(&entry.service).is_none() {
+            return Err(SpecError::new(
+                Reason::UnknownService,
+                format!("spec.maintenance.restarts[{i}].service {:?} is not a service of the compose file", entry.service),
+            ));
+        }
+        crate::heal::Schedule::parse(entry).map_err(|e| {
+            SpecError::new(
+                Reason::InvalidField,
+                format!("spec.maintenance.restarts[{i}]: {e}"),
+            )
+        })?;
+    }
+    let restart = &stack.spec.health.restart;
+    if restart.max_restarts_per_hour == 0 || restart.max_backoff_seconds < restart.backoff_seconds {
+        return Err(SpecError::new(
+            Reason::InvalidField,
+            "spec.health.restart: maxRestartsPerHour must be at least 1 and maxBackoffSeconds at least backoffSeconds",
+        ));
+    }
     for name in stack.spec.health.services.keys() {
         if project.service(name).is_none() {
             return Err(SpecError::new(
@@ -435,5 +456,46 @@ volumes:
         assert_eq!(shared.name, "corp-net");
         assert!(p.volumes[0].external);
         assert_eq!(p.volumes[0].name, "ext");
+    }
+
+    #[test]
+    fn maintenance_and_restart_settings_are_validated() {
+        let mut s = stack(DEMO, &[("DB_PASSWORD", "x")]);
+        let entry = |svc: &str, sched: &str, tz: Option<&str>| crate::api::ScheduledRestart {
+            service: svc.into(),
+            schedule: sched.into(),
+            time_zone: tz.map(Into::into),
+        };
+        for (e, reason, needle) in [
+            (
+                entry("backnd", "0 3 * * *", None),
+                Reason::UnknownService,
+                "\"backnd\"",
+            ),
+            (
+                entry("backend", "nightly", None),
+                Reason::InvalidField,
+                "cron",
+            ),
+            (
+                entry("backend", "0 3 * * *", Some("Europe/Zurch")),
+                Reason::InvalidField,
+                "IANA",
+            ),
+        ] {
+            s.spec.maintenance.restarts = vec![e];
+            let err = load(&s).unwrap_err();
+            assert_eq!(err.reason, reason, "{}", err.message);
+            assert!(
+                err.message.contains(needle)
+                    && err.message.contains("spec.maintenance.restarts[0]"),
+                "{}",
+                err.message
+            );
+        }
+        s.spec.maintenance.restarts = vec![entry("backend", "0 3 * * *", Some("Europe/Zurich"))];
+        assert!(load(&s).is_ok());
+        s.spec.health.restart.max_restarts_per_hour = 0;
+        assert_eq!(load(&s).unwrap_err().reason, Reason::InvalidField);
     }
 }

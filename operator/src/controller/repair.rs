@@ -276,7 +276,10 @@ async fn restart(
 ) -> Result<(), Error> {
     let h = out.history.entry(service.to_owned()).or_default();
     h.restarts += 1;
-    h.recent_restarts.push(now);
+    // The budget stops crash loops; a planned restart is no sign of one and must not use it up.
+    if reason != RestartReason::Scheduled {
+        h.recent_restarts.push(now);
+    }
     h.last_restart = Some(RestartRecord {
         time: now,
         reason,

@@ -414,11 +414,17 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
             // A container of ours changed: look at every stack now rather than at its next poll.
             Wake::Docker(Some(Ok(()))) => due.values_mut().for_each(|t| *t = Instant::now()),
             // The stream broke; polling carries on and the next turn resubscribes.
+            // The stream broke: events may have been missed, so look at every stack now (a
+            // fresh list from Docker), and resubscribe on the next turn.
             Wake::Docker(Some(Err(e))) => {
-                warn!("Docker events: {e}");
+                warn!("Docker events: {e}; resubscribing");
                 watches.clear();
+                due.values_mut().for_each(|t| *t = Instant::now());
             }
-            Wake::Docker(None) => watches.clear(),
+            Wake::Docker(None) => {
+                watches.clear();
+                due.values_mut().for_each(|t| *t = Instant::now());
+            }
             Wake::Interrupt => {
                 info!("interrupted; the stacks keep running");
                 return Ok(());
