@@ -249,3 +249,59 @@ pub fn docker(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A Unix-socket proxy in front of the Docker socket whose connections can be cut, to break the
+/// operator's events stream the way a dropped connection would.
+pub struct SocketProxy {
+    pub path: std::path::PathBuf,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl SocketProxy {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let registry = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut engine) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                    }
+                });
+                registry.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        SocketProxy {
+            path,
+            conns,
+            accept,
+            _dir: dir,
+        }
+    }
+
+    /// `unix://...` address for `spec.docker.host`.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    /// Drops every open connection; new ones are still accepted.
+    pub fn cut(&self) -> usize {
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap());
+        conns.iter().for_each(|c| c.abort());
+        conns.len()
+    }
+}
+
+impl Drop for SocketProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}

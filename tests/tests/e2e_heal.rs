@@ -246,3 +246,73 @@ async fn scheduled_maintenance_restarts_run_once_per_slot() {
     );
     assert!(h.events().iter().any(|e| e.reason == "Scheduled"));
 }
+
+#[tokio::test]
+async fn crashes_are_caught_after_the_events_stream_is_cut() {
+    use stackwarden::store::local::{run, LocalOptions, LocalStore};
+    let h = Harness::new("healcut");
+    let proxy = stackwarden_tests::harness::SocketProxy::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifests = dir.path().join("m");
+    std::fs::create_dir(&manifests).unwrap();
+    let mut spec = h
+        .spec("services:\n  cache:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n");
+    spec.docker.host = Some(proxy.host());
+    let mut stack = stackwarden::api::ServiceStack::new("cut", spec);
+    stack.metadata.namespace = Some("e2e".into());
+    std::fs::write(
+        manifests.join("s.yaml"),
+        serde_yaml::to_string(&stack).unwrap(),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let driver = tokio::spawn(run(LocalOptions {
+        manifests,
+        state_dir: state.clone(),
+        exit_when_ready: false,
+        timeout: None,
+        metrics_addr: None,
+    }));
+    let store = LocalStore::new(&state);
+    let status = |store: &LocalStore| {
+        store
+            .load("e2e", "cut")
+            .ok()
+            .flatten()
+            .map(|r| r.status)
+            .unwrap_or_default()
+    };
+    wait_for("Ready", || {
+        stackwarden::api::condition::find(&status(&store).conditions, ConditionType::Ready)
+            .is_some_and(|c| c.status == ConditionStatus::True)
+    })
+    .await;
+    // Let the driver subscribe, then cut every connection, the events stream among them.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(proxy.cut() >= 1, "no connection was open through the proxy");
+    docker(&["kill", &h.containers()["cache"]]);
+    let start = std::time::Instant::now();
+    wait_for("the crash to be repaired", || {
+        status(&store)
+            .services
+            .get("cache")
+            .is_some_and(|s| s.restarts >= 1)
+            && h.states()["cache"] == "running"
+    })
+    .await;
+    // Well under the 30 s steady poll: the break itself made the driver look again.
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
+    driver.abort();
+}
+
+async fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
