@@ -10,4 +10,5 @@ pub mod controller;
 pub mod docker;
 pub mod heal;
 pub mod metrics;
+pub mod probe;
 pub mod store;

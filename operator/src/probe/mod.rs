@@ -124,7 +124,7 @@ pub async fn check(
 ) -> Result<(), ProbeError> {
     let result = match tokio::time::timeout(
         timeout,
-        checks::run(probe, service, targets, variables, engine, timeout),
+        checks::run(probe, service, targets, variables, engine),
     )
     .await
     {
@@ -161,11 +161,7 @@ fn password_values<'a>(probe: &Probe, variables: &'a BTreeMap<String, String>) -
 /// inside another is not half-masked. As in `compose::load`, values shorter than 3 characters
 /// are left alone (masking every `1` or `on` would garble the message and protect nothing),
 /// except the values in `always` (the probe's own password), masked whatever their length.
-pub(crate) fn mask(
-    message: &str,
-    variables: &BTreeMap<String, String>,
-    always: &[&str],
-) -> String {
+pub(crate) fn mask(message: &str, variables: &BTreeMap<String, String>, always: &[&str]) -> String {
     let mut values: Vec<&str> = variables
         .values()
         .map(String::as_str)
