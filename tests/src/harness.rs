@@ -17,7 +17,8 @@ use stackwarden::store::StackEvent;
 /// The demo example's manifest, as shipped.
 pub fn demo_manifest() -> ServiceStack {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo/stack.yaml");
-    serde_yaml::from_str(&std::fs::read_to_string(path).expect("examples/demo/stack.yaml"))
+    let text = std::fs::read_to_string(path).expect("examples/demo/stack.yaml");
+    stackwarden::api::from_yaml_value(serde_yaml::from_str(&text).expect("YAML"))
         .expect("the demo manifest parses")
 }
 

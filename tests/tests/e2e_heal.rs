@@ -316,3 +316,136 @@ async fn wait_for(what: &str, done: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The demo stack with probes on the backend (HTTP, JSON field) and postgres.
+fn probed_demo(h: &Harness, pg_password_variable: &str) -> stackwarden::api::ServiceStackSpec {
+    let mut spec = stackwarden_tests::harness::demo_spec(&h.project);
+    spec.variables
+        .insert("WRONG_PASSWORD".into(), "not-the-db-password".into());
+    let health: stackwarden::api::HealthSpec = serde_json::from_value(serde_json::json!({
+        "services": {
+            "backend": {
+                "probes": [{"http": {"url": "http://backend:8000/health", "expectStatus": 200,
+                                      "jsonField": {"path": "status", "equals": "healthy"}}}],
+                "periodSeconds": 1, "failureThreshold": 3,
+            },
+            "postgres": {
+                "probes": [{"postgres": {"database": "demo", "user": "demo", "passwordVariable": pg_password_variable}}],
+                "periodSeconds": 1,
+            },
+        },
+        "restart": {"backoffSeconds": 1},
+    }))
+    .unwrap();
+    spec.health = health;
+    spec
+}
+
+#[tokio::test]
+async fn a_failing_http_probe_restarts_the_service_after_failure_threshold() {
+    let h = Harness::new("healprobe");
+    h.apply(probed_demo(&h, "DB_PASSWORD"));
+    h.until("probes pass", TIMEOUT, |h| {
+        h.condition(ConditionType::Ready)
+            .is_some_and(|c| c.status == ConditionStatus::True)
+            && h.status().services["backend"]
+                .last_probe
+                .as_ref()
+                .is_some_and(|p| p.passed)
+    })
+    .await;
+    let port = docker(&["port", &h.containers()["backend"], "8000/tcp"]);
+    let addr = port.lines().next().unwrap().trim().to_owned();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sf",
+            "-X",
+            "POST",
+            &format!("http://{addr}/admin/fail-health?on=true"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "could not flip the fail-health switch"
+    );
+    h.until("a ProbeFailed restart", TIMEOUT, |h| {
+        h.status().services["backend"]
+            .last_restart
+            .as_ref()
+            .is_some_and(|r| r.reason == RestartReason::ProbeFailed)
+    })
+    .await;
+    let ev = h
+        .events()
+        .into_iter()
+        .find(|e| e.reason == "ProbeFailed")
+        .unwrap();
+    assert!(
+        ev.note.contains("status") && ev.note.contains("backend"),
+        "{}",
+        ev.note
+    );
+    // The restart clears the switch (it is not in the environment): healthy again.
+    h.until("healthy again", TIMEOUT, |h| {
+        h.condition(ConditionType::Ready)
+            .is_some_and(|c| c.status == ConditionStatus::True)
+    })
+    .await;
+    assert_eq!(restarts(&h, "backend"), 1);
+    assert_eq!(restarts(&h, "postgres"), 0);
+}
+
+#[tokio::test]
+async fn a_probe_with_a_wrong_password_is_reported_and_restarts_nothing() {
+    let h = Harness::new("healpw");
+    h.apply(probed_demo(&h, "WRONG_PASSWORD"));
+    h.until("the misconfigured probe reported", TIMEOUT, |h| {
+        h.condition(ConditionType::Ready)
+            .is_some_and(|c| c.message.contains("its probe cannot run"))
+    })
+    .await;
+    // Several rounds later: still nothing restarted.
+    for _ in 0..8 {
+        h.pass().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let s = h.status();
+    assert!(
+        s.services.values().all(|svc| svc.restarts == 0),
+        "restarted by mistake: {s:#?}"
+    );
+    let ready = h.condition(ConditionType::Ready).unwrap();
+    assert_eq!(ready.status, ConditionStatus::False);
+    assert!(
+        ready.message.contains("postgres")
+            && ready
+                .message
+                .contains("spec.health.services.postgres.probes"),
+        "{}",
+        ready.message
+    );
+    let all = format!("{s:?}{:?}{:?}", h.events(), ready);
+    assert!(
+        !all.contains("not-the-db-password") && !all.contains("demo-db-password"),
+        "a password leaked"
+    );
+}
+
+#[tokio::test]
+async fn a_probe_on_an_unknown_service_is_an_invalid_spec() {
+    let h = Harness::new("healunknown");
+    let mut spec = probed_demo(&h, "DB_PASSWORD");
+    spec.health.services.get_mut("backend").unwrap().probes =
+        serde_json::from_value(serde_json::json!([{"http": {"url": "http://backnd:8000/health"}}]))
+            .unwrap();
+    h.apply(spec);
+    h.pass().await;
+    let c = h.condition(ConditionType::InvalidSpec).unwrap();
+    assert_eq!(c.status, ConditionStatus::True);
+    assert!(c.message.contains("backnd"), "{}", c.message);
+    assert!(
+        h.containers().is_empty(),
+        "an invalid spec deployed something"
+    );
+}

@@ -552,6 +552,15 @@ impl ServiceStack {
     }
 }
 
+/// Reads a ServiceStack from parsed YAML. Through JSON, because serde_yaml 0.9 reads an enum
+/// only from a YAML tag (`!http`), while manifests write probes as `- http: {...}`, the way
+/// the Kubernetes API (JSON) reads them too.
+pub fn from_yaml_value(value: serde_yaml::Value) -> Result<ServiceStack, String> {
+    let json =
+        serde_json::to_value(value).map_err(|e| format!("not a JSON-compatible document: {e}"))?;
+    serde_json::from_value(json).map_err(|e| e.to_string())
+}
+
 /// The CRD as YAML, exactly what `stackwarden crd` prints and `crds/servicestack.yaml` holds.
 pub fn crd_yaml() -> String {
     let mut crd = serde_json::to_value(ServiceStack::crd()).expect("CRD serializes");
@@ -580,6 +589,29 @@ fn strip_additional_properties_false(v: &mut serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probes_read_from_plain_yaml() {
+        let yaml = r#"
+apiVersion: stackwarden.dev/v1alpha1
+kind: ServiceStack
+metadata: {name: demo}
+spec:
+  compose: {file: "services: {}"}
+  health:
+    services:
+      backend:
+        probes:
+          - http: {url: "http://backend:8000/health", expectStatus: 200}
+          - tcp: {port: 8000}
+"#;
+        let s = from_yaml_value(serde_yaml::from_str(yaml).unwrap()).unwrap();
+        assert_eq!(s.spec.health.services["backend"].probes.len(), 2);
+        assert!(matches!(
+            s.spec.health.services["backend"].probes[1],
+            Probe::Tcp(TcpProbe { port: 8000 })
+        ));
+    }
 
     #[test]
     fn unknown_fields_are_rejected() {

@@ -61,6 +61,9 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Probe verdicts per stack and service, kept current by the probers.
     pub probes: prober::Board,
+    pub probers: prober::Probers,
+    /// Notified when a probe verdict flips: the driver should look again now.
+    pub wake: Arc<tokio::sync::Notify>,
     /// Consecutive failed passes per stack, for backoff. Memory only: after a restart the
     /// operator simply retries at once, which is what one wants after a restart anyway.
     failures: Mutex<HashMap<String, u32>>,
@@ -73,8 +76,24 @@ impl Context {
             engines: Engines::default(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             probes: prober::Board::default(),
+            probers: prober::Probers::default(),
+            wake: Arc::new(tokio::sync::Notify::new()),
             failures: Mutex::default(),
         })
+    }
+
+    fn prober_shared(&self) -> prober::Shared {
+        prober::Shared {
+            board: self.probes.clone(),
+            metrics: self.metrics.clone(),
+            wake: self.wake.clone(),
+        }
+    }
+
+    /// Forgets a deleted stack: its prober, verdicts and metric series.
+    pub fn forget(&self, stack: &str) {
+        self.probers.stop(stack, &self.probes);
+        self.metrics.forget_stack(stack);
     }
 
     async fn backoff(&self, key: &str, failed: bool) -> Option<Duration> {
@@ -171,6 +190,8 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
     let result =
         match ctx.engines.get(&host).await {
             Ok(engine) => {
+                ctx.probers
+                    .ensure(stack, &project, uid, &engine, &ctx.prober_shared());
                 let last = previous.revision.zip(previous.spec_hash.clone()).map(
                     |(revision, spec_hash)| plan::Applied {
                         revision,
@@ -306,6 +327,19 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
     } else {
         STEADY_REQUEUE
     });
+    // Probe verdicts change between passes; a driver without wake-ups (kube) must look at
+    // least as often as the fastest probe.
+    if let Some(p) = stack
+        .spec
+        .health
+        .services
+        .values()
+        .filter(|h| !h.probes.is_empty())
+        .map(|h| h.period_seconds.max(1))
+        .min()
+    {
+        next = next.min(Duration::from_secs(u64::from(p)));
+    }
     if let Some(at) = repair.next {
         next = next.min(
             (at - now)

@@ -1,9 +1,21 @@
-//! The board where probers post their verdicts and reconciles read them.
+//! Probers: one task per stack with probes, running each service's probes on its period and
+//! posting verdicts on the [`Board`], where reconciles read them. A verdict that flips wakes the
+//! driver, so a failed service is repaired without waiting for the next poll.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::api::{ContainerState, ProbeRecord, ServiceHealthSpec, ServiceStack};
+use crate::compose::Project;
+use crate::docker::{BollardEngine, Engine};
 use crate::heal::ProbeVerdict;
+use crate::metrics::Metrics;
+use crate::probe::{self, Targets};
 
 /// Probe verdicts per stack key and service. In memory: after an operator restart the probes
 /// start afresh, as a kubelet's do.
@@ -38,5 +50,319 @@ impl Board {
             .lock()
             .expect("probe board lock")
             .remove(stack);
+    }
+}
+
+/// The running probers, by stack key, with a fingerprint of what they probe.
+#[derive(Default)]
+pub struct Probers {
+    running: Mutex<HashMap<String, (String, tokio::task::JoinHandle<()>)>>,
+}
+
+impl Drop for Probers {
+    fn drop(&mut self) {
+        for (_, (_, task)) in self.running.lock().expect("probers lock").drain() {
+            task.abort();
+        }
+    }
+}
+
+/// What a prober task needs; cheap to clone.
+#[derive(Clone)]
+pub struct Shared {
+    pub board: Board,
+    pub metrics: Arc<Metrics>,
+    pub wake: Arc<Notify>,
+}
+
+impl Probers {
+    /// Makes sure the stack's probes run as its spec says: starts, restarts (after a change) or
+    /// stops its prober.
+    pub fn ensure(
+        &self,
+        stack: &ServiceStack,
+        project: &Project,
+        uid: &str,
+        engine: &BollardEngine,
+        shared: &Shared,
+    ) {
+        let key = stack.key();
+        let probed: BTreeMap<String, ServiceHealthSpec> = stack
+            .spec
+            .health
+            .services
+            .iter()
+            .filter(|(_, h)| !h.probes.is_empty())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut running = self.running.lock().expect("probers lock");
+        if probed.is_empty() || stack.spec.suspend {
+            if let Some((_, task)) = running.remove(&key) {
+                task.abort();
+                shared.board.clear(&key);
+            }
+            return;
+        }
+        let fingerprint = {
+            let mut h = Sha256::new();
+            h.update(serde_json::to_vec(&probed).expect("health spec serializes"));
+            h.update(serde_json::to_vec(&stack.spec.health.probe_access).expect("serializes"));
+            h.update(serde_json::to_vec(&stack.spec.variables).expect("serializes"));
+            h.update(project.spec_hash());
+            h.update(stack.spec.docker.host());
+            hex::encode(h.finalize())
+        };
+        if running
+            .get(&key)
+            .is_some_and(|(f, task)| *f == fingerprint && !task.is_finished())
+        {
+            return;
+        }
+        if let Some((_, task)) = running.remove(&key) {
+            task.abort();
+            shared.board.clear(&key);
+        }
+        let job = Job {
+            stack: key.clone(),
+            project: project.clone(),
+            uid: uid.to_owned(),
+            access: stack.spec.health.probe_access,
+            variables: stack.spec.variables.clone(),
+            services: probed,
+            engine: engine.clone(),
+            shared: shared.clone(),
+        };
+        running.insert(key, (fingerprint, tokio::spawn(job.run())));
+    }
+
+    /// Stops a deleted stack's prober.
+    pub fn stop(&self, stack: &str, board: &Board) {
+        if let Some((_, task)) = self.running.lock().expect("probers lock").remove(stack) {
+            task.abort();
+        }
+        board.clear(stack);
+    }
+}
+
+struct Job {
+    stack: String,
+    project: Project,
+    uid: String,
+    access: crate::api::ProbeAccess,
+    variables: BTreeMap<String, String>,
+    services: BTreeMap<String, ServiceHealthSpec>,
+    engine: BollardEngine,
+    shared: Shared,
+}
+
+/// The outcome of one round of a service's probes.
+enum Round {
+    /// Nothing to probe yet: not running, or within its initial delay.
+    Skipped,
+    /// The probes cannot run as configured; no verdict on the service.
+    Misconfigured(String),
+    Done {
+        passed: bool,
+        message: String,
+    },
+}
+
+/// Per-service progress between rounds.
+struct Track {
+    next: Instant,
+    verdict: ProbeVerdict,
+    /// The container run the counters belong to: a restarted container starts afresh.
+    run: Option<(String, Option<chrono::DateTime<Utc>>)>,
+    /// When the failing streak that made it unhealthy began, for the time-to-recover metric.
+    failing_since: Option<Instant>,
+}
+
+impl Job {
+    async fn run(self) {
+        let fresh = ProbeVerdict {
+            healthy: None,
+            consecutive_failures: 0,
+            consecutive_successes: 0,
+            last: None,
+            misconfigured: None,
+            run_started_at: None,
+        };
+        let mut tracks: BTreeMap<String, Track> = self
+            .services
+            .keys()
+            .map(|s| {
+                (
+                    s.clone(),
+                    Track {
+                        next: Instant::now(),
+                        verdict: fresh.clone(),
+                        run: None,
+                        failing_since: None,
+                    },
+                )
+            })
+            .collect();
+        loop {
+            let now = Instant::now();
+            let due: Vec<String> = tracks
+                .iter()
+                .filter(|(_, t)| t.next <= now)
+                .map(|(s, _)| s.clone())
+                .collect();
+            if due.is_empty() {
+                let next = tracks
+                    .values()
+                    .map(|t| t.next)
+                    .min()
+                    .unwrap_or(now + Duration::from_secs(1));
+                tokio::time::sleep_until(next.into()).await;
+                continue;
+            }
+            let containers = match self.engine.observe(&self.project.name, &[], &[], &[]).await {
+                Ok(o) => o.containers,
+                Err(_) => {
+                    // The reconcile reports an unreachable engine; probing resumes when it answers.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let targets = Targets::new(&self.project, &containers, self.access, &self.uid);
+            let rounds = due.iter().map(|svc| self.round(svc, &targets));
+            let results: Vec<Round> = futures::future::join_all(rounds).await;
+            for (svc, result) in due.iter().zip(results) {
+                let spec = &self.services[svc];
+                let track = tracks.get_mut(svc).expect("tracked");
+                track.next =
+                    Instant::now() + Duration::from_secs(u64::from(spec.period_seconds.max(1)));
+                let (passed, message) = match result {
+                    // Not running (crashes are heal's business) or still in its initial delay.
+                    Round::Skipped => {
+                        track.verdict = fresh.clone();
+                        track.run = None;
+                        // Withdraw the old verdict, or a reconcile would act on it.
+                        if self.shared.board.post(&self.stack, svc, fresh.clone()) {
+                            self.shared.wake.notify_waiters();
+                        }
+                        continue;
+                    }
+                    Round::Misconfigured(message) => {
+                        let v = ProbeVerdict {
+                            misconfigured: Some(message.clone()),
+                            last: Some(ProbeRecord {
+                                time: Utc::now(),
+                                passed: false,
+                                message,
+                            }),
+                            run_started_at: targets.container(svc).ok().and_then(|c| c.started_at),
+                            ..fresh.clone()
+                        };
+                        track.verdict = v.clone();
+                        self.shared.board.post(&self.stack, svc, v);
+                        continue;
+                    }
+                    Round::Done { passed, message } => (passed, message),
+                };
+                let run = targets
+                    .container(svc)
+                    .ok()
+                    .map(|c| (c.id.clone(), c.started_at));
+                if track.run != run {
+                    track.verdict = ProbeVerdict {
+                        run_started_at: run.as_ref().and_then(|r| r.1),
+                        ..fresh.clone()
+                    };
+                    track.run = run;
+                }
+                let flipped = self.record(svc, spec, track, passed, message);
+                if flipped {
+                    self.shared.wake.notify_waiters();
+                }
+            }
+        }
+    }
+
+    /// One round of a service's probes.
+    async fn round(&self, svc: &str, targets: &Targets) -> Round {
+        let spec = &self.services[svc];
+        let Ok(c) = targets.container(svc) else {
+            return Round::Skipped;
+        };
+        if c.state != ContainerState::Running {
+            return Round::Skipped;
+        }
+        let delay = chrono::Duration::seconds(i64::from(spec.initial_delay_seconds));
+        if c.started_at.is_some_and(|t| Utc::now() - t < delay) {
+            return Round::Skipped;
+        }
+        let timeout = Duration::from_secs(u64::from(spec.timeout_seconds.max(1)));
+        for p in &spec.probes {
+            let start = Instant::now();
+            let result =
+                probe::check(p, svc, targets, &self.variables, &self.engine, timeout).await;
+            self.shared.metrics.probed(
+                &self.stack,
+                svc,
+                probe::kind_name(p),
+                result.is_ok(),
+                start.elapsed(),
+            );
+            if let Err(e) = result {
+                use probe::ProbeErrorKind as K;
+                return match e.kind {
+                    K::AuthFailed | K::NotPublished | K::UnknownService | K::Misconfigured => {
+                        Round::Misconfigured(e.message)
+                    }
+                    _ => Round::Done {
+                        passed: false,
+                        message: e.message,
+                    },
+                };
+            }
+        }
+        Round::Done {
+            passed: true,
+            message: "all probes passed".to_owned(),
+        }
+    }
+
+    /// Applies the thresholds; returns whether the verdict flipped.
+    fn record(
+        &self,
+        svc: &str,
+        spec: &ServiceHealthSpec,
+        track: &mut Track,
+        passed: bool,
+        message: String,
+    ) -> bool {
+        let v = &mut track.verdict;
+        v.last = Some(ProbeRecord {
+            time: Utc::now(),
+            passed,
+            message,
+        });
+        if passed {
+            v.consecutive_successes += 1;
+            v.consecutive_failures = 0;
+            if v.healthy != Some(true) && v.consecutive_successes >= spec.success_threshold.max(1) {
+                if v.healthy == Some(false) {
+                    if let Some(since) = track.failing_since.take() {
+                        self.shared
+                            .metrics
+                            .recovered(&self.stack, svc, since.elapsed());
+                    }
+                }
+                v.healthy = Some(true);
+            }
+        } else {
+            if v.consecutive_failures == 0 && v.healthy == Some(true) {
+                track.failing_since = Some(Instant::now());
+            }
+            v.consecutive_failures += 1;
+            v.consecutive_successes = 0;
+            if v.consecutive_failures >= spec.failure_threshold.max(1) {
+                v.healthy = Some(false);
+            }
+        }
+        self.shared.board.post(&self.stack, svc, v.clone())
     }
 }

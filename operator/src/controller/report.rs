@@ -55,7 +55,10 @@ pub fn report(
         if let Some(v) = probes.get(&svc.name) {
             st.consecutive_failures = v.consecutive_failures;
             st.last_probe = v.last.clone();
-            if st.state == ContainerState::Running {
+            if v.misconfigured.is_some() {
+                // The probe says nothing about the service: health unknown, reported below.
+                st.health = None;
+            } else if st.state == ContainerState::Running {
                 st.health = Some(match v.healthy {
                     Some(true) => ContainerHealth::Healthy,
                     Some(false) => ContainerHealth::Unhealthy,
@@ -92,6 +95,13 @@ pub fn report(
                     .unwrap_or("stopped")
                     .to_owned(),
             }),
+        };
+        let problem = match probes.get(&svc.name).and_then(|v| v.misconfigured.as_ref()) {
+            Some(m) if problem.is_none() => Some(format!(
+                "its probe cannot run ({m}); fix spec.health.services.{}.probes",
+                svc.name
+            )),
+            _ => problem,
         };
         if let Some(p) = problem {
             if required.contains(&svc.name) {

@@ -31,6 +31,13 @@ pub struct ProbeVerdict {
     pub consecutive_failures: u32,
     pub consecutive_successes: u32,
     pub last: Option<crate::api::ProbeRecord>,
+    /// The probe cannot do its job as configured (a wrong password, an unpublished port): says
+    /// nothing about the service, so it is no fault and causes no restart; the message tells
+    /// the user what to fix.
+    pub misconfigured: Option<String>,
+    /// The start time of the container run the verdict is about. A verdict about an earlier run
+    /// (before a restart) says nothing about the current one.
+    pub run_started_at: Option<DateTime<Utc>>,
 }
 
 /// What is wrong with a service.
@@ -74,7 +81,7 @@ pub fn fault(
     // No container at all is the planner's business (it creates one).
     let c = c?;
     match c.state {
-        ContainerState::Running => match probe {
+        ContainerState::Running => match probe.filter(|p| p.run_started_at == c.started_at) {
             Some(p) => (p.healthy == Some(false)).then(|| Fault::Unhealthy {
                 message: p
                     .last
@@ -369,6 +376,8 @@ mod tests {
             consecutive_failures: 0,
             consecutive_successes: 3,
             last: None,
+            misconfigured: None,
+            run_started_at: None,
         };
         assert_eq!(fault(&p, svc, Some(&unhealthy), Some(&passing), now), None);
         let failing = ProbeVerdict {
@@ -376,11 +385,31 @@ mod tests {
             consecutive_failures: 3,
             consecutive_successes: 0,
             last: None,
+            misconfigured: None,
+            run_started_at: None,
         };
         assert!(matches!(
             fault(&p, svc, Some(&running), Some(&failing), now),
             Some(Fault::Unhealthy { .. })
         ));
+        // A verdict about an earlier run of the container (before a restart) is no evidence.
+        let stale = ProbeVerdict {
+            run_started_at: Some(t(1)),
+            ..failing.clone()
+        };
+        assert_eq!(
+            fault(
+                &p,
+                svc,
+                Some(&ObservedContainer {
+                    started_at: Some(t(50)),
+                    ..running.clone()
+                }),
+                Some(&stale),
+                now
+            ),
+            None
+        );
         // Undecided probes (not enough rounds yet) are no fault.
         let undecided = ProbeVerdict {
             healthy: None,

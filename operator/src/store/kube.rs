@@ -145,8 +145,7 @@ pub async fn reconcile(
             Finalizer::Cleanup(s) => {
                 let uid = s.uid().unwrap_or_default();
                 controller::cleanup(&s, &uid, ctx).await?;
-                ctx.metrics.forget_stack(&s.key());
-                ctx.probes.clear(&s.key());
+                ctx.forget(&s.key());
                 Ok(Action::await_change())
             }
         }

@@ -319,7 +319,7 @@ fn read_file(path: &Path) -> Result<Vec<Manifest>, String> {
                 path.display()
             ));
         };
-        match serde_yaml::from_value::<ServiceStack>(value) {
+        match crate::api::from_yaml_value(value) {
             Ok(mut s) => {
                 s.metadata.namespace = Some(namespace);
                 out.push(Manifest::Stack(Box::new(s)));
@@ -406,11 +406,14 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
                 _ = tokio::time::sleep(wait) => Wake::Timer,
                 // Guarded: with no stream, select_all ends at once and would spin.
                 change = changes.next(), if watching => Wake::Docker(change.map(|r| r.map(|_| ()))),
+                _ = ctx.wake.notified() => Wake::Probe,
                 _ = tokio::signal::ctrl_c() => Wake::Interrupt,
             }
         };
         match woke {
             Wake::Timer => {}
+            // A probe verdict flipped: act on it now.
+            Wake::Probe => due.values_mut().for_each(|t| *t = Instant::now()),
             // A container of ours changed: look at every stack now rather than at its next poll.
             Wake::Docker(Some(Ok(()))) => due.values_mut().for_each(|t| *t = Instant::now()),
             // The stream broke; polling carries on and the next turn resubscribes.
@@ -447,6 +450,7 @@ impl Drop for AbortOnDrop {
 /// Why the loop woke up.
 enum Wake {
     Timer,
+    Probe,
     Docker(Option<Result<(), crate::docker::EngineError>>),
     Interrupt,
 }
@@ -531,8 +535,7 @@ async fn pass(
                     error!("{e}");
                 }
                 due.remove(&key);
-                ctx.metrics.forget_stack(&stack.key());
-                ctx.probes.clear(&stack.key());
+                ctx.forget(&stack.key());
                 info!(stack = %stack.key(), "manifest removed: stack deleted");
             }
             Err(e) => {
