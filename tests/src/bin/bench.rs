@@ -163,8 +163,19 @@ async fn heal(rounds: usize) -> anyhow::Result<()> {
         sw.push(a);
         dk.push(b);
     }
+    let mut unhealthy = Vec::new();
+    for round in 1..=rounds {
+        let u = unhealthy_round(round).await?;
+        println!(
+            "round {round}: unhealthy -> healthy {:.0} ms after the first failing probe",
+            u * 1e3
+        );
+        unhealthy.push(u);
+    }
     let (sw50, dk50) = (median(&mut sw), median(&mut dk));
     let (sw99, dk99) = (percentile(&sw, 0.99), percentile(&dk, 0.99));
+    let (un50, un99) = (median(&mut unhealthy), percentile(&unhealthy, 0.99));
+    println!("unhealthy: p50 {:.0} ms p99 {:.0} ms (target: failureThreshold 3 x period 1 s + 1 s = 4000 ms)", un50 * 1e3, un99 * 1e3);
     println!(
         "crash: stackwarden p50 {:.0} ms p99 {:.0} ms; docker p50 {:.0} ms p99 {:.0} ms",
         sw50 * 1e3,
@@ -182,9 +193,89 @@ async fn heal(rounds: usize) -> anyhow::Result<()> {
             "crash_docker_p50_s": round3(dk50),
             "crash_docker_p99_s": round3(dk99),
             "crash_ratio_p50": round2(sw50 / dk50),
+            "unhealthy_p50_s": round3(un50),
+            "unhealthy_p99_s": round3(un99),
+            "unhealthy_target_s": 4.0,
         })
     );
     Ok(())
+}
+
+/// heal, unhealthy half: a service whose exec probe (period 1 s, failureThreshold 3) checks a
+/// flag on a tmpfs is made to fail; the restart clears the flag. From the first failing probe
+/// (its time as the operator recorded it) to the service reported healthy again.
+async fn unhealthy_round(round: usize) -> anyhow::Result<f64> {
+    let project = format!("bench-sick-{round}-{}", std::process::id());
+    let dir = tempfile::tempdir()?;
+    let manifests = dir.path().join("manifests");
+    std::fs::create_dir(&manifests)?;
+    let file = "services:\n  cache:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n    volumes:\n      - type: tmpfs\n        target: /run/sick\n";
+    let stack = serde_json::json!({
+        "apiVersion": "stackwarden.dev/v1alpha1", "kind": "ServiceStack",
+        "metadata": {"name": project, "namespace": "bench"},
+        "spec": {
+            "compose": {"projectName": project, "file": file},
+            "health": {"services": {"cache": {
+                "probes": [{"exec": {"command": ["sh", "-c", "test ! -e /run/sick/flag"]}}],
+                "periodSeconds": 1, "failureThreshold": 3,
+            }}},
+        },
+    });
+    std::fs::write(manifests.join("stack.yaml"), serde_yaml::to_string(&stack)?)?;
+    let state = dir.path().join("state");
+    let driver = tokio::spawn(run(LocalOptions {
+        manifests,
+        state_dir: state.clone(),
+        exit_when_ready: false,
+        timeout: None,
+        metrics_addr: None,
+    }));
+    let store = stackwarden::store::local::LocalStore::new(&state);
+    let cache = |store: &stackwarden::store::local::LocalStore| {
+        store
+            .load("bench", &project)
+            .ok()
+            .flatten()
+            .and_then(|r| r.status.services.get("cache").cloned())
+            .unwrap_or_default()
+    };
+    let start = Instant::now();
+    while cache(&store).health != Some(stackwarden::api::ContainerHealth::Healthy) {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "{project}: probes never passed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let id = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+    ])
+    .trim()
+    .to_owned();
+    docker(&["exec", &id, "touch", "/run/sick/flag"]);
+    let mut first_failure = None;
+    let healthy_again = loop {
+        let c = cache(&store);
+        if first_failure.is_none() {
+            first_failure = c.last_probe.as_ref().filter(|p| !p.passed).map(|p| p.time);
+        }
+        if c.restarts >= 1 && c.health == Some(stackwarden::api::ContainerHealth::Healthy) {
+            break chrono::Utc::now();
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(120),
+            "{project}: not healthy again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    driver.abort();
+    remove_project(&project);
+    let first =
+        first_failure.ok_or_else(|| anyhow::anyhow!("{project}: no failing probe was recorded"))?;
+    Ok((healthy_again - first).num_milliseconds() as f64 / 1e3)
 }
 
 async fn stackwarden_crash_round(round: usize) -> anyhow::Result<f64> {
