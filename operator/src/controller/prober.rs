@@ -155,6 +155,9 @@ struct Job {
     shared: Shared,
 }
 
+/// How soon a service with nothing to probe (not running yet) is looked at again.
+const SKIPPED_RETRY: Duration = Duration::from_millis(250);
+
 /// The outcome of one round of a service's probes.
 enum Round {
     /// Nothing to probe yet: not running, or within its initial delay.
@@ -237,6 +240,11 @@ impl Job {
                 let (passed, message) = match result {
                     // Not running (crashes are heal's business) or still in its initial delay.
                     Round::Skipped => {
+                        // Look again soon: a container coming up should be probed as soon as
+                        // it runs, not a whole period later.
+                        track.next = Instant::now()
+                            + SKIPPED_RETRY
+                                .min(Duration::from_secs(u64::from(spec.period_seconds.max(1))));
                         track.verdict = fresh.clone();
                         track.run = None;
                         // Withdraw the old verdict, or a reconcile would act on it.
