@@ -449,3 +449,34 @@ async fn a_probe_on_an_unknown_service_is_an_invalid_spec() {
         "an invalid spec deployed something"
     );
 }
+
+#[tokio::test]
+async fn restart_dependents_restarts_the_services_that_depend_on_a_restarted_one() {
+    let h = Harness::new("healdeps");
+    let mut spec = h.spec(
+        "services:\n  db:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n  app:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n    depends_on: [db]\n  other:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n",
+    );
+    spec.health.restart.restart_dependents = true;
+    h.apply(spec);
+    h.until_ready(TIMEOUT).await;
+    docker(&["kill", &h.containers()["db"]]);
+    h.until("db and its dependent restarted", TIMEOUT, |h| {
+        restarts(h, "db") == 1 && restarts(h, "app") == 1
+    })
+    .await;
+    h.until_ready(TIMEOUT).await;
+    let s = h.status();
+    assert_eq!(
+        s.services["app"].last_restart.clone().unwrap().reason,
+        RestartReason::Dependency
+    );
+    assert_eq!(
+        restarts(&h, "other"),
+        0,
+        "a service that does not depend on db was restarted"
+    );
+    assert!(h
+        .events()
+        .iter()
+        .any(|e| e.reason == "Dependency" && e.note.contains("app")));
+}

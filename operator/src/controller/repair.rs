@@ -89,6 +89,11 @@ pub async fn repair(
             count_docker_restarts(ctx, stack, &mut h, c, now).await?;
         }
         out.history.insert(svc.name.clone(), h);
+    }
+    // Decisions come after every history is in place: restarting one service may restart
+    // others (restartDependents), whose history must not be overwritten afterwards.
+    for svc in &project.services {
+        let c = ours(&svc.name);
         if suspended || touched(&svc.name) {
             continue;
         }

@@ -189,10 +189,53 @@ pub async fn run(
         namespace = namespace.as_deref().unwrap_or("<all>"),
         "controller started"
     );
+    let triggers = futures::stream::select(
+        docker_changes(
+            ctx.ctx.engines.clone(),
+            crate::api::DEFAULT_DOCKER_HOST.to_owned(),
+        ),
+        futures::stream::unfold(ctx.ctx.wake.clone(), |w| async move {
+            w.notified().await;
+            Some(((), w))
+        }),
+    );
     Controller::new(api, watcher::Config::default().any_semantic())
+        .reconcile_all_on(triggers)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
     Ok(())
+}
+
+/// One item per change to a managed container on `host` (die, start, health status...), so
+/// crashes are acted on at once rather than at the next requeue. The stream resubscribes after a
+/// break, and yields once then too: events may have been missed, so everything is looked at.
+/// Stacks on other engines are covered by their requeue.
+fn docker_changes(
+    engines: crate::docker::Engines,
+    host: String,
+) -> impl futures::Stream<Item = ()> + Send {
+    type Changes = futures::stream::BoxStream<'static, Result<String, crate::docker::EngineError>>;
+    futures::stream::unfold(
+        (engines, host, None::<Changes>),
+        |(engines, host, mut current)| async move {
+            loop {
+                let stream = match current.as_mut() {
+                    Some(s) => s,
+                    None => match engines.get(&host).await {
+                        Ok(engine) => current.insert(engine.container_changes()),
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                            continue;
+                        }
+                    },
+                };
+                return match stream.next().await {
+                    Some(Ok(_)) => Some(((), (engines, host, current))),
+                    Some(Err(_)) | None => Some(((), (engines, host, None))),
+                };
+            }
+        },
+    )
 }
