@@ -30,6 +30,10 @@ const SECRET: &str = "s3cr3t-Zebra-Quokka-90210";
 const STACK_PATH: &str = "/apis/stackwarden.dev/v1alpha1/namespaces/ops/servicestacks/shop";
 const STATUS_PATH: &str = "/apis/stackwarden.dev/v1alpha1/namespaces/ops/servicestacks/shop/status";
 const EVENTS_PATH: &str = "/apis/events.k8s.io/v1/namespaces/ops/events";
+/// The Secret the fake API server serves; it holds `DB_PASSWORD` = [`SECRET`].
+const SECRET_PATH: &str = "/api/v1/namespaces/ops/secrets/db-credentials";
+/// [`SECRET`], base64-encoded as the API server sends Secret data.
+const SECRET_B64: &str = "czNjcjN0LVplYnJhLVF1b2trYS05MDIxMA==";
 
 /// Each scenario, requests and all, must finish well within this.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(60);
@@ -201,6 +205,13 @@ impl FakeApi {
                     (StatusCode::OK, object.clone())
                 } else if seen.is(&Method::POST, EVENTS_PATH) {
                     (StatusCode::CREATED, body)
+                } else if seen.is(&Method::GET, SECRET_PATH) {
+                    let secret = json!({
+                        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                        "metadata": {"name": "db-credentials", "namespace": NS},
+                        "data": {"DB_PASSWORD": SECRET_B64},
+                    });
+                    (StatusCode::OK, secret)
                 } else if seen.method == Method::PATCH
                     && seen.path.starts_with(&format!("{EVENTS_PATH}/"))
                 {
@@ -860,6 +871,75 @@ async fn an_invalid_interpolated_secret_is_not_quoted_in_status_or_events() {
             leaks.extend(seen.iter().filter(|s| s.raw.contains(SECRET)).map(|s| format!("{} {}: {}", s.method, s.path, s.raw)));
         }
         assert!(leaks.is_empty(), "the secret from spec.variables leaked in {} requests:\n{}", leaks.len(), leaks.join("\n"));
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Variables from Secrets
+// ---------------------------------------------------------------------------------------------
+
+/// A spec whose only source of `DB_PASSWORD` is the Secret named `secret`.
+fn spec_from_secret(secret: &str) -> Value {
+    json!({
+        "compose": { "file": valid_compose() },
+        "docker": { "host": UNREACHABLE },
+        "variablesFrom": [{ "secretRef": { "name": secret } }],
+    })
+}
+
+#[tokio::test]
+async fn variables_from_a_secret_are_used_and_never_leak() {
+    within(async {
+        let object = stack_json(spec_from_secret("db-credentials"), &[FINALIZER], false);
+        let sc = Scenario::new(&object);
+        sc.reconcile(&object).await.expect("reconcile");
+        let seen = sc.finish().await;
+        assert!(
+            seen[0].is(&Method::GET, SECRET_PATH),
+            "the Secret is read first:\n{}",
+            describe(&seen)
+        );
+        assert_no_secret(&seen);
+        let patch = seen
+            .iter()
+            .find(|s| s.is(&Method::PATCH, STATUS_PATH))
+            .expect("a status patch");
+        let status = assert_status_patch(patch);
+        // The compose file interpolates ${DB_PASSWORD}; only the Secret provides it.
+        assert!(
+            conditions(&status).contains(&cond("InvalidSpec", "False", "SpecValid")),
+            "the Secret's value did not reach interpolation: {status}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_an_invalid_spec_naming_it() {
+    within(async {
+        let object = stack_json(spec_from_secret("nope"), &[FINALIZER], false);
+        let sc = Scenario::new(&object);
+        sc.reconcile(&object)
+            .await
+            .expect("a missing Secret is a condition, not an error");
+        let seen = sc.finish().await;
+        assert!(
+            seen[0].is(&Method::GET, "/api/v1/namespaces/ops/secrets/nope"),
+            "{}",
+            describe(&seen)
+        );
+        let note = assert_event(&seen[1], "Warning", "SecretNotFound");
+        assert!(
+            note.contains("ops/nope") && note.contains("does not exist"),
+            "{note}"
+        );
+        let status = assert_status_patch(&seen[2]);
+        assert!(
+            conditions(&status).contains(&cond("InvalidSpec", "True", "SecretNotFound")),
+            "{status}"
+        );
+        assert_eq!(seen.len(), 3, "{}", describe(&seen));
     })
     .await;
 }

@@ -77,6 +77,8 @@ pub enum Reason {
     UnknownService,
     /// InvalidSpec: another field of the spec is invalid.
     InvalidField,
+    /// InvalidSpec: a Secret named in `spec.variablesFrom` cannot be read.
+    SecretNotFound,
     /// InvalidSpec: containers of another owner already use this compose project name.
     ProjectNameInUse,
     /// InvalidSpec: the spec is valid.

@@ -45,6 +45,11 @@ pub struct ServiceStackSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, String>,
 
+    /// Secrets whose keys become variables too, for passwords that must not sit in the
+    /// manifest (cluster mode only). A key set in `variables` as well takes that value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variables_from: Vec<VariablesSource>,
+
     /// Which services must be healthy for the stack to be Ready.
     #[serde(default, skip_serializing_if = "HealthSpec::is_empty")]
     pub health: HealthSpec,
@@ -60,6 +65,22 @@ pub struct ServiceStackSpec {
     /// When true, the operator only observes and reports: it creates, starts and removes nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+}
+
+/// A source of variables.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VariablesSource {
+    /// A Secret in the ServiceStack's namespace; each of its keys becomes a variable.
+    pub secret_ref: SecretRef,
+}
+
+/// A Secret by name.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    /// Name of the Secret.
+    pub name: String,
 }
 
 /// Where the Docker engine is.

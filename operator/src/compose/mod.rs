@@ -175,6 +175,7 @@ mod tests {
                     .collect(),
                 health: Default::default(),
                 deletion_policy: Default::default(),
+                variables_from: Default::default(),
                 maintenance: Default::default(),
                 suspend: false,
             },

@@ -126,6 +126,20 @@ pub async fn reconcile(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result
 }
 
 async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result<Requeue, Error> {
+    // Variables from Secrets join the spec's own (which win), before anything reads them.
+    let resolved;
+    let stack = match ctx.store.referenced_variables(stack).await {
+        Ok(from_secrets) if from_secrets.is_empty() => stack,
+        Ok(from_secrets) => {
+            let mut s = stack.clone();
+            for (k, v) in from_secrets {
+                s.spec.variables.entry(k).or_insert(v);
+            }
+            resolved = s;
+            &resolved
+        }
+        Err(message) => return invalid(ctx, stack, Reason::SecretNotFound, message).await,
+    };
     let key = stack.key();
     let previous = stack.status.clone().unwrap_or_default();
     let generation = stack.metadata.generation;
@@ -145,40 +159,7 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
             ));
             p
         }
-        Err(e) => {
-            verdicts.push(Verdict::new(
-                ConditionType::InvalidSpec,
-                ConditionStatus::True,
-                e.reason,
-                e.message.clone(),
-            ));
-            verdicts.push(Verdict::new(
-                ConditionType::Ready,
-                ConditionStatus::False,
-                e.reason,
-                "the spec is invalid (see InvalidSpec); the containers already running were left as they were",
-            ));
-            verdicts.push(Verdict::new(
-                ConditionType::Progressing,
-                ConditionStatus::False,
-                e.reason,
-                "waiting for a valid spec",
-            ));
-            publish_transition(
-                ctx,
-                stack,
-                &previous,
-                ConditionType::InvalidSpec,
-                EventType::Warning,
-                e.reason,
-                &e.message,
-            )
-            .await?;
-            warn!(stack = %key, reason = %e.reason, "invalid spec: {}", e.message);
-            finish(ctx, stack, status, &previous, verdicts, generation).await?;
-            // A person must change the spec; a spec change triggers a pass by itself.
-            return Ok(Requeue(STEADY_REQUEUE));
-        }
+        Err(e) => return invalid(ctx, stack, e.reason, e.message).await,
     };
 
     let host = stack.spec.docker.host().to_owned();
@@ -349,6 +330,45 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
         );
     }
     Ok(Requeue(next))
+}
+
+/// Reports a spec that cannot be applied, and touches nothing.
+async fn invalid(
+    ctx: &Context,
+    stack: &ServiceStack,
+    reason: Reason,
+    message: String,
+) -> Result<Requeue, Error> {
+    let previous = stack.status.clone().unwrap_or_default();
+    let generation = stack.metadata.generation;
+    let status = ServiceStackStatus {
+        project: Some(stack.project_name()),
+        ..previous.clone()
+    };
+    let verdicts = vec![
+        Verdict::new(ConditionType::InvalidSpec, ConditionStatus::True, reason, message.clone()),
+        Verdict::new(
+            ConditionType::Ready,
+            ConditionStatus::False,
+            reason,
+            "the spec is invalid (see InvalidSpec); the containers already running were left as they were",
+        ),
+        Verdict::new(ConditionType::Progressing, ConditionStatus::False, reason, "waiting for a valid spec"),
+    ];
+    publish_transition(
+        ctx,
+        stack,
+        &previous,
+        ConditionType::InvalidSpec,
+        EventType::Warning,
+        reason,
+        &message,
+    )
+    .await?;
+    warn!(stack = %stack.key(), %reason, "invalid spec: {message}");
+    finish(ctx, stack, status, &previous, verdicts, generation).await?;
+    // A person must change the spec (or create the Secret); the steady requeue looks again.
+    Ok(Requeue(STEADY_REQUEUE))
 }
 
 /// What a pass did on the engine and what it saw afterwards.

@@ -178,6 +178,7 @@ networks: {front: {}, back: {}}
                 health: Default::default(),
                 maintenance: Default::default(),
                 deletion_policy: Default::default(),
+                variables_from: Default::default(),
                 suspend: false,
             },
         );

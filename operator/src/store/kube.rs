@@ -82,6 +82,32 @@ impl Store for KubeStore {
         Ok(())
     }
 
+    async fn referenced_variables(
+        &self,
+        stack: &ServiceStack,
+    ) -> Result<std::collections::BTreeMap<String, String>, String> {
+        let ns = stack.namespace().unwrap_or_default();
+        let api: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.client.clone(), &ns);
+        let mut out = std::collections::BTreeMap::new();
+        for source in &stack.spec.variables_from {
+            let name = &source.secret_ref.name;
+            let secret = match api.get(name).await {
+                Ok(s) => s,
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    return Err(format!("Secret {ns}/{name} named in spec.variablesFrom does not exist; create it or fix the name"))
+                }
+                Err(e) => return Err(format!("Secret {ns}/{name} named in spec.variablesFrom cannot be read ({e}); check the operator's RBAC")),
+            };
+            for (k, v) in secret.data.unwrap_or_default() {
+                let text = String::from_utf8(v.0)
+                    .map_err(|_| format!("key {k} of Secret {ns}/{name} is not UTF-8 text"))?;
+                out.insert(k, text);
+            }
+        }
+        Ok(out)
+    }
+
     async fn record(&self, stack: &ServiceStack, event: &StackEvent) -> Result<(), StoreError> {
         let ev = Event {
             type_: match event.type_ {

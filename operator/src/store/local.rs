@@ -204,6 +204,19 @@ impl Store for LocalStore {
         Ok(())
     }
 
+    async fn referenced_variables(
+        &self,
+        stack: &ServiceStack,
+    ) -> Result<BTreeMap<String, String>, String> {
+        match stack.spec.variables_from.first() {
+            None => Ok(BTreeMap::new()),
+            Some(source) => Err(format!(
+                "spec.variablesFrom names Secret {:?}, but local mode has no Secrets; put the values in spec.variables (and keep the manifest file private)",
+                source.secret_ref.name
+            )),
+        }
+    }
+
     async fn record(&self, stack: &ServiceStack, event: &StackEvent) -> Result<(), StoreError> {
         let (ns, name) = names(stack);
         let dir = self.dir(&ns, &name);
@@ -632,6 +645,7 @@ mod tests {
             variables: Default::default(),
             health: Default::default(),
             deletion_policy: Default::default(),
+            variables_from: Default::default(),
             maintenance: Default::default(),
             suspend: false,
         }
@@ -706,6 +720,25 @@ mod tests {
             Some(3)
         );
         assert_eq!(store.events("default", "demo")[0].1.reason, "Created");
+    }
+
+    #[tokio::test]
+    async fn local_mode_refuses_variables_from_secrets_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let mut stack = ServiceStack::new("demo", spec("services: {a: {image: x}}"));
+        assert_eq!(
+            store.referenced_variables(&stack).await,
+            Ok(BTreeMap::new())
+        );
+        stack.spec.variables_from = vec![crate::api::VariablesSource {
+            secret_ref: crate::api::SecretRef { name: "db".into() },
+        }];
+        let err = store.referenced_variables(&stack).await.unwrap_err();
+        assert!(
+            err.contains("\"db\"") && err.contains("spec.variables"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@
 pub mod kube;
 pub mod local;
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +36,12 @@ pub trait Store: Send + Sync {
         status: &ServiceStackStatus,
     ) -> Result<(), StoreError>;
     async fn record(&self, stack: &ServiceStack, event: &StackEvent) -> Result<(), StoreError>;
+    /// The variables `spec.variablesFrom` brings in. The error message says what to fix and
+    /// never holds a value.
+    async fn referenced_variables(
+        &self,
+        stack: &ServiceStack,
+    ) -> Result<BTreeMap<String, String>, String>;
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
