@@ -306,3 +306,65 @@ impl Drop for SocketProxy {
         self.cut();
     }
 }
+
+/// The local driver running in this process on one manifest, as `stackwarden local DIR` runs it;
+/// stopped when dropped.
+pub struct LocalDriver {
+    pub store: LocalStore,
+    /// The manifest file; rewrite or remove it to drive the stack.
+    pub manifest: std::path::PathBuf,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalDriver {
+    /// Writes `stack` (a ServiceStack as JSON) as the only manifest and starts the driver.
+    pub fn start(stack: &serde_json::Value) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let manifests = dir.path().join("manifests");
+        std::fs::create_dir(&manifests).unwrap();
+        let manifest = manifests.join("stack.yaml");
+        std::fs::write(&manifest, serde_yaml::to_string(stack).unwrap()).unwrap();
+        let state = dir.path().join("state");
+        let task = tokio::spawn(stackwarden::store::local::run(
+            stackwarden::store::local::LocalOptions {
+                manifests,
+                state_dir: state.clone(),
+                exit_when_ready: false,
+                timeout: None,
+                metrics_addr: None,
+            },
+        ));
+        LocalDriver {
+            store: LocalStore::new(&state),
+            manifest,
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// The status the driver last wrote for `namespace/name`.
+    pub fn status(&self, namespace: &str, name: &str) -> ServiceStackStatus {
+        self.store
+            .load(namespace, name)
+            .ok()
+            .flatten()
+            .map(|r| r.status)
+            .unwrap_or_default()
+    }
+
+    /// Whether `namespace/name` is Ready.
+    pub fn ready(&self, namespace: &str, name: &str) -> bool {
+        condition::find(
+            &self.status(namespace, name).conditions,
+            ConditionType::Ready,
+        )
+        .is_some_and(|c| c.status == ConditionStatus::True)
+    }
+}
+
+impl Drop for LocalDriver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -249,51 +249,25 @@ async fn scheduled_maintenance_restarts_run_once_per_slot() {
 
 #[tokio::test]
 async fn crashes_are_caught_after_the_events_stream_is_cut() {
-    use stackwarden::store::local::{run, LocalOptions, LocalStore};
     let h = Harness::new("healcut");
     let proxy = stackwarden_tests::harness::SocketProxy::start();
-    let dir = tempfile::tempdir().unwrap();
-    let manifests = dir.path().join("m");
-    std::fs::create_dir(&manifests).unwrap();
     let mut spec = h
         .spec("services:\n  cache:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n");
     spec.docker.host = Some(proxy.host());
-    let mut stack = stackwarden::api::ServiceStack::new("cut", spec);
-    stack.metadata.namespace = Some("e2e".into());
-    std::fs::write(
-        manifests.join("s.yaml"),
-        serde_yaml::to_string(&stack).unwrap(),
-    )
-    .unwrap();
-    let state = dir.path().join("state");
-    let driver = tokio::spawn(run(LocalOptions {
-        manifests,
-        state_dir: state.clone(),
-        exit_when_ready: false,
-        timeout: None,
-        metrics_addr: None,
+    let driver = stackwarden_tests::harness::LocalDriver::start(&serde_json::json!({
+        "apiVersion": "stackwarden.dev/v1alpha1", "kind": "ServiceStack",
+        "metadata": {"name": "cut", "namespace": "e2e"},
+        "spec": spec,
     }));
-    let store = LocalStore::new(&state);
-    let status = |store: &LocalStore| {
-        store
-            .load("e2e", "cut")
-            .ok()
-            .flatten()
-            .map(|r| r.status)
-            .unwrap_or_default()
-    };
-    wait_for("Ready", || {
-        stackwarden::api::condition::find(&status(&store).conditions, ConditionType::Ready)
-            .is_some_and(|c| c.status == ConditionStatus::True)
-    })
-    .await;
+    wait_for("Ready", || driver.ready("e2e", "cut")).await;
     // Let the driver subscribe, then cut every connection, the events stream among them.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(proxy.cut() >= 1, "no connection was open through the proxy");
     docker(&["kill", &h.containers()["cache"]]);
     let start = std::time::Instant::now();
     wait_for("the crash to be repaired", || {
-        status(&store)
+        driver
+            .status("e2e", "cut")
             .services
             .get("cache")
             .is_some_and(|s| s.restarts >= 1)
@@ -306,7 +280,6 @@ async fn crashes_are_caught_after_the_events_stream_is_cut() {
         "took {:?}",
         start.elapsed()
     );
-    driver.abort();
 }
 
 async fn wait_for(what: &str, done: impl Fn() -> bool) {

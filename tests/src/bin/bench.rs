@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use stackwarden::store::local::{run, LocalOptions};
-use stackwarden_tests::harness::{demo_manifest, demo_spec, docker};
+use stackwarden_tests::harness::{demo_manifest, demo_spec, docker, LocalDriver};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -206,11 +206,8 @@ async fn heal(rounds: usize) -> anyhow::Result<()> {
 /// (its time as the operator recorded it) to the service reported healthy again.
 async fn unhealthy_round(round: usize) -> anyhow::Result<f64> {
     let project = format!("bench-sick-{round}-{}", std::process::id());
-    let dir = tempfile::tempdir()?;
-    let manifests = dir.path().join("manifests");
-    std::fs::create_dir(&manifests)?;
     let file = "services:\n  cache:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n    volumes:\n      - type: tmpfs\n        target: /run/sick\n";
-    let stack = serde_json::json!({
+    let driver = LocalDriver::start(&serde_json::json!({
         "apiVersion": "stackwarden.dev/v1alpha1", "kind": "ServiceStack",
         "metadata": {"name": project, "namespace": "bench"},
         "spec": {
@@ -220,27 +217,17 @@ async fn unhealthy_round(round: usize) -> anyhow::Result<f64> {
                 "periodSeconds": 1, "failureThreshold": 3,
             }}},
         },
-    });
-    std::fs::write(manifests.join("stack.yaml"), serde_yaml::to_string(&stack)?)?;
-    let state = dir.path().join("state");
-    let driver = tokio::spawn(run(LocalOptions {
-        manifests,
-        state_dir: state.clone(),
-        exit_when_ready: false,
-        timeout: None,
-        metrics_addr: None,
     }));
-    let store = stackwarden::store::local::LocalStore::new(&state);
-    let cache = |store: &stackwarden::store::local::LocalStore| {
-        store
-            .load("bench", &project)
-            .ok()
-            .flatten()
-            .and_then(|r| r.status.services.get("cache").cloned())
+    let cache = || {
+        driver
+            .status("bench", &project)
+            .services
+            .get("cache")
+            .cloned()
             .unwrap_or_default()
     };
     let start = Instant::now();
-    while cache(&store).health != Some(stackwarden::api::ContainerHealth::Healthy) {
+    while cache().health != Some(stackwarden::api::ContainerHealth::Healthy) {
         anyhow::ensure!(
             start.elapsed() < Duration::from_secs(60),
             "{project}: probes never passed"
@@ -258,7 +245,7 @@ async fn unhealthy_round(round: usize) -> anyhow::Result<f64> {
     docker(&["exec", &id, "touch", "/run/sick/flag"]);
     let mut first_failure = None;
     let healthy_again = loop {
-        let c = cache(&store);
+        let c = cache();
         if first_failure.is_none() {
             first_failure = c.last_probe.as_ref().filter(|p| !p.passed).map(|p| p.time);
         }
@@ -271,7 +258,7 @@ async fn unhealthy_round(round: usize) -> anyhow::Result<f64> {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    driver.abort();
+    drop(driver);
     remove_project(&project);
     let first =
         first_failure.ok_or_else(|| anyhow::anyhow!("{project}: no failing probe was recorded"))?;
@@ -280,41 +267,21 @@ async fn unhealthy_round(round: usize) -> anyhow::Result<f64> {
 
 async fn stackwarden_crash_round(round: usize) -> anyhow::Result<f64> {
     let project = format!("bench-heal-{round}-{}", std::process::id());
-    let dir = tempfile::tempdir()?;
-    let manifests = dir.path().join("manifests");
-    std::fs::create_dir(&manifests)?;
     let file = "services:\n  cache:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n    restart: \"no\"\n";
-    let stack = serde_json::json!({
+    let driver = LocalDriver::start(&serde_json::json!({
         "apiVersion": "stackwarden.dev/v1alpha1", "kind": "ServiceStack",
         "metadata": {"name": project, "namespace": "bench"},
         "spec": {"compose": {"projectName": project, "file": file}},
-    });
-    std::fs::write(manifests.join("stack.yaml"), serde_yaml::to_string(&stack)?)?;
-    let state = dir.path().join("state");
-    let driver = tokio::spawn(run(LocalOptions {
-        manifests,
-        state_dir: state.clone(),
-        exit_when_ready: false,
-        timeout: None,
-        metrics_addr: None,
     }));
-    let store = stackwarden::store::local::LocalStore::new(&state);
     let start = Instant::now();
     let id = loop {
-        let ready = store.load("bench", &project)?.is_some_and(|r| {
-            stackwarden::api::condition::find(
-                &r.status.conditions,
-                stackwarden::api::ConditionType::Ready,
-            )
-            .is_some_and(|c| c.status == stackwarden::api::ConditionStatus::True)
-        });
         let id = docker(&[
             "ps",
             "-q",
             "--filter",
             &format!("label=com.docker.compose.project={project}"),
         ]);
-        if ready && !id.trim().is_empty() {
+        if driver.ready("bench", &project) && !id.trim().is_empty() {
             break id.trim().to_owned();
         }
         anyhow::ensure!(
@@ -324,7 +291,7 @@ async fn stackwarden_crash_round(round: usize) -> anyhow::Result<f64> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let took = crash_and_time(&id).await;
-    driver.abort();
+    drop(driver);
     remove_project(&project);
     took
 }
