@@ -155,6 +155,9 @@ struct Job {
     shared: Shared,
 }
 
+/// How soon a run that has not passed yet is probed again after a failure.
+const STARTUP_RETRY: Duration = Duration::from_secs(1);
+
 /// How soon a service with nothing to probe (not running yet) is looked at again.
 const SKIPPED_RETRY: Duration = Duration::from_millis(250);
 
@@ -178,6 +181,8 @@ struct Track {
     run: Option<(String, Option<chrono::DateTime<Utc>>)>,
     /// When the failing streak that made it unhealthy began, for the time-to-recover metric.
     failing_since: Option<Instant>,
+    /// When a failure was last counted toward the threshold.
+    last_counted_failure: Option<Instant>,
 }
 
 impl Job {
@@ -201,6 +206,7 @@ impl Job {
                         verdict: fresh.clone(),
                         run: None,
                         failing_since: None,
+                        last_counted_failure: None,
                     },
                 )
             })
@@ -280,6 +286,7 @@ impl Job {
                         ..fresh.clone()
                     };
                     track.run = run;
+                    track.last_counted_failure = None;
                 }
                 let flipped = self.record(svc, spec, track, passed, message);
                 if flipped {
@@ -362,6 +369,20 @@ impl Job {
                 v.healthy = Some(true);
             }
         } else {
+            let period = Duration::from_secs(u64::from(spec.period_seconds.max(1)));
+            if v.healthy.is_none() {
+                // A run not yet decided is retried sooner (see STARTUP_RETRY), so its first
+                // success shows at once; its failures still count once per period only, so a
+                // slow starter is not declared unhealthy any earlier than without the retries.
+                track.next = Instant::now() + STARTUP_RETRY.min(period);
+                if track
+                    .last_counted_failure
+                    .is_some_and(|t| t.elapsed() < period)
+                {
+                    return self.shared.board.post(&self.stack, svc, v.clone());
+                }
+            }
+            track.last_counted_failure = Some(Instant::now());
             if v.consecutive_failures == 0 && v.healthy == Some(true) {
                 track.failing_since = Some(Instant::now());
             }

@@ -77,7 +77,7 @@ async fn stackwarden_round(round: usize) -> anyhow::Result<f64> {
     std::fs::create_dir(&manifests)?;
     std::fs::write(
         manifests.join("stack.yaml"),
-        serde_yaml::to_string(&manifest)?,
+        serde_yaml::to_string(&serde_json::to_value(&manifest)?)?,
     )?;
     let start = Instant::now();
     run(LocalOptions {
