@@ -38,7 +38,7 @@ pub enum Command {
         timeout: Option<Duration>,
         /// Serve /metrics, /healthz and /readyz here (`off` for none).
         #[arg(long, default_value = "127.0.0.1:9464", value_parser = parse_addr)]
-        metrics_addr: Option<std::net::SocketAddr>,
+        metrics_addr: Endpoint,
     },
     /// Show the stacks the local driver manages: a `kubectl get`-like table, then each stack's
     /// services, conditions and recent events.
@@ -55,16 +55,21 @@ pub enum Command {
         namespace: Option<String>,
         /// Serve /metrics, /healthz and /readyz here (`off` for none).
         #[arg(long, default_value = "0.0.0.0:8080", value_parser = parse_addr)]
-        metrics_addr: Option<std::net::SocketAddr>,
+        metrics_addr: Endpoint,
     },
 }
 
-fn parse_addr(s: &str) -> Result<Option<std::net::SocketAddr>, String> {
+/// Where to serve the operator's endpoints, or nowhere (`off`). A newtype because clap reads an
+/// `Option` field as "may be absent", not as a value that can say "none".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint(pub Option<std::net::SocketAddr>);
+
+fn parse_addr(s: &str) -> Result<Endpoint, String> {
     if s == "off" {
-        return Ok(None);
+        return Ok(Endpoint(None));
     }
     s.parse()
-        .map(Some)
+        .map(|a| Endpoint(Some(a)))
         .map_err(|e| format!("{e}: give HOST:PORT, or off"))
 }
 
@@ -106,7 +111,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 state_dir,
                 exit_when_ready,
                 timeout,
-                metrics_addr,
+                metrics_addr: metrics_addr.0,
             })
             .await
         }
@@ -129,7 +134,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             metrics_addr,
         } => {
             let client = kube::Client::try_default().await?;
-            crate::store::kube::run(client, namespace, metrics_addr).await
+            crate::store::kube::run(client, namespace, metrics_addr.0).await
         }
     }
 }
@@ -249,5 +254,83 @@ fn age(d: chrono::Duration) -> String {
         120..=7199 => format!("{}m", s / 60),
         7200..=172_799 => format!("{}h", s / 3600),
         _ => format!("{}d", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_command_parses_with_its_defaults() {
+        let parse =
+            |args: &[&str]| Cli::try_parse_from(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        match parse(&["stackwarden", "local", "examples/demo"]).command {
+            Command::Local {
+                metrics_addr,
+                exit_when_ready,
+                ..
+            } => {
+                assert_eq!(
+                    metrics_addr,
+                    Endpoint(Some("127.0.0.1:9464".parse().unwrap()))
+                );
+                assert!(!exit_when_ready);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&[
+            "stackwarden",
+            "local",
+            "x",
+            "--metrics-addr",
+            "off",
+            "--exit-when-ready",
+            "--timeout",
+            "5",
+        ])
+        .command
+        {
+            Command::Local {
+                metrics_addr,
+                timeout,
+                ..
+            } => {
+                assert_eq!(metrics_addr, Endpoint(None));
+                assert_eq!(timeout, Some(Duration::from_secs(5)));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["stackwarden", "controller"]).command {
+            Command::Controller {
+                metrics_addr,
+                namespace,
+            } => {
+                assert_eq!(
+                    metrics_addr,
+                    Endpoint(Some("0.0.0.0:8080".parse().unwrap()))
+                );
+                assert_eq!(namespace, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(&["stackwarden", "status"]).command,
+            Command::Status { .. }
+        ));
+        assert!(matches!(
+            parse(&["stackwarden", "crd"]).command,
+            Command::Crd
+        ));
+        assert!(
+            Cli::try_parse_from(["stackwarden", "local", "x", "--metrics-addr", "nowhere"])
+                .is_err()
+        );
     }
 }
