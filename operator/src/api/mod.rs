@@ -518,7 +518,7 @@ pub enum RestartReason {
 
 impl std::fmt::Display for RestartReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Debug::fmt(self, f)
+        f.write_str(self.as_str())
     }
 }
 
@@ -551,6 +551,35 @@ pub enum ContainerHealth {
     Starting,
     Healthy,
     Unhealthy,
+}
+
+impl ContainerState {
+    /// The lowercase name, as in status and `docker ps`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerState::Running => "running",
+            ContainerState::Exited => "exited",
+            ContainerState::Restarting => "restarting",
+            ContainerState::Created => "created",
+            ContainerState::Paused => "paused",
+            ContainerState::Dead => "dead",
+            ContainerState::Removing => "removing",
+            ContainerState::Missing => "missing",
+        }
+    }
+}
+
+impl RestartReason {
+    /// The CamelCase name: event reason and metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartReason::Crashed => "Crashed",
+            RestartReason::OOMKilled => "OOMKilled",
+            RestartReason::ProbeFailed => "ProbeFailed",
+            RestartReason::Scheduled => "Scheduled",
+            RestartReason::Dependency => "Dependency",
+        }
+    }
 }
 
 impl ServiceStack {

@@ -177,10 +177,7 @@ pub fn status_table(store: &LocalStore, records: &[Record]) -> String {
         for (name, s) in &r.status.services {
             svc.push(vec![
                 format!("  {name}"),
-                serde_json::to_value(s.state)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default(),
+                s.state.as_str().to_owned(),
                 s.health
                     .map_or("-".to_owned(), |h| format!("{h:?}").to_lowercase()),
                 s.container_id.clone().unwrap_or_else(|| "-".into()),

@@ -40,18 +40,27 @@ impl SpecError {
 /// `spec.variables`: every one of them is masked out of the message, whichever check failed.
 pub fn load(stack: &ServiceStack) -> Result<Project, SpecError> {
     load_unmasked(stack).map_err(|mut e| {
-        e.message = mask(&e.message, &stack.spec.variables);
+        e.message = mask(&e.message, &stack.spec.variables, &[]);
         e
     })
 }
 
-/// Replaces each variable value (longest first, so one value inside another is not half-masked).
-fn mask(message: &str, variables: &BTreeMap<String, String>) -> String {
-    let mut values: Vec<&String> = variables.values().filter(|v| v.len() >= 3).collect();
+/// Replaces each variable value with `<redacted>`, longest first so one value inside another is
+/// not half-masked. Values shorter than 3 characters are left alone (masking every `1` or `on`
+/// would garble the message and protect nothing), except those in `always` (a probe's own
+/// password), masked whatever their length. The one place that rule lives.
+pub(crate) fn mask(message: &str, variables: &BTreeMap<String, String>, always: &[&str]) -> String {
+    let mut values: Vec<&str> = variables
+        .values()
+        .map(String::as_str)
+        .filter(|v| v.len() >= 3)
+        .chain(always.iter().copied().filter(|v| !v.is_empty()))
+        .collect();
     values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    values.iter().fold(message.to_owned(), |m, v| {
-        m.replace(v.as_str(), "<redacted>")
-    })
+    values.dedup();
+    values
+        .iter()
+        .fold(message.to_owned(), |m, v| m.replace(v, "<redacted>"))
 }
 
 fn load_unmasked(stack: &ServiceStack) -> Result<Project, SpecError> {

@@ -244,14 +244,7 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
     status.revision = Some(outcome.plan.revision);
     status.spec_hash = Some(project.spec_hash());
     status.services = report.services;
-    for (name, h) in repair.history {
-        if let Some(slot) = status.services.get_mut(&name) {
-            slot.restarts = h.restarts;
-            slot.recent_restarts = h.recent_restarts;
-            slot.last_restart = h.last_restart;
-        }
-    }
-    status.maintenance = repair.maintenance;
+    repair.apply_to(&mut status);
     status.health = Some(report.health);
     verdicts.extend(report.verdicts);
     verdicts.push(match repair.exhausted.first() {

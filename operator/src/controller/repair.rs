@@ -31,6 +31,18 @@ pub struct Repair {
 }
 
 impl Repair {
+    /// Writes the restart history and maintenance slots into `status`.
+    pub fn apply_to(&self, status: &mut ServiceStackStatus) {
+        for (name, h) in &self.history {
+            if let Some(slot) = status.services.get_mut(name) {
+                slot.restarts = h.restarts;
+                slot.recent_restarts = h.recent_restarts.clone();
+                slot.last_restart = h.last_restart.clone();
+            }
+        }
+        status.maintenance = self.maintenance.clone();
+    }
+
     fn due_at(&mut self, t: DateTime<Utc>) {
         self.next = Some(self.next.map_or(t, |n| n.min(t)));
     }
@@ -293,14 +305,12 @@ async fn restart(
     // Intent first: the restart is in the status before it happens.
     let mut interim: ServiceStackStatus = stack.status.clone().unwrap_or_default();
     for (name, hist) in &out.history {
+        // Docker's count too, so a kill before the final status cannot count its restarts twice.
         let slot = interim.services.entry(name.clone()).or_default();
-        slot.restarts = hist.restarts;
-        slot.recent_restarts = hist.recent_restarts.clone();
-        slot.last_restart = hist.last_restart.clone();
         slot.docker_restarts = hist.docker_restarts;
         slot.container_id = hist.container_id.clone();
     }
-    interim.maintenance = out.maintenance.clone();
+    out.apply_to(&mut interim);
     ctx.store.write_status(stack, &interim).await?;
 
     let result = match c.state {
@@ -324,16 +334,6 @@ async fn restart(
         )
         .await?;
     ctx.metrics
-        .restarted(&stack.key(), service, reason_label(reason));
+        .restarted(&stack.key(), service, reason.as_str());
     Ok(())
-}
-
-fn reason_label(r: RestartReason) -> &'static str {
-    match r {
-        RestartReason::Crashed => "Crashed",
-        RestartReason::OOMKilled => "OOMKilled",
-        RestartReason::ProbeFailed => "ProbeFailed",
-        RestartReason::Scheduled => "Scheduled",
-        RestartReason::Dependency => "Dependency",
-    }
 }

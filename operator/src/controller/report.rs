@@ -82,18 +82,8 @@ pub fn report(
             }
             (ContainerState::Running, _) => None,
             (state, _) => Some(match st.exit_code {
-                Some(code) => format!(
-                    "{} (exit code {code})",
-                    serde_json::to_value(state)
-                        .unwrap_or_default()
-                        .as_str()
-                        .unwrap_or("stopped")
-                ),
-                None => serde_json::to_value(state)
-                    .unwrap_or_default()
-                    .as_str()
-                    .unwrap_or("stopped")
-                    .to_owned(),
+                Some(code) => format!("{} (exit code {code})", state.as_str()),
+                None => state.as_str().to_owned(),
             }),
         };
         let problem = match probes.get(&svc.name).and_then(|v| v.misconfigured.as_ref()) {

@@ -157,23 +157,7 @@ fn password_values<'a>(probe: &Probe, variables: &'a BTreeMap<String, String>) -
         .collect()
 }
 
-/// Replaces every variable value in `message` with `<redacted>`, longest first so that a value
-/// inside another is not half-masked. As in `compose::load`, values shorter than 3 characters
-/// are left alone (masking every `1` or `on` would garble the message and protect nothing),
-/// except the values in `always` (the probe's own password), masked whatever their length.
-pub(crate) fn mask(message: &str, variables: &BTreeMap<String, String>, always: &[&str]) -> String {
-    let mut values: Vec<&str> = variables
-        .values()
-        .map(String::as_str)
-        .filter(|v| v.len() >= 3)
-        .chain(always.iter().copied().filter(|v| !v.is_empty()))
-        .collect();
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    values.dedup();
-    values
-        .iter()
-        .fold(message.to_owned(), |m, v| m.replace(v, "<redacted>"))
-}
+pub(crate) use crate::compose::mask;
 
 /// `1 s`, `1.5 s`, `250 ms`.
 pub(crate) fn seconds(d: Duration) -> String {
