@@ -4,6 +4,7 @@
 //! and changes the engine, [`controller`] runs one reconcile for either [`store`] driver.
 
 pub mod api;
+pub mod backup;
 pub mod cli;
 pub mod compose;
 pub mod controller;

@@ -24,6 +24,10 @@ pub enum ConditionType {
     DockerUnreachable,
     /// A service used up its restart budget; the operator stopped restarting it.
     Degraded,
+    /// The newest backup, restore test or restore of some target failed.
+    BackupFailed,
+    /// Some target's last successful backup is older than its `staleAfterHours`.
+    BackupStale,
 }
 
 impl fmt::Display for ConditionType {
@@ -91,6 +95,28 @@ pub enum Reason {
     RestartBudgetExhausted,
     /// Degraded: every service is within its restart budget.
     WithinRestartBudget,
+    /// BackupFailed: the database could not be reached (service stopped, wrong password).
+    DatabaseUnreachable,
+    /// BackupFailed: `pg_dump` or the Redis snapshot failed or was cut off.
+    DumpFailed,
+    /// BackupFailed: the destination has no space left.
+    DiskFull,
+    /// BackupFailed: the destination could not be reached or refused the write.
+    DestinationUnreachable,
+    /// BackupFailed: a stored backup's bytes do not match the sha256 its manifest records.
+    ChecksumMismatch,
+    /// BackupFailed: a restore test failed, or its counts differ from the manifest.
+    VerificationFailed,
+    /// BackupFailed: a restore failed; the database was left as it was.
+    RestoreFailed,
+    /// BackupFailed: the operator stopped in the middle of a backup twice for the same slot.
+    Interrupted,
+    /// BackupFailed: the last attempt of every target succeeded.
+    BackupsSucceeded,
+    /// BackupStale: a target has no successful backup within its `staleAfterHours`.
+    BackupOverdue,
+    /// BackupStale: every target has a recent enough backup.
+    BackupsFresh,
 }
 
 impl fmt::Display for Reason {

@@ -2,6 +2,7 @@
 //! operator reports back. Every field carries a doc comment because it becomes the
 //! `kubectl explain` text.
 
+pub mod backup;
 pub mod condition;
 
 use std::collections::BTreeMap;
@@ -10,6 +11,11 @@ use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use backup::{
+    BackupDestination, BackupRecord, BackupTarget, BackupTargetStatus, FailureRecord, Job,
+    PostgresSource, RedisSource, RestoreRecord, Retention, RunningJob, S3Destination, Trigger,
+    VerificationRecord, VerifySpec,
+};
 pub use condition::{Condition, ConditionStatus, ConditionType, Reason, Verdict};
 
 /// Docker engine used when `spec.docker.host` is not set.
@@ -28,6 +34,7 @@ pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Health","type":"string","jsonPath":".status.health"}"#,
     printcolumn = r#"{"name":"Revision","type":"integer","jsonPath":".status.revision"}"#,
+    printcolumn = r#"{"name":"Last Backup","type":"date","jsonPath":".status.lastBackup"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -57,6 +64,10 @@ pub struct ServiceStackSpec {
     /// Scheduled maintenance, such as nightly restarts.
     #[serde(default, skip_serializing_if = "MaintenanceSpec::is_empty")]
     pub maintenance: MaintenanceSpec,
+
+    /// Backups: what, when, where, how many to keep, and restore tests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<BackupTarget>,
 
     /// What deleting this ServiceStack does to its containers, networks and volumes.
     #[serde(default)]
@@ -412,7 +423,17 @@ pub struct ServiceStackStatus {
     #[schemars(with = "BTreeMap<String, String>")]
     pub maintenance: BTreeMap<String, chrono::DateTime<chrono::Utc>>,
 
-    /// Standard conditions: Ready, Progressing, Degraded, InvalidSpec, DockerUnreachable.
+    /// Each backup target (`spec.backups`), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backups: BTreeMap<String, BackupTargetStatus>,
+
+    /// When the newest successful backup of any target finished (the LAST BACKUP column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub last_backup: Option<chrono::DateTime<chrono::Utc>>,
+
+    /// Standard conditions: Ready, Progressing, Degraded, InvalidSpec, DockerUnreachable,
+    /// BackupFailed, BackupStale.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
@@ -712,7 +733,7 @@ spec:
             .iter()
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["Ready", "Health", "Revision", "Age"]);
+        assert_eq!(names, ["Ready", "Health", "Revision", "Last Backup", "Age"]);
         assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
     }
 }

@@ -177,6 +177,7 @@ networks: {front: {}, back: {}}
                 variables: Default::default(),
                 health: Default::default(),
                 maintenance: Default::default(),
+                backups: Vec::new(),
                 deletion_policy: Default::default(),
                 variables_from: Default::default(),
                 suspend: false,

@@ -647,6 +647,7 @@ mod tests {
             deletion_policy: Default::default(),
             variables_from: Default::default(),
             maintenance: Default::default(),
+            backups: Vec::new(),
             suspend: false,
         }
     }
