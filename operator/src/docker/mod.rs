@@ -2,7 +2,9 @@
 //! bollard. Everything the operator must remember after a crash lives in the labels written
 //! here, so a restarted operator rebuilds its view from Docker alone.
 
+mod archive;
 mod create;
+mod stream;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

@@ -1,0 +1,1 @@
+//! Archive copy and scratch containers: TODO(helper-d)

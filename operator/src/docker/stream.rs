@@ -1,0 +1,1 @@
+//! Streaming exec: TODO(helper-c)
