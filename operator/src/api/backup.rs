@@ -190,6 +190,11 @@ pub struct S3Destination {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupTargetStatus {
+    /// When the operator first saw this target: slots before it are not run, and it is
+    /// stale when it has had no backup for `staleAfterHours` since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub since: Option<DateTime<Utc>>,
     /// The newest successful backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_success: Option<BackupRecord>,

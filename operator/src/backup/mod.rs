@@ -9,10 +9,13 @@
 
 pub mod destination;
 pub mod pipeline;
+pub mod plan;
 pub mod postgres;
 pub mod redis;
 pub mod retention;
+pub mod runner;
 pub mod schedule;
+pub mod validate;
 
 use std::collections::BTreeMap;
 

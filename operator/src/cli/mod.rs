@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use crate::api::{condition, ConditionType};
 use crate::store::local::{self, LocalOptions, LocalStore, Record};
 
+mod backup_cli;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "stackwarden",
@@ -45,6 +47,38 @@ pub enum Command {
     Status {
         /// Only this stack (`name` or `namespace/name`).
         name: Option<String>,
+        #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
+        state_dir: PathBuf,
+    },
+    /// Take a backup of one target now, through the running `stackwarden local`, and wait for it.
+    Backup {
+        /// The stack (`name` or `namespace/name`).
+        stack: String,
+        /// The backup target (`spec.backups[].name`).
+        target: String,
+        #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
+        state_dir: PathBuf,
+        /// Give up waiting after this many seconds (the backup itself goes on).
+        #[arg(long, default_value = "3600", value_parser = parse_seconds)]
+        timeout: Duration,
+    },
+    /// Restore a backup into its stack: stops the services using the database, restores,
+    /// starts them again and waits for the stack to be Ready. The database it replaces is kept.
+    Restore {
+        /// The stack (`name` or `namespace/name`): a restore always names it.
+        stack: String,
+        /// The backup, as `stackwarden backups` lists it (e.g. `pg-20260102T020000Z`).
+        backup: String,
+        #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
+        state_dir: PathBuf,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value = "3600", value_parser = parse_seconds)]
+        timeout: Duration,
+    },
+    /// List the backups of a stack, newest first, read from their destinations.
+    Backups {
+        /// The stack (`name` or `namespace/name`).
+        stack: String,
         #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
         state_dir: PathBuf,
     },
@@ -129,6 +163,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", status_table(&store, &records));
             Ok(())
         }
+        Command::Backup {
+            stack,
+            target,
+            state_dir,
+            timeout,
+        } => backup_cli::backup(&LocalStore::new(&state_dir), &stack, &target, timeout).await,
+        Command::Restore {
+            stack,
+            backup,
+            state_dir,
+            timeout,
+        } => backup_cli::restore(&LocalStore::new(&state_dir), &stack, &backup, timeout).await,
+        Command::Backups { stack, state_dir } => {
+            backup_cli::list(&LocalStore::new(&state_dir), &stack).await
+        }
         Command::Controller {
             namespace,
             metrics_addr,
@@ -141,9 +190,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The text `stackwarden status` prints.
 pub fn status_table(store: &LocalStore, records: &[Record]) -> String {
-    let mut rows = vec![["NAMESPACE", "NAME", "READY", "HEALTH", "REVISION", "AGE"]
-        .map(str::to_owned)
-        .to_vec()];
+    let mut rows = vec![[
+        "NAMESPACE",
+        "NAME",
+        "READY",
+        "HEALTH",
+        "REVISION",
+        "LAST BACKUP",
+        "AGE",
+    ]
+    .map(str::to_owned)
+    .to_vec()];
     for r in records {
         let ready = condition::find(&r.status.conditions, ConditionType::Ready)
             .map_or("Unknown".to_owned(), |c| c.status.to_string());
@@ -153,6 +210,9 @@ pub fn status_table(store: &LocalStore, records: &[Record]) -> String {
             ready,
             r.status.health.map_or("-".to_owned(), |h| format!("{h:?}")),
             r.status.revision.map_or("-".to_owned(), |v| v.to_string()),
+            r.status
+                .last_backup
+                .map_or("-".to_owned(), |t| format!("{} ago", age(Utc::now() - t))),
             age(Utc::now() - r.created),
         ]);
     }
@@ -198,6 +258,9 @@ pub fn status_table(store: &LocalStore, records: &[Record]) -> String {
             ]);
         }
         out.push_str(&table(&cond));
+        if !r.status.backups.is_empty() {
+            out.push_str(&backup_table(&r.status.backups));
+        }
         let events = store.events(&r.namespace, &r.name);
         if !events.is_empty() {
             out.push_str("  Recent events:\n");
@@ -213,6 +276,51 @@ pub fn status_table(store: &LocalStore, records: &[Record]) -> String {
         }
     }
     out
+}
+
+fn backup_table(
+    backups: &std::collections::BTreeMap<String, crate::api::BackupTargetStatus>,
+) -> String {
+    let mut rows = vec![[
+        "  BACKUP TARGET",
+        "LAST SUCCESS",
+        "SIZE",
+        "VERIFIED",
+        "NEXT RUN",
+        "NOW",
+    ]
+    .map(str::to_owned)
+    .to_vec()];
+    let time = |t: Option<chrono::DateTime<Utc>>| {
+        t.map_or("-".to_owned(), |t| {
+            t.format("%Y-%m-%d %H:%M:%S").to_string()
+        })
+    };
+    for (name, b) in backups {
+        let s = b.last_success.as_ref();
+        rows.push(vec![
+            format!("  {name}"),
+            s.map_or("-".to_owned(), |s| {
+                format!("{} ({})", s.id, time(Some(s.time)))
+            }),
+            s.map_or("-".to_owned(), |s| s.size.to_string()),
+            match s.and_then(|s| s.verified) {
+                Some(true) => "yes".into(),
+                Some(false) => "FAILED".into(),
+                None => "-".into(),
+            },
+            time(b.next_run),
+            match &b.running {
+                Some(r) => format!("{:?} {} ({} bytes)", r.job, r.id, r.bytes),
+                None => b
+                    .last_failure
+                    .as_ref()
+                    .filter(|_| crate::backup::plan::failing(b).is_some())
+                    .map_or("-".to_owned(), |f| format!("failed: {}", f.reason)),
+            },
+        ]);
+    }
+    table(&rows)
 }
 
 fn table(rows: &[Vec<String>]) -> String {

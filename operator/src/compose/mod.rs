@@ -105,6 +105,7 @@ fn load_unmasked(stack: &ServiceStack) -> Result<Project, SpecError> {
         })?;
     }
     crate::probe::validate(&stack.spec, &project)?;
+    crate::backup::validate::validate(&stack.spec, &project)?;
     let restart = &stack.spec.health.restart;
     if restart.max_restarts_per_hour == 0 || restart.max_backoff_seconds < restart.backoff_seconds {
         return Err(SpecError::new(

@@ -29,6 +29,8 @@ pub use plan::{plan, Action, Plan};
 
 /// How soon to look again while containers are coming up.
 pub const PROGRESS_REQUEUE: Duration = Duration::from_millis(500);
+/// How often status shows the progress of a running backup.
+pub const BACKUP_PROGRESS_REQUEUE: Duration = Duration::from_secs(2);
 /// How soon to look again when all is well (drift detection).
 pub const STEADY_REQUEUE: Duration = Duration::from_secs(30);
 
@@ -62,6 +64,8 @@ pub struct Context {
     /// Probe verdicts per stack and service, kept current by the probers.
     pub probes: prober::Board,
     pub probers: prober::Probers,
+    /// Backups, restore tests and restores running in the background.
+    pub backups: crate::backup::runner::Jobs,
     /// Notified when a probe verdict flips: the driver should look again now.
     pub wake: Arc<tokio::sync::Notify>,
     /// Consecutive failed passes per stack, for backoff. Memory only: after a restart the
@@ -77,6 +81,7 @@ impl Context {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             probes: prober::Board::default(),
             probers: prober::Probers::default(),
+            backups: Default::default(),
             wake: Arc::new(tokio::sync::Notify::new()),
             failures: Mutex::default(),
         })
@@ -93,6 +98,7 @@ impl Context {
     /// Forgets a deleted stack: its prober, verdicts and metric series.
     pub fn forget(&self, stack: &str) {
         self.probers.stop(stack, &self.probes);
+        self.backups.stop(stack, &Default::default());
         self.metrics.forget_stack(stack);
     }
 
@@ -149,6 +155,9 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
         ..previous.clone()
     };
 
+    // Services a running restore keeps stopped: neither started nor healed until it ends.
+    let paused = crate::backup::runner::paused(&previous.backups);
+
     let project = match compose::load(stack) {
         Ok(p) => {
             verdicts.push(Verdict::new(
@@ -179,7 +188,7 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
                         spec_hash,
                     },
                 );
-                converge(stack, &project, &owner, last.as_ref(), &engine)
+                converge(stack, &project, &owner, last.as_ref(), &paused, &engine)
                     .await
                     .map(|o| (engine, o))
             }
@@ -231,7 +240,10 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
     }
     let now = Utc::now();
     let probes = ctx.probes.snapshot(&key);
-    let repair = repair::repair(ctx, stack, &project, uid, &outcome, &probes, &engine, now).await?;
+    let repair = repair::repair(
+        ctx, stack, &project, uid, &outcome, &probes, &engine, &paused, now,
+    )
+    .await?;
     let required = compose::required_services(stack, &project);
     let report = report::report(
         &project,
@@ -287,12 +299,40 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
                 && s.health != Some(crate::api::ContainerHealth::Unhealthy)
         })
         .count();
+    let backups = crate::backup::runner::reconcile(
+        &ctx.backups,
+        stack,
+        &project,
+        uid,
+        &engine,
+        &outcome.observed,
+        &mut status.backups,
+        now,
+    )
+    .await;
+    for event in &backups.events {
+        ctx.store.record(stack, event).await?;
+    }
+    status.last_backup = status
+        .backups
+        .values()
+        .filter_map(|b| b.last_success.as_ref().map(|s| s.time))
+        .max();
+    verdicts.extend(crate::backup::plan::conditions(
+        &stack.spec.backups,
+        &status.backups,
+        now,
+    ));
     ctx.metrics.stack_state(
         &key,
         report.health == crate::api::StackHealth::Healthy,
         healthy as i64,
     );
     finish(ctx, stack, status, &previous, verdicts, generation).await?;
+    // Only now that status holds their intent do the jobs start.
+    for spawn in backups.spawns {
+        ctx.backups.spawn(spawn, ctx.wake.clone());
+    }
 
     let failed = !outcome.failures.is_empty();
     let delay = ctx.backoff(&key, failed).await;
@@ -314,7 +354,10 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
     {
         next = next.min(Duration::from_secs(u64::from(p)));
     }
-    if let Some(at) = repair.next {
+    if backups.busy {
+        next = next.min(BACKUP_PROGRESS_REQUEUE);
+    }
+    if let Some(at) = repair.next.into_iter().chain(backups.next).min() {
         next = next.min(
             (at - now)
                 .to_std()
@@ -396,10 +439,13 @@ pub async fn converge(
     project: &Project,
     owner: &Owner,
     last: Option<&plan::Applied>,
+    paused: &BTreeSet<String>,
     engine: &dyn Engine,
 ) -> Result<Outcome, EngineError> {
     let observed = observe(engine, project).await?;
-    let plan = plan::plan(project, &observed, &owner.uid, last);
+    let mut plan = plan::plan(project, &observed, &owner.uid, last);
+    plan.actions
+        .retain(|a| a.service().is_none_or(|s| !paused.contains(s)));
     if stack.spec.suspend || plan.conflict.is_some() || plan.actions.is_empty() {
         return Ok(Outcome {
             plan,

@@ -57,6 +57,7 @@ pub async fn repair(
     outcome: &Outcome,
     probes: &BTreeMap<String, ProbeVerdict>,
     engine: &dyn Engine,
+    paused: &std::collections::BTreeSet<String>,
     now: DateTime<Utc>,
 ) -> Result<Repair, Error> {
     let previous = stack.status.clone().unwrap_or_default();
@@ -106,7 +107,8 @@ pub async fn repair(
     // others (restartDependents), whose history must not be overwritten afterwards.
     for svc in &project.services {
         let c = ours(&svc.name);
-        if suspended || touched(&svc.name) {
+        // A restore keeps some services stopped on purpose until it ends.
+        if suspended || touched(&svc.name) || paused.contains(&svc.name) {
             continue;
         }
         let Some(fault) = heal::fault(project, svc, c, probes.get(&svc.name), now) else {

@@ -40,6 +40,11 @@ pub struct Record {
     pub spec: ServiceStackSpec,
     #[serde(default)]
     pub status: ServiceStackStatus,
+    /// Requests from the command line (`stackwarden backup`, `stackwarden restore`), as the
+    /// annotations they are in a cluster. Kept in `requests.json` beside the record, which only
+    /// the command line writes, so the two processes never write the same file.
+    #[serde(skip)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl Record {
@@ -50,6 +55,9 @@ impl Record {
         s.metadata.uid = Some(self.uid.clone());
         s.metadata.generation = Some(self.generation);
         s.status = Some(self.status.clone());
+        if !self.annotations.is_empty() {
+            s.metadata.annotations = Some(self.annotations.clone());
+        }
         s
     }
 }
@@ -80,12 +88,13 @@ impl LocalStore {
         let path = self.dir(namespace, name).join("record.json");
         match std::fs::read(&path) {
             Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|source| StoreError::Corrupt {
+                let mut r: Record =
+                    serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
                         path: path.display().to_string(),
                         source,
-                    })
+                    })?;
+                r.annotations = self.requests(namespace, name);
+                Ok(Some(r))
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Self::io(&path)(e)),
@@ -100,6 +109,54 @@ impl LocalStore {
         let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
         std::fs::write(&tmp, bytes).map_err(Self::io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(Self::io(&path))
+    }
+
+    fn requests(&self, namespace: &str, name: &str) -> BTreeMap<String, String> {
+        std::fs::read(self.dir(namespace, name).join("requests.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Sets a request annotation on a stack (what `kubectl annotate` does in a cluster).
+    pub fn request(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        let dir = self.dir(namespace, name);
+        let mut requests = self.requests(namespace, name);
+        requests.insert(key.to_owned(), value.to_owned());
+        let path = dir.join("requests.json");
+        let tmp = dir.join(".requests.json.tmp");
+        let bytes = serde_json::to_vec_pretty(&requests).expect("requests serialize");
+        std::fs::write(&tmp, bytes).map_err(Self::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(Self::io(&path))
+    }
+
+    /// Takes the lock that makes one `stackwarden local` per state directory: two would both
+    /// start every backup job. Held as long as the returned file lives.
+    pub fn lock(&self) -> Result<Option<std::fs::File>, StoreError> {
+        std::fs::create_dir_all(&self.root).map_err(Self::io(&self.root))?;
+        let path = self.root.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(Self::io(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(Self::io(&path)(e)),
+        }
+    }
+
+    /// Whether a `stackwarden local` runs on this state directory.
+    pub fn operator_running(&self) -> bool {
+        matches!(self.lock(), Ok(None))
     }
 
     pub fn forget(&self, namespace: &str, name: &str) -> Result<(), StoreError> {
@@ -171,6 +228,7 @@ impl LocalStore {
                 source: source.to_owned(),
                 spec,
                 status: Default::default(),
+                annotations: BTreeMap::new(),
             },
         };
         self.save(&record)?;
@@ -365,6 +423,12 @@ const POLL: Duration = Duration::from_millis(500);
 /// Runs the local driver until interrupted (or until Ready with `exit_when_ready`).
 pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
     let store = LocalStore::new(&opts.state_dir);
+    let Some(_lock) = store.lock()? else {
+        anyhow::bail!(
+            "another `stackwarden local` already runs on the state directory {}; stop it, or give this one another --state-dir",
+            opts.state_dir.display()
+        );
+    };
     let ctx = Context::new(Arc::new(store.clone()));
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _endpoints = match opts.metrics_addr {

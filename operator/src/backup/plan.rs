@@ -1,0 +1,542 @@
+//! What a backup target should do next, from its spec, its status, the requests on the stack
+//! and `now`. Pure: the runner turns the answer into work.
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::schedule::{due, Due, SlotSchedule};
+use crate::api::{BackupTarget, BackupTargetStatus, ConditionStatus, Job, Reason, Trigger};
+
+/// Annotation prefix of a backup request: `backup.stackwarden.dev/TARGET: ANY-NEW-VALUE`.
+pub const BACKUP_REQUEST: &str = "backup.stackwarden.dev/";
+/// Annotation prefix of a restore request: `restore.stackwarden.dev/TARGET: BACKUP-ID`, with an
+/// optional `#NONCE` suffix to restore the same backup again.
+pub const RESTORE_REQUEST: &str = "restore.stackwarden.dev/";
+
+/// The requests standing on a target (annotation values).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Requests {
+    pub backup: Option<String>,
+    pub restore: Option<String>,
+}
+
+/// The next step of an idle target.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Nothing to do until `next_run` (or a request).
+    Idle,
+    /// Start a job. `backup` is the backup to verify or restore (None: the newest).
+    Start {
+        job: Job,
+        trigger: Trigger,
+        slot: Option<DateTime<Utc>>,
+        backup: Option<String>,
+    },
+    /// A scheduled slot came and went while the operator was down, past its starting
+    /// deadline: it is recorded as taken and reported, not run.
+    SkipSlot { job: Job, slot: DateTime<Utc> },
+}
+
+/// The backup id a restore request names (the value without its `#NONCE`).
+pub fn restore_id(request: &str) -> &str {
+    request.split('#').next().unwrap_or(request).trim()
+}
+
+/// Decides for a target with no job running. Order: an explicit restore, an explicit backup,
+/// the backup schedule, a restore test of a fresh backup (`verify.afterBackup`), the restore
+/// test schedule. A request is acted on once: its value is recorded as handled when the job
+/// starts.
+pub fn decide(
+    target: &BackupTarget,
+    status: &BackupTargetStatus,
+    requests: &Requests,
+    now: DateTime<Utc>,
+) -> Decision {
+    if let Some(r) = &requests.restore {
+        if status.handled_restore_request.as_ref() != Some(r) {
+            return Decision::Start {
+                job: Job::Restore,
+                trigger: Trigger::Manual,
+                slot: None,
+                backup: Some(restore_id(r).to_owned()),
+            };
+        }
+    }
+    if let Some(r) = &requests.backup {
+        if status.handled_backup_request.as_ref() != Some(r) {
+            return Decision::Start {
+                job: Job::Backup,
+                trigger: Trigger::Manual,
+                slot: None,
+                backup: None,
+            };
+        }
+    }
+    let since = status.since.unwrap_or(now);
+    let deadline = Duration::seconds(i64::from(target.starting_deadline_seconds));
+    let tz = target.time_zone.as_deref();
+    if let Some(s) = target
+        .schedule
+        .as_deref()
+        .and_then(|s| SlotSchedule::parse(s, tz).ok())
+    {
+        match due(&s, status.last_slot, since, now, deadline) {
+            Due::Run { slot } => {
+                return Decision::Start {
+                    job: Job::Backup,
+                    trigger: Trigger::Scheduled,
+                    slot: Some(slot),
+                    backup: None,
+                }
+            }
+            Due::Missed { slot, .. } => {
+                return Decision::SkipSlot {
+                    job: Job::Backup,
+                    slot,
+                }
+            }
+            Due::Wait { .. } => {}
+        }
+    }
+    let verify = target.verify.as_ref();
+    if let (true, Some(last)) = (verify.is_some_and(|v| v.after_backup), &status.last_success) {
+        let tested = status
+            .last_verification
+            .as_ref()
+            .is_some_and(|v| v.id == last.id);
+        if last.verified.is_none() && !tested {
+            return Decision::Start {
+                job: Job::Verify,
+                trigger: Trigger::AfterBackup,
+                slot: None,
+                backup: Some(last.id.clone()),
+            };
+        }
+    }
+    if let Some(s) = verify
+        .and_then(|v| v.schedule.as_deref())
+        .and_then(|s| SlotSchedule::parse(s, tz).ok())
+    {
+        match due(&s, status.last_verify_slot, since, now, deadline) {
+            Due::Run { slot } => {
+                return Decision::Start {
+                    job: Job::Verify,
+                    trigger: Trigger::Scheduled,
+                    slot: Some(slot),
+                    backup: None,
+                }
+            }
+            Due::Missed { slot, .. } => {
+                return Decision::SkipSlot {
+                    job: Job::Verify,
+                    slot,
+                }
+            }
+            Due::Wait { .. } => {}
+        }
+    }
+    Decision::Idle
+}
+
+/// When the backup schedule runs next.
+pub fn next_run(target: &BackupTarget, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let s = SlotSchedule::parse(target.schedule.as_deref()?, target.time_zone.as_deref()).ok()?;
+    s.next_after(now)
+}
+
+/// The earliest moment any schedule of the target needs a look.
+pub fn next_wake(target: &BackupTarget, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let tz = target.time_zone.as_deref();
+    let verify = target
+        .verify
+        .as_ref()
+        .and_then(|v| v.schedule.as_deref())
+        .and_then(|s| SlotSchedule::parse(s, tz).ok())
+        .and_then(|s| s.next_after(now));
+    next_run(target, now).into_iter().chain(verify).min()
+}
+
+/// Whether the target's newest outcome is a failure; the failure if so.
+pub fn failing(status: &BackupTargetStatus) -> Option<&crate::api::FailureRecord> {
+    let failure = status.last_failure.as_ref()?;
+    let newest_good = [
+        status.last_success.as_ref().map(|s| s.time),
+        status
+            .last_verification
+            .as_ref()
+            .filter(|v| v.passed)
+            .map(|v| v.time),
+        status
+            .last_restore
+            .as_ref()
+            .filter(|r| r.succeeded)
+            .map(|r| r.time),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    match newest_good {
+        Some(t) if t >= failure.time => None,
+        _ => Some(failure),
+    }
+}
+
+/// Whether the target has gone longer than `staleAfterHours` without a successful backup:
+/// counted from its last success, or from when it was first seen.
+pub fn stale(
+    target: &BackupTarget,
+    status: &BackupTargetStatus,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let limit = Duration::hours(i64::from(target.stale_after_hours));
+    match (&status.last_success, status.since) {
+        (Some(s), _) if now - s.time > limit => Some(format!(
+            "{}: the last successful backup ({}) finished {} h ago, more than staleAfterHours ({})",
+            target.name,
+            s.id,
+            (now - s.time).num_hours(),
+            target.stale_after_hours
+        )),
+        (None, Some(since)) if now - since > limit => Some(format!(
+            "{}: no successful backup in the {} h since the target was declared (staleAfterHours {})",
+            target.name,
+            (now - since).num_hours(),
+            target.stale_after_hours
+        )),
+        _ => None,
+    }
+}
+
+/// The BackupFailed and BackupStale verdicts over every target.
+pub fn conditions(
+    targets: &[BackupTarget],
+    statuses: &std::collections::BTreeMap<String, BackupTargetStatus>,
+    now: DateTime<Utc>,
+) -> Vec<crate::api::Verdict> {
+    use crate::api::{ConditionType, Verdict};
+    let none = BackupTargetStatus::default();
+    let status = |t: &BackupTarget| statuses.get(&t.name).unwrap_or(&none);
+    let failures: Vec<(String, Reason, String)> = targets
+        .iter()
+        .filter_map(|t| failing(status(t)).map(|f| (t.name.clone(), f.reason, f.message.clone())))
+        .collect();
+    let failed = match failures.first() {
+        Some((_, reason, _)) => Verdict::new(
+            ConditionType::BackupFailed,
+            ConditionStatus::True,
+            *reason,
+            failures
+                .iter()
+                .map(|(t, r, m)| format!("{t}: {r}: {m}"))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        None => Verdict::new(
+            ConditionType::BackupFailed,
+            ConditionStatus::False,
+            Reason::BackupsSucceeded,
+            if targets.is_empty() {
+                "no backup targets are declared".to_owned()
+            } else {
+                "the last attempt of every backup target succeeded".to_owned()
+            },
+        ),
+    };
+    let stale: Vec<String> = targets
+        .iter()
+        .filter_map(|t| stale(t, status(t), now))
+        .collect();
+    let stale = if stale.is_empty() {
+        Verdict::new(
+            ConditionType::BackupStale,
+            ConditionStatus::False,
+            Reason::BackupsFresh,
+            if targets.is_empty() {
+                "no backup targets are declared".to_owned()
+            } else {
+                "every backup target has a recent successful backup".to_owned()
+            },
+        )
+    } else {
+        Verdict::new(
+            ConditionType::BackupStale,
+            ConditionStatus::True,
+            Reason::BackupOverdue,
+            format!(
+                "{}; check BackupFailed and the operator's events, or run `stackwarden backup STACK TARGET`",
+                stale.join("; ")
+            ),
+        )
+    };
+    vec![failed, stale]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{
+        BackupDestination, BackupRecord, FailureRecord, PostgresSource, Retention,
+        VerificationRecord, VerifySpec,
+    };
+    use chrono::TimeZone;
+
+    fn target(schedule: Option<&str>) -> BackupTarget {
+        BackupTarget {
+            name: "pg".into(),
+            postgres: Some(PostgresSource {
+                service: "postgres".into(),
+                database: "app".into(),
+                user: "app".into(),
+                password_variable: None,
+                port: None,
+            }),
+            redis: None,
+            schedule: schedule.map(Into::into),
+            time_zone: None,
+            starting_deadline_seconds: 3600,
+            retention: Retention::default(),
+            verify: None,
+            destination: BackupDestination {
+                path: Some("/b".into()),
+                s3: None,
+            },
+            stale_after_hours: 24,
+            before_deploy: false,
+            compression_level: 3,
+        }
+    }
+
+    fn t(h: u32, m: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, 10, h, m, 0).unwrap()
+    }
+
+    fn since(at: DateTime<Utc>) -> BackupTargetStatus {
+        BackupTargetStatus {
+            since: Some(at),
+            ..Default::default()
+        }
+    }
+
+    fn start(job: Job, trigger: Trigger, slot: Option<DateTime<Utc>>) -> Decision {
+        Decision::Start {
+            job,
+            trigger,
+            slot,
+            backup: None,
+        }
+    }
+
+    #[test]
+    fn a_scheduled_slot_runs_once() {
+        let tg = target(Some("0 2 * * *"));
+        let mut st = since(t(0, 0));
+        assert_eq!(
+            decide(&tg, &st, &Requests::default(), t(1, 59)),
+            Decision::Idle
+        );
+        assert_eq!(
+            decide(&tg, &st, &Requests::default(), t(2, 0)),
+            start(Job::Backup, Trigger::Scheduled, Some(t(2, 0)))
+        );
+        st.last_slot = Some(t(2, 0));
+        assert_eq!(
+            decide(&tg, &st, &Requests::default(), t(2, 30)),
+            Decision::Idle
+        );
+    }
+
+    #[test]
+    fn a_slot_missed_past_its_deadline_is_skipped_not_run() {
+        let tg = target(Some("0 2 * * *"));
+        let st = since(t(0, 0));
+        assert_eq!(
+            decide(&tg, &st, &Requests::default(), t(3, 0)),
+            start(Job::Backup, Trigger::Scheduled, Some(t(2, 0)))
+        );
+        assert_eq!(
+            decide(&tg, &st, &Requests::default(), t(3, 1)),
+            Decision::SkipSlot {
+                job: Job::Backup,
+                slot: t(2, 0)
+            }
+        );
+    }
+
+    #[test]
+    fn a_new_target_does_not_run_slots_from_before_it_existed() {
+        let tg = target(Some("0 2 * * *"));
+        assert_eq!(
+            decide(&tg, &since(t(2, 30)), &Requests::default(), t(2, 31)),
+            Decision::Idle
+        );
+        // No status at all: `since` is now.
+        assert_eq!(
+            decide(
+                &tg,
+                &BackupTargetStatus::default(),
+                &Requests::default(),
+                t(2, 31)
+            ),
+            Decision::Idle
+        );
+    }
+
+    #[test]
+    fn requests_come_first_and_are_acted_on_once() {
+        let tg = target(Some("0 2 * * *"));
+        let mut st = since(t(0, 0));
+        let req = Requests {
+            backup: Some("r1".into()),
+            restore: Some("pg-20260309T020000Z#2".into()),
+        };
+        assert_eq!(
+            decide(&tg, &st, &req, t(2, 0)),
+            Decision::Start {
+                job: Job::Restore,
+                trigger: Trigger::Manual,
+                slot: None,
+                backup: Some("pg-20260309T020000Z".into())
+            }
+        );
+        st.handled_restore_request = req.restore.clone();
+        assert_eq!(
+            decide(&tg, &st, &req, t(2, 0)),
+            start(Job::Backup, Trigger::Manual, None)
+        );
+        st.handled_backup_request = req.backup.clone();
+        assert_eq!(
+            decide(&tg, &st, &req, t(2, 0)),
+            start(Job::Backup, Trigger::Scheduled, Some(t(2, 0)))
+        );
+    }
+
+    fn success(id: &str, at: DateTime<Utc>, verified: Option<bool>) -> BackupRecord {
+        BackupRecord {
+            id: id.into(),
+            time: at,
+            size: 1,
+            sha256: "x".into(),
+            location: "/b".into(),
+            verified,
+            trigger: Trigger::Scheduled,
+        }
+    }
+
+    #[test]
+    fn after_backup_verification_runs_once_per_backup() {
+        let mut tg = target(None);
+        tg.verify = Some(VerifySpec {
+            schedule: None,
+            after_backup: true,
+        });
+        let mut st = since(t(0, 0));
+        assert_eq!(
+            decide(&tg, &st, &Requests::default(), t(3, 0)),
+            Decision::Idle
+        );
+        st.last_success = Some(success("pg-1", t(2, 5), None));
+        assert_eq!(
+            decide(&tg, &st, &Requests::default(), t(3, 0)),
+            Decision::Start {
+                job: Job::Verify,
+                trigger: Trigger::AfterBackup,
+                slot: None,
+                backup: Some("pg-1".into())
+            }
+        );
+        // A failed test leaves `verified` false: not tested again and again.
+        st.last_success = Some(success("pg-1", t(2, 5), Some(false)));
+        assert_eq!(
+            decide(&tg, &st, &Requests::default(), t(3, 0)),
+            Decision::Idle
+        );
+        st.last_success = Some(success("pg-1", t(2, 5), None));
+        st.last_verification = Some(VerificationRecord {
+            id: "pg-1".into(),
+            time: t(2, 10),
+            passed: false,
+            message: String::new(),
+        });
+        assert_eq!(
+            decide(&tg, &st, &Requests::default(), t(3, 0)),
+            Decision::Idle
+        );
+    }
+
+    #[test]
+    fn the_verify_schedule_has_its_own_slots() {
+        let mut tg = target(Some("0 2 * * *"));
+        tg.verify = Some(VerifySpec {
+            schedule: Some("0 4 * * *".into()),
+            after_backup: false,
+        });
+        let mut st = since(t(0, 0));
+        st.last_slot = Some(t(2, 0));
+        assert_eq!(
+            decide(&tg, &st, &Requests::default(), t(4, 0)),
+            start(Job::Verify, Trigger::Scheduled, Some(t(4, 0)))
+        );
+        st.last_verify_slot = Some(t(4, 0));
+        assert_eq!(
+            decide(&tg, &st, &Requests::default(), t(4, 1)),
+            Decision::Idle
+        );
+        assert_eq!(next_wake(&tg, t(4, 1)), Some(t(2, 0) + Duration::days(1)));
+    }
+
+    fn failure(at: DateTime<Utc>) -> FailureRecord {
+        FailureRecord {
+            time: at,
+            reason: Reason::DumpFailed,
+            message: "pg_dump: connection lost".into(),
+        }
+    }
+
+    #[test]
+    fn a_target_fails_until_something_newer_succeeds() {
+        let mut st = since(t(0, 0));
+        assert!(failing(&st).is_none());
+        st.last_failure = Some(failure(t(2, 0)));
+        assert!(failing(&st).is_some());
+        st.last_success = Some(success("pg-0", t(1, 0), None));
+        assert!(failing(&st).is_some());
+        st.last_success = Some(success("pg-1", t(3, 0), None));
+        assert!(failing(&st).is_none());
+        st.last_failure = Some(failure(t(4, 0)));
+        st.last_verification = Some(VerificationRecord {
+            id: "pg-1".into(),
+            time: t(5, 0),
+            passed: false,
+            message: String::new(),
+        });
+        assert!(failing(&st).is_some(), "a failed test is no success");
+    }
+
+    #[test]
+    fn conditions_name_every_failing_and_stale_target() {
+        let tg = target(Some("0 2 * * *"));
+        let mut st = since(t(0, 0));
+        st.last_failure = Some(failure(t(2, 0)));
+        let statuses = [("pg".to_owned(), st.clone())].into_iter().collect();
+        let v = conditions(std::slice::from_ref(&tg), &statuses, t(3, 0));
+        assert_eq!(v[0].status, ConditionStatus::True);
+        assert_eq!(v[0].reason, Reason::DumpFailed);
+        assert!(
+            v[0].message.starts_with("pg: DumpFailed: pg_dump"),
+            "{}",
+            v[0].message
+        );
+        assert_eq!(v[1].status, ConditionStatus::False);
+        // 25 hours later with no success: stale.
+        let later = t(0, 0) + Duration::hours(25);
+        let v = conditions(std::slice::from_ref(&tg), &statuses, later);
+        assert_eq!(v[1].status, ConditionStatus::True);
+        assert_eq!(v[1].reason, Reason::BackupOverdue);
+        st.last_success = Some(success("pg-1", later - Duration::hours(1), None));
+        let statuses = [("pg".to_owned(), st)].into_iter().collect();
+        let v = conditions(std::slice::from_ref(&tg), &statuses, later);
+        assert_eq!(v[0].status, ConditionStatus::False);
+        assert_eq!(v[1].status, ConditionStatus::False);
+        let v = conditions(&[], &Default::default(), later);
+        assert!(v.iter().all(|v| v.status == ConditionStatus::False));
+    }
+}
