@@ -1,13 +1,17 @@
 //! Benchmarks: programs that print their figures, last line one JSON object, against a
 //! reference measured in the same run.
 //!
-//! `cargo run --release -p stackwarden-tests --bin bench -- converge [--rounds N]`
+//! `cargo run --release -p stackwarden-tests --bin bench -- converge|heal|backup [--rounds N]`
+//!
+//! backup: see [`backup`].
 //!
 //! converge: from applying the demo manifest to Ready in local mode (the local driver, exactly
 //! as `stackwarden local DIR --exit-when-ready` runs it) against `docker-compose up -d` plus
 //! waiting until every container is healthy, on the same compose file. Rounds alternate the two
 //! tools; every round starts from nothing (fresh containers, network and volumes, so PostgreSQL
 //! runs initdb each time for both), which also keeps Docker's restart back-off out of it.
+
+mod backup;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -28,7 +32,18 @@ async fn main() -> anyhow::Result<()> {
     match args.first().map(String::as_str) {
         Some("converge") => converge(rounds).await,
         Some("heal") => heal(rounds).await,
-        _ => anyhow::bail!("usage: bench converge|heal [--rounds N]"),
+        Some("backup") => {
+            let size_mb = args
+                .iter()
+                .position(|a| a == "--size-mb")
+                .and_then(|i| args.get(i + 1))
+                .map(|n| n.parse())
+                .transpose()?
+                .unwrap_or(1024u64);
+            let rounds = if args.iter().any(|a| a == "--rounds") { rounds } else { 3 };
+            backup::run(rounds, size_mb).await
+        }
+        _ => anyhow::bail!("usage: bench converge|heal|backup [--rounds N] [--size-mb MB]"),
     }
 }
 
