@@ -7,3 +7,4 @@ pub mod demo;
 #[cfg(feature = "operator")]
 pub mod harness;
 pub mod images;
+pub mod s3;
