@@ -440,3 +440,10 @@ impl<R: AsyncRead + Unpin> AsyncRead for Exact<R> {
         r
     }
 }
+
+impl EngineError {
+    /// Whether Docker answered 404: no such container, or no such file in it.
+    pub fn is_missing(&self) -> bool {
+        self.is_not_found()
+    }
+}
