@@ -1,1 +1,851 @@
-//! TODO(helper)
+//! Redis backups: a fresh `BGSAVE`, its RDB file streamed out of the container over the
+//! archive API; restore tests in a throwaway server with no network; restores into the live
+//! server. Nothing is held whole in memory, and no message ever holds the password.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+use tokio::io::{AsyncRead, ReadBuf};
+
+use super::destination::Upload;
+use super::pipeline::{self, Sealed};
+use super::{BackupError, Manifest};
+use crate::docker::{short_id, BollardEngine, Engine, EngineError};
+
+/// How long a `BGSAVE` (and, after a restore or in a restore test, loading the dump) may take.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often a save or a load in progress is polled.
+const POLL: Duration = Duration::from_millis(150);
+/// Grace period for Redis to shut down (it may write its own dump first).
+const STOP_GRACE_S: i64 = 60;
+/// Where the scratch server of a restore test keeps the dump.
+const VERIFY_DIR: &str = "/tmp";
+const VERIFY_FILE: &str = "stackwarden-verify.rdb";
+
+/// One Redis service to back up or restore.
+pub struct Redis<'a> {
+    pub engine: &'a BollardEngine,
+    /// Container id of the Redis service.
+    pub container: String,
+    /// Where the operator reaches Redis over TCP.
+    pub addr: SocketAddr,
+    pub password: Option<String>,
+    /// The service's image, for the scratch server of restore tests.
+    pub image: String,
+}
+
+/// A finished backup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshotted {
+    pub sealed: Sealed,
+    /// Keys per database (`INFO keyspace`) right after the save completed.
+    pub key_counts: BTreeMap<u32, u64>,
+    /// `redis_version`.
+    pub server_version: String,
+}
+
+/// `BGSAVE`, waits for it, then streams the RDB file out of the container through
+/// [`pipeline::store`] into `upload`: committed on success, aborted on any failure. A save
+/// already in progress is waited for first, so the snapshot always starts after the request.
+pub async fn backup(
+    r: &Redis<'_>,
+    mut upload: Box<dyn Upload>,
+    level: i32,
+    progress: &AtomicU64,
+) -> Result<Snapshotted, BackupError> {
+    match snapshot(r, upload.as_mut(), level, progress).await {
+        Ok(s) => {
+            upload.commit().await.map_err(pipeline::destination_error)?;
+            Ok(s)
+        }
+        Err(e) => {
+            // The failure is what matters; a failed abort leaves a partial object that the
+            // destination's clean_partial removes.
+            let _ = upload.abort().await;
+            Err(e)
+        }
+    }
+}
+
+async fn snapshot(
+    r: &Redis<'_>,
+    upload: &mut dyn Upload,
+    level: i32,
+    progress: &AtomicU64,
+) -> Result<Snapshotted, BackupError> {
+    let mut conn = connect(r).await?;
+    bgsave(r, &mut conn).await?;
+    let key_counts = keyspace(&info(r, &mut conn, "keyspace").await?);
+    let server_version = info_field(&info(r, &mut conn, "server").await?, "redis_version")
+        .unwrap_or_default()
+        .to_owned();
+    let path = dump_path(r, &mut conn).await?;
+    let source = r
+        .engine
+        .download_file(&r.container, &path)
+        .await
+        .map_err(|e| {
+            BackupError::DumpFailed(format!(
+                "the save completed but its file could not be read: {e}"
+            ))
+        })?;
+    let sealed = pipeline::store(source, level, upload, progress).await?;
+    Ok(Snapshotted {
+        sealed,
+        key_counts,
+        server_version,
+    })
+}
+
+/// Starts a save and waits until it has ended well.
+async fn bgsave(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<(), BackupError> {
+    let deadline = Instant::now() + SAVE_TIMEOUT;
+    let before: i64;
+    loop {
+        wait_no_save(r, conn, deadline).await?;
+        let last: i64 = query(r, conn, redis::cmd("LASTSAVE")).await?;
+        match redis::cmd("BGSAVE").query_async::<String>(conn).await {
+            Ok(_) => {
+                before = last;
+                break;
+            }
+            // Another save (or an AOF rewrite) started between our check and our request.
+            Err(e) if busy(&e) => {
+                if Instant::now() > deadline {
+                    return Err(BackupError::DumpFailed(r.masked(&format!(
+                        "{}: BGSAVE was refused for {} s because another save or rewrite kept running ({e})",
+                        r.what(),
+                        SAVE_TIMEOUT.as_secs()
+                    ))));
+                }
+                tokio::time::sleep(POLL).await;
+            }
+            Err(e) => {
+                return Err(BackupError::DumpFailed(r.masked(&format!(
+                    "{}: BGSAVE failed: {e}; check the server's log and that it may write to its dir",
+                    r.what()
+                ))))
+            }
+        }
+    }
+    // BGSAVE answers after the fork, so from here on the save shows as in progress until it ends.
+    wait_no_save(r, conn, deadline).await?;
+    let persistence = info(r, conn, "persistence").await?;
+    let status = info_field(&persistence, "rdb_last_bgsave_status").unwrap_or("");
+    if status != "ok" {
+        return Err(BackupError::DumpFailed(format!(
+            "{}: the background save failed (rdb_last_bgsave_status:{status}); check the server's log (docker logs) for the reason, often a full disk or a dir it may not write",
+            r.what()
+        )));
+    }
+    let after: i64 = query(r, conn, redis::cmd("LASTSAVE")).await?;
+    if after < before {
+        return Err(BackupError::DumpFailed(format!(
+            "{}: LASTSAVE went back from {before} to {after} during the save; was the server restarted?",
+            r.what()
+        )));
+    }
+    Ok(())
+}
+
+fn busy(e: &redis::RedisError) -> bool {
+    let text = e.to_string();
+    text.contains("in progress") || text.contains("child process")
+}
+
+/// Polls until no background save runs.
+async fn wait_no_save(
+    r: &Redis<'_>,
+    conn: &mut MultiplexedConnection,
+    deadline: Instant,
+) -> Result<(), BackupError> {
+    loop {
+        let p = info(r, conn, "persistence").await?;
+        if info_field(&p, "rdb_bgsave_in_progress") != Some("1") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(BackupError::DumpFailed(format!(
+                "{}: the background save did not finish within {} s",
+                r.what(),
+                SAVE_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Restore test: loads the backup into a throwaway server of the service's image (no network)
+/// and compares its keys per database with the manifest. The digest is checked before anything
+/// else counts; the scratch container is removed in every case.
+pub async fn verify(
+    r: &Redis<'_>,
+    stored: Box<dyn AsyncRead + Send + Unpin>,
+    manifest: &Manifest,
+    progress: &AtomicU64,
+) -> Result<String, BackupError> {
+    let name = format!(
+        "{}{}",
+        scratch_prefix(r),
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%3f")
+    );
+    let cmd: Vec<String> = [
+        "redis-server",
+        "--dir",
+        VERIFY_DIR,
+        "--dbfilename",
+        VERIFY_FILE,
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let id = r
+        .engine
+        .create_scratch(&r.image, &name, &cmd, None)
+        .await
+        .map_err(|e| {
+            BackupError::VerificationFailed(format!(
+                "restore test of {}: could not create a scratch Redis from {}: {e}",
+                manifest.id, r.image
+            ))
+        })?;
+    let result = verify_in(r, &id, stored, manifest, progress).await;
+    let removed = r.engine.remove_container(&id, Some(0)).await;
+    match (result, removed) {
+        (Ok(_), Err(e)) => Err(BackupError::VerificationFailed(format!(
+            "restore test of {} passed, but its scratch container {name} could not be removed: {e}",
+            manifest.id
+        ))),
+        (result, _) => result,
+    }
+}
+
+async fn verify_in(
+    r: &Redis<'_>,
+    scratch: &str,
+    stored: Box<dyn AsyncRead + Send + Unpin>,
+    manifest: &Manifest,
+    progress: &AtomicU64,
+) -> Result<String, BackupError> {
+    let what = format!("restore test of {}", manifest.id);
+    let failed = |m: String| BackupError::VerificationFailed(format!("{what}: {m}"));
+    let path = format!("{VERIFY_DIR}/{VERIFY_FILE}");
+    put_backup(r, scratch, &path, stored, manifest, 0, 0, progress, &what)
+        .await
+        .map_err(|e| e.into_error(failed))?;
+    r.engine
+        .start_container(scratch)
+        .await
+        .map_err(|e| failed(format!("the scratch Redis did not start: {e}")))?;
+    let deadline = Instant::now() + SAVE_TIMEOUT;
+    let cli = |args: &[&str]| {
+        std::iter::once("redis-cli")
+            .chain(args.iter().copied())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    loop {
+        let answer = r.engine.exec_capture(scratch, &cli(&["PING"]), 4096).await;
+        match answer {
+            Ok(o) if o.output.trim() == "PONG" => break,
+            _ => {}
+        }
+        let brief = r
+            .engine
+            .brief(scratch)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if !brief.running {
+            let logs = r.engine.logs_tail(scratch, 20).await.unwrap_or_default();
+            return Err(failed(format!(
+                "the scratch Redis exited ({}) instead of loading the backup; its last output: {}",
+                brief.status,
+                logs.trim()
+            )));
+        }
+        if Instant::now() > deadline {
+            return Err(failed(format!(
+                "the scratch Redis did not answer PING within {} s",
+                SAVE_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let keys = r
+        .engine
+        .exec_capture(scratch, &cli(&["INFO", "keyspace"]), 64 * 1024)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let found = keyspace(&keys.output);
+    if found != manifest.key_counts {
+        return Err(failed(format!(
+            "the backup loads, but holds {} where the manifest records {}",
+            counts(&found),
+            counts(&manifest.key_counts)
+        )));
+    }
+    Ok(format!(
+        "restore test passed: the backup loads into a scratch Redis from {} and holds {}, as recorded",
+        r.image,
+        counts(&found)
+    ))
+}
+
+/// Restores a backup into the live server: refuses when `appendonly` is on (Redis would load
+/// the AOF, not the dump). Stops the container (Redis may write its own dump on the way down),
+/// keeps the current dump as `DBFILENAME.before-restore-YYYYMMDDTHHMMSS` beside it, puts the
+/// backup in its place, starts the container, waits for PING and compares key counts. The
+/// backup is copied into the container (and its digest checked) before the container is
+/// stopped, so a damaged backup never costs the live data. The caller keeps anything else from
+/// restarting the container meanwhile. Returns a message naming the kept file.
+pub async fn restore(
+    r: &Redis<'_>,
+    stored: Box<dyn AsyncRead + Send + Unpin>,
+    manifest: &Manifest,
+    progress: &AtomicU64,
+) -> Result<String, BackupError> {
+    let what = format!(
+        "restore of {} into container {}",
+        manifest.id,
+        short_id(&r.container)
+    );
+    let failed = |m: String| BackupError::RestoreFailed(format!("{what}: {m}"));
+    let mut conn = connect(r).await?;
+    let aof = config_get(r, &mut conn, "appendonly").await?;
+    if aof == "yes" {
+        return Err(failed(
+            "appendonly is on, so at startup Redis would load its AOF and ignore the restored dump; turn appendonly off in the service's configuration (and with CONFIG SET appendonly no) and restore again".into(),
+        ));
+    }
+    let dir = config_get(r, &mut conn, "dir").await?;
+    let file = config_get(r, &mut conn, "dbfilename").await?;
+    drop(conn);
+    let dump = format!("{dir}/{file}");
+    let staged = format!("{dir}/.{file}.stackwarden-restore");
+    // Owner of what is written: that of the current dump, else of the directory.
+    let (uid, gid) = match r.engine.open_file(&r.container, &dump).await {
+        Ok((stat, _)) => (stat.uid, stat.gid),
+        Err(_) => dir_owner(r, &dir).await,
+    };
+
+    // 1. The backup goes in beside the dump while Redis runs; a damaged one stops here.
+    if let Err(e) = put_backup(
+        r,
+        &r.container,
+        &staged,
+        stored,
+        manifest,
+        uid,
+        gid,
+        progress,
+        &what,
+    )
+    .await
+    {
+        remove_staged(r, &staged).await;
+        return Err(e.into_error(failed));
+    }
+
+    // 2. Stop, keep the current dump, put the backup in its place.
+    r.engine
+        .stop_container(&r.container, STOP_GRACE_S)
+        .await
+        .map_err(|e| failed(format!("stopping Redis failed: {e}")))?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+    let kept_name = format!("{file}.before-restore-{stamp}");
+    let kept = format!("{dir}/{kept_name}");
+    let had_dump = match copy_within(r, &dump, &kept).await {
+        Ok(had) => had,
+        Err(e) => {
+            let started = restart_note(r).await;
+            return Err(failed(format!(
+                "keeping the current dump as {kept} failed ({e}); nothing was replaced, {started}"
+            )));
+        }
+    };
+    if let Err(e) = copy_within(r, &staged, &dump).await {
+        let back = if had_dump {
+            match copy_within(r, &kept, &dump).await {
+                Ok(_) => "the previous dump was put back".to_owned(),
+                Err(e2) => format!(
+                    "putting the previous dump back failed too ({e2}): copy {kept} to {dump} by hand"
+                ),
+            }
+        } else {
+            "there was no previous dump".to_owned()
+        };
+        let started = restart_note(r).await;
+        return Err(failed(format!(
+            "writing the backup as {dump} failed ({e}); {back}, {started}"
+        )));
+    }
+
+    // 3. Start and check.
+    r.engine
+        .start_container(&r.container)
+        .await
+        .map_err(|e| failed(format!("starting Redis again failed: {e}")))?;
+    let keep_note = if had_dump {
+        format!("the previous dump is kept as {kept}")
+    } else {
+        format!("there was no previous dump at {dump} to keep")
+    };
+    let found = match wait_ready(r).await {
+        Ok(found) => found,
+        Err(m) => return Err(failed(format!("{m}; {keep_note}"))),
+    };
+    remove_staged(r, &staged).await;
+    if found != manifest.key_counts {
+        return Err(failed(format!(
+            "Redis runs with the restored dump but holds {} where the manifest records {}; {keep_note}",
+            counts(&found),
+            counts(&manifest.key_counts)
+        )));
+    }
+    Ok(format!(
+        "restored {} into {dump} of container {} ({}); {keep_note}",
+        manifest.id,
+        short_id(&r.container),
+        counts(&found)
+    ))
+}
+
+/// Removes the scratch containers of this service's restore tests left by an operator that was
+/// stopped mid-test. Idempotent; call it when no restore test of this service runs.
+pub async fn clean_scratch(r: &Redis<'_>) -> Result<(), BackupError> {
+    let ids = r
+        .engine
+        .scratch_containers(&scratch_prefix(r))
+        .await
+        .map_err(|e| BackupError::VerificationFailed(e.to_string()))?;
+    for id in ids {
+        r.engine
+            .remove_container(&id, Some(0))
+            .await
+            .map_err(|e| BackupError::VerificationFailed(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Name prefix of this service's scratch containers.
+fn scratch_prefix(r: &Redis<'_>) -> String {
+    format!("stackwarden-scratch-redis-{}-", short_id(&r.container))
+}
+
+impl Redis<'_> {
+    fn what(&self) -> String {
+        format!(
+            "Redis at {} (container {})",
+            self.addr,
+            short_id(&self.container)
+        )
+    }
+
+    /// The message with the password masked, whatever produced it.
+    fn masked(&self, message: &str) -> String {
+        match &self.password {
+            Some(p) => crate::compose::mask(message, &BTreeMap::new(), &[p.as_str()]),
+            None => message.to_owned(),
+        }
+    }
+
+    fn unreachable(&self, what: &str, detail: &dyn std::fmt::Display) -> BackupError {
+        BackupError::DatabaseUnreachable(self.masked(&format!(
+            "{}: {what} ({detail}); check that the service runs and that its password variable holds the server's password (requirepass)",
+            self.what()
+        )))
+    }
+}
+
+/// Connects (and authenticates) to the service, after checking its container runs.
+async fn connect(r: &Redis<'_>) -> Result<MultiplexedConnection, BackupError> {
+    let brief = r
+        .engine
+        .brief(&r.container)
+        .await
+        .map_err(|e| r.unreachable("its container could not be inspected", &e))?;
+    if !brief.running {
+        return Err(r.unreachable(
+            "the container is not running",
+            &format!("state {}", brief.status),
+        ));
+    }
+    connect_at(r.addr, r.password.as_deref())
+        .await
+        .map_err(|e| r.unreachable("connecting or authenticating failed", &e))
+}
+
+async fn connect_at(
+    addr: SocketAddr,
+    password: Option<&str>,
+) -> Result<MultiplexedConnection, redis::RedisError> {
+    let info = redis::IntoConnectionInfo::into_connection_info((
+        addr.ip().to_string().as_str(),
+        addr.port(),
+    ))?
+    // No CLIENT SETINFO before AUTH: it would fail with NOAUTH and hide the real answer.
+    .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
+    let client = redis::Client::open(info)?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(10)))
+        .set_response_timeout(Some(Duration::from_secs(60)));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    if let Some(p) = password {
+        redis::cmd("AUTH").arg(p).query_async::<()>(&mut conn).await?;
+    }
+    Ok(conn)
+}
+
+async fn query<T: redis::FromRedisValue>(
+    r: &Redis<'_>,
+    conn: &mut MultiplexedConnection,
+    cmd: redis::Cmd,
+) -> Result<T, BackupError> {
+    cmd.query_async(conn)
+        .await
+        .map_err(|e| r.unreachable("a command failed", &e))
+}
+
+async fn info(
+    r: &Redis<'_>,
+    conn: &mut MultiplexedConnection,
+    section: &str,
+) -> Result<String, BackupError> {
+    let mut cmd = redis::cmd("INFO");
+    cmd.arg(section);
+    query(r, conn, cmd).await
+}
+
+async fn config_get(
+    r: &Redis<'_>,
+    conn: &mut MultiplexedConnection,
+    name: &str,
+) -> Result<String, BackupError> {
+    let mut cmd = redis::cmd("CONFIG");
+    cmd.arg("GET").arg(name);
+    let pair: Vec<String> = cmd.query_async(conn).await.map_err(|e| {
+        BackupError::DumpFailed(r.masked(&format!(
+            "{}: CONFIG GET {name} failed ({e}); the backup needs CONFIG (is it renamed or forbidden by an ACL?)",
+            r.what()
+        )))
+    })?;
+    pair.into_iter().nth(1).ok_or_else(|| {
+        BackupError::DumpFailed(format!(
+            "{}: CONFIG GET {name} answered nothing",
+            r.what()
+        ))
+    })
+}
+
+async fn dump_path(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<String, BackupError> {
+    let dir = config_get(r, conn, "dir").await?;
+    let file = config_get(r, conn, "dbfilename").await?;
+    Ok(format!("{}/{file}", dir.trim_end_matches('/')))
+}
+
+/// `field:value` of an INFO answer.
+fn info_field<'t>(info: &'t str, field: &str) -> Option<&'t str> {
+    info.lines().find_map(|l| {
+        l.trim_end()
+            .strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(':'))
+    })
+}
+
+/// Keys per database from `INFO keyspace` (`db3:keys=50,expires=0,avg_ttl=0`).
+fn keyspace(info: &str) -> BTreeMap<u32, u64> {
+    info.lines()
+        .filter_map(|l| {
+            let (db, rest) = l.trim().strip_prefix("db")?.split_once(':')?;
+            let keys = rest
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("keys="))?
+                .parse()
+                .ok()?;
+            Some((db.parse().ok()?, keys))
+        })
+        .collect()
+}
+
+fn counts(c: &BTreeMap<u32, u64>) -> String {
+    if c.is_empty() {
+        return "no keys".into();
+    }
+    c.iter()
+        .map(|(db, n)| format!("db{db}: {n} keys"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Why putting a backup into a container failed, before it is worded for the caller.
+enum PutError {
+    /// Checksum, decompression or size: the backup itself is bad.
+    Damaged(BackupError),
+    /// Reading the stored object failed.
+    Destination(BackupError),
+    /// Docker refused or failed.
+    Engine(String),
+}
+
+impl PutError {
+    fn into_error(self, other: impl FnOnce(String) -> BackupError) -> BackupError {
+        match self {
+            PutError::Damaged(e) | PutError::Destination(e) => e,
+            PutError::Engine(m) => other(m),
+        }
+    }
+}
+
+/// Decompresses `stored` into file `path` of container `id` (mode 0644), then checks the digest.
+/// The length written is the manifest's `raw_size`.
+#[allow(clippy::too_many_arguments)]
+async fn put_backup(
+    r: &Redis<'_>,
+    id: &str,
+    path: &str,
+    stored: Box<dyn AsyncRead + Send + Unpin>,
+    manifest: &Manifest,
+    uid: u64,
+    gid: u64,
+    progress: &AtomicU64,
+    what: &str,
+) -> Result<(), PutError> {
+    let source = Watch::new(stored);
+    let (source_read, source_err) = (source.count.clone(), source.error.clone());
+    let (decoded, digest) = pipeline::restored(Box::new(source));
+    let decoded = Watch::new(decoded);
+    let (decoded_count, decoded_err) = (decoded.count.clone(), decoded.error.clone());
+    let upload = r.engine.upload_file(
+        id,
+        path,
+        Box::new(decoded),
+        manifest.raw_size,
+        uid,
+        gid,
+        0o644,
+    );
+    tokio::pin!(upload);
+    let result = loop {
+        tokio::select! {
+            res = &mut upload => break res,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                progress.store(source_read.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+    };
+    progress.store(source_read.load(Ordering::Relaxed), Ordering::Relaxed);
+    if let Some(e) = source_err.lock().expect("watch lock").take() {
+        return Err(PutError::Destination(BackupError::DestinationUnreachable(
+            format!("{what}: reading the stored backup failed: {e}"),
+        )));
+    }
+    // The digest decides first: whatever else went wrong, damaged bytes are the reason.
+    if digest.get().is_some() {
+        digest
+            .check(&manifest.sha256, what)
+            .map_err(PutError::Damaged)?;
+    }
+    if let Some(e) = decoded_err.lock().expect("watch lock").take() {
+        return Err(PutError::Damaged(BackupError::ChecksumMismatch(format!(
+            "{what}: the stored backup does not decompress ({e}); it is damaged, use an older one"
+        ))));
+    }
+    let written = decoded_count.load(Ordering::Relaxed);
+    if written != manifest.raw_size && (result.is_err() || written > manifest.raw_size) {
+        let damage = format!(
+            "{what}: the backup decompresses to {} {written} bytes but the manifest records {}",
+            if written > manifest.raw_size {
+                "more than"
+            } else {
+                "only"
+            },
+            manifest.raw_size
+        );
+        return Err(PutError::Damaged(if digest.get().is_none() {
+            BackupError::ChecksumMismatch(format!("{damage}; it is damaged, use an older one"))
+        } else {
+            BackupError::ChecksumMismatch(format!(
+                "{damage}, although its checksum matches: the manifest is wrong"
+            ))
+        }));
+    }
+    result.map_err(|e: EngineError| PutError::Engine(e.to_string()))?;
+    // Everything was written: now the digest must be known and right.
+    digest
+        .check(&manifest.sha256, what)
+        .map_err(PutError::Damaged)
+}
+
+/// Copies a file within the container (which may be stopped). `Ok(false)`: there was none.
+async fn copy_within(r: &Redis<'_>, from: &str, to: &str) -> Result<bool, EngineError> {
+    let (stat, data) = match r.engine.open_file(&r.container, from).await {
+        Ok(x) => x,
+        Err(e) if e.is_missing() => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    r.engine
+        .upload_file(
+            &r.container,
+            to,
+            data,
+            stat.size,
+            stat.uid,
+            stat.gid,
+            stat.mode,
+        )
+        .await?;
+    Ok(true)
+}
+
+/// Owner of the data directory, for a restore into a server that never saved.
+async fn dir_owner(r: &Redis<'_>, dir: &str) -> (u64, u64) {
+    let cmd = ["stat", "-c", "%u %g", dir].map(str::to_owned);
+    if let Ok(o) = r.engine.exec_capture(&r.container, &cmd, 256).await {
+        let mut parts = o.output.split_whitespace().map(str::parse::<u64>);
+        if let (Some(Ok(u)), Some(Ok(g))) = (parts.next(), parts.next()) {
+            if o.exit_code == 0 {
+                return (u, g);
+            }
+        }
+    }
+    (0, 0)
+}
+
+/// Best effort: the staged copy is only a leftover once the restore ended either way.
+async fn remove_staged(r: &Redis<'_>, staged: &str) {
+    let cmd = ["rm", "-f", staged].map(str::to_owned);
+    let _ = r.engine.exec_capture(&r.container, &cmd, 256).await;
+}
+
+/// Starts the container again after a failed restore; says how that went.
+async fn restart_note(r: &Redis<'_>) -> String {
+    match r.engine.start_container(&r.container).await {
+        Ok(()) => "and Redis was started again".into(),
+        Err(e) => format!("and starting Redis again failed too ({e})"),
+    }
+}
+
+/// Waits until the restarted server answers PING (its address may have changed), then reads
+/// its key counts.
+async fn wait_ready(r: &Redis<'_>) -> Result<BTreeMap<u32, u64>, String> {
+    let deadline = Instant::now() + SAVE_TIMEOUT;
+    loop {
+        let brief = r.engine.brief(&r.container).await.map_err(|e| e.to_string())?;
+        if !brief.running {
+            let logs = r
+                .engine
+                .logs_tail(&r.container, 20)
+                .await
+                .unwrap_or_default();
+            return Err(r.masked(&format!(
+                "Redis exited ({}) after the restore instead of loading the dump; its last output: {}",
+                brief.status,
+                logs.trim()
+            )));
+        }
+        let addr = if brief.addresses.contains(&r.addr.ip()) || brief.addresses.is_empty() {
+            r.addr
+        } else {
+            SocketAddr::new(brief.addresses[0], r.addr.port())
+        };
+        let last = match connect_at(addr, r.password.as_deref()).await {
+            Ok(mut conn) => {
+                let pong = redis::cmd("PING").query_async::<String>(&mut conn).await;
+                match pong {
+                    Ok(p) if p == "PONG" => {
+                        let info: String = redis::cmd("INFO")
+                            .arg("keyspace")
+                            .query_async(&mut conn)
+                            .await
+                            .map_err(|e| r.masked(&format!("INFO keyspace failed: {e}")))?;
+                        return Ok(keyspace(&info));
+                    }
+                    Ok(p) => format!("PING answered {p}"),
+                    Err(e) => e.to_string(),
+                }
+            }
+            Err(e) => e.to_string(),
+        };
+        if Instant::now() > deadline {
+            return Err(r.masked(&format!(
+                "Redis did not answer PING within {} s after the restore ({last})",
+                SAVE_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Counts the bytes read through it and keeps the first error, so a failure deep inside an
+/// upload can be told apart: the stored object, the decompression, or Docker.
+struct Watch<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+    error: Arc<Mutex<Option<String>>>,
+}
+
+impl<R> Watch<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            count: Arc::default(),
+            error: Arc::default(),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Watch<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        match &r {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len() - before;
+                self.count.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Poll::Ready(Err(e)) => {
+                let mut slot = self.error.lock().expect("watch lock");
+                if slot.is_none() {
+                    *slot = Some(e.to_string());
+                }
+            }
+            Poll::Pending => {}
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyspace_parses_every_database() {
+        let info = "# Keyspace\r\ndb0:keys=10000,expires=0,avg_ttl=0\r\ndb3:keys=50,expires=2,avg_ttl=100\r\n";
+        assert_eq!(keyspace(info), BTreeMap::from([(0, 10000), (3, 50)]));
+        assert!(keyspace("# Keyspace\r\n").is_empty());
+    }
+
+    #[test]
+    fn info_fields_are_found_by_exact_name() {
+        let info = "# Persistence\r\nrdb_bgsave_in_progress:0\r\nrdb_last_bgsave_status:ok\r\n";
+        assert_eq!(info_field(info, "rdb_bgsave_in_progress"), Some("0"));
+        assert_eq!(info_field(info, "rdb_last_bgsave_status"), Some("ok"));
+        assert_eq!(info_field(info, "rdb_last_bgsave"), None);
+    }
+}
