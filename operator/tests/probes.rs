@@ -2,8 +2,9 @@
 //! the docker CLI on a throwaway network, observed through the real engine adapter, probed
 //! through both access modes. Nothing is mocked.
 //!
-//! Needs the test images (`bash tests/images/build.sh`) and the host's route to bridge networks
-//! (true on a Docker host, which is what `probeAccess: Network` assumes).
+//! Builds the test images first when they are missing or stale (`tests/images/build.sh`, which
+//! skips up-to-date images), and needs the host's route to bridge networks (true on a Docker
+//! host, which is what `probeAccess: Network` assumes).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -34,6 +35,45 @@ const STARTUP: Duration = Duration::from_secs(90);
 // ---------------------------------------------------------------------------------------------
 // Fixture
 // ---------------------------------------------------------------------------------------------
+
+/// Runs the image build script once per process. `cargo test --workspace` runs this crate's
+/// tests before those of `stackwarden-tests` (which build the images too), so on a fresh
+/// machine this is where they are built; the script serialises concurrent callers itself.
+fn build_images() {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let result = BUILT.get_or_init(|| {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/images/build.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("{}: {e}", script.display()))?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+        Err(format!(
+            "{} failed ({}):\n{}",
+            script.display(),
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ))
+    });
+    if let Err(e) = result {
+        panic!("building the test images failed: {e}");
+    }
+    for image in [POSTGRES, REDIS, DEMO] {
+        let ok = Command::new("docker")
+            .args(["image", "inspect", image])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            ok,
+            "image {image} is still missing after tests/images/build.sh"
+        );
+    }
+}
 
 /// One service to start: its container gets the compose and stackwarden labels, so the engine
 /// adapter's `observe` finds it exactly as it finds the containers the operator creates.
@@ -75,17 +115,7 @@ struct Stack {
 
 impl Stack {
     async fn new(tag: &str) -> Self {
-        for image in [POSTGRES, REDIS, DEMO] {
-            let ok = Command::new("docker")
-                .args(["image", "inspect", image])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            assert!(
-                ok,
-                "image {image} missing: run `bash tests/images/build.sh`"
-            );
-        }
+        build_images();
         let project = format!("swprobe-{tag}-{}", std::process::id());
         let network = format!("{project}_default");
         let engine = Engines::default()

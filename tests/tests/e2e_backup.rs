@@ -111,12 +111,16 @@ async fn request_restore(h: &Harness, target: &str, id: &str) -> BackupTargetSta
     target_status(h, target)
 }
 
+/// Adds `rows` rows of `width` distinct md5 texts (32 hex characters each) to `table`: about
+/// 16 bytes a md5 that zstd cannot take away. The inner query refers to `g`, so PostgreSQL
+/// evaluates it per row rather than once (which would repeat one value everywhere).
 fn fill(h: &Harness, table: &str, rows: u32, width: u32) {
     psql(
         h,
         &format!(
             "CREATE TABLE IF NOT EXISTS {table} (id int, body text); \
-             INSERT INTO {table} SELECT g, repeat(md5(random()::text), {width}) FROM generate_series(1, {rows}) g"
+             INSERT INTO {table} SELECT g, (SELECT string_agg(md5(random()::text || g::text || i::text), '') \
+             FROM generate_series(1, {width}) i) FROM generate_series(1, {rows}) g"
         ),
     );
 }
@@ -323,8 +327,8 @@ async fn postgres_stopped_mid_dump_fails_cleanly_and_keeps_older_backups() {
     assert_eq!(after, before);
 }
 
-/// A tmpfs of `size`, unmounted when dropped.
-struct Tmpfs(PathBuf, tempfile::TempDir);
+/// A tmpfs of `size`, unmounted when dropped (the directory is removed after that).
+struct Tmpfs(PathBuf, #[allow(dead_code)] tempfile::TempDir);
 
 impl Tmpfs {
     fn mount(size: &str) -> Self {
@@ -368,7 +372,7 @@ async fn a_full_destination_gives_disk_full_and_loses_nothing() {
         .map(|f| (f.clone(), sha256_file(&dir.join(&f))))
         .collect();
 
-    // md5 text of random numbers: about 8 MB that zstd cannot shrink below 2 MB.
+    // 60,000 rows of four distinct md5s: about 8 MB of hex that zstd cannot shrink below 2 MB.
     fill(&h, "noise", 60_000, 4);
     let st = request_backup(&h, "pg").await;
     let f = st.last_failure.expect("the backup failed");

@@ -230,6 +230,38 @@ pub struct BackupTargetStatus {
     /// The value of the `restore.stackwarden.dev/TARGET` annotation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_restore_request: Option<String>,
+    /// The value of the `verify.stackwarden.dev/TARGET` annotation last acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_verify_request: Option<String>,
+    /// The backup the newest deploy waits for (`beforeDeploy`), written before it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy_backup: Option<DeployBackup>,
+}
+
+/// A backup taken because a deploy of a changed compose file waits for it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployBackup {
+    /// The `status.specHash` the deploy is about to apply.
+    pub spec_hash: String,
+    /// When the deploy asked for it. A successful backup of the target that starts after this
+    /// (a manual one, say, after fixing what made this one fail) lets the deploy go on too.
+    #[schemars(with = "String")]
+    pub requested: DateTime<Utc>,
+    /// The backup taken for it.
+    pub id: String,
+    pub state: DeployBackupState,
+    /// Why it failed, and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// How the backup a deploy waits for went.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DeployBackupState {
+    Running,
+    Succeeded,
+    Failed,
 }
 
 /// A successful backup.

@@ -117,6 +117,10 @@ pub enum Reason {
     BackupOverdue,
     /// BackupStale: every target has a recent enough backup.
     BackupsFresh,
+    /// Progressing: a deploy waits for the backups its targets take first (`beforeDeploy`).
+    BackingUpBeforeDeploy,
+    /// Progressing: a backup a deploy waited for failed; the deploy did not happen.
+    PreDeployBackupFailed,
 }
 
 impl fmt::Display for Reason {

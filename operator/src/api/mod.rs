@@ -12,9 +12,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use backup::{
-    BackupDestination, BackupRecord, BackupTarget, BackupTargetStatus, FailureRecord, Job,
-    PostgresSource, RedisSource, RestoreRecord, Retention, RunningJob, S3Destination, Trigger,
-    VerificationRecord, VerifySpec,
+    BackupDestination, BackupRecord, BackupTarget, BackupTargetStatus, DeployBackup,
+    DeployBackupState, FailureRecord, Job, PostgresSource, RedisSource, RestoreRecord, Retention,
+    RunningJob, S3Destination, Trigger, VerificationRecord, VerifySpec,
 };
 pub use condition::{Condition, ConditionStatus, ConditionType, Reason, Verdict};
 
@@ -191,6 +191,13 @@ pub struct ServiceHealthSpec {
     /// Seconds after the container starts before the first probe.
     #[serde(default)]
     pub initial_delay_seconds: u32,
+
+    /// Seconds a container run has, from its start, to pass its probes for the first time
+    /// before failing probes make it unhealthy (like a Kubernetes startupProbe). A database
+    /// that runs initdb, or a backend that migrates, is not restarted for being slow; once a
+    /// run has passed, `failureThreshold` alone counts.
+    #[serde(default = "default_startup_seconds")]
+    pub startup_seconds: u32,
 }
 
 impl Default for ServiceHealthSpec {
@@ -203,6 +210,7 @@ impl Default for ServiceHealthSpec {
             failure_threshold: default_failure_threshold(),
             success_threshold: default_success_threshold(),
             initial_delay_seconds: 0,
+            startup_seconds: default_startup_seconds(),
         }
     }
 }
@@ -218,6 +226,9 @@ fn default_failure_threshold() -> u32 {
 }
 fn default_success_threshold() -> u32 {
     1
+}
+fn default_startup_seconds() -> u32 {
+    60
 }
 
 /// One check. Exactly one of its fields is set.

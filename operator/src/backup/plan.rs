@@ -4,19 +4,27 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::schedule::{due, Due, SlotSchedule};
-use crate::api::{BackupTarget, BackupTargetStatus, ConditionStatus, Job, Reason, Trigger};
+use crate::api::{
+    BackupTarget, BackupTargetStatus, ConditionStatus, DeployBackupState, Job, Reason, Trigger,
+};
 
 /// Annotation prefix of a backup request: `backup.stackwarden.dev/TARGET: ANY-NEW-VALUE`.
 pub const BACKUP_REQUEST: &str = "backup.stackwarden.dev/";
 /// Annotation prefix of a restore request: `restore.stackwarden.dev/TARGET: BACKUP-ID`, with an
 /// optional `#NONCE` suffix to restore the same backup again.
 pub const RESTORE_REQUEST: &str = "restore.stackwarden.dev/";
+/// Annotation prefix of a restore-test request: `verify.stackwarden.dev/TARGET: BACKUP-ID`, or
+/// `#NONCE` alone for the newest backup; a new `#NONCE` asks again.
+pub const VERIFY_REQUEST: &str = "verify.stackwarden.dev/";
 
-/// The requests standing on a target (annotation values).
+/// The requests standing on a target: annotation values, and the deploy waiting for a backup.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Requests {
     pub backup: Option<String>,
     pub restore: Option<String>,
+    pub verify: Option<String>,
+    /// The spec hash of a deploy that waits for this target's backup (`beforeDeploy`).
+    pub deploy: Option<String>,
 }
 
 /// The next step of an idle target.
@@ -41,10 +49,16 @@ pub fn restore_id(request: &str) -> &str {
     request.split('#').next().unwrap_or(request).trim()
 }
 
-/// Decides for a target with no job running. Order: an explicit restore, an explicit backup,
-/// the backup schedule, a restore test of a fresh backup (`verify.afterBackup`), the restore
-/// test schedule. A request is acted on once: its value is recorded as handled when the job
-/// starts.
+/// The backup id a restore-test request names; None for the newest backup.
+pub fn verify_id(request: &str) -> Option<&str> {
+    Some(restore_id(request)).filter(|id| !id.is_empty())
+}
+
+/// Decides for a target with no job running. Order: an explicit restore, the backup a deploy
+/// waits for, an explicit backup, an explicit restore test, the backup schedule, a restore test
+/// of a fresh backup (`verify.afterBackup`), the restore test schedule. A request is acted on
+/// once: its value is recorded as handled when the job starts. A failed deploy backup is not
+/// retried by itself: the deploy waits for a person (see [`deploy_gate`]).
 pub fn decide(
     target: &BackupTarget,
     status: &BackupTargetStatus,
@@ -61,6 +75,16 @@ pub fn decide(
             };
         }
     }
+    if let (Some(h), true) = (&requests.deploy, target.before_deploy) {
+        if status.deploy_backup.as_ref().map(|d| &d.spec_hash) != Some(h) {
+            return Decision::Start {
+                job: Job::Backup,
+                trigger: Trigger::PreDeploy,
+                slot: None,
+                backup: None,
+            };
+        }
+    }
     if let Some(r) = &requests.backup {
         if status.handled_backup_request.as_ref() != Some(r) {
             return Decision::Start {
@@ -68,6 +92,16 @@ pub fn decide(
                 trigger: Trigger::Manual,
                 slot: None,
                 backup: None,
+            };
+        }
+    }
+    if let Some(r) = &requests.verify {
+        if status.handled_verify_request.as_ref() != Some(r) {
+            return Decision::Start {
+                job: Job::Verify,
+                trigger: Trigger::Manual,
+                slot: None,
+                backup: verify_id(r).map(str::to_owned),
             };
         }
     }
@@ -135,6 +169,60 @@ pub fn decide(
         }
     }
     Decision::Idle
+}
+
+/// Whether a deploy of `spec_hash` may go on, as far as backups are concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// No target wants a backup first, or every one has it.
+    Open,
+    /// A backup the deploy waits for is yet to start or still running.
+    Waiting(String),
+    /// A backup the deploy waited for failed: the deploy does not happen until a person acts.
+    Failed(String),
+}
+
+/// The deploy of `spec_hash` waits for a successful backup of every `beforeDeploy` target,
+/// taken for it (or started after it asked, see [`crate::api::DeployBackup`]).
+pub fn deploy_gate(
+    targets: &[BackupTarget],
+    statuses: &std::collections::BTreeMap<String, BackupTargetStatus>,
+    spec_hash: &str,
+) -> Gate {
+    let mut waiting = Vec::new();
+    let mut failed = Vec::new();
+    for t in targets.iter().filter(|t| t.before_deploy) {
+        let d = statuses
+            .get(&t.name)
+            .and_then(|s| s.deploy_backup.as_ref())
+            .filter(|d| d.spec_hash == spec_hash);
+        match d.map(|d| (d.state, d)) {
+            Some((DeployBackupState::Succeeded, _)) => {}
+            Some((DeployBackupState::Failed, d)) => failed.push(format!(
+                "{}: backup {} failed: {}",
+                t.name,
+                d.id,
+                d.message.as_deref().unwrap_or("see BackupFailed")
+            )),
+            Some((DeployBackupState::Running, d)) => {
+                waiting.push(format!("{} (backup {} running)", t.name, d.id))
+            }
+            None => waiting.push(format!("{} (backup to start)", t.name)),
+        }
+    }
+    if !failed.is_empty() {
+        Gate::Failed(format!(
+            "the deploy of the changed compose file waits for a backup that failed; what runs was left as it was. {}. Fix the cause, then take a backup (`stackwarden backup STACK TARGET`, or the annotation backup.stackwarden.dev/TARGET): a successful one lets the deploy go on. To deploy without it, set beforeDeploy: false",
+            failed.join("; ")
+        ))
+    } else if !waiting.is_empty() {
+        Gate::Waiting(format!(
+            "backing up before deploying the changed compose file: {}",
+            waiting.join(", ")
+        ))
+    } else {
+        Gate::Open
+    }
 }
 
 /// When the backup schedule runs next.
@@ -387,6 +475,8 @@ mod tests {
         let req = Requests {
             backup: Some("r1".into()),
             restore: Some("pg-20260309T020000Z#2".into()),
+            verify: Some("#7".into()),
+            deploy: None,
         };
         assert_eq!(
             decide(&tg, &st, &req, t(2, 0)),
@@ -403,10 +493,140 @@ mod tests {
             start(Job::Backup, Trigger::Manual, None)
         );
         st.handled_backup_request = req.backup.clone();
+        // `#NONCE` alone: a restore test of the newest backup.
+        assert_eq!(
+            decide(&tg, &st, &req, t(2, 0)),
+            start(Job::Verify, Trigger::Manual, None)
+        );
+        st.handled_verify_request = req.verify.clone();
         assert_eq!(
             decide(&tg, &st, &req, t(2, 0)),
             start(Job::Backup, Trigger::Scheduled, Some(t(2, 0)))
         );
+        let named = Requests {
+            verify: Some("pg-20260309T020000Z#8".into()),
+            ..req
+        };
+        assert_eq!(
+            decide(&tg, &st, &named, t(2, 0)),
+            Decision::Start {
+                job: Job::Verify,
+                trigger: Trigger::Manual,
+                slot: None,
+                backup: Some("pg-20260309T020000Z".into())
+            }
+        );
+    }
+
+    fn deploy_backup(hash: &str, state: DeployBackupState) -> crate::api::DeployBackup {
+        crate::api::DeployBackup {
+            spec_hash: hash.into(),
+            requested: t(1, 0),
+            id: "pg-x".into(),
+            state,
+            message: Some("pg_dump failed".into()),
+        }
+    }
+
+    #[test]
+    fn a_deploy_gets_one_backup_first_and_only_from_before_deploy_targets() {
+        let mut tg = target(Some("0 2 * * *"));
+        let mut st = since(t(0, 0));
+        let req = Requests {
+            deploy: Some("h2".into()),
+            restore: Some("pg-1".into()),
+            ..Default::default()
+        };
+        // Not a beforeDeploy target: the request means nothing to it.
+        st.handled_restore_request = req.restore.clone();
+        assert_eq!(decide(&tg, &st, &req, t(1, 0)), Decision::Idle);
+        tg.before_deploy = true;
+        // Even before a scheduled slot that is due.
+        assert_eq!(
+            decide(&tg, &st, &req, t(2, 0)),
+            start(Job::Backup, Trigger::PreDeploy, None)
+        );
+        // But after a restore someone asked for.
+        st.handled_restore_request = None;
+        assert!(matches!(
+            decide(&tg, &st, &req, t(2, 0)),
+            Decision::Start {
+                job: Job::Restore,
+                ..
+            }
+        ));
+        st.handled_restore_request = req.restore.clone();
+        // Taken (whatever came of it): never again for the same spec hash.
+        for state in [
+            DeployBackupState::Running,
+            DeployBackupState::Succeeded,
+            DeployBackupState::Failed,
+        ] {
+            st.deploy_backup = Some(deploy_backup("h2", state));
+            assert_eq!(decide(&tg, &st, &req, t(1, 0)), Decision::Idle);
+        }
+        // Another change of the spec asks again.
+        st.deploy_backup = Some(deploy_backup("h1", DeployBackupState::Succeeded));
+        assert_eq!(
+            decide(&tg, &st, &req, t(1, 0)),
+            start(Job::Backup, Trigger::PreDeploy, None)
+        );
+    }
+
+    #[test]
+    fn the_deploy_gate_opens_when_every_before_deploy_target_has_its_backup() {
+        let plain = target(None);
+        let mut a = target(None);
+        a.before_deploy = true;
+        a.name = "a".into();
+        let mut b = a.clone();
+        b.name = "b".into();
+        let targets = vec![plain.clone(), a.clone(), b.clone()];
+        let mut statuses = std::collections::BTreeMap::new();
+        assert_eq!(
+            deploy_gate(std::slice::from_ref(&plain), &statuses, "h"),
+            Gate::Open
+        );
+        assert!(
+            matches!(deploy_gate(&targets, &statuses, "h"), Gate::Waiting(m) if m.contains("a (backup to start), b"))
+        );
+        let with = |d| BackupTargetStatus {
+            deploy_backup: Some(d),
+            ..Default::default()
+        };
+        statuses.insert(
+            "a".to_owned(),
+            with(deploy_backup("h", DeployBackupState::Succeeded)),
+        );
+        statuses.insert(
+            "b".to_owned(),
+            with(deploy_backup("h", DeployBackupState::Running)),
+        );
+        assert!(
+            matches!(deploy_gate(&targets, &statuses, "h"), Gate::Waiting(m) if m.contains("b (backup pg-x running)") && !m.contains("a ("))
+        );
+        statuses.insert(
+            "b".to_owned(),
+            with(deploy_backup("h", DeployBackupState::Failed)),
+        );
+        let Gate::Failed(m) = deploy_gate(&targets, &statuses, "h") else {
+            panic!("a failed backup holds the deploy")
+        };
+        assert!(
+            m.contains("b: backup pg-x failed: pg_dump failed")
+                && m.contains("beforeDeploy: false"),
+            "{m}"
+        );
+        statuses.insert(
+            "b".to_owned(),
+            with(deploy_backup("h", DeployBackupState::Succeeded)),
+        );
+        assert_eq!(deploy_gate(&targets, &statuses, "h"), Gate::Open);
+        // A backup for an older spec says nothing about this one.
+        assert!(matches!(
+            deploy_gate(&targets, &statuses, "h3"),
+            Gate::Waiting(_)
+        ));
     }
 
     fn success(id: &str, at: DateTime<Utc>, verified: Option<bool>) -> BackupRecord {

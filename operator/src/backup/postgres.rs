@@ -379,11 +379,7 @@ async fn swap(
             ident(loading),
             ident(db)
         ),
-        None => format!(
-            "ALTER DATABASE {} RENAME TO {}",
-            ident(loading),
-            ident(db)
-        ),
+        None => format!("ALTER DATABASE {} RENAME TO {}", ident(loading), ident(db)),
     };
     // A client reconnecting between the termination and the rename makes it fail with
     // "being accessed by other users"; the caller stopped the services, so a retry settles it.
@@ -486,7 +482,8 @@ async fn load(
             manifest.id
         )));
     }
-    let (code, stderr) = waited.map_err(|e| fail(format!("pg_restore of backup {}: {e}", manifest.id)))?;
+    let (code, stderr) =
+        waited.map_err(|e| fail(format!("pg_restore of backup {}: {e}", manifest.id)))?;
     if code != 0 {
         return Err(fail(format!(
             "pg_restore of backup {} into database {database} exited with code {code}: {}",
@@ -502,7 +499,12 @@ async fn load(
         count_rows(&client, &tables).await
     }
     .await
-    .map_err(|e| fail(format!("counting the rows restored into {database}: {}", chain(&e))))?;
+    .map_err(|e| {
+        fail(format!(
+            "counting the rows restored into {database}: {}",
+            chain(&e)
+        ))
+    })?;
     drop(client);
     let differences = compare(&manifest.row_counts, &counted);
     if !differences.is_empty() {
@@ -711,10 +713,7 @@ impl Postgres<'_> {
 
     /// The exec could not start: the container is not running, or the engine is unreachable.
     fn exec_unreachable(&self, e: EngineError) -> BackupError {
-        BackupError::DatabaseUnreachable(format!(
-            "{e}; {}",
-            self.hint()
-        ))
+        BackupError::DatabaseUnreachable(format!("{e}; {}", self.hint()))
     }
 }
 

@@ -126,12 +126,10 @@ async fn bgsave(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<(), B
                 }
                 tokio::time::sleep(POLL).await;
             }
-            Err(e) => {
-                return Err(BackupError::DumpFailed(r.masked(&format!(
-                    "{}: BGSAVE failed: {e}; check the server's log and that it may write to its dir",
-                    r.what()
-                ))))
-            }
+            Err(e) => return Err(BackupError::DumpFailed(r.masked(&format!(
+                "{}: BGSAVE failed: {e}; check the server's log and that it may write to its dir",
+                r.what()
+            )))),
         }
     }
     // BGSAVE answers after the fork, so from here on the save shows as in progress until it ends.
@@ -502,7 +500,10 @@ async fn connect_at(
         .get_multiplexed_async_connection_with_config(&config)
         .await?;
     if let Some(p) = password {
-        redis::cmd("AUTH").arg(p).query_async::<()>(&mut conn).await?;
+        redis::cmd("AUTH")
+            .arg(p)
+            .query_async::<()>(&mut conn)
+            .await?;
     }
     Ok(conn)
 }
@@ -541,10 +542,7 @@ async fn config_get(
         )))
     })?;
     pair.into_iter().nth(1).ok_or_else(|| {
-        BackupError::DumpFailed(format!(
-            "{}: CONFIG GET {name} answered nothing",
-            r.what()
-        ))
+        BackupError::DumpFailed(format!("{}: CONFIG GET {name} answered nothing", r.what()))
     })
 }
 
@@ -741,7 +739,11 @@ async fn restart_note(r: &Redis<'_>) -> String {
 async fn wait_ready(r: &Redis<'_>) -> Result<BTreeMap<u32, u64>, String> {
     let deadline = Instant::now() + SAVE_TIMEOUT;
     loop {
-        let brief = r.engine.brief(&r.container).await.map_err(|e| e.to_string())?;
+        let brief = r
+            .engine
+            .brief(&r.container)
+            .await
+            .map_err(|e| e.to_string())?;
         if !brief.running {
             let logs = r
                 .engine

@@ -21,8 +21,8 @@ use super::pipeline::destination_error;
 use super::plan::{self, Decision, Requests};
 use super::{backup_id, postgres, redis, BackupError, Kind, Manifest, Verification};
 use crate::api::{
-    BackupRecord, BackupTarget, BackupTargetStatus, FailureRecord, Job, RestoreRecord, RunningJob,
-    ServiceStack, Trigger, VerificationRecord,
+    BackupRecord, BackupTarget, BackupTargetStatus, DeployBackup, DeployBackupState, FailureRecord,
+    Job, RestoreRecord, RunningJob, ServiceStack, Trigger, VerificationRecord,
 };
 use crate::compose::Project;
 use crate::docker::{BollardEngine, Observed};
@@ -224,7 +224,8 @@ pub fn paused(statuses: &BTreeMap<String, BackupTargetStatus>) -> BTreeSet<Strin
 }
 
 /// Folds finished jobs into `statuses`, recovers jobs cut off by a restart, and decides
-/// which job each idle target starts now.
+/// which job each idle target starts now. `deploy` is the spec hash of a deploy waiting for
+/// the `beforeDeploy` targets' backups, if one is.
 #[allow(clippy::too_many_arguments)]
 pub async fn reconcile(
     jobs: &Jobs,
@@ -234,6 +235,7 @@ pub async fn reconcile(
     engine: &BollardEngine,
     observed: &Observed,
     statuses: &mut BTreeMap<String, BackupTargetStatus>,
+    deploy: Option<&str>,
     now: DateTime<Utc>,
 ) -> Pass {
     let key = stack.key();
@@ -269,7 +271,7 @@ pub async fn reconcile(
                 None => recover(&ctx, st, now, &mut pass).await,
             }
         } else {
-            let requests = requests(stack, &target.name);
+            let requests = requests(stack, &target.name, deploy);
             match plan::decide(target, st, &requests, now) {
                 Decision::Idle => {}
                 Decision::SkipSlot { job, slot } => {
@@ -297,21 +299,34 @@ pub async fn reconcile(
                     slot,
                     backup,
                 } => {
-                    match job {
-                        Job::Restore => st.handled_restore_request = requests.restore.clone(),
-                        Job::Backup if trigger == Trigger::Manual => {
-                            st.handled_backup_request = requests.backup.clone()
-                        }
-                        Job::Verify if slot.is_some() => st.last_verify_slot = slot,
-                        _ if slot.is_some() => st.last_slot = slot,
-                        _ => {}
-                    }
                     let id = match (job, backup) {
                         (Job::Backup, _) => backup_id(&target.name, now),
                         (_, Some(id)) => id,
                         // The newest backup, found by the job itself.
                         (_, None) => String::new(),
                     };
+                    match (job, trigger) {
+                        (Job::Restore, _) => st.handled_restore_request = requests.restore.clone(),
+                        (Job::Backup, Trigger::Manual) => {
+                            st.handled_backup_request = requests.backup.clone()
+                        }
+                        (Job::Verify, Trigger::Manual) => {
+                            st.handled_verify_request = requests.verify.clone()
+                        }
+                        (Job::Backup, Trigger::PreDeploy) => {
+                            st.deploy_backup =
+                                requests.deploy.clone().map(|spec_hash| DeployBackup {
+                                    spec_hash,
+                                    requested: now,
+                                    id: id.clone(),
+                                    state: DeployBackupState::Running,
+                                    message: None,
+                                })
+                        }
+                        (Job::Verify, _) if slot.is_some() => st.last_verify_slot = slot,
+                        _ if slot.is_some() => st.last_slot = slot,
+                        _ => {}
+                    }
                     let running = RunningJob {
                         job,
                         id,
@@ -436,8 +451,8 @@ fn job_word(job: Job) -> &'static str {
     }
 }
 
-/// The requests the stack's annotations carry for a target.
-fn requests(stack: &ServiceStack, target: &str) -> Requests {
+/// The requests the stack's annotations carry for a target, and the waiting deploy.
+fn requests(stack: &ServiceStack, target: &str, deploy: Option<&str>) -> Requests {
     let get = |prefix: &str| {
         stack
             .metadata
@@ -449,6 +464,8 @@ fn requests(stack: &ServiceStack, target: &str) -> Requests {
     Requests {
         backup: get(plan::BACKUP_REQUEST),
         restore: get(plan::RESTORE_REQUEST),
+        verify: get(plan::VERIFY_REQUEST),
+        deploy: deploy.map(str::to_owned),
     }
 }
 
@@ -561,6 +578,17 @@ fn fold(
                 short(&m.sha256),
                 m.object
             );
+            // Any backup started since the deploy asked serves it, also one a person took
+            // after the deploy's own failed.
+            if let Some(d) = st
+                .deploy_backup
+                .as_mut()
+                .filter(|d| d.state != DeployBackupState::Succeeded && m.started >= d.requested)
+            {
+                d.state = DeployBackupState::Succeeded;
+                d.id = m.id.clone();
+                d.message = None;
+            }
             st.last_success = Some(BackupRecord {
                 id: m.id.clone(),
                 time: m.finished,
@@ -647,7 +675,16 @@ fn fold(
                         message: message.clone(),
                     })
                 }
-                Job::Backup => {}
+                Job::Backup => {
+                    if let Some(d) = st
+                        .deploy_backup
+                        .as_mut()
+                        .filter(|d| d.id == running.id && d.state == DeployBackupState::Running)
+                    {
+                        d.state = DeployBackupState::Failed;
+                        d.message = Some(format!("{reason}: {message}"));
+                    }
+                }
             }
             warn!(target = %name, %reason, "{} failed: {message}", job_word(running.job));
             st.last_failure = Some(FailureRecord {

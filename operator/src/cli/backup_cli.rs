@@ -1,4 +1,4 @@
-//! `stackwarden backup`, `restore` and `backups`: requests to the running local operator, the
+//! `stackwarden backup`, `verify`, `restore` and `backups`: requests to the running local operator, the
 //! way `kubectl annotate` asks the controller in a cluster, then watching status for the answer.
 //! The operator does the work, so a backup from the command line follows the same path (and
 //! the same one-job-per-target rule) as a scheduled one.
@@ -10,7 +10,7 @@ use anyhow::{bail, Context as _};
 use chrono::Utc;
 
 use crate::api::{condition, BackupTargetStatus, ConditionStatus, ConditionType, Job};
-use crate::backup::plan::{BACKUP_REQUEST, RESTORE_REQUEST};
+use crate::backup::plan::{BACKUP_REQUEST, RESTORE_REQUEST, VERIFY_REQUEST};
 use crate::backup::runner::{catalog, DestinationConfig};
 use crate::store::local::{LocalStore, Record};
 
@@ -92,12 +92,8 @@ async fn wait_for_job(
     }
 }
 
-pub async fn backup(
-    store: &LocalStore,
-    stack: &str,
-    target: &str,
-    timeout: Duration,
-) -> anyhow::Result<()> {
+/// The stack, when it declares `target`.
+fn find_target(store: &LocalStore, stack: &str, target: &str) -> anyhow::Result<Record> {
     let r = find(store, stack)?;
     if !r.spec.backups.iter().any(|t| t.name == target) {
         bail!(
@@ -107,6 +103,16 @@ pub async fn backup(
             names(&r)
         );
     }
+    Ok(r)
+}
+
+pub async fn backup(
+    store: &LocalStore,
+    stack: &str,
+    target: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let r = find_target(store, stack, target)?;
     require_operator(store)?;
     let token = Utc::now().to_rfc3339();
     store.request(
@@ -134,6 +140,48 @@ pub async fn backup(
             Ok(())
         }
         (_, Some(f)) if f.time >= asked => bail!("backup failed ({}): {}", f.reason, f.message),
+        _ => {
+            bail!("the operator took the request but recorded no outcome; see `stackwarden status`")
+        }
+    }
+}
+
+pub async fn verify(
+    store: &LocalStore,
+    stack: &str,
+    target: &str,
+    backup: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let r = find_target(store, stack, target)?;
+    require_operator(store)?;
+    let t0 = Utc::now();
+    // An empty id asks for the newest backup; the nonce makes a repeat a new request.
+    let request = format!("{}#{}", backup.unwrap_or(""), t0.timestamp_millis());
+    store.request(
+        &r.namespace,
+        &r.name,
+        &format!("{VERIFY_REQUEST}{target}"),
+        &request,
+    )?;
+    let st = wait_for_job(
+        store,
+        &r,
+        target,
+        |st| st.handled_verify_request.as_deref() == Some(request.as_str()),
+        Job::Verify,
+        timeout,
+    )
+    .await?;
+    match (&st.last_verification, &st.last_failure) {
+        (Some(v), _) if v.time >= t0 && v.passed => {
+            println!("restore test of {} passed: {}", v.id, v.message);
+            Ok(())
+        }
+        (Some(v), _) if v.time >= t0 => bail!("restore test of {} failed: {}", v.id, v.message),
+        (_, Some(f)) if f.time >= t0 => {
+            bail!("restore test failed ({}): {}", f.reason, f.message)
+        }
         _ => {
             bail!("the operator took the request but recorded no outcome; see `stackwarden status`")
         }

@@ -75,6 +75,22 @@ pub enum Command {
         #[arg(long, default_value = "3600", value_parser = parse_seconds)]
         timeout: Duration,
     },
+    /// Test that a backup restores, now: restore it into a scratch database (or Redis server)
+    /// and compare its row (key) counts with its manifest. The live database is not touched.
+    Verify {
+        /// The stack (`name` or `namespace/name`).
+        stack: String,
+        /// The backup target (`spec.backups[].name`).
+        target: String,
+        /// The backup to test (default: the newest).
+        #[arg(long)]
+        backup: Option<String>,
+        #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
+        state_dir: PathBuf,
+        /// Give up waiting after this many seconds (the test itself goes on).
+        #[arg(long, default_value = "3600", value_parser = parse_seconds)]
+        timeout: Duration,
+    },
     /// List the backups of a stack, newest first, read from their destinations.
     Backups {
         /// The stack (`name` or `namespace/name`).
@@ -175,6 +191,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             state_dir,
             timeout,
         } => backup_cli::restore(&LocalStore::new(&state_dir), &stack, &backup, timeout).await,
+        Command::Verify {
+            stack,
+            target,
+            backup,
+            state_dir,
+            timeout,
+        } => {
+            let store = LocalStore::new(&state_dir);
+            backup_cli::verify(&store, &stack, &target, backup.as_deref(), timeout).await
+        }
         Command::Backups { stack, state_dir } => {
             backup_cli::list(&LocalStore::new(&state_dir), &stack).await
         }

@@ -21,6 +21,7 @@ use crate::api::{
     condition, ConditionStatus, ConditionType, DeletionPolicy, Reason, ServiceStack,
     ServiceStackStatus, Verdict,
 };
+use crate::backup::plan::Gate;
 use crate::compose::{self, Project};
 use crate::docker::{Engine, EngineError, Engines, Owner};
 use crate::store::{EventType, StackEvent, Store, StoreError};
@@ -171,6 +172,19 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
         Err(e) => return invalid(ctx, stack, e.reason, e.message).await,
     };
 
+    // A deploy (a compose file other than the one applied last) may have to wait for backups
+    // (`beforeDeploy`); until then nothing is applied and the status keeps the old revision.
+    let spec_hash = project.spec_hash();
+    let deploying = previous
+        .spec_hash
+        .as_ref()
+        .filter(|h| !stack.spec.suspend && **h != spec_hash)
+        .map(|_| spec_hash.as_str());
+    let gate = deploying.map_or(Gate::Open, |h| {
+        crate::backup::plan::deploy_gate(&stack.spec.backups, &previous.backups, h)
+    });
+    let hold = gate != Gate::Open;
+
     let host = stack.spec.docker.host().to_owned();
     let owner = Owner {
         project: project.name.clone(),
@@ -188,9 +202,17 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
                         spec_hash,
                     },
                 );
-                converge(stack, &project, &owner, last.as_ref(), &paused, &engine)
-                    .await
-                    .map(|o| (engine, o))
+                converge(
+                    stack,
+                    &project,
+                    &owner,
+                    last.as_ref(),
+                    &paused,
+                    hold,
+                    &engine,
+                )
+                .await
+                .map(|o| (engine, o))
             }
             Err(e) => Err(e),
         };
@@ -253,12 +275,18 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
         stack.spec.suspend,
         &probes,
     );
-    status.revision = Some(outcome.plan.revision);
-    status.spec_hash = Some(project.spec_hash());
+    if !hold {
+        status.revision = Some(outcome.plan.revision);
+        status.spec_hash = Some(spec_hash.clone());
+    }
     status.services = report.services;
     repair.apply_to(&mut status);
     status.health = Some(report.health);
     verdicts.extend(report.verdicts);
+    if let Some(v) = gate_verdict(ctx, stack, &previous, &gate).await? {
+        verdicts.retain(|v| v.type_ != ConditionType::Progressing);
+        verdicts.push(v);
+    }
     verdicts.push(match repair.exhausted.first() {
         Some(_) => {
             let message = repair
@@ -307,6 +335,7 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
         &engine,
         &outcome.observed,
         &mut status.backups,
+        deploying,
         now,
     )
     .await;
@@ -328,6 +357,7 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
         report.health == crate::api::StackHealth::Healthy,
         healthy as i64,
     );
+    let status_backups = status.backups.clone();
     finish(ctx, stack, status, &previous, verdicts, generation).await?;
     // Only now that status holds their intent do the jobs start.
     for spawn in backups.spawns {
@@ -357,6 +387,14 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
     if backups.busy {
         next = next.min(BACKUP_PROGRESS_REQUEUE);
     }
+    // The backups a held deploy waited for are done: deploy now, not at the next requeue.
+    if hold
+        && deploying.is_some_and(|h| {
+            crate::backup::plan::deploy_gate(&stack.spec.backups, &status_backups, h) == Gate::Open
+        })
+    {
+        next = next.min(PROGRESS_REQUEUE);
+    }
     if let Some(at) = repair.next.into_iter().chain(backups.next).min() {
         next = next.min(
             (at - now)
@@ -366,6 +404,48 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
         );
     }
     Ok(Requeue(next))
+}
+
+/// The Progressing verdict of a deploy held for its backups (None when it is not held), with
+/// an event when the backup it waited for has just failed.
+async fn gate_verdict(
+    ctx: &Context,
+    stack: &ServiceStack,
+    previous: &ServiceStackStatus,
+    gate: &Gate,
+) -> Result<Option<Verdict>, Error> {
+    Ok(match gate {
+        Gate::Open => None,
+        Gate::Waiting(message) => Some(Verdict::new(
+            ConditionType::Progressing,
+            ConditionStatus::True,
+            Reason::BackingUpBeforeDeploy,
+            message.clone(),
+        )),
+        Gate::Failed(message) => {
+            let was = condition::find(&previous.conditions, ConditionType::Progressing);
+            if was.is_none_or(|c| c.reason != Reason::PreDeployBackupFailed) {
+                warn!(stack = %stack.key(), "{message}");
+                ctx.store
+                    .record(
+                        stack,
+                        &StackEvent::new(
+                            EventType::Warning,
+                            &Reason::PreDeployBackupFailed.to_string(),
+                            "Deploy",
+                            message.clone(),
+                        ),
+                    )
+                    .await?;
+            }
+            Some(Verdict::new(
+                ConditionType::Progressing,
+                ConditionStatus::False,
+                Reason::PreDeployBackupFailed,
+                message.clone(),
+            ))
+        }
+    })
 }
 
 /// Reports a spec that cannot be applied, and touches nothing.
@@ -434,18 +514,20 @@ async fn observe(
 }
 
 /// Observe, plan, act, and observe again when anything was done, so status shows the result.
+/// `hold`: a deploy waits for its backups, so nothing is applied (repairs go on elsewhere).
 pub async fn converge(
     stack: &ServiceStack,
     project: &Project,
     owner: &Owner,
     last: Option<&plan::Applied>,
     paused: &BTreeSet<String>,
+    hold: bool,
     engine: &dyn Engine,
 ) -> Result<Outcome, EngineError> {
     let observed = observe(engine, project).await?;
     let mut plan = plan::plan(project, &observed, &owner.uid, last);
     plan.actions
-        .retain(|a| a.service().is_none_or(|s| !paused.contains(s)));
+        .retain(|a| !hold && a.service().is_none_or(|s| !paused.contains(s)));
     if stack.spec.suspend || plan.conflict.is_some() || plan.actions.is_empty() {
         return Ok(Outcome {
             plan,

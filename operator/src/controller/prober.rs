@@ -388,7 +388,9 @@ impl Job {
             }
             v.consecutive_failures += 1;
             v.consecutive_successes = 0;
-            if v.consecutive_failures >= spec.failure_threshold.max(1) {
+            if v.consecutive_failures >= spec.failure_threshold.max(1)
+                && !crate::heal::still_starting(v, spec, Utc::now())
+            {
                 v.healthy = Some(false);
             }
         }

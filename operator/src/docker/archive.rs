@@ -10,7 +10,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use tokio_tar as tar;
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, InspectContainerOptions,
     ListContainersOptionsBuilder, LogsOptionsBuilder, StopContainerOptionsBuilder,
@@ -19,6 +18,7 @@ use bollard::query_parameters::{
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio_tar as tar;
 
 use super::{short_id, BollardEngine, Engine, EngineError, ExecOutcome};
 
@@ -197,7 +197,10 @@ impl BollardEngine {
                         ),
                     ));
                 }
-                Ok(Some((Some(buf.freeze()), (data, remaining - n as u64, false))))
+                Ok(Some((
+                    Some(buf.freeze()),
+                    (data, remaining - n as u64, false),
+                )))
             },
         )
         .try_filter_map(|b| async move { Ok(b) })
@@ -270,7 +273,10 @@ impl BollardEngine {
             image: Some(image.to_owned()),
             cmd: Some(cmd.to_vec()),
             entrypoint: entrypoint.map(<[String]>::to_vec),
-            labels: Some(HashMap::from([(SCRATCH_LABEL.to_owned(), "true".to_owned())])),
+            labels: Some(HashMap::from([(
+                SCRATCH_LABEL.to_owned(),
+                "true".to_owned(),
+            )])),
             network_disabled: Some(true),
             host_config: Some(bollard::models::HostConfig {
                 network_mode: Some("none".into()),

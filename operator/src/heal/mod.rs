@@ -40,6 +40,19 @@ pub struct ProbeVerdict {
     pub run_started_at: Option<DateTime<Utc>>,
 }
 
+/// Whether a container run whose probes fail is still starting: it never passed them and is
+/// younger than `startupSeconds`. Its failures are counted, but do not make it unhealthy yet.
+pub fn still_starting(
+    verdict: &ProbeVerdict,
+    spec: &crate::api::ServiceHealthSpec,
+    now: DateTime<Utc>,
+) -> bool {
+    verdict.healthy.is_none()
+        && verdict
+            .run_started_at
+            .is_some_and(|t| now - t < Duration::seconds(i64::from(spec.startup_seconds)))
+}
+
 /// What is wrong with a service.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
@@ -81,6 +94,10 @@ pub fn fault(
     // No container at all is the planner's business (it creates one).
     let c = c?;
     match c.state {
+        // Docker reports `starting` until the container's own healthcheck first passes (or
+        // fails `retries` times): a database still running initdb is not broken yet, however
+        // long a loaded machine makes that take, so failing probes wait for Docker's verdict.
+        ContainerState::Running if c.health == Some(ContainerHealth::Starting) => None,
         ContainerState::Running => match probe.filter(|p| p.run_started_at == c.started_at) {
             Some(p) => (p.healthy == Some(false)).then(|| Fault::Unhealthy {
                 message: p
@@ -337,6 +354,36 @@ mod tests {
     }
 
     #[test]
+    fn a_run_that_never_passed_is_starting_for_startup_seconds() {
+        let spec = crate::api::ServiceHealthSpec {
+            startup_seconds: 60,
+            ..Default::default()
+        };
+        let undecided = ProbeVerdict {
+            healthy: None,
+            consecutive_failures: 5,
+            consecutive_successes: 0,
+            last: None,
+            misconfigured: None,
+            run_started_at: Some(t(0)),
+        };
+        assert!(still_starting(&undecided, &spec, t(59)));
+        assert!(!still_starting(&undecided, &spec, t(60)));
+        // Once healthy, a failing streak is judged by failureThreshold alone.
+        let was_healthy = ProbeVerdict {
+            healthy: Some(true),
+            ..undecided.clone()
+        };
+        assert!(!still_starting(&was_healthy, &spec, t(1)));
+        // A run whose start Docker did not report gets no grace.
+        let unknown = ProbeVerdict {
+            run_started_at: None,
+            ..undecided
+        };
+        assert!(!still_starting(&unknown, &spec, t(1)));
+    }
+
+    #[test]
     fn faults_are_named_by_what_happened() {
         let p = project("services: {app: {image: x}}");
         let svc = p.service("app").unwrap();
@@ -410,6 +457,12 @@ mod tests {
             ),
             None
         );
+        // While Docker's own healthcheck still says `starting`, failing probes are no fault.
+        let starting = ObservedContainer {
+            health: Some(ContainerHealth::Starting),
+            ..running.clone()
+        };
+        assert_eq!(fault(&p, svc, Some(&starting), Some(&failing), now), None);
         // Undecided probes (not enough rounds yet) are no fault.
         let undecided = ProbeVerdict {
             healthy: None,

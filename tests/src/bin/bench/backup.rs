@@ -60,8 +60,12 @@ pub async fn run(rounds: usize, size_mb: u64) -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    let engine = Engines::default().get(stackwarden::api::DEFAULT_DOCKER_HOST).await?;
-    let id = docker(&["inspect", "-f", "{{.Id}}", &name]).trim().to_owned();
+    let engine = Engines::default()
+        .get(stackwarden::api::DEFAULT_DOCKER_HOST)
+        .await?;
+    let id = docker(&["inspect", "-f", "{{.Id}}", &name])
+        .trim()
+        .to_owned();
     let pg = Postgres {
         engine: &engine,
         container: id,
@@ -194,7 +198,10 @@ fn psql(name: &str, sql: &str) -> anyhow::Result<String> {
 fn wait_ready(name: &str) -> anyhow::Result<()> {
     let start = Instant::now();
     while psql(name, "SELECT 1").is_err() {
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(120), "postgres did not start");
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(120),
+            "postgres did not start"
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
     Ok(())

@@ -40,7 +40,11 @@ async fn main() -> anyhow::Result<()> {
                 .map(|n| n.parse())
                 .transpose()?
                 .unwrap_or(1024u64);
-            let rounds = if args.iter().any(|a| a == "--rounds") { rounds } else { 3 };
+            let rounds = if args.iter().any(|a| a == "--rounds") {
+                rounds
+            } else {
+                3
+            };
             backup::run(rounds, size_mb).await
         }
         _ => anyhow::bail!("usage: bench converge|heal|backup [--rounds N] [--size-mb MB]"),
