@@ -23,9 +23,11 @@ pub fn demo_manifest() -> ServiceStack {
 }
 
 /// The demo stack under another project name, with its backend on a free host port so tests
-/// can run beside a running demo.
+/// can run beside a running demo, and without the demo's backup targets (which write to
+/// /var/lib/stackwarden; the backup tests declare their own).
 pub fn demo_spec(project: &str) -> ServiceStackSpec {
     let mut spec = demo_manifest().spec;
+    spec.backups.clear();
     spec.compose.project_name = Some(project.to_owned());
     spec.compose.file = spec.compose.file.replace(
         "\"127.0.0.1:${BACKEND_PORT:-8000}:8000\"",

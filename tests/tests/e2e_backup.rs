@@ -568,3 +568,254 @@ async fn redis_snapshot_and_restore_round_trip() {
     );
     let _ = Job::Backup;
 }
+
+/// The demo spec with one more environment entry for the backend: a changed compose file, so
+/// applying it is a deploy (the backend is recreated).
+fn with_backend_env(mut spec: ServiceStackSpec, key: &str, value: &str) -> ServiceStackSpec {
+    let line = spec
+        .compose
+        .file
+        .lines()
+        .find(|l| l.trim_start().starts_with("REDIS_HOST:"))
+        .expect("the demo backend sets REDIS_HOST")
+        .to_owned();
+    let indent = &line[..line.len() - line.trim_start().len()];
+    spec.compose.file = spec
+        .compose
+        .file
+        .replace(&line, &format!("{line}\n{indent}{key}: \"{value}\""));
+    spec
+}
+
+/// When Docker created a container (RFC 3339).
+fn created(id: &str) -> chrono::DateTime<chrono::Utc> {
+    docker(&["inspect", "-f", "{{.Created}}", id])
+        .trim()
+        .parse()
+        .expect("docker inspect gives RFC 3339")
+}
+
+#[tokio::test]
+async fn a_deploy_waits_for_its_backup_and_a_failed_one_holds_it_until_a_backup_succeeds() {
+    let h = Harness::new("bk-deploy");
+    let root = tempfile::tempdir().unwrap();
+    let spec = demo_spec(&h.project);
+    h.apply(spec.clone());
+    h.until_ready(READY).await;
+    fill(&h, "orders", 5000, 1);
+    let target = pg_target("pg", root.path(), serde_json::json!({"beforeDeploy": true}));
+    let spec = with_backups(spec, vec![target.clone()]);
+    h.apply(spec.clone());
+    h.pass().await;
+    // Declaring the target is no deploy: nothing is backed up yet.
+    assert!(target_status(&h, "pg").deploy_backup.is_none());
+    let revision = h.status().revision.unwrap();
+    let backend = h.containers()["backend"].clone();
+
+    // A deploy: the backup comes first, then the backend is recreated.
+    h.apply(with_backend_env(spec.clone(), "DEPLOY_MARK", "2"));
+    let seen = std::cell::RefCell::new(Vec::new());
+    h.until("the deploy", JOB, |h| {
+        if let Some(c) = h.condition(ConditionType::Progressing) {
+            seen.borrow_mut().push(c.reason);
+        }
+        h.containers()["backend"] != backend
+            && h.condition(ConditionType::Ready)
+                .is_some_and(|c| c.status == ConditionStatus::True)
+    })
+    .await;
+    assert!(
+        seen.borrow().contains(&Reason::BackingUpBeforeDeploy),
+        "{:?}",
+        seen.borrow()
+    );
+    let st = target_status(&h, "pg");
+    let d = st.deploy_backup.clone().expect("the deploy's backup");
+    assert_eq!(d.state, stackwarden::api::DeployBackupState::Succeeded);
+    assert_eq!(Some(&d.spec_hash), h.status().spec_hash.as_ref());
+    assert_eq!(h.status().revision, Some(revision + 1));
+    let m = manifests(&target_dir(root.path(), &h, "pg"))
+        .into_iter()
+        .find(|m| m.id == d.id)
+        .expect("its manifest");
+    assert_eq!(m.trigger, stackwarden::api::Trigger::PreDeploy);
+    assert_eq!(m.row_counts["public.orders"], 5000);
+    let recreated = h.containers()["backend"].clone();
+    assert!(
+        m.finished <= created(&recreated),
+        "the backup ({}) finished after the new backend was created ({})",
+        m.finished,
+        created(&recreated)
+    );
+
+    // The destination breaks (a path below a regular file): the next deploy is held.
+    let file = root.path().join("not-a-directory");
+    std::fs::write(&file, b"x").unwrap();
+    let mut broken = target.clone();
+    broken.destination.path = Some(file.display().to_string());
+    let held = with_backend_env(with_backups(spec.clone(), vec![broken]), "DEPLOY_MARK", "3");
+    h.apply(held.clone());
+    h.until("the held deploy", JOB, |h| {
+        h.condition(ConditionType::Progressing)
+            .is_some_and(|c| c.reason == Reason::PreDeployBackupFailed)
+    })
+    .await;
+    for _ in 0..4 {
+        h.pass().await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(h.containers()["backend"], recreated, "nothing was deployed");
+    assert_eq!(h.status().revision, Some(revision + 1));
+    let c = h.condition(ConditionType::Progressing).unwrap();
+    assert_eq!(c.status, ConditionStatus::False);
+    assert!(
+        c.message.contains("stackwarden backup") && c.message.contains("beforeDeploy: false"),
+        "{}",
+        c.message
+    );
+    assert_eq!(
+        h.condition(ConditionType::BackupFailed).unwrap().status,
+        ConditionStatus::True
+    );
+    let held_events = h
+        .events()
+        .into_iter()
+        .filter(|e| e.reason == "PreDeployBackupFailed")
+        .count();
+    assert_eq!(held_events, 1, "one event, not one per pass");
+    // The services still run the previous revision.
+    assert_eq!(
+        h.states().values().filter(|s| *s == "running").count(),
+        3,
+        "{:?}",
+        h.states()
+    );
+
+    // Fixed, and a person takes a backup: the deploy goes on.
+    h.apply(with_backend_env(spec.clone(), "DEPLOY_MARK", "3"));
+    let st = request_backup(&h, "pg").await;
+    assert!(st.last_success.is_some());
+    h.until("the deploy after the fix", JOB, |h| {
+        h.containers()["backend"] != recreated
+            && h.condition(ConditionType::Ready)
+                .is_some_and(|c| c.status == ConditionStatus::True)
+    })
+    .await;
+    assert_eq!(h.status().revision, Some(revision + 2));
+    assert_eq!(
+        target_status(&h, "pg").deploy_backup.unwrap().state,
+        stackwarden::api::DeployBackupState::Succeeded
+    );
+}
+
+#[tokio::test]
+async fn the_same_flow_against_s3_backs_up_prunes_verifies_on_request_and_restores() {
+    use stackwarden::backup::destination::s3::{S3Config, S3};
+    use stackwarden_tests::s3::Moto;
+    // moto takes any credentials; distinctive ones can be looked for in what the operator says.
+    const ACCESS_KEY_ID: &str = "AKIA-e2e-key-id-5521";
+    const SECRET_ACCESS_KEY: &str = "s3-Secret-Access-Key-9431";
+    let moto = Moto::start().expect("moto server");
+    let h = Harness::new("bk-s3");
+    let mut spec = demo_spec(&h.project);
+    spec.variables
+        .insert("S3_KEY_ID".into(), ACCESS_KEY_ID.into());
+    spec.variables
+        .insert("S3_SECRET".into(), SECRET_ACCESS_KEY.into());
+    h.apply(spec.clone());
+    h.until_ready(READY).await;
+    fill(&h, "orders", 2000, 1);
+    let s3 = |schedule: Option<&str>| -> BackupTarget {
+        let mut t = serde_json::json!({
+            "name": "pg",
+            "postgres": {"service": "postgres", "database": "demo", "user": "demo", "passwordVariable": "DB_PASSWORD"},
+            "destination": {"s3": {
+                "bucket": moto.bucket(), "prefix": "backups", "endpoint": moto.endpoint(),
+                "accessKeyIdVariable": "S3_KEY_ID", "secretAccessKeyVariable": "S3_SECRET",
+            }},
+            // All backups of the test fall on one day: one is kept.
+            "retention": {"daily": 1},
+        });
+        if let Some(s) = schedule {
+            t["schedule"] = s.into();
+        }
+        serde_json::from_value(t).unwrap()
+    };
+    h.apply(with_backups(spec.clone(), vec![s3(Some("*/4 * * * * *"))]));
+    let first = std::cell::RefCell::new(None::<String>);
+    h.until("two scheduled backups", JOB, |h| {
+        let id = target_status(h, "pg").last_success.map(|s| s.id);
+        let mut f = first.borrow_mut();
+        if f.is_none() {
+            *f = id.clone();
+        }
+        id.is_some() && *f != id
+    })
+    .await;
+    h.apply(with_backups(spec.clone(), vec![s3(None)]));
+    h.pass().await;
+    let last = target_status(&h, "pg").last_success.unwrap();
+    assert!(last.location.starts_with("s3://"), "{}", last.location);
+
+    // What the bucket holds: only the newest backup (retention), with its manifest.
+    let bucket = S3::new(S3Config {
+        bucket: moto.bucket().to_owned(),
+        prefix: format!("backups/e2e/{}/pg", h.name),
+        endpoint: Some(moto.endpoint()),
+        region: None,
+        access_key_id: ACCESS_KEY_ID.into(),
+        secret_access_key: SECRET_ACCESS_KEY.into(),
+    })
+    .unwrap();
+    let catalog = stackwarden::backup::runner::catalog(&bucket).await.unwrap();
+    let ids: Vec<&str> = catalog.iter().map(|(m, _)| m.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![last.id.as_str()],
+        "retention keeps the newest only"
+    );
+    let m = &catalog[0].0;
+    assert_eq!(m.sha256, last.sha256);
+    assert_eq!(m.row_counts["public.orders"], 2000);
+    assert!(h.events().iter().any(
+        |e| e.reason == "BackupsPruned" && e.note.contains(first.borrow().as_deref().unwrap())
+    ));
+
+    // A restore test on request (the newest backup), then a restore round trip.
+    let value = format!("#{}", chrono::Utc::now().timestamp_millis());
+    h.store
+        .request("e2e", &h.name, "verify.stackwarden.dev/pg", &value)
+        .unwrap();
+    h.until("the requested restore test", JOB, |h| {
+        let st = target_status(h, "pg");
+        st.handled_verify_request.as_deref() == Some(value.as_str()) && st.running.is_none()
+    })
+    .await;
+    let v = target_status(&h, "pg").last_verification.unwrap();
+    assert!(v.passed && v.id == last.id, "{v:?}");
+    assert!(
+        v.message.contains("2000 rows; counts match"),
+        "{}",
+        v.message
+    );
+
+    psql(&h, "DELETE FROM orders");
+    let st = request_restore(&h, "pg", &last.id).await;
+    assert!(
+        st.last_restore.as_ref().unwrap().succeeded,
+        "{:?}",
+        st.last_restore
+    );
+    assert_eq!(psql(&h, "SELECT count(*) FROM orders"), "2000");
+    h.until_ready(READY).await;
+    // No secret in status, events or the manifest.
+    let text = format!(
+        "{:?}{:?}{}",
+        h.status(),
+        h.events(),
+        serde_json::to_string(m).unwrap()
+    );
+    for secret in [SECRET_ACCESS_KEY, &spec.variables["DB_PASSWORD"]] {
+        assert!(!text.contains(secret), "a secret leaked");
+    }
+}

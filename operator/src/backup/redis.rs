@@ -126,10 +126,12 @@ async fn bgsave(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<(), B
                 }
                 tokio::time::sleep(POLL).await;
             }
-            Err(e) => return Err(BackupError::DumpFailed(r.masked(&format!(
+            Err(e) => {
+                return Err(BackupError::DumpFailed(r.masked(&format!(
                 "{}: BGSAVE failed: {e}; check the server's log and that it may write to its dir",
                 r.what()
-            )))),
+            ))))
+            }
         }
     }
     // BGSAVE answers after the fork, so from here on the save shows as in progress until it ends.
