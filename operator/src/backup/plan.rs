@@ -703,6 +703,78 @@ mod tests {
         assert_eq!(next_wake(&tg, t(4, 1)), Some(t(2, 0) + Duration::days(1)));
     }
 
+    /// A year of nightly slots as the controller meets them (woken at `next_wake`, a little
+    /// late), retention applied after each backup as the runner does: every slot runs exactly
+    /// once, at most 30 + 12 + 12 backups are ever stored, and what is left at the end is what
+    /// one look at the whole year keeps.
+    #[test]
+    fn a_simulated_year_of_slots_with_retention_after_each_backup() {
+        use super::super::retention::{apply, Candidate};
+        use chrono_tz::Europe::Zurich;
+        let mut tg = target(Some("0 2 * * *"));
+        tg.time_zone = Some("Europe/Zurich".into());
+        tg.retention = Retention {
+            daily: 30,
+            weekly: 12,
+            monthly: 12,
+        };
+        let zurich = |y, m, d| {
+            Zurich
+                .with_ymd_and_hms(y, m, d, 0, 0, 0)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        let (start, end) = (zurich(2025, 1, 1), zurich(2026, 1, 1));
+        let mut st = since(start);
+        let mut now = start;
+        let mut stored: Vec<Candidate> = Vec::new();
+        let mut all: Vec<Candidate> = Vec::new();
+        loop {
+            let next = next_wake(&tg, now).expect("a schedule");
+            if next >= end {
+                break;
+            }
+            now = next + Duration::seconds(30);
+            let Decision::Start {
+                job: Job::Backup,
+                trigger: Trigger::Scheduled,
+                slot: Some(slot),
+                ..
+            } = decide(&tg, &st, &Requests::default(), now)
+            else {
+                panic!("no backup at {now}");
+            };
+            st.last_slot = Some(slot);
+            let c = Candidate {
+                id: slot.with_timezone(&Zurich).format("%Y-%m-%d").to_string(),
+                time: slot,
+                verified: false,
+            };
+            all.push(c.clone());
+            stored.push(c);
+            let d = apply(&stored, &tg.retention, Zurich);
+            stored.retain(|c| d.keep.contains(&c.id));
+            assert!(stored.len() <= 54, "{} stored at {now}", stored.len());
+            // A later look within the same slot starts nothing.
+            assert_eq!(
+                decide(&tg, &st, &Requests::default(), now + Duration::minutes(20)),
+                Decision::Idle
+            );
+        }
+        // One backup per day, the DST change included (02:00 did not exist on 2025-03-30).
+        assert_eq!(all.len(), 365);
+        let days: std::collections::BTreeSet<&str> = all.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(days.len(), 365);
+        let mut kept: Vec<String> = stored.iter().map(|c| c.id.clone()).collect();
+        kept.sort();
+        let mut once = apply(&all, &tg.retention, Zurich).keep;
+        once.sort();
+        assert_eq!(kept, once);
+        assert_eq!(kept.len(), 47);
+        assert_eq!(kept.first().map(String::as_str), Some("2025-01-31"));
+        assert_eq!(kept.last().map(String::as_str), Some("2025-12-31"));
+    }
+
     fn failure(at: DateTime<Utc>) -> FailureRecord {
         FailureRecord {
             time: at,
