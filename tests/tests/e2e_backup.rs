@@ -225,6 +225,13 @@ async fn scheduled_backup_lands_with_manifest_and_a_restore_brings_back_dropped_
         backend_before,
         "same container, restarted"
     );
+    // Started again by the restore itself, not repaired as a crash against its budget.
+    assert_eq!(h.status().services["backend"].restarts, 0);
+    assert!(
+        !h.events().iter().any(|e| e.reason == "Crashed"),
+        "{:#?}",
+        h.events()
+    );
     let reasons: Vec<String> = h.events().into_iter().map(|e| e.reason).collect();
     assert!(reasons.contains(&"Restored".to_owned()), "{reasons:?}");
 }

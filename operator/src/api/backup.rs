@@ -355,6 +355,16 @@ pub enum Job {
     Restore,
 }
 
+impl Job {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Job::Backup => "Backup",
+            Job::Verify => "Verify",
+            Job::Restore => "Restore",
+        }
+    }
+}
+
 /// What started a backup or restore test.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Trigger {

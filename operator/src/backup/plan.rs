@@ -294,6 +294,27 @@ pub fn stale(
     }
 }
 
+/// " (NAME, NAME have none yet)" for targets still waiting for their first backup.
+fn never_backed_up(
+    targets: &[BackupTarget],
+    statuses: &std::collections::BTreeMap<String, BackupTargetStatus>,
+) -> String {
+    let none: Vec<&str> = targets
+        .iter()
+        .filter(|t| {
+            statuses
+                .get(&t.name)
+                .is_none_or(|s| s.last_success.is_none())
+        })
+        .map(|t| t.name.as_str())
+        .collect();
+    match none.as_slice() {
+        [] => String::new(),
+        [one] => format!(" ({one} has none yet)"),
+        many => format!(" ({} have none yet)", many.join(", ")),
+    }
+}
+
 /// The BackupFailed and BackupStale verdicts over every target.
 pub fn conditions(
     targets: &[BackupTarget],
@@ -325,7 +346,7 @@ pub fn conditions(
             if targets.is_empty() {
                 "no backup targets are declared".to_owned()
             } else {
-                "the last attempt of every backup target succeeded".to_owned()
+                "no backup target's last backup, restore test or restore failed".to_owned()
             },
         ),
     };
@@ -341,7 +362,10 @@ pub fn conditions(
             if targets.is_empty() {
                 "no backup targets are declared".to_owned()
             } else {
-                "every backup target has a recent successful backup".to_owned()
+                format!(
+                    "no backup target has gone longer than its staleAfterHours without a successful backup{}",
+                    never_backed_up(targets, statuses)
+                )
             },
         )
     } else {
@@ -818,6 +842,11 @@ mod tests {
             v[0].message
         );
         assert_eq!(v[1].status, ConditionStatus::False);
+        assert!(
+            v[1].message.ends_with("(pg has none yet)"),
+            "{}",
+            v[1].message
+        );
         // 25 hours later with no success: stale.
         let later = t(0, 0) + Duration::hours(25);
         let v = conditions(std::slice::from_ref(&tg), &statuses, later);
@@ -828,6 +857,7 @@ mod tests {
         let v = conditions(std::slice::from_ref(&tg), &statuses, later);
         assert_eq!(v[0].status, ConditionStatus::False);
         assert_eq!(v[1].status, ConditionStatus::False);
+        assert!(!v[1].message.contains("none yet"), "{}", v[1].message);
         let v = conditions(&[], &Default::default(), later);
         assert!(v.iter().all(|v| v.status == ConditionStatus::False));
     }

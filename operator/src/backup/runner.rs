@@ -25,7 +25,7 @@ use crate::api::{
     Job, RestoreRecord, RunningJob, ServiceStack, Trigger, VerificationRecord,
 };
 use crate::compose::Project;
-use crate::docker::{BollardEngine, Observed};
+use crate::docker::{BollardEngine, Engine as _, Observed};
 use crate::store::{EventType, StackEvent};
 
 /// Attempts of one job: the first, and one retry after an operator restart cut it off.
@@ -206,6 +206,8 @@ impl DestinationConfig {
 #[derive(Default)]
 pub struct Pass {
     pub events: Vec<StackEvent>,
+    /// Jobs that ended: (target, job, None on success or the failure's reason), for metrics.
+    pub ended: Vec<(String, Job, Option<crate::api::Reason>)>,
     /// Jobs to start after the status holding their intent is written.
     pub spawns: Vec<Spawn>,
     /// A job is running: look again soon to show its progress.
@@ -260,7 +262,7 @@ pub async fn reconcile(
             target,
         };
         if let Some(f) = jobs.take_finished(&key, &target.name) {
-            fold(st, target, f, now, &mut pass.events);
+            fold(st, target, f, now, &mut pass);
         }
         if let Some(running) = st.running.as_mut() {
             match jobs.progress(&key, &target.name) {
@@ -384,7 +386,7 @@ fn start(
                 result: Err(e),
             };
             st.running = Some(running);
-            fold(st, ctx.target, f, now, &mut pass.events);
+            fold(st, ctx.target, f, now, pass);
         }
     }
 }
@@ -405,7 +407,7 @@ async fn recover(ctx: &Ctx<'_>, st: &mut BackupTargetStatus, now: DateTime<Utc>,
                 id: Some(m.id.clone()),
                 result: Ok(Done::BackedUp(Box::new(m), Pruned::default())),
             };
-            fold(st, ctx.target, f, now, &mut pass.events);
+            fold(st, ctx.target, f, now, pass);
             return;
         }
     }
@@ -418,7 +420,7 @@ async fn recover(ctx: &Ctx<'_>, st: &mut BackupTargetStatus, now: DateTime<Utc>,
                 running.attempt
             ))),
         };
-        fold(st, ctx.target, f, now, &mut pass.events);
+        fold(st, ctx.target, f, now, pass);
         return;
     }
     let note = format!(
@@ -562,11 +564,17 @@ fn fold(
     target: &BackupTarget,
     f: Finished,
     now: DateTime<Utc>,
-    events: &mut Vec<StackEvent>,
+    pass: &mut Pass,
 ) {
     let Some(running) = st.running.take() else {
         return;
     };
+    pass.ended.push((
+        target.name.clone(),
+        running.job,
+        f.result.as_ref().err().map(BackupError::reason),
+    ));
+    let events = &mut pass.events;
     let name = &target.name;
     let id = f.id.clone().unwrap_or_else(|| "(none)".to_owned());
     match f.result {
@@ -1006,6 +1014,26 @@ async fn test_or_restore(
                 })?;
         }
     }
+    let result = run_test_or_restore(work, job, stored, &manifest, progress).await;
+    if job == Job::Restore {
+        // The services stopped for the restore come back now, whatever its outcome; left to
+        // the repair pass they would count as crashes against their restart budget.
+        for (container, _) in &work.stop {
+            if let Err(e) = work.engine.start_container(container).await {
+                warn!(target = %work.target.name, "starting {} again after the restore failed: {e}; the repair pass will", crate::docker::short_id(container));
+            }
+        }
+    }
+    result
+}
+
+async fn run_test_or_restore(
+    work: &Work,
+    job: Job,
+    stored: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
+    manifest: &Manifest,
+    progress: &AtomicU64,
+) -> Result<Done, BackupError> {
     match &work.source {
         Source::Postgres {
             container,
@@ -1025,11 +1053,11 @@ async fn test_or_restore(
             // Leftovers of a test or restore cut off by an operator restart.
             postgres::clean_scratch(&pg).await?;
             if job == Job::Verify {
-                postgres::verify(&pg, stored, &manifest, progress)
+                postgres::verify(&pg, stored, manifest, progress)
                     .await
                     .map(Done::Verified)
             } else {
-                postgres::restore(&pg, stored, &manifest, progress)
+                postgres::restore(&pg, stored, manifest, progress)
                     .await
                     .map(Done::Restored)
             }
@@ -1049,11 +1077,11 @@ async fn test_or_restore(
             };
             redis::clean_scratch(&r).await?;
             if job == Job::Verify {
-                redis::verify(&r, stored, &manifest, progress)
+                redis::verify(&r, stored, manifest, progress)
                     .await
                     .map(Done::Verified)
             } else {
-                redis::restore(&r, stored, &manifest, progress)
+                redis::restore(&r, stored, manifest, progress)
                     .await
                     .map(Done::Restored)
             }

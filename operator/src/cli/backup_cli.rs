@@ -54,6 +54,36 @@ fn progress(line: &str) {
     let _ = std::io::stderr().flush();
 }
 
+/// Clears the progress line.
+fn progress_done() {
+    eprint!("\r{:<78}\r", "");
+    let _ = std::io::stderr().flush();
+}
+
+/// Refuses a backup id the target's destination does not hold, before asking the operator:
+/// a typo should not end as a failed job and a `BackupFailed` condition.
+async fn ensure_backup_exists(r: &Record, target: &str, id: &str) -> anyhow::Result<()> {
+    let stack = r.to_stack();
+    let t = r
+        .spec
+        .backups
+        .iter()
+        .find(|t| t.name == target)
+        .context("the target is declared")?;
+    let dest = DestinationConfig::for_target(&stack, t)
+        .context("the target has no destination")?
+        .open()?;
+    let found = catalog(dest.as_ref()).await?;
+    if !found.iter().any(|(m, _)| m.id == id) {
+        bail!(
+            "there is no backup {id} in {}; `stackwarden backups {}` lists them",
+            dest.location(""),
+            r.name
+        );
+    }
+    Ok(())
+}
+
 /// Waits until the operator took the request (`handled`) and finished the job it started.
 async fn wait_for_job(
     store: &LocalStore,
@@ -80,12 +110,12 @@ async fn wait_for_job(
                 run.attempt
             )),
             _ => {
-                eprintln!();
+                progress_done();
                 return Ok(st);
             }
         }
         if started.elapsed() > timeout {
-            eprintln!();
+            progress_done();
             bail!("gave up waiting after {timeout:?}; the operator goes on, `stackwarden status` shows how it ends");
         }
         tokio::time::sleep(POLL).await;
@@ -154,6 +184,9 @@ pub async fn verify(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let r = find_target(store, stack, target)?;
+    if let Some(id) = backup {
+        ensure_backup_exists(&r, target, id).await?;
+    }
     require_operator(store)?;
     let t0 = Utc::now();
     // An empty id asks for the newest backup; the nonce makes a repeat a new request.
@@ -211,6 +244,7 @@ pub async fn restore(
             )
         })?
         .to_owned();
+    ensure_backup_exists(&r, &target, backup).await?;
     require_operator(store)?;
     let t0 = Utc::now();
     // The nonce makes a second restore of the same backup a new request.
@@ -287,7 +321,7 @@ pub async fn list(store: &LocalStore, stack: &str) -> anyhow::Result<()> {
             rows.push(vec![
                 m.id.clone(),
                 m.trigger.as_str().to_owned(),
-                m.finished.format("%Y-%m-%d %H:%M:%S").to_string(),
+                m.finished.format("%Y-%m-%d %H:%M:%SZ").to_string(),
                 m.size.to_string(),
                 v.map_or("-".to_owned(), |v| {
                     if v.passed { "yes" } else { "FAILED" }.to_owned()

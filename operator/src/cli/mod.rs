@@ -319,7 +319,7 @@ fn backup_table(
     .to_vec()];
     let time = |t: Option<chrono::DateTime<Utc>>| {
         t.map_or("-".to_owned(), |t| {
-            t.format("%Y-%m-%d %H:%M:%S").to_string()
+            t.format("%Y-%m-%d %H:%M:%SZ").to_string()
         })
     };
     for (name, b) in backups {

@@ -342,6 +342,17 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
     for event in &backups.events {
         ctx.store.record(stack, event).await?;
     }
+    for (target, job, failure) in &backups.ended {
+        let failure = failure.map(|r| r.to_string());
+        ctx.metrics
+            .backup_job_ended(&key, target, job.as_str(), failure.as_deref());
+    }
+    for (target, b) in &status.backups {
+        if let Some(s) = &b.last_success {
+            ctx.metrics
+                .backup_last_success(&key, target, s.time.timestamp(), s.size);
+        }
+    }
     status.last_backup = status
         .backups
         .values()

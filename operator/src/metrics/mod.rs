@@ -102,6 +102,25 @@ pub struct ServiceLabels {
     pub service: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackupJobLabels {
+    pub stack: String,
+    pub target: String,
+    /// Backup, Verify or Restore.
+    pub job: &'static str,
+    /// Succeeded, or the failure's BackupFailed reason (DumpFailed, DiskFull, ...).
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub stack: String,
+    pub target: String,
+}
+
+/// Label value of `result` in `stackwarden_backup_jobs_total` for a job that succeeded.
+pub const JOB_SUCCEEDED: &str = "Succeeded";
+
 /// Makes histograms with fixed buckets for a [`Family`].
 #[derive(Clone, Copy)]
 struct Buckets(&'static [f64]);
@@ -122,6 +141,8 @@ struct StackSeries {
     probes: HashSet<(String, &'static str)>,
     restarts: HashSet<(String, &'static str)>,
     recovered: HashSet<String>,
+    backup_jobs: HashSet<(String, &'static str, String)>,
+    backup_targets: HashSet<String>,
 }
 
 /// The operator's metrics. Share it as `Arc<Metrics>`; every method takes `&self`.
@@ -135,6 +156,9 @@ pub struct Metrics {
     time_to_recover: HistogramFamily<ServiceLabels>,
     stack_ready: Family<StackLabels, Gauge>,
     healthy_services: Family<StackLabels, Gauge>,
+    backup_jobs: Family<BackupJobLabels, Counter>,
+    backup_last_success: Family<TargetLabels, Gauge>,
+    backup_last_size: Family<TargetLabels, Gauge>,
     /// Held while a series is created or removed, so that forgetting a stack and recording
     /// for it do not interleave.
     seen: Mutex<HashMap<String, StackSeries>>,
@@ -163,6 +187,9 @@ impl Metrics {
         let time_to_recover = Family::new_with_constructor(Buckets(&RECOVERY_BUCKETS));
         let stack_ready = Family::default();
         let healthy_services = Family::default();
+        let backup_jobs = Family::default();
+        let backup_last_success = Family::default();
+        let backup_last_size = Family::default();
 
         registry.register_with_unit(
             "reconcile_duration",
@@ -208,6 +235,23 @@ impl Metrics {
             healthy_services.clone(),
         );
 
+        registry.register(
+            "backup_jobs",
+            "Backups, restore tests and restores that ended, by target, job and result (Succeeded or the BackupFailed reason)",
+            backup_jobs.clone(),
+        );
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "Unix time the newest successful backup of a target finished; alert on time() minus this",
+            backup_last_success.clone(),
+        );
+        registry.register_with_unit(
+            "backup_last_size",
+            "Stored (compressed) size of the newest successful backup of a target",
+            Unit::Bytes,
+            backup_last_size.clone(),
+        );
+
         Self {
             registry,
             reconcile_duration,
@@ -218,6 +262,9 @@ impl Metrics {
             time_to_recover,
             stack_ready,
             healthy_services,
+            backup_jobs,
+            backup_last_success,
+            backup_last_size,
             seen: Mutex::default(),
         }
     }
@@ -310,6 +357,48 @@ impl Metrics {
             .set(healthy_services);
     }
 
+    /// A backup job of `target` ended: `failure` is its BackupFailed reason, None on success.
+    pub fn backup_job_ended(
+        &self,
+        stack: &str,
+        target: &str,
+        job: &'static str,
+        failure: Option<&str>,
+    ) {
+        let mut seen = self.seen();
+        let series = seen.entry(stack.to_owned()).or_default();
+        let result = failure.unwrap_or(JOB_SUCCEEDED).to_owned();
+        series
+            .backup_jobs
+            .insert((target.to_owned(), job, result.clone()));
+        self.backup_jobs
+            .get_or_create(&BackupJobLabels {
+                stack: stack.to_owned(),
+                target: target.to_owned(),
+                job,
+                result,
+            })
+            .inc();
+    }
+
+    /// The newest successful backup of `target`, as status records it (so the gauges are right
+    /// again after an operator restart).
+    pub fn backup_last_success(&self, stack: &str, target: &str, finished_unix: i64, size: u64) {
+        let mut seen = self.seen();
+        let series = seen.entry(stack.to_owned()).or_default();
+        series.backup_targets.insert(target.to_owned());
+        let labels = TargetLabels {
+            stack: stack.to_owned(),
+            target: target.to_owned(),
+        };
+        self.backup_last_success
+            .get_or_create(&labels)
+            .set(finished_unix);
+        self.backup_last_size
+            .get_or_create(&labels)
+            .set(i64::try_from(size).unwrap_or(i64::MAX));
+    }
+
     /// Drops every series of `stack` (call it once the stack is deleted): its gauges would
     /// otherwise report a stack that is gone, and its series would pile up.
     pub fn forget_stack(&self, stack: &str) {
@@ -350,6 +439,22 @@ impl Metrics {
                 service,
                 reason,
             });
+        }
+        for (target, job, result) in series.backup_jobs {
+            self.backup_jobs.remove(&BackupJobLabels {
+                stack: stack.to_owned(),
+                target,
+                job,
+                result,
+            });
+        }
+        for target in series.backup_targets {
+            let labels = TargetLabels {
+                stack: stack.to_owned(),
+                target,
+            };
+            self.backup_last_success.remove(&labels);
+            self.backup_last_size.remove(&labels);
         }
         for service in series.recovered {
             self.time_to_recover.remove(&ServiceLabels {
@@ -572,6 +677,39 @@ mod tests {
     }
 
     #[test]
+    fn backup_jobs_by_result_and_the_newest_success_as_gauges() {
+        let m = Metrics::new();
+        m.backup_job_ended("ops/erni", "pg", "Backup", None);
+        m.backup_job_ended("ops/erni", "pg", "Backup", None);
+        m.backup_job_ended("ops/erni", "pg", "Verify", Some("ChecksumMismatch"));
+        m.backup_last_success("ops/erni", "pg", 1_764_554_400, 140_442_407);
+        let text = m.render();
+        let jobs = "stackwarden_backup_jobs_total";
+        assert_sample(
+            &text,
+            &format!(r#"{jobs}{{stack="ops/erni",target="pg",job="Backup",result="Succeeded"}}"#),
+            2.0,
+        );
+        assert_sample(
+            &text,
+            &format!(
+                r#"{jobs}{{stack="ops/erni",target="pg",job="Verify",result="ChecksumMismatch"}}"#
+            ),
+            1.0,
+        );
+        assert_sample(
+            &text,
+            r#"stackwarden_backup_last_success_timestamp_seconds{stack="ops/erni",target="pg"}"#,
+            1_764_554_400.0,
+        );
+        assert_sample(
+            &text,
+            r#"stackwarden_backup_last_size_bytes{stack="ops/erni",target="pg"}"#,
+            140_442_407.0,
+        );
+    }
+
+    #[test]
     fn forget_stack_removes_all_its_series_and_only_its() {
         let m = Metrics::new();
         for stack in ["ops/gone", "ops/kept"] {
@@ -582,6 +720,9 @@ mod tests {
             m.restarted(stack, "backend", "Crashed");
             m.recovered(stack, "backend", ms(900));
             m.stack_state(stack, false, 1);
+            m.backup_job_ended(stack, "pg", "Backup", None);
+            m.backup_job_ended(stack, "pg", "Backup", Some("DiskFull"));
+            m.backup_last_success(stack, "pg", 1_700_000_000, 42);
         }
         let before = m.render();
         m.forget_stack("ops/gone");
@@ -593,8 +734,9 @@ mod tests {
                 .filter(|l| l.contains(r#"stack="ops/kept""#))
                 .count()
         };
-        // reconcile 12 + 3; error 1; probes 3 + 2 × (12 + 3); restart 1; recover 16 + 3; 2 gauges.
-        assert_eq!(kept(&text), 15 + 1 + 3 + 30 + 1 + 19 + 2, "{text}");
+        // reconcile 12 + 3; error 1; probes 3 + 2 × (12 + 3); restart 1; recover 16 + 3; 2 gauges;
+        // backup jobs 2; backup gauges 2.
+        assert_eq!(kept(&text), 15 + 1 + 3 + 30 + 1 + 19 + 2 + 2 + 2, "{text}");
         assert_eq!(kept(&text), kept(&before));
         // Recording again after forgetting works and starts from zero.
         m.restarted("ops/gone", "backend", "Crashed");
