@@ -826,3 +826,55 @@ async fn the_same_flow_against_s3_backs_up_prunes_verifies_on_request_and_restor
         assert!(!text.contains(secret), "a secret leaked");
     }
 }
+
+#[tokio::test]
+async fn a_restore_given_up_after_two_operator_kills_starts_the_services_it_stopped() {
+    use stackwarden::controller::{reconcile, Context};
+    let h = Harness::new("bk-rkill");
+    let root = tempfile::tempdir().unwrap();
+    let spec = demo_spec(&h.project);
+    h.apply(spec.clone());
+    h.until_ready(READY).await;
+    fill(&h, "orders", 100, 1);
+    h.apply(with_backups(
+        spec,
+        vec![pg_target("pg", root.path(), serde_json::json!({}))],
+    ));
+    let id = request_backup(&h, "pg").await.last_success.unwrap().id;
+
+    h.store
+        .request(
+            "e2e",
+            &h.name,
+            "restore.stackwarden.dev/pg",
+            &format!("{id}#1"),
+        )
+        .unwrap();
+    // Each "operator" records the restore and is killed before its job runs a single step
+    // (the test's runtime has one thread: the spawned job is not polled before the abort).
+    let killed = |ctx: std::sync::Arc<Context>| {
+        let h = &h;
+        async move {
+            reconcile(&h.stack(), &h.uid(), &ctx).await.unwrap();
+            ctx.backups.stop(&h.stack().key(), &Default::default());
+        }
+    };
+    let fresh = || Context::new(std::sync::Arc::new(h.store.clone()));
+    killed(fresh()).await;
+    let running = target_status(&h, "pg")
+        .running
+        .expect("the restore is recorded");
+    assert_eq!(running.paused_services, vec!["backend".to_owned()]);
+    // As if the killed job had got as far as stopping the backend.
+    docker(&["stop", "-t", "1", &h.containers()["backend"]]);
+    killed(fresh()).await;
+    assert_eq!(target_status(&h, "pg").running.unwrap().attempt, 2);
+    reconcile(&h.stack(), &h.uid(), &fresh()).await.unwrap();
+    let st = target_status(&h, "pg");
+    assert!(st.running.is_none());
+    assert_eq!(st.last_failure.unwrap().reason, Reason::Interrupted);
+    assert_eq!(h.states()["backend"], "running", "started again at once");
+    h.until_ready(READY).await;
+    assert_eq!(h.status().services["backend"].restarts, 0);
+    assert!(!h.events().iter().any(|e| e.reason == "Crashed"));
+}

@@ -260,6 +260,8 @@ pub async fn reconcile(
             targets: &targets,
             engine,
             target,
+            observed,
+            uid,
         };
         if let Some(f) = jobs.take_finished(&key, &target.name) {
             fold(st, target, f, now, &mut pass);
@@ -363,6 +365,8 @@ struct Ctx<'a> {
     targets: &'a crate::probe::Targets,
     engine: &'a BollardEngine,
     target: &'a BackupTarget,
+    observed: &'a Observed,
+    uid: &'a str,
 }
 
 /// Records the job as running and queues it, or records why it cannot start.
@@ -412,6 +416,18 @@ async fn recover(ctx: &Ctx<'_>, st: &mut BackupTargetStatus, now: DateTime<Utc>,
         }
     }
     if running.attempt >= MAX_ATTEMPTS {
+        // A restore given up leaves the services it stopped stopped: start them, as its job
+        // would have, rather than leave them to be repaired as crashes.
+        let stopped = ctx.observed.containers.iter().filter(|c| {
+            c.uid.as_deref() == Some(ctx.uid)
+                && running.paused_services.contains(&c.service)
+                && c.state != crate::api::ContainerState::Running
+        });
+        for c in stopped {
+            if let Err(e) = ctx.engine.start_container(&c.id).await {
+                warn!(stack = %ctx.stack.key(), "starting {} after the interrupted restore failed: {e}; the repair pass will", c.service);
+            }
+        }
         let f = Finished {
             id: Some(running.id.clone()).filter(|i| !i.is_empty()),
             result: Err(BackupError::Interrupted(format!(
