@@ -27,6 +27,15 @@ fn pg_target(name: &str, dir: &Path, extra: serde_json::Value) -> BackupTarget {
     serde_json::from_value(t).unwrap()
 }
 
+/// The demo stack, Ready, with a directory for its backups.
+async fn ready_demo(tag: &str) -> (Harness, tempfile::TempDir, ServiceStackSpec) {
+    let h = Harness::new(tag);
+    let spec = demo_spec(&h.project);
+    h.apply(spec.clone());
+    h.until_ready(READY).await;
+    (h, tempfile::tempdir().unwrap(), spec)
+}
+
 fn with_backups(mut spec: ServiceStackSpec, targets: Vec<BackupTarget>) -> ServiceStackSpec {
     spec.backups = targets;
     spec
@@ -127,11 +136,7 @@ fn fill(h: &Harness, table: &str, rows: u32, width: u32) {
 
 #[tokio::test]
 async fn scheduled_backup_lands_with_manifest_and_a_restore_brings_back_dropped_rows() {
-    let h = Harness::new("bk-pg");
-    let root = tempfile::tempdir().unwrap();
-    let spec = demo_spec(&h.project);
-    h.apply(spec.clone());
-    h.until_ready(READY).await;
+    let (h, root, spec) = ready_demo("bk-pg").await;
     fill(&h, "orders", 1000, 1);
     fill(&h, "customers", 50, 1);
 
@@ -238,11 +243,7 @@ async fn scheduled_backup_lands_with_manifest_and_a_restore_brings_back_dropped_
 
 #[tokio::test]
 async fn a_corrupted_backup_fails_its_restore_test() {
-    let h = Harness::new("bk-corrupt");
-    let root = tempfile::tempdir().unwrap();
-    let spec = demo_spec(&h.project);
-    h.apply(spec.clone());
-    h.until_ready(READY).await;
+    let (h, root, spec) = ready_demo("bk-corrupt").await;
     fill(&h, "t", 20_000, 2);
     let target = pg_target("pg", root.path(), serde_json::json!({}));
     h.apply(with_backups(spec.clone(), vec![target.clone()]));
@@ -284,11 +285,7 @@ async fn a_corrupted_backup_fails_its_restore_test() {
 
 #[tokio::test]
 async fn postgres_stopped_mid_dump_fails_cleanly_and_keeps_older_backups() {
-    let h = Harness::new("bk-stop");
-    let root = tempfile::tempdir().unwrap();
-    let spec = demo_spec(&h.project);
-    h.apply(spec.clone());
-    h.until_ready(READY).await;
+    let (h, root, spec) = ready_demo("bk-stop").await;
     let target = pg_target("pg", root.path(), serde_json::json!({}));
     h.apply(with_backups(spec.clone(), vec![target]));
     let first = request_backup(&h, "pg")
@@ -412,11 +409,7 @@ async fn a_full_destination_gives_disk_full_and_loses_nothing() {
 
 #[tokio::test]
 async fn an_operator_killed_mid_backup_retries_the_slot_once_and_never_reports_it_early() {
-    let h = Harness::new("bk-kill");
-    let root = tempfile::tempdir().unwrap();
-    let spec = demo_spec(&h.project);
-    h.apply(spec.clone());
-    h.until_ready(READY).await;
+    let (h, root, spec) = ready_demo("bk-kill").await;
     fill(&h, "big", 600_000, 8);
     let target = pg_target("pg", root.path(), serde_json::json!({}));
     h.apply(with_backups(spec.clone(), vec![target]));
@@ -604,11 +597,7 @@ fn created(id: &str) -> chrono::DateTime<chrono::Utc> {
 
 #[tokio::test]
 async fn a_deploy_waits_for_its_backup_and_a_failed_one_holds_it_until_a_backup_succeeds() {
-    let h = Harness::new("bk-deploy");
-    let root = tempfile::tempdir().unwrap();
-    let spec = demo_spec(&h.project);
-    h.apply(spec.clone());
-    h.until_ready(READY).await;
+    let (h, root, spec) = ready_demo("bk-deploy").await;
     fill(&h, "orders", 5000, 1);
     let target = pg_target("pg", root.path(), serde_json::json!({"beforeDeploy": true}));
     let spec = with_backups(spec, vec![target.clone()]);
@@ -830,11 +819,7 @@ async fn the_same_flow_against_s3_backs_up_prunes_verifies_on_request_and_restor
 #[tokio::test]
 async fn a_restore_given_up_after_two_operator_kills_starts_the_services_it_stopped() {
     use stackwarden::controller::{reconcile, Context};
-    let h = Harness::new("bk-rkill");
-    let root = tempfile::tempdir().unwrap();
-    let spec = demo_spec(&h.project);
-    h.apply(spec.clone());
-    h.until_ready(READY).await;
+    let (h, root, spec) = ready_demo("bk-rkill").await;
     fill(&h, "orders", 100, 1);
     h.apply(with_backups(
         spec,
