@@ -10,8 +10,10 @@ use anyhow::{bail, Context as _};
 use chrono::Utc;
 
 use crate::api::{condition, BackupTargetStatus, ConditionStatus, ConditionType, Job};
+use crate::backup::destination::DestinationError;
 use crate::backup::plan::{BACKUP_REQUEST, RESTORE_REQUEST, VERIFY_REQUEST};
 use crate::backup::runner::{catalog, DestinationConfig};
+use crate::backup::Manifest;
 use crate::store::local::{LocalStore, Record};
 
 const POLL: Duration = Duration::from_millis(500);
@@ -73,15 +75,16 @@ async fn ensure_backup_exists(r: &Record, target: &str, id: &str) -> anyhow::Res
     let dest = DestinationConfig::for_target(&stack, t)
         .context("the target has no destination")?
         .open()?;
-    let found = catalog(dest.as_ref()).await?;
-    if !found.iter().any(|(m, _)| m.id == id) {
-        bail!(
+    // One read of its manifest, which exists exactly when the backup does.
+    match dest.get_small(&Manifest::object_name(id)).await {
+        Ok(_) => Ok(()),
+        Err(DestinationError::NotFound(_)) => bail!(
             "there is no backup {id} in {}; `stackwarden backups {}` lists them",
             dest.location(""),
             r.name
-        );
+        ),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// Waits until the operator took the request (`handled`) and finished the job it started.

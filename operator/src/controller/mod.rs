@@ -368,7 +368,11 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
         report.health == crate::api::StackHealth::Healthy,
         healthy as i64,
     );
-    let status_backups = status.backups.clone();
+    // The backups a held deploy waited for are done: deploy now, not at the next requeue.
+    let deploy_now = hold
+        && deploying.is_some_and(|h| {
+            crate::backup::plan::deploy_gate(&stack.spec.backups, &status.backups, h) == Gate::Open
+        });
     finish(ctx, stack, status, &previous, verdicts, generation).await?;
     // Only now that status holds their intent do the jobs start.
     for spawn in backups.spawns {
@@ -398,12 +402,7 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
     if backups.busy {
         next = next.min(BACKUP_PROGRESS_REQUEUE);
     }
-    // The backups a held deploy waited for are done: deploy now, not at the next requeue.
-    if hold
-        && deploying.is_some_and(|h| {
-            crate::backup::plan::deploy_gate(&stack.spec.backups, &status_backups, h) == Gate::Open
-        })
-    {
+    if deploy_now {
         next = next.min(PROGRESS_REQUEUE);
     }
     if let Some(at) = repair.next.into_iter().chain(backups.next).min() {
