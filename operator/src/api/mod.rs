@@ -487,7 +487,7 @@ pub struct ServiceStatus {
     /// Probe rounds failed in a row.
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub consecutive_failures: u32,
-    /// The last probe round.
+    /// The latest change of the probes' result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe: Option<ProbeRecord>,
     /// The last restart.
@@ -511,7 +511,8 @@ fn is_zero_u32(n: &u32) -> bool {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProbeRecord {
-    /// When the round ran.
+    /// When the probes' result (pass or fail, and its message) last changed; a round with the
+    /// same result does not move it, so a steady service does not rewrite its status.
     #[schemars(with = "String")]
     pub time: chrono::DateTime<chrono::Utc>,
     /// Whether every probe passed.

@@ -98,7 +98,8 @@ pub enum Command {
         #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
         state_dir: PathBuf,
     },
-    /// Run in a Kubernetes cluster: watch ServiceStacks through the API server.
+    /// Run in a Kubernetes cluster: watch ServiceStacks through the API server. Several may
+    /// run; the one holding the Lease acts, the others stand by.
     Controller {
         /// Only watch this namespace (default: all).
         #[arg(long)]
@@ -106,6 +107,21 @@ pub enum Command {
         /// Serve /metrics, /healthz and /readyz here (`off` for none).
         #[arg(long, default_value = "0.0.0.0:8080", value_parser = parse_addr)]
         metrics_addr: Endpoint,
+        /// The Lease (coordination.k8s.io) the operators elect their leader with.
+        #[arg(long, default_value = "stackwarden-controller")]
+        lease_name: String,
+        /// Namespace of the Lease (default: the pod's, else the kubeconfig's namespace).
+        #[arg(long, env = "POD_NAMESPACE")]
+        lease_namespace: Option<String>,
+        /// This operator's name in the election (default: the pod's name, else host and pid).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Seconds a leader that stopped renewing keeps the Lease; a standby takes over within it.
+        #[arg(long, default_value = "15", value_parser = parse_seconds)]
+        lease_duration: Duration,
+        /// Seconds a stopping leader waits for running backup jobs before it lets go.
+        #[arg(long, default_value = "20", value_parser = parse_seconds)]
+        shutdown_timeout: Duration,
     },
 }
 
@@ -127,6 +143,14 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
         .map(Duration::from_secs)
         .map_err(|e| format!("{e}: give whole seconds"))
+}
+
+/// Outside a pod: the host's name and this process's id, unique enough among operators.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "stackwarden".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// `$XDG_STATE_HOME/stackwarden`, else `~/.local/state/stackwarden`.
@@ -207,9 +231,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller {
             namespace,
             metrics_addr,
+            lease_name,
+            lease_namespace,
+            identity,
+            lease_duration,
+            shutdown_timeout,
         } => {
             let client = kube::Client::try_default().await?;
-            crate::store::kube::run(client, namespace, metrics_addr.0).await
+            anyhow::ensure!(
+                lease_duration >= Duration::from_secs(4),
+                "--lease-duration must be at least 4 seconds (the leader renews 2 s before it ends)"
+            );
+            let lease = crate::store::kube::LeaseOptions {
+                name: lease_name,
+                namespace: lease_namespace.unwrap_or_else(|| client.default_namespace().to_owned()),
+                identity: identity.unwrap_or_else(default_identity),
+                duration: lease_duration,
+                // The renewal margin: a third of the Lease, at least 2 s.
+                grace: (lease_duration / 3).max(Duration::from_secs(2)),
+                shutdown_timeout,
+            };
+            let opts = crate::store::kube::ControllerOptions {
+                namespace,
+                metrics_addr: metrics_addr.0,
+                lease,
+            };
+            crate::store::kube::run(client, opts).await
         }
     }
 }
@@ -438,16 +485,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match parse(&["stackwarden", "controller"]).command {
+        match parse(&["stackwarden", "controller", "--lease-duration", "30"]).command {
             Command::Controller {
                 metrics_addr,
                 namespace,
+                lease_name,
+                lease_duration,
+                ..
             } => {
                 assert_eq!(
                     metrics_addr,
                     Endpoint(Some("0.0.0.0:8080".parse().unwrap()))
                 );
                 assert_eq!(namespace, None);
+                assert_eq!(lease_name, "stackwarden-controller");
+                assert_eq!(lease_duration, Duration::from_secs(30));
             }
             other => panic!("{other:?}"),
         }
