@@ -482,6 +482,12 @@ async fn unreachable(
     let message = format!("{e}; check that the engine runs and spec.docker.host ({host}) is right. Nothing was changed; retrying with backoff");
     let verdicts = vec![
         Verdict::new(
+            ConditionType::InvalidSpec,
+            ConditionStatus::False,
+            Reason::SpecValid,
+            "the spec is valid",
+        ),
+        Verdict::new(
             ConditionType::DockerUnreachable,
             ConditionStatus::True,
             Reason::EngineUnreachable,
