@@ -332,11 +332,6 @@ async fn apply(
         &status.backups,
         now,
     ));
-    ctx.metrics.stack_state(
-        &key,
-        report.health == crate::api::StackHealth::Healthy,
-        healthy_services(&status),
-    );
     // The backups a held deploy waited for are done: deploy now, not at the next requeue.
     let deploy_now = hold
         && deploying.is_some_and(|h| {
@@ -417,17 +412,6 @@ async fn back_up(
     backups
 }
 
-fn healthy_services(status: &ServiceStackStatus) -> i64 {
-    status
-        .services
-        .values()
-        .filter(|s| {
-            s.state == crate::api::ContainerState::Running
-                && s.health != Some(crate::api::ContainerHealth::Unhealthy)
-        })
-        .count() as i64
-}
-
 /// The Degraded verdict: which services used up their restart budget.
 fn degraded(exhausted: &[(String, String)]) -> Verdict {
     if exhausted.is_empty() {
@@ -505,7 +489,6 @@ async fn unreachable(
         health: Some(crate::api::StackHealth::Unknown),
         ..previous.clone()
     };
-    ctx.metrics.stack_state(&stack.key(), false, 0);
     finish(ctx, stack, status, &previous, verdicts, Vec::new()).await?;
     let delay = ctx
         .backoff(&stack.key(), true)
@@ -537,7 +520,6 @@ async fn invalid(
         ),
         Verdict::new(ConditionType::Progressing, ConditionStatus::False, reason, "waiting for a valid spec"),
     ];
-    ctx.metrics.stack_state(&stack.key(), false, 0);
     finish(ctx, stack, status, &previous, verdicts, Vec::new()).await?;
     let delay = ctx
         .backoff(&stack.key(), true)
@@ -773,6 +755,9 @@ async fn finish(
     let generation = stack.metadata.generation;
     status.observed_generation = generation;
     status.conditions = condition::merge(&previous.conditions, verdicts, generation, Utc::now());
+    // Every pass reports, whatever its outcome: an alert on readiness must hear of an invalid
+    // spec or an unreachable engine too.
+    ctx.metrics.stack_observed(&stack.key(), &status);
     events.extend(report::transition_events(
         &previous.conditions,
         &status.conditions,
