@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::{condition, ConditionType};
 use crate::store::local::{self, LocalOptions, LocalStore, Record};
@@ -18,8 +18,26 @@ mod backup_cli;
     about = "Keeps Docker Compose stacks alive: a reconciling operator for ServiceStack resources"
 )]
 pub struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line,
+    /// with the span fields) for log collectors. RUST_LOG filters them either way.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "STACKWARDEN_LOG_FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// See `--log-format`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
