@@ -30,6 +30,10 @@ fn init_logs(format: LogFormat) {
         .with_ansi(colour);
     match format {
         LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().with_current_span(true).with_span_list(true).init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
     }
 }

@@ -176,7 +176,10 @@ async fn controller_talks_tls_to_the_api_server_and_names_a_missing_crd() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
 
-    assert!(!stderr.contains("panicked"), "the operator panicked:\n{stderr}");
+    assert!(
+        !stderr.contains("panicked"),
+        "the operator panicked:\n{stderr}"
+    );
     let first = seen.try_recv().unwrap_or_else(|_| {
         panic!("no connection reached the API server; operator's stderr:\n{stderr}")
     });

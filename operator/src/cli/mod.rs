@@ -482,4 +482,36 @@ mod tests {
                 .is_err()
         );
     }
+
+    #[test]
+    fn log_format_is_a_global_flag_and_an_environment_variable() {
+        let format = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+                .log_format
+        };
+        assert_eq!(format(&["stackwarden", "crd"]), LogFormat::Text);
+        assert_eq!(
+            format(&["stackwarden", "--log-format", "json", "controller"]),
+            LogFormat::Json
+        );
+        // Global: also after the subcommand, where a Deployment's args put it.
+        assert_eq!(
+            format(&["stackwarden", "local", "x", "--log-format", "json"]),
+            LogFormat::Json
+        );
+        assert!(Cli::try_parse_from(["stackwarden", "--log-format", "xml", "crd"]).is_err());
+
+        // Read from the command's definition: setting the variable here would race with the
+        // other tests' reads of the environment.
+        let command = Cli::command();
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == "log_format")
+            .unwrap();
+        assert_eq!(
+            arg.get_env(),
+            Some(std::ffi::OsStr::new("STACKWARDEN_LOG_FORMAT"))
+        );
+    }
 }
