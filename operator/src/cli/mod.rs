@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::{condition, ConditionType};
 use crate::store::local::{self, LocalOptions, LocalStore, Record};
@@ -18,8 +18,26 @@ mod backup_cli;
     about = "Keeps Docker Compose stacks alive: a reconciling operator for ServiceStack resources"
 )]
 pub struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line,
+    /// with the span fields) for log collectors. RUST_LOG filters them either way.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "STACKWARDEN_LOG_FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// See `--log-format`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -514,6 +532,38 @@ mod tests {
         assert!(
             Cli::try_parse_from(["stackwarden", "local", "x", "--metrics-addr", "nowhere"])
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn log_format_is_a_global_flag_and_an_environment_variable() {
+        let format = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+                .log_format
+        };
+        assert_eq!(format(&["stackwarden", "crd"]), LogFormat::Text);
+        assert_eq!(
+            format(&["stackwarden", "--log-format", "json", "controller"]),
+            LogFormat::Json
+        );
+        // Global: also after the subcommand, where a Deployment's args put it.
+        assert_eq!(
+            format(&["stackwarden", "local", "x", "--log-format", "json"]),
+            LogFormat::Json
+        );
+        assert!(Cli::try_parse_from(["stackwarden", "--log-format", "xml", "crd"]).is_err());
+
+        // Read from the command's definition: setting the variable here would race with the
+        // other tests' reads of the environment.
+        let command = Cli::command();
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == "log_format")
+            .unwrap();
+        assert_eq!(
+            arg.get_env(),
+            Some(std::ffi::OsStr::new("STACKWARDEN_LOG_FORMAT"))
         );
     }
 }
