@@ -113,6 +113,12 @@ pub async fn repair(
         if suspended || touched(&svc.name) || paused.contains(&svc.name) {
             continue;
         }
+        // Left to Docker's restart policy for a moment: look again when that moment is over.
+        if let Some(t) = c.and_then(|c| heal::docker_restart_deadline(svc, c)) {
+            if t > now {
+                out.due_at(t);
+            }
+        }
         let Some(fault) = heal::fault(project, svc, c, probes.get(&svc.name), now) else {
             continue;
         };
