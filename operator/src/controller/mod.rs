@@ -229,19 +229,9 @@ async fn apply(
     let previous = stack.status.clone().unwrap_or_default();
     // Services a running restore keeps stopped: neither started nor healed until it ends.
     let paused = crate::backup::runner::paused(&previous.backups);
-    // A deploy (a compose file other than the one applied last) may have to wait for backups
-    // (`beforeDeploy`); until then nothing is applied and the status keeps the old revision.
-    let spec_hash = project.spec_hash();
-    let deploying = previous
-        .spec_hash
-        .as_ref()
-        .filter(|h| !stack.spec.suspend && **h != spec_hash)
-        .map(|_| spec_hash.as_str());
-    let gate = deploying.map_or(Gate::Open, |h| {
-        crate::backup::plan::deploy_gate(&stack.spec.backups, &previous.backups, h)
-    });
+    let deploy = Deploy::of(stack, project, &previous);
     // Shutting down: nothing new is applied either.
-    let hold = gate != Gate::Open || ctx.draining();
+    let hold = deploy.gate != Gate::Open || ctx.draining();
     let owner = Owner {
         project: project.name.clone(),
         stack: key.clone(),
@@ -272,27 +262,116 @@ async fn apply(
         ctx, stack, project, uid, &outcome, &probes, engine, &paused, now,
     )
     .await?;
-    let required = compose::required_services(stack, project);
     let report = report::report(
         project,
         &outcome,
         uid,
-        &required,
+        &compose::required_services(stack, project),
         stack.spec.suspend,
         &probes,
     );
     let mut status = ServiceStackStatus {
         project: Some(stack.project_name()),
+        services: report.services.clone(),
+        health: Some(report.health),
         ..previous.clone()
     };
-    // A stack refused for its project name applied nothing: no revision to report.
+    // A held deploy, or a stack refused for its project name, applied nothing new.
     if !hold && outcome.plan.conflict.is_none() {
         status.revision = Some(outcome.plan.revision);
-        status.spec_hash = Some(spec_hash.clone());
+        status.spec_hash = Some(deploy.spec_hash.clone());
     }
-    status.services = report.services;
     repair.apply_to(&mut status);
-    status.health = Some(report.health);
+    let deploying = deploy.deploying();
+    let backups = back_up(
+        ctx,
+        stack,
+        project,
+        uid,
+        engine,
+        &outcome,
+        &mut status,
+        deploying,
+        now,
+    )
+    .await;
+    let verdicts = verdicts(stack, &report, &repair, &deploy.gate, &status, now);
+    // The backups a held deploy waited for are done: deploy now, not at the next requeue.
+    let deploy_now = deploy.gate != Gate::Open && deploy.gate_after(stack, &status) == Gate::Open;
+    let later = repair
+        .events
+        .iter()
+        .chain(&backups.events)
+        .cloned()
+        .collect();
+    finish(ctx, stack, status, &previous, verdicts, later).await?;
+    // Only now that status holds their intent do the jobs start; and only now are the results
+    // folded into it let go of (a pass whose write failed folds them again).
+    for spawn in backups.spawns {
+        ctx.backups.spawn(spawn, ctx.wake.clone());
+    }
+    ctx.backups.committed(&key, &backups.folded);
+    let failed = !outcome.failures.is_empty();
+    let base = ctx
+        .backoff(&key, failed)
+        .await
+        .unwrap_or(if report.progressing {
+            PROGRESS_REQUEUE
+        } else {
+            STEADY_REQUEUE
+        });
+    let due = repair.next.into_iter().chain(backups.next).min();
+    Ok(Requeue(next_pass(base, backups.busy, deploy_now, due, now)))
+}
+
+/// A compose file other than the one applied last, and whether its `beforeDeploy` backups
+/// let it through yet; until they do, nothing is applied and status keeps the old revision.
+struct Deploy {
+    spec_hash: String,
+    /// Whether the spec hash differs from the one applied (and the stack is not suspended).
+    changed: bool,
+    gate: Gate,
+}
+
+impl Deploy {
+    fn of(stack: &ServiceStack, project: &Project, previous: &ServiceStackStatus) -> Self {
+        let spec_hash = project.spec_hash();
+        let changed =
+            !stack.spec.suspend && previous.spec_hash.as_ref().is_some_and(|h| *h != spec_hash);
+        let gate = if changed {
+            crate::backup::plan::deploy_gate(&stack.spec.backups, &previous.backups, &spec_hash)
+        } else {
+            Gate::Open
+        };
+        Self {
+            spec_hash,
+            changed,
+            gate,
+        }
+    }
+
+    fn deploying(&self) -> Option<&str> {
+        self.changed.then_some(self.spec_hash.as_str())
+    }
+
+    /// The gate again, on the backups as this pass left them.
+    fn gate_after(&self, stack: &ServiceStack, status: &ServiceStackStatus) -> Gate {
+        match self.deploying() {
+            Some(h) => crate::backup::plan::deploy_gate(&stack.spec.backups, &status.backups, h),
+            None => Gate::Open,
+        }
+    }
+}
+
+/// Every condition of a pass on a reachable engine.
+fn verdicts(
+    stack: &ServiceStack,
+    report: &report::Report,
+    repair: &repair::Repair,
+    gate: &Gate,
+    status: &ServiceStackStatus,
+    now: chrono::DateTime<Utc>,
+) -> Vec<Verdict> {
     let mut verdicts = vec![
         Verdict::new(
             ConditionType::InvalidSpec,
@@ -308,62 +387,41 @@ async fn apply(
         ),
         degraded(&repair.exhausted),
     ];
-    verdicts.extend(report.verdicts);
-    if let Some(v) = gate_verdict(&gate) {
-        verdicts.retain(|v| v.type_ != ConditionType::Progressing);
+    // Later verdicts of a type win: the report's (a project-name conflict is an invalid spec),
+    // then a held deploy's Progressing.
+    verdicts.extend(report.verdicts.iter().cloned());
+    if let Some(v) = gate_verdict(gate) {
         verdicts.push(v);
     }
-    let mut later = repair.events.clone();
-    let backups = back_up(
-        ctx,
-        stack,
-        project,
-        uid,
-        engine,
-        &outcome,
-        &mut status,
-        deploying,
-        now,
-    )
-    .await;
-    later.extend(backups.events.iter().cloned());
     verdicts.extend(crate::backup::plan::conditions(
         &stack.spec.backups,
         &status.backups,
         now,
     ));
-    // The backups a held deploy waited for are done: deploy now, not at the next requeue.
-    let deploy_now = hold
-        && deploying.is_some_and(|h| {
-            crate::backup::plan::deploy_gate(&stack.spec.backups, &status.backups, h) == Gate::Open
-        });
-    finish(ctx, stack, status, &previous, verdicts, later).await?;
-    // Only now that status holds their intent do the jobs start; and only now are the results
-    // folded into it let go of (a pass whose write failed folds them again).
-    for spawn in backups.spawns {
-        ctx.backups.spawn(spawn, ctx.wake.clone());
-    }
-    ctx.backups.committed(&key, &backups.folded);
-    let failed = !outcome.failures.is_empty();
-    let mut next = ctx
-        .backoff(&key, failed)
-        .await
-        .unwrap_or(if report.progressing {
-            PROGRESS_REQUEUE
-        } else {
-            STEADY_REQUEUE
-        });
-    if backups.busy {
+    verdicts
+}
+
+/// When to look again: `base` (steady, progressing or backoff), sooner while a backup job runs
+/// (its progress), when a held deploy may go on, or when a restart, schedule or slot is due.
+fn next_pass(
+    base: Duration,
+    busy: bool,
+    deploy_now: bool,
+    due: Option<chrono::DateTime<Utc>>,
+    now: chrono::DateTime<Utc>,
+) -> Duration {
+    let mut next = base;
+    if busy {
         next = next.min(BACKUP_PROGRESS_REQUEUE);
     }
     if deploy_now {
         next = next.min(PROGRESS_REQUEUE);
     }
-    if let Some(at) = repair.next.into_iter().chain(backups.next).min() {
+    if let Some(at) = due {
         let until = (at - now).to_std().unwrap_or(Duration::ZERO);
         next = next.min(until.max(Duration::from_millis(100)));
     }
-    Ok(Requeue(next))
+    next
 }
 
 /// Runs the backup step and records its metrics; the events it returns wait for the status.
