@@ -142,6 +142,10 @@ def rule_verbs(role: dict) -> dict[tuple[str, str], set[str]]:
     return out
 
 
+def _show(rules: dict[tuple[str, str], set[str]]) -> str:
+    return ", ".join(f"{g or 'core'}/{r}: {' '.join(sorted(v))}" for (g, r), v in sorted(rules.items()))
+
+
 def check_rbac(objects: list[dict], values: dict, account: str) -> None:
     kinds = {o["kind"] for o in objects}
     if not values["rbac"]["create"]:
@@ -151,7 +155,7 @@ def check_rbac(objects: list[dict], values: dict, account: str) -> None:
     scoped = values["watchNamespace"]
     kind = "Role" if scoped else "ClusterRole"
     role = one(objects, kind, f"{RELEASE}-stackwarden")
-    expect(rule_verbs(role) == STACK_RULES, f"{kind} grants {rule_verbs(role)}, not {STACK_RULES}")
+    expect(rule_verbs(role) == STACK_RULES, f"{kind} grants {_show(rule_verbs(role))}, not {_show(STACK_RULES)}")
     if scoped:
         expect(role["metadata"]["namespace"] == scoped, "the Role is not in watchNamespace")
         expect("ClusterRole" not in kinds, "watchNamespace still renders a ClusterRole")
@@ -168,7 +172,7 @@ def check_rbac(objects: list[dict], values: dict, account: str) -> None:
         names = tuple(rule.get("resourceNames", []))
         grants.update((verb, names) for verb in rule["verbs"])
     wanted = {("create", ()), ("get", (lease,)), ("patch", (lease,))}
-    expect(grants == wanted, f"the Lease Role grants {grants}, not {wanted}")
+    expect(grants == wanted, f"the Lease Role grants {sorted(grants)}, not {sorted(wanted)}")
     lease_binding = one(objects, "RoleBinding", f"{RELEASE}-stackwarden-leader-election")
     expect_binding(lease_binding, "Role", lease_role["metadata"]["name"], account)
 
