@@ -13,3 +13,12 @@ pub mod heal;
 pub mod metrics;
 pub mod probe;
 pub mod store;
+
+/// Makes `ring` the process's rustls crypto provider. The kube client and reqwest 0.13 (S3
+/// through object_store) take the process default; installing it explicitly keeps a dependency
+/// that compiles in a second provider from leaving rustls unable to choose, which panics at the
+/// first TLS client. Idempotent: a provider already installed stays.
+pub fn install_crypto_provider() {
+    // Err only says a provider is already installed, which is the state wanted.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

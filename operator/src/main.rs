@@ -1,18 +1,39 @@
+use std::io::IsTerminal;
+
 use clap::Parser;
+use stackwarden::cli::{Cli, LogFormat};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
+    // Before anything can open a TLS connection.
+    stackwarden::install_crypto_provider();
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    // The error chain alone: a user's mistake is not a crash, so no backtrace even when
+    // RUST_BACKTRACE is set.
+    if let Err(e) = stackwarden::cli::run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Logs to stderr, filtered by RUST_LOG (default `info`).
+fn init_logs(format: LogFormat) {
+    // Colour codes are noise in a file, a pipe or a log collector.
+    let colour = format == LogFormat::Text && std::io::stderr().is_terminal();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
-        .init();
-    // The error chain alone: a user's mistake is not a crash, so no backtrace even when
-    // RUST_BACKTRACE is set.
-    if let Err(e) = stackwarden::cli::run(stackwarden::cli::Cli::parse()).await {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+        .with_ansi(colour);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
     }
 }

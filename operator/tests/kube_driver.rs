@@ -111,27 +111,6 @@ fn spec(file: String, host: Option<&str>) -> Value {
     spec
 }
 
-/// RFC 7386 JSON merge patch, which is what the API server applies for
-/// `application/merge-patch+json` on a custom resource.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(p) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            let t = target.as_object_mut().unwrap();
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The fake API server
 // ---------------------------------------------------------------------------------------------
@@ -195,12 +174,21 @@ impl FakeApi {
                     body: body.clone(),
                 };
                 let (code, reply) = if seen.is(&Method::PATCH, STATUS_PATH) {
-                    if let Some(status) = body.get("status") {
-                        let mut current = object.get("status").cloned().unwrap_or(json!({}));
-                        merge_patch(&mut current, status);
-                        object["status"] = current;
+                    // Server-side apply by the status's only manager: the applied status
+                    // replaces the stored one, if the resource version it names is current.
+                    if body["metadata"]["resourceVersion"] != object["metadata"]["resourceVersion"]
+                    {
+                        conflict()
+                    } else {
+                        object["status"] = body["status"].clone();
+                        let rv: u64 = object["metadata"]["resourceVersion"]
+                            .as_str()
+                            .unwrap()
+                            .parse()
+                            .unwrap();
+                        object["metadata"]["resourceVersion"] = json!((rv + 1).to_string());
+                        (StatusCode::OK, object.clone())
                     }
-                    (StatusCode::OK, object.clone())
                 } else if seen.is(&Method::PATCH, STACK_PATH) {
                     (StatusCode::OK, object.clone())
                 } else if seen.is(&Method::POST, EVENTS_PATH) {
@@ -240,6 +228,16 @@ impl FakeApi {
     fn take(&self) -> Vec<Seen> {
         std::mem::take(&mut *self.seen.lock().unwrap())
     }
+}
+
+/// The API server's answer to a write based on an old resource version.
+fn conflict() -> (StatusCode, Value) {
+    let status = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "Operation cannot be fulfilled on servicestacks.stackwarden.dev \"shop\": the object has been modified; please apply your changes to the latest version and try again",
+        "reason": "Conflict", "code": 409,
+    });
+    (StatusCode::CONFLICT, status)
 }
 
 /// A driver context on a mocked client, and the fake API server behind it.
@@ -358,23 +356,49 @@ fn assert_event(seen: &Seen, type_: &str, reason: &str) -> String {
     note
 }
 
-/// Asserts a status merge patch and returns the `status` it writes.
-fn assert_status_patch(seen: &Seen) -> Value {
+/// Asserts a status write by server-side apply, conditional on the resource version the pass
+/// read (`rv`), and returns the `status` it writes.
+fn assert_status_apply(seen: &Seen, rv: &str) -> Value {
     assert!(
         seen.is(&Method::PATCH, STATUS_PATH),
         "expected a status patch, got {} {}",
         seen.method,
         seen.path
     );
-    assert_eq!(seen.content_type, "application/merge-patch+json");
+    assert_eq!(seen.content_type, "application/apply-patch+yaml");
+    assert!(
+        seen.query
+            .split('&')
+            .any(|q| q == "fieldManager=stackwarden")
+            && seen.query.split('&').any(|q| q == "force=true"),
+        "query: {}",
+        seen.query
+    );
     let body = seen.body.as_object().expect("status patch is an object");
     assert_eq!(
-        body.keys().collect::<Vec<_>>(),
-        ["status"],
-        "a status patch touches nothing but status: {}",
+        body.keys().collect::<BTreeSet<_>>(),
+        BTreeSet::from([
+            &"apiVersion".to_owned(),
+            &"kind".to_owned(),
+            &"metadata".to_owned(),
+            &"status".to_owned()
+        ]),
+        "a status apply names the object and touches nothing but status: {}",
         seen.raw
     );
+    assert_eq!(body["apiVersion"], json!("stackwarden.dev/v1alpha1"));
+    assert_eq!(body["kind"], json!("ServiceStack"));
+    assert_eq!(
+        body["metadata"],
+        json!({"name": NAME, "resourceVersion": rv}),
+        "the write is conditional on the version read"
+    );
     body["status"].clone()
+}
+
+/// [`assert_status_apply`] for a pass over the fixture as created (resource version 4711).
+fn assert_status_patch(seen: &Seen) -> Value {
+    assert_status_apply(seen, "4711")
 }
 
 type Cond = (String, String, String);
@@ -527,7 +551,7 @@ async fn finalizer_is_appended_after_other_controllers_finalizers() {
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn invalid_spec_posts_a_warning_then_one_status_patch_and_leaks_no_secret() {
+async fn invalid_spec_writes_one_status_then_one_warning_and_leaks_no_secret() {
     within(async {
         // Unreachable Docker: an invalid spec must be reported without any engine.
         let object = stack_json(
@@ -540,27 +564,24 @@ async fn invalid_spec_posts_a_warning_then_one_status_patch_and_leaks_no_secret(
             .reconcile(&object)
             .await
             .expect("an invalid spec is a condition, not an error");
-        // A person must change the spec; the pass still looks again on the steady period.
-        assert_eq!(
-            action,
-            Action::requeue(stackwarden::controller::STEADY_REQUEUE)
-        );
+        // A person must change the spec; until then the pass looks again with backoff.
+        assert_eq!(action, Action::requeue(Duration::from_secs(1)));
         let seen = sc.finish().await;
         assert_eq!(
             seen.len(),
             2,
-            "one event, then one status patch:\n{}",
+            "one status write, then one event:\n{}",
             describe(&seen)
         );
         assert_no_secret(&seen);
 
-        let note = assert_event(&seen[0], "Warning", "UnsupportedComposeKey");
+        let note = assert_event(&seen[1], "Warning", "UnsupportedComposeKey");
         assert!(
             note.contains("services.x.build"),
             "the note names the offending key: {note}"
         );
 
-        let status = assert_status_patch(&seen[1]);
+        let status = assert_status_patch(&seen[0]);
         assert_eq!(
             keys(&status),
             BTreeSet::from(["conditions", "observedGeneration", "project"]),
@@ -612,18 +633,18 @@ async fn unreachable_engine_is_a_condition_with_backoff_and_leaks_no_secret() {
         assert_eq!(
             seen.len(),
             2,
-            "one event, then one status patch:\n{}",
+            "one status write, then one event:\n{}",
             describe(&seen)
         );
         assert_no_secret(&seen);
 
-        let note = assert_event(&seen[0], "Warning", "EngineUnreachable");
+        let note = assert_event(&seen[1], "Warning", "EngineUnreachable");
         assert!(
             note.contains(UNREACHABLE),
             "the note names spec.docker.host: {note}"
         );
 
-        let status = assert_status_patch(&seen[1]);
+        let status = assert_status_patch(&seen[0]);
         assert_eq!(
             keys(&status),
             BTreeSet::from(["conditions", "health", "observedGeneration", "project"]),
@@ -650,6 +671,7 @@ async fn unreachable_engine_is_a_condition_with_backoff_and_leaks_no_secret() {
         // write, and the backoff doubles.
         let mut object = object;
         object["status"] = status;
+        object["metadata"]["resourceVersion"] = json!("4712");
         let action = sc.reconcile(&object).await.unwrap();
         assert_eq!(
             action,
@@ -764,9 +786,9 @@ async fn a_new_problem_with_the_same_reason_is_reported_with_its_own_note() {
         sc.reconcile(&first).await.unwrap();
         let seen = sc.api.take();
         assert_eq!(seen.len(), 2, "{}", describe(&seen));
-        let note = assert_event(&seen[0], "Warning", "UnsupportedComposeKey");
+        let note = assert_event(&seen[1], "Warning", "UnsupportedComposeKey");
         assert!(note.contains("services.x.build"), "{note}");
-        let status = assert_status_patch(&seen[1]);
+        let status = assert_status_patch(&seen[0]);
 
         // The user removes `build:` but adds `env_file:`; the API server bumps the generation
         // and the object carries the status the first pass wrote.
@@ -792,8 +814,8 @@ async fn a_new_problem_with_the_same_reason_is_reported_with_its_own_note() {
     .await;
 }
 
-/// The status is written as a JSON merge patch, and merge patches merge maps: a key absent from
-/// the patch would be kept, so the patch must null out a service removed from the compose file.
+/// The status is applied whole (server-side apply by its only manager), so a service removed
+/// from the compose file must be absent from what is applied, and nothing else kept of it.
 /// Uses the real engine, read-only (`suspend: true`, a project nobody else uses).
 #[tokio::test]
 
@@ -827,10 +849,7 @@ async fn a_service_removed_from_the_compose_file_is_removed_from_status() {
             conditions(&written).contains(&cond("DockerUnreachable", "False", "EngineReachable")),
             "this test needs the local Docker engine: {written}"
         );
-        // What the API server stores after applying the patch.
-        let mut stored = object["status"].clone();
-        merge_patch(&mut stored, &written);
-        let services: BTreeMap<String, Value> = serde_json::from_value(stored["services"].clone()).unwrap();
+        let services: BTreeMap<String, Value> = serde_json::from_value(written["services"].clone()).unwrap();
         assert_eq!(
             services.keys().collect::<Vec<_>>(),
             ["web"],
@@ -863,7 +882,9 @@ async fn an_invalid_interpolated_secret_is_not_quoted_in_status_or_events() {
             let sc = Scenario::new(&object);
             sc.reconcile(&object).await.unwrap();
             let seen = sc.finish().await;
-            let status = assert_status_patch(seen.last().expect("a status patch"));
+            let status = assert_status_patch(
+                seen.iter().find(|s| s.is(&Method::PATCH, STATUS_PATH)).expect("a status patch"),
+            );
             assert!(
                 conditions(&status).iter().any(|(t, s, _)| t == "InvalidSpec" && s == "True"),
                 "the file is meant to be invalid: {file}"
@@ -929,17 +950,59 @@ async fn a_missing_secret_is_an_invalid_spec_naming_it() {
             "{}",
             describe(&seen)
         );
-        let note = assert_event(&seen[1], "Warning", "SecretNotFound");
+        let status = assert_status_patch(&seen[1]);
+        let note = assert_event(&seen[2], "Warning", "SecretNotFound");
         assert!(
             note.contains("ops/nope") && note.contains("does not exist"),
             "{note}"
         );
-        let status = assert_status_patch(&seen[2]);
         assert!(
             conditions(&status).contains(&cond("InvalidSpec", "True", "SecretNotFound")),
             "{status}"
         );
         assert_eq!(seen.len(), 3, "{}", describe(&seen));
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stale views: a status computed from an old version is refused, and nothing is told of it
+// ---------------------------------------------------------------------------------------------
+
+/// The controller's cache can hand a pass the stack as it was before the pass's own last
+/// write (or before another operator's). Its status write must be refused by the API server,
+/// and the pass must tell nothing (no event) and look again soon, on the fresh copy.
+#[tokio::test]
+async fn a_pass_on_a_stale_copy_writes_nothing_and_tells_nothing() {
+    within(async {
+        let current = stack_json(
+            spec(invalid_compose(), Some(UNREACHABLE)),
+            &[FINALIZER],
+            false,
+        );
+        let sc = Scenario::new(&current);
+        let mut stale = current.clone();
+        stale["metadata"]["resourceVersion"] = json!("4700");
+        let action = sc
+            .reconcile(&stale)
+            .await
+            .expect("a conflict is not an error");
+        assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+        let seen = sc.api.take();
+        assert_eq!(
+            seen.len(),
+            1,
+            "one refused write, no event:\n{}",
+            describe(&seen)
+        );
+        assert_status_apply(&seen[0], "4700");
+
+        // On the fresh copy the same pass writes, and tells, once.
+        sc.reconcile(&current).await.unwrap();
+        let seen = sc.finish().await;
+        assert_eq!(seen.len(), 2, "{}", describe(&seen));
+        assert_status_patch(&seen[0]);
+        assert_event(&seen[1], "Warning", "UnsupportedComposeKey");
     })
     .await;
 }

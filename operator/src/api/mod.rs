@@ -21,7 +21,8 @@ pub use condition::{Condition, ConditionStatus, ConditionType, Reason, Verdict};
 /// Docker engine used when `spec.docker.host` is not set.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 
-/// A Docker Compose stack that stackwarden brings up on a Docker engine and keeps running.
+/// What the stack should be: the Docker engine it runs on, its compose file, what healthy
+/// means, maintenance and backups.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "stackwarden.dev",
@@ -29,13 +30,20 @@ pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
     kind = "ServiceStack",
     plural = "servicestacks",
     shortname = "sst",
+    // Not `all`: `kubectl get all` is for the cluster's own workloads, and a ServiceStack runs
+    // on a Docker host outside the cluster; `kubectl delete all --all` would delete stacks
+    // too, and with `deletionPolicy: Delete` their volumes.
+    category = "stackwarden",
     namespaced,
+    doc = "A Docker Compose stack that stackwarden brings up on a Docker engine and keeps running: it heals crashed and unhealthy services, applies changes to the compose file, runs scheduled restarts, and takes and tests backups. `spec` is what you declare; `status` is what the operator observed, with the Ready, Progressing, Degraded and other conditions.",
     status = "ServiceStackStatus",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Health","type":"string","jsonPath":".status.health"}"#,
     printcolumn = r#"{"name":"Revision","type":"integer","jsonPath":".status.revision"}"#,
     printcolumn = r#"{"name":"Last Backup","type":"date","jsonPath":".status.lastBackup"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","description":"Why the stack is (not) Ready"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].message","description":"The Ready condition's message"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceStackSpec {
@@ -487,7 +495,7 @@ pub struct ServiceStatus {
     /// Probe rounds failed in a row.
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub consecutive_failures: u32,
-    /// The last probe round.
+    /// The latest change of the probes' result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe: Option<ProbeRecord>,
     /// The last restart.
@@ -511,7 +519,8 @@ fn is_zero_u32(n: &u32) -> bool {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProbeRecord {
-    /// When the round ran.
+    /// When the probes' result (pass or fail, and its message) last changed; a round with the
+    /// same result does not move it, so a steady service does not rewrite its status.
     #[schemars(with = "String")]
     pub time: chrono::DateTime<chrono::Utc>,
     /// Whether every probe passed.
@@ -646,25 +655,44 @@ pub fn from_yaml_value(value: serde_yaml::Value) -> Result<ServiceStack, String>
 /// The CRD as YAML, exactly what `stackwarden crd` prints and `crds/servicestack.yaml` holds.
 pub fn crd_yaml() -> String {
     let mut crd = serde_json::to_value(ServiceStack::crd()).expect("CRD serializes");
-    strip_additional_properties_false(&mut crd);
+    for version in crd["spec"]["versions"]
+        .as_array_mut()
+        .expect("a CRD has versions")
+    {
+        fit_for_kubectl(&mut version["schema"]["openAPIV3Schema"]);
+    }
     serde_yaml::to_string(&crd).expect("CRD renders as YAML")
 }
 
-/// `deny_unknown_fields` makes schemars emit `additionalProperties: false`, which a structural
-/// CRD schema may not contain. The API server rejects unknown fields on its own (strict field
-/// validation, the `kubectl` default), so the schema can drop it without losing anything.
-fn strip_additional_properties_false(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(map) => {
-            if map.get("additionalProperties") == Some(&serde_json::Value::Bool(false)) {
-                map.remove("additionalProperties");
+/// Removes, in a schema node and every node below it, what schemars emits but a CRD cannot
+/// hold:
+/// - `additionalProperties: false`, from `deny_unknown_fields`: a structural schema may not
+///   contain it. The API server rejects unknown fields on its own (strict field validation,
+///   the `kubectl` default), so nothing is lost.
+/// - `null` among the `enum` values of an optional enum: kubectl's client-side validation
+///   cannot type a null (`unknown object type "nil"`). The node keeps `nullable: true`, which
+///   is what lets the field be null.
+fn fit_for_kubectl(schema: &mut serde_json::Value) {
+    let Some(node) = schema.as_object_mut() else {
+        return;
+    };
+    if node.get("additionalProperties") == Some(&serde_json::Value::Bool(false)) {
+        node.remove("additionalProperties");
+    }
+    if let Some(serde_json::Value::Array(values)) = node.get_mut("enum") {
+        values.retain(|v| !v.is_null());
+    }
+    for (key, sub) in node.iter_mut() {
+        match (key.as_str(), sub) {
+            ("properties", serde_json::Value::Object(fields)) => {
+                fields.values_mut().for_each(fit_for_kubectl)
             }
-            map.values_mut().for_each(strip_additional_properties_false);
+            ("items" | "additionalProperties" | "not", sub) => fit_for_kubectl(sub),
+            ("allOf" | "anyOf" | "oneOf", serde_json::Value::Array(branches)) => {
+                branches.iter_mut().for_each(fit_for_kubectl)
+            }
+            _ => {}
         }
-        serde_json::Value::Array(items) => {
-            items.iter_mut().for_each(strip_additional_properties_false)
-        }
-        _ => {}
     }
 }
 
@@ -744,7 +772,30 @@ spec:
             .iter()
             .map(|c| c["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["Ready", "Health", "Revision", "Last Backup", "Age"]);
+        assert_eq!(
+            names,
+            [
+                "Ready",
+                "Health",
+                "Revision",
+                "Last Backup",
+                "Age",
+                "Reason",
+                "Message"
+            ]
+        );
+        // Reason and message only with `-o wide`: they are long.
+        for wide in &columns.as_array().unwrap()[5..] {
+            assert_eq!(wide["priority"], 1, "{wide}");
+        }
+        assert_eq!(crd["spec"]["names"]["categories"][0], "stackwarden");
+        let description = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["description"]
+            .as_str()
+            .unwrap();
+        assert!(
+            description.starts_with("A Docker Compose stack"),
+            "{description}"
+        );
         assert!(crd["spec"]["versions"][0]["subresources"]["status"].is_object());
     }
 }

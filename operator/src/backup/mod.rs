@@ -26,7 +26,7 @@ use crate::api::{Reason, Trigger};
 
 /// Why a backup, restore test or restore failed. Each variant is a `BackupFailed` reason; every
 /// message says what to do and never holds a secret.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum BackupError {
     #[error("{0}")]
     DatabaseUnreachable(String),

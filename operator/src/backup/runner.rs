@@ -44,14 +44,14 @@ struct Live {
 }
 
 /// What a job did.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Finished {
     /// The backup taken, tested or restored (None when no backup could be found).
     pub id: Option<String>,
     pub result: Result<Done, BackupError>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Done {
     BackedUp(Box<Manifest>, Pruned),
     Verified(String),
@@ -59,7 +59,7 @@ pub enum Done {
 }
 
 /// What retention removed after a backup.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Pruned {
     pub deleted: Vec<String>,
     /// Retention could not finish (the backup itself is fine); a warning event.
@@ -78,25 +78,58 @@ impl Jobs {
             .map(|l| l.progress.load(Ordering::Relaxed))
     }
 
-    /// The outcome of a job that ended, once.
-    fn take_finished(&self, stack: &str, target: &str) -> Option<Finished> {
+    /// The outcome of a job that ended. It stays here until [`Jobs::committed`]: a pass whose
+    /// status write fails (a stale view) must find it again, not mistake the job for one cut
+    /// off by a restart and run it a second time.
+    fn finished(&self, stack: &str, target: &str) -> Option<Finished> {
+        let live = self.live.lock().expect("jobs lock");
+        let done = live
+            .get(&Self::key(stack, target))?
+            .finished
+            .lock()
+            .expect("job lock")
+            .clone();
+        done
+    }
+
+    /// The status holding these targets' finished jobs is written: forget the jobs.
+    pub fn committed(&self, stack: &str, targets: &[String]) {
         let mut live = self.live.lock().expect("jobs lock");
-        let key = Self::key(stack, target);
-        let done = live.get(&key)?.finished.lock().expect("job lock").take()?;
-        live.remove(&key);
-        Some(done)
+        for t in targets {
+            let key = Self::key(stack, t);
+            if live
+                .get(&key)
+                .is_some_and(|l| l.finished.lock().expect("job lock").is_some())
+            {
+                live.remove(&key);
+            }
+        }
+    }
+
+    /// Whether no job runs or waits to be folded into a status.
+    pub fn idle(&self) -> bool {
+        self.live.lock().expect("jobs lock").is_empty()
+    }
+
+    /// Stops every job (shutdown, or leadership lost). Their intent is in status: the next
+    /// operator finds them there and recovers them.
+    pub fn stop_all(&self) {
+        for (_, l) in self.live.lock().expect("jobs lock").drain() {
+            l.task.abort();
+        }
     }
 
     /// Starts a job the reconcile has recorded in status.
-    pub fn spawn(&self, spawn: Spawn, wake: Arc<tokio::sync::Notify>) {
+    pub fn spawn(&self, spawn: Spawn, wake: crate::controller::Waker) {
         let key = Self::key(&spawn.work.stack, &spawn.work.target.name);
         let progress = Arc::new(AtomicU64::new(0));
         let finished = Arc::new(Mutex::new(None));
         let (p, f) = (progress.clone(), finished.clone());
+        let stack = spawn.work.stack.clone();
         let task = tokio::spawn(async move {
             let result = execute(spawn.work, spawn.job, &p).await;
             *f.lock().expect("job lock") = Some(result);
-            wake.notify_one();
+            wake.wake(&stack);
         });
         let mut live = self.live.lock().expect("jobs lock");
         if let Some(old) = live.insert(
@@ -212,6 +245,8 @@ pub struct Pass {
     pub spawns: Vec<Spawn>,
     /// A job is running: look again soon to show its progress.
     pub busy: bool,
+    /// Targets whose finished job this pass folded into the status, to forget once it is written.
+    pub folded: Vec<String>,
     /// The earliest scheduled slot of any target.
     pub next: Option<DateTime<Utc>>,
 }
@@ -227,7 +262,8 @@ pub fn paused(statuses: &BTreeMap<String, BackupTargetStatus>) -> BTreeSet<Strin
 
 /// Folds finished jobs into `statuses`, recovers jobs cut off by a restart, and decides
 /// which job each idle target starts now. `deploy` is the spec hash of a deploy waiting for
-/// the `beforeDeploy` targets' backups, if one is.
+/// the `beforeDeploy` targets' backups, if one is. Without `may_start` (shutting down), no job
+/// is started or retried; finished ones are still folded.
 #[allow(clippy::too_many_arguments)]
 pub async fn reconcile(
     jobs: &Jobs,
@@ -238,6 +274,7 @@ pub async fn reconcile(
     observed: &Observed,
     statuses: &mut BTreeMap<String, BackupTargetStatus>,
     deploy: Option<&str>,
+    may_start: bool,
     now: DateTime<Utc>,
 ) -> Pass {
     let key = stack.key();
@@ -263,8 +300,9 @@ pub async fn reconcile(
             observed,
             uid,
         };
-        if let Some(f) = jobs.take_finished(&key, &target.name) {
+        if let Some(f) = jobs.finished(&key, &target.name) {
             fold(st, target, f, now, &mut pass);
+            pass.folded.push(target.name.clone());
         }
         if let Some(running) = st.running.as_mut() {
             match jobs.progress(&key, &target.name) {
@@ -272,9 +310,11 @@ pub async fn reconcile(
                     running.bytes = bytes;
                     pass.busy = true;
                 }
-                None => recover(&ctx, st, now, &mut pass).await,
+                None if may_start => recover(&ctx, st, now, &mut pass).await,
+                // Shutting down: the next operator recovers it.
+                None => {}
             }
-        } else {
+        } else if may_start {
             let requests = requests(stack, &target.name, deploy);
             match plan::decide(target, st, &requests, now) {
                 Decision::Idle => {}
@@ -289,7 +329,6 @@ pub async fn reconcile(
                         job_word(job),
                         target.starting_deadline_seconds
                     );
-                    warn!(stack = %key, "{note}");
                     pass.events.push(StackEvent::new(
                         EventType::Warning,
                         "BackupSlotMissed",
@@ -445,7 +484,6 @@ async fn recover(ctx: &Ctx<'_>, st: &mut BackupTargetStatus, now: DateTime<Utc>,
         job_word(running.job),
         running.id
     );
-    warn!(stack = %ctx.stack.key(), "{note}");
     pass.events.push(StackEvent::new(
         EventType::Warning,
         "BackupRetried",
@@ -710,7 +748,6 @@ fn fold(
                     }
                 }
             }
-            warn!(target = %name, %reason, "{} failed: {message}", job_word(running.job));
             st.last_failure = Some(FailureRecord {
                 time: now,
                 reason,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::Utc;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::{condition, ConditionType};
 use crate::store::local::{self, LocalOptions, LocalStore, Record};
@@ -18,8 +18,26 @@ mod backup_cli;
     about = "Keeps Docker Compose stacks alive: a reconciling operator for ServiceStack resources"
 )]
 pub struct Cli {
+    /// How log lines are written to stderr: `text` for people, `json` (one object per line,
+    /// with the span fields) for log collectors. RUST_LOG filters them either way.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "STACKWARDEN_LOG_FORMAT",
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// See `--log-format`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -98,7 +116,8 @@ pub enum Command {
         #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
         state_dir: PathBuf,
     },
-    /// Run in a Kubernetes cluster: watch ServiceStacks through the API server.
+    /// Run in a Kubernetes cluster: watch ServiceStacks through the API server. Several may
+    /// run; the one holding the Lease acts, the others stand by.
     Controller {
         /// Only watch this namespace (default: all).
         #[arg(long)]
@@ -106,6 +125,21 @@ pub enum Command {
         /// Serve /metrics, /healthz and /readyz here (`off` for none).
         #[arg(long, default_value = "0.0.0.0:8080", value_parser = parse_addr)]
         metrics_addr: Endpoint,
+        /// The Lease (coordination.k8s.io) the operators elect their leader with.
+        #[arg(long, default_value = "stackwarden-controller")]
+        lease_name: String,
+        /// Namespace of the Lease (default: the pod's, else the kubeconfig's namespace).
+        #[arg(long, env = "POD_NAMESPACE")]
+        lease_namespace: Option<String>,
+        /// This operator's name in the election (default: the pod's name, else host and pid).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Seconds a leader that stopped renewing keeps the Lease; a standby takes over within it.
+        #[arg(long, default_value = "15", value_parser = parse_seconds)]
+        lease_duration: Duration,
+        /// Seconds a stopping leader waits for running backup jobs before it lets go.
+        #[arg(long, default_value = "20", value_parser = parse_seconds)]
+        shutdown_timeout: Duration,
     },
 }
 
@@ -127,6 +161,14 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     s.parse::<u64>()
         .map(Duration::from_secs)
         .map_err(|e| format!("{e}: give whole seconds"))
+}
+
+/// Outside a pod: the host's name and this process's id, unique enough among operators.
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "stackwarden".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// `$XDG_STATE_HOME/stackwarden`, else `~/.local/state/stackwarden`.
@@ -207,9 +249,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Controller {
             namespace,
             metrics_addr,
+            lease_name,
+            lease_namespace,
+            identity,
+            lease_duration,
+            shutdown_timeout,
         } => {
             let client = kube::Client::try_default().await?;
-            crate::store::kube::run(client, namespace, metrics_addr.0).await
+            anyhow::ensure!(
+                lease_duration >= Duration::from_secs(4),
+                "--lease-duration must be at least 4 seconds (the leader renews 2 s before it ends)"
+            );
+            let lease = crate::store::kube::LeaseOptions {
+                name: lease_name,
+                namespace: lease_namespace.unwrap_or_else(|| client.default_namespace().to_owned()),
+                identity: identity.unwrap_or_else(default_identity),
+                duration: lease_duration,
+                // The renewal margin: a third of the Lease, at least 2 s.
+                grace: (lease_duration / 3).max(Duration::from_secs(2)),
+                shutdown_timeout,
+            };
+            let opts = crate::store::kube::ControllerOptions {
+                namespace,
+                metrics_addr: metrics_addr.0,
+                lease,
+            };
+            crate::store::kube::run(client, opts).await
         }
     }
 }
@@ -438,16 +503,21 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match parse(&["stackwarden", "controller"]).command {
+        match parse(&["stackwarden", "controller", "--lease-duration", "30"]).command {
             Command::Controller {
                 metrics_addr,
                 namespace,
+                lease_name,
+                lease_duration,
+                ..
             } => {
                 assert_eq!(
                     metrics_addr,
                     Endpoint(Some("0.0.0.0:8080".parse().unwrap()))
                 );
                 assert_eq!(namespace, None);
+                assert_eq!(lease_name, "stackwarden-controller");
+                assert_eq!(lease_duration, Duration::from_secs(30));
             }
             other => panic!("{other:?}"),
         }
@@ -462,6 +532,38 @@ mod tests {
         assert!(
             Cli::try_parse_from(["stackwarden", "local", "x", "--metrics-addr", "nowhere"])
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn log_format_is_a_global_flag_and_an_environment_variable() {
+        let format = |args: &[&str]| {
+            Cli::try_parse_from(args)
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+                .log_format
+        };
+        assert_eq!(format(&["stackwarden", "crd"]), LogFormat::Text);
+        assert_eq!(
+            format(&["stackwarden", "--log-format", "json", "controller"]),
+            LogFormat::Json
+        );
+        // Global: also after the subcommand, where a Deployment's args put it.
+        assert_eq!(
+            format(&["stackwarden", "local", "x", "--log-format", "json"]),
+            LogFormat::Json
+        );
+        assert!(Cli::try_parse_from(["stackwarden", "--log-format", "xml", "crd"]).is_err());
+
+        // Read from the command's definition: setting the variable here would race with the
+        // other tests' reads of the environment.
+        let command = Cli::command();
+        let arg = command
+            .get_arguments()
+            .find(|a| a.get_id() == "log_format")
+            .unwrap();
+        assert_eq!(
+            arg.get_env(),
+            Some(std::ffi::OsStr::new("STACKWARDEN_LOG_FORMAT"))
         );
     }
 }

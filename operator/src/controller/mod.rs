@@ -8,6 +8,7 @@ pub mod plan;
 pub mod prober;
 mod repair;
 mod report;
+mod watch;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use crate::api::{
 };
 use crate::backup::plan::Gate;
 use crate::compose::{self, Project};
-use crate::docker::{Engine, EngineError, Engines, Owner};
+use crate::docker::{BollardEngine, Engine, EngineError, Engines, Owner};
 use crate::store::{EventType, StackEvent, Store, StoreError};
 
 pub use plan::{plan, Action, Plan};
@@ -67,15 +68,49 @@ pub struct Context {
     pub probers: prober::Probers,
     /// Backups, restore tests and restores running in the background.
     pub backups: crate::backup::runner::Jobs,
-    /// Notified when a probe verdict flips: the driver should look again now.
-    pub wake: Arc<tokio::sync::Notify>,
+    /// Asks the driver to look at one stack now (a probe verdict flipped, a job ended, one of
+    /// its containers changed).
+    pub wake: Waker,
+    /// The other end of `wake`, taken once by the driver.
+    wakes: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Wake>>>,
+    /// Docker events subscriptions, one per engine in use.
+    watches: watch::EngineWatches,
+    /// Set on shutdown: passes still observe, report and fold finished jobs, but start nothing.
+    draining: std::sync::atomic::AtomicBool,
     /// Consecutive failed passes per stack, for backoff. Memory only: after a restart the
     /// operator simply retries at once, which is what one wants after a restart anyway.
     failures: Mutex<HashMap<String, u32>>,
 }
 
+/// What the driver should look at now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// One stack, by key (`namespace/name`).
+    Stack(String),
+    /// Every stack on the engine at this address (its events stream broke: events may have
+    /// been missed).
+    Engine(String),
+}
+
+/// Sends wakes to the driver. A channel rather than a `Notify`: a wake sent while the driver
+/// is busy is kept, not lost, and it names what to look at, so nothing else is woken.
+#[derive(Clone)]
+pub struct Waker(tokio::sync::mpsc::UnboundedSender<Wake>);
+
+impl Waker {
+    pub fn wake(&self, stack: &str) {
+        self.send(Wake::Stack(stack.to_owned()));
+    }
+
+    fn send(&self, wake: Wake) {
+        // The driver is gone when this fails: nothing is left to wake.
+        let _ = self.0.send(wake);
+    }
+}
+
 impl Context {
     pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         Arc::new(Self {
             store,
             engines: Engines::default(),
@@ -83,9 +118,36 @@ impl Context {
             probes: prober::Board::default(),
             probers: prober::Probers::default(),
             backups: Default::default(),
-            wake: Arc::new(tokio::sync::Notify::new()),
+            wake: Waker(tx),
+            wakes: std::sync::Mutex::new(Some(rx)),
+            watches: Default::default(),
+            draining: Default::default(),
             failures: Mutex::default(),
         })
+    }
+
+    /// What to look at now; for the driver, which takes it once.
+    pub fn take_wakes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Wake>> {
+        self.wakes.lock().expect("wakes lock").take()
+    }
+
+    /// Stops starting work (restarts, deploys, backup jobs) for a shutdown; passes go on
+    /// observing, reporting and folding the jobs that finish.
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Stops everything running in the background: probers, Docker subscriptions and jobs (a
+    /// job cut off here is in status as running, and the next operator recovers it).
+    pub fn stop_all(&self) {
+        self.probers.stop_all(&self.probes);
+        self.watches.stop_all();
+        self.backups.stop_all();
     }
 
     fn prober_shared(&self) -> prober::Shared {
@@ -133,45 +195,40 @@ pub async fn reconcile(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result
 }
 
 async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result<Requeue, Error> {
-    // Variables from Secrets join the spec's own (which win), before anything reads them.
-    let resolved;
-    let stack = match ctx.store.referenced_variables(stack).await {
-        Ok(from_secrets) if from_secrets.is_empty() => stack,
+    // Variables from Secrets join the spec's own (which win), before anything reads them. The
+    // copy also carries the resource version forward across this pass's own status writes.
+    let mut stack = stack.clone();
+    match ctx.store.referenced_variables(&stack).await {
         Ok(from_secrets) => {
-            let mut s = stack.clone();
             for (k, v) in from_secrets {
-                s.spec.variables.entry(k).or_insert(v);
+                stack.spec.variables.entry(k).or_insert(v);
             }
-            resolved = s;
-            &resolved
         }
-        Err(message) => return invalid(ctx, stack, Reason::SecretNotFound, message).await,
+        Err(message) => return invalid(ctx, &mut stack, Reason::SecretNotFound, message).await,
+    }
+    let project = match compose::load(&stack) {
+        Ok(p) => p,
+        Err(e) => return invalid(ctx, &mut stack, e.reason, e.message).await,
     };
+    let host = stack.spec.docker.host().to_owned();
+    match ctx.engines.get(&host).await {
+        Ok(engine) => apply(ctx, &mut stack, &project, uid, &engine).await,
+        Err(e) => unreachable(ctx, &mut stack, e).await,
+    }
+}
+
+/// The pass of a valid stack on an engine that answered: converge, repair, report, back up.
+async fn apply(
+    ctx: &Context,
+    stack: &mut ServiceStack,
+    project: &Project,
+    uid: &str,
+    engine: &BollardEngine,
+) -> Result<Requeue, Error> {
     let key = stack.key();
     let previous = stack.status.clone().unwrap_or_default();
-    let generation = stack.metadata.generation;
-    let mut verdicts = Vec::new();
-    let mut status = ServiceStackStatus {
-        project: Some(stack.project_name()),
-        ..previous.clone()
-    };
-
     // Services a running restore keeps stopped: neither started nor healed until it ends.
     let paused = crate::backup::runner::paused(&previous.backups);
-
-    let project = match compose::load(stack) {
-        Ok(p) => {
-            verdicts.push(Verdict::new(
-                ConditionType::InvalidSpec,
-                ConditionStatus::False,
-                Reason::SpecValid,
-                "the spec is valid",
-            ));
-            p
-        }
-        Err(e) => return invalid(ctx, stack, e.reason, e.message).await,
-    };
-
     // A deploy (a compose file other than the one applied last) may have to wait for backups
     // (`beforeDeploy`); until then nothing is applied and the status keeps the old revision.
     let spec_hash = project.spec_hash();
@@ -183,165 +240,159 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
     let gate = deploying.map_or(Gate::Open, |h| {
         crate::backup::plan::deploy_gate(&stack.spec.backups, &previous.backups, h)
     });
-    let hold = gate != Gate::Open;
-
-    let host = stack.spec.docker.host().to_owned();
+    // Shutting down: nothing new is applied either.
+    let hold = gate != Gate::Open || ctx.draining();
     let owner = Owner {
         project: project.name.clone(),
         stack: key.clone(),
         uid: uid.to_owned(),
     };
-    let result =
-        match ctx.engines.get(&host).await {
-            Ok(engine) => {
-                ctx.probers
-                    .ensure(stack, &project, uid, &engine, &ctx.prober_shared());
-                let last = previous.revision.zip(previous.spec_hash.clone()).map(
-                    |(revision, spec_hash)| plan::Applied {
-                        revision,
-                        spec_hash,
-                    },
-                );
-                converge(
-                    stack,
-                    &project,
-                    &owner,
-                    last.as_ref(),
-                    &paused,
-                    hold,
-                    &engine,
-                )
-                .await
-                .map(|o| (engine, o))
-            }
-            Err(e) => Err(e),
-        };
-    let (engine, outcome) = match result {
+    ctx.watches
+        .ensure(stack.spec.docker.host(), &ctx.engines, &ctx.wake);
+    ctx.probers
+        .ensure(stack, project, uid, engine, &ctx.prober_shared());
+    let last = previous
+        .revision
+        .zip(previous.spec_hash.clone())
+        .map(|(revision, spec_hash)| plan::Applied {
+            revision,
+            spec_hash,
+        });
+    let outcome = match converge(stack, project, &owner, last.as_ref(), &paused, hold, engine).await
+    {
         Ok(o) => o,
-        Err(e) => {
-            ctx.engines.forget(&host).await;
-            let message = format!("{e}; check that the engine runs and spec.docker.host ({host}) is right. Nothing was changed; retrying with backoff");
-            verdicts.push(Verdict::new(
-                ConditionType::DockerUnreachable,
-                ConditionStatus::True,
-                Reason::EngineUnreachable,
-                message.clone(),
-            ));
-            verdicts.push(Verdict::new(
-                ConditionType::Ready,
-                ConditionStatus::Unknown,
-                Reason::EngineUnreachable,
-                "the Docker engine cannot be reached, so the services' state is unknown",
-            ));
-            status.health = Some(crate::api::StackHealth::Unknown);
-            publish_transition(
-                ctx,
-                stack,
-                &previous,
-                ConditionType::DockerUnreachable,
-                EventType::Warning,
-                Reason::EngineUnreachable,
-                &message,
-            )
-            .await?;
-            warn!(stack = %key, "{message}");
-            finish(ctx, stack, status, &previous, verdicts, generation).await?;
-            let delay = ctx.backoff(&key, true).await.unwrap_or(STEADY_REQUEUE);
-            return Ok(Requeue(delay));
-        }
+        Err(e) => return unreachable(ctx, stack, e).await,
     };
-    verdicts.push(Verdict::new(
-        ConditionType::DockerUnreachable,
-        ConditionStatus::False,
-        Reason::EngineReachable,
-        format!("the Docker engine at {host} answers"),
-    ));
-
     for event in &outcome.events {
-        ctx.store.record(stack, event).await?;
+        publish(ctx, stack, event.clone()).await?;
     }
     let now = Utc::now();
     let probes = ctx.probes.snapshot(&key);
     let repair = repair::repair(
-        ctx, stack, &project, uid, &outcome, &probes, &engine, &paused, now,
+        ctx, stack, project, uid, &outcome, &probes, engine, &paused, now,
     )
     .await?;
-    let required = compose::required_services(stack, &project);
+    let required = compose::required_services(stack, project);
     let report = report::report(
-        &project,
+        project,
         &outcome,
         uid,
         &required,
         stack.spec.suspend,
         &probes,
     );
-    if !hold {
+    let mut status = ServiceStackStatus {
+        project: Some(stack.project_name()),
+        ..previous.clone()
+    };
+    // A stack refused for its project name applied nothing: no revision to report.
+    if !hold && outcome.plan.conflict.is_none() {
         status.revision = Some(outcome.plan.revision);
         status.spec_hash = Some(spec_hash.clone());
     }
     status.services = report.services;
     repair.apply_to(&mut status);
     status.health = Some(report.health);
+    let mut verdicts = vec![
+        Verdict::new(
+            ConditionType::InvalidSpec,
+            ConditionStatus::False,
+            Reason::SpecValid,
+            "the spec is valid",
+        ),
+        Verdict::new(
+            ConditionType::DockerUnreachable,
+            ConditionStatus::False,
+            Reason::EngineReachable,
+            format!("the Docker engine at {} answers", stack.spec.docker.host()),
+        ),
+        degraded(&repair.exhausted),
+    ];
     verdicts.extend(report.verdicts);
-    if let Some(v) = gate_verdict(ctx, stack, &previous, &gate).await? {
+    if let Some(v) = gate_verdict(&gate) {
         verdicts.retain(|v| v.type_ != ConditionType::Progressing);
         verdicts.push(v);
     }
-    verdicts.push(match repair.exhausted.first() {
-        Some(_) => {
-            let message = repair
-                .exhausted
-                .iter()
-                .map(|(_, m)| m.as_str())
-                .collect::<Vec<_>>()
-                .join("; ");
-            publish_transition(
-                ctx,
-                stack,
-                &previous,
-                ConditionType::Degraded,
-                EventType::Warning,
-                Reason::RestartBudgetExhausted,
-                &message,
-            )
-            .await?;
-            Verdict::new(
-                ConditionType::Degraded,
-                ConditionStatus::True,
-                Reason::RestartBudgetExhausted,
-                message,
-            )
-        }
-        None => Verdict::new(
-            ConditionType::Degraded,
-            ConditionStatus::False,
-            Reason::WithinRestartBudget,
-            "every service is within its restart budget",
-        ),
-    });
-    let healthy = status
-        .services
-        .values()
-        .filter(|s| {
-            s.state == crate::api::ContainerState::Running
-                && s.health != Some(crate::api::ContainerHealth::Unhealthy)
-        })
-        .count();
-    let backups = crate::backup::runner::reconcile(
-        &ctx.backups,
+    let mut later = repair.events.clone();
+    let backups = back_up(
+        ctx,
         stack,
-        &project,
+        project,
         uid,
-        &engine,
-        &outcome.observed,
-        &mut status.backups,
+        engine,
+        &outcome,
+        &mut status,
         deploying,
         now,
     )
     .await;
-    for event in &backups.events {
-        ctx.store.record(stack, event).await?;
+    later.extend(backups.events.iter().cloned());
+    verdicts.extend(crate::backup::plan::conditions(
+        &stack.spec.backups,
+        &status.backups,
+        now,
+    ));
+    // The backups a held deploy waited for are done: deploy now, not at the next requeue.
+    let deploy_now = hold
+        && deploying.is_some_and(|h| {
+            crate::backup::plan::deploy_gate(&stack.spec.backups, &status.backups, h) == Gate::Open
+        });
+    finish(ctx, stack, status, &previous, verdicts, later).await?;
+    // Only now that status holds their intent do the jobs start; and only now are the results
+    // folded into it let go of (a pass whose write failed folds them again).
+    for spawn in backups.spawns {
+        ctx.backups.spawn(spawn, ctx.wake.clone());
     }
+    ctx.backups.committed(&key, &backups.folded);
+    let failed = !outcome.failures.is_empty();
+    let mut next = ctx
+        .backoff(&key, failed)
+        .await
+        .unwrap_or(if report.progressing {
+            PROGRESS_REQUEUE
+        } else {
+            STEADY_REQUEUE
+        });
+    if backups.busy {
+        next = next.min(BACKUP_PROGRESS_REQUEUE);
+    }
+    if deploy_now {
+        next = next.min(PROGRESS_REQUEUE);
+    }
+    if let Some(at) = repair.next.into_iter().chain(backups.next).min() {
+        let until = (at - now).to_std().unwrap_or(Duration::ZERO);
+        next = next.min(until.max(Duration::from_millis(100)));
+    }
+    Ok(Requeue(next))
+}
+
+/// Runs the backup step and records its metrics; the events it returns wait for the status.
+#[allow(clippy::too_many_arguments)]
+async fn back_up(
+    ctx: &Context,
+    stack: &ServiceStack,
+    project: &Project,
+    uid: &str,
+    engine: &BollardEngine,
+    outcome: &Outcome,
+    status: &mut ServiceStackStatus,
+    deploying: Option<&str>,
+    now: chrono::DateTime<Utc>,
+) -> crate::backup::runner::Pass {
+    let key = stack.key();
+    let backups = crate::backup::runner::reconcile(
+        &ctx.backups,
+        stack,
+        project,
+        uid,
+        engine,
+        &outcome.observed,
+        &mut status.backups,
+        deploying,
+        !ctx.draining(),
+        now,
+    )
+    .await;
     for (target, job, failure) in &backups.ended {
         let failure = failure.map(|r| r.to_string());
         ctx.metrics
@@ -358,73 +409,35 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
         .values()
         .filter_map(|b| b.last_success.as_ref().map(|s| s.time))
         .max();
-    verdicts.extend(crate::backup::plan::conditions(
-        &stack.spec.backups,
-        &status.backups,
-        now,
-    ));
-    ctx.metrics.stack_state(
-        &key,
-        report.health == crate::api::StackHealth::Healthy,
-        healthy as i64,
-    );
-    // The backups a held deploy waited for are done: deploy now, not at the next requeue.
-    let deploy_now = hold
-        && deploying.is_some_and(|h| {
-            crate::backup::plan::deploy_gate(&stack.spec.backups, &status.backups, h) == Gate::Open
-        });
-    finish(ctx, stack, status, &previous, verdicts, generation).await?;
-    // Only now that status holds their intent do the jobs start.
-    for spawn in backups.spawns {
-        ctx.backups.spawn(spawn, ctx.wake.clone());
-    }
-
-    let failed = !outcome.failures.is_empty();
-    let delay = ctx.backoff(&key, failed).await;
-    let mut next = delay.unwrap_or(if report.progressing {
-        PROGRESS_REQUEUE
-    } else {
-        STEADY_REQUEUE
-    });
-    // Probe verdicts change between passes; a driver without wake-ups (kube) must look at
-    // least as often as the fastest probe.
-    if let Some(p) = stack
-        .spec
-        .health
-        .services
-        .values()
-        .filter(|h| !h.probes.is_empty())
-        .map(|h| h.period_seconds.max(1))
-        .min()
-    {
-        next = next.min(Duration::from_secs(u64::from(p)));
-    }
-    if backups.busy {
-        next = next.min(BACKUP_PROGRESS_REQUEUE);
-    }
-    if deploy_now {
-        next = next.min(PROGRESS_REQUEUE);
-    }
-    if let Some(at) = repair.next.into_iter().chain(backups.next).min() {
-        next = next.min(
-            (at - now)
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .max(Duration::from_millis(100)),
-        );
-    }
-    Ok(Requeue(next))
+    backups
 }
 
-/// The Progressing verdict of a deploy held for its backups (None when it is not held), with
-/// an event when the backup it waited for has just failed.
-async fn gate_verdict(
-    ctx: &Context,
-    stack: &ServiceStack,
-    previous: &ServiceStackStatus,
-    gate: &Gate,
-) -> Result<Option<Verdict>, Error> {
-    Ok(match gate {
+/// The Degraded verdict: which services used up their restart budget.
+fn degraded(exhausted: &[(String, String)]) -> Verdict {
+    if exhausted.is_empty() {
+        return Verdict::new(
+            ConditionType::Degraded,
+            ConditionStatus::False,
+            Reason::WithinRestartBudget,
+            "every service is within its restart budget",
+        );
+    }
+    let message = exhausted
+        .iter()
+        .map(|(_, m)| m.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Verdict::new(
+        ConditionType::Degraded,
+        ConditionStatus::True,
+        Reason::RestartBudgetExhausted,
+        message,
+    )
+}
+
+/// The Progressing verdict of a deploy held for its backups (None when it is not held).
+fn gate_verdict(gate: &Gate) -> Option<Verdict> {
+    match gate {
         Gate::Open => None,
         Gate::Waiting(message) => Some(Verdict::new(
             ConditionType::Progressing,
@@ -432,47 +445,73 @@ async fn gate_verdict(
             Reason::BackingUpBeforeDeploy,
             message.clone(),
         )),
-        Gate::Failed(message) => {
-            let was = condition::find(&previous.conditions, ConditionType::Progressing);
-            if was.is_none_or(|c| c.reason != Reason::PreDeployBackupFailed) {
-                warn!(stack = %stack.key(), "{message}");
-                ctx.store
-                    .record(
-                        stack,
-                        &StackEvent::new(
-                            EventType::Warning,
-                            &Reason::PreDeployBackupFailed.to_string(),
-                            "Deploy",
-                            message.clone(),
-                        ),
-                    )
-                    .await?;
-            }
-            Some(Verdict::new(
-                ConditionType::Progressing,
-                ConditionStatus::False,
-                Reason::PreDeployBackupFailed,
-                message.clone(),
-            ))
-        }
-    })
+        Gate::Failed(message) => Some(Verdict::new(
+            ConditionType::Progressing,
+            ConditionStatus::False,
+            Reason::PreDeployBackupFailed,
+            message.clone(),
+        )),
+    }
 }
 
-/// Reports a spec that cannot be applied, and touches nothing.
+/// Reports an engine that cannot be reached, touches nothing, and backs off.
+async fn unreachable(
+    ctx: &Context,
+    stack: &mut ServiceStack,
+    e: EngineError,
+) -> Result<Requeue, Error> {
+    let host = stack.spec.docker.host().to_owned();
+    ctx.engines.forget(&host).await;
+    let previous = stack.status.clone().unwrap_or_default();
+    let message = format!("{e}; check that the engine runs and spec.docker.host ({host}) is right. Nothing was changed; retrying with backoff");
+    let verdicts = vec![
+        Verdict::new(
+            ConditionType::InvalidSpec,
+            ConditionStatus::False,
+            Reason::SpecValid,
+            "the spec is valid",
+        ),
+        Verdict::new(
+            ConditionType::DockerUnreachable,
+            ConditionStatus::True,
+            Reason::EngineUnreachable,
+            message,
+        ),
+        Verdict::new(
+            ConditionType::Ready,
+            ConditionStatus::Unknown,
+            Reason::EngineUnreachable,
+            "the Docker engine cannot be reached, so the services' state is unknown",
+        ),
+    ];
+    let status = ServiceStackStatus {
+        project: Some(stack.project_name()),
+        health: Some(crate::api::StackHealth::Unknown),
+        ..previous.clone()
+    };
+    finish(ctx, stack, status, &previous, verdicts, Vec::new()).await?;
+    let delay = ctx
+        .backoff(&stack.key(), true)
+        .await
+        .unwrap_or(STEADY_REQUEUE);
+    Ok(Requeue(delay))
+}
+
+/// Reports a spec that cannot be applied, touches nothing, and backs off: a person must change
+/// the spec (or create the Secret), and until then a look now and then is enough.
 async fn invalid(
     ctx: &Context,
-    stack: &ServiceStack,
+    stack: &mut ServiceStack,
     reason: Reason,
     message: String,
 ) -> Result<Requeue, Error> {
     let previous = stack.status.clone().unwrap_or_default();
-    let generation = stack.metadata.generation;
     let status = ServiceStackStatus {
         project: Some(stack.project_name()),
         ..previous.clone()
     };
     let verdicts = vec![
-        Verdict::new(ConditionType::InvalidSpec, ConditionStatus::True, reason, message.clone()),
+        Verdict::new(ConditionType::InvalidSpec, ConditionStatus::True, reason, message),
         Verdict::new(
             ConditionType::Ready,
             ConditionStatus::False,
@@ -481,20 +520,12 @@ async fn invalid(
         ),
         Verdict::new(ConditionType::Progressing, ConditionStatus::False, reason, "waiting for a valid spec"),
     ];
-    publish_transition(
-        ctx,
-        stack,
-        &previous,
-        ConditionType::InvalidSpec,
-        EventType::Warning,
-        reason,
-        &message,
-    )
-    .await?;
-    warn!(stack = %stack.key(), %reason, "invalid spec: {message}");
-    finish(ctx, stack, status, &previous, verdicts, generation).await?;
-    // A person must change the spec (or create the Secret); the steady requeue looks again.
-    Ok(Requeue(STEADY_REQUEUE))
+    finish(ctx, stack, status, &previous, verdicts, Vec::new()).await?;
+    let delay = ctx
+        .backoff(&stack.key(), true)
+        .await
+        .unwrap_or(STEADY_REQUEUE);
+    Ok(Requeue(delay))
 }
 
 /// What a pass did on the engine and what it saw afterwards.
@@ -566,21 +597,11 @@ pub async fn converge(
             }
         }
         match act(engine, project, owner, plan.revision, &spec_hash, action).await {
-            Ok(event) => {
-                info!(stack = %owner.stack, "{}", event.note);
-                events.push(event);
-            }
+            Ok(event) => events.push(event),
             Err(e @ EngineError::Unreachable { .. }) => return Err(e),
+            // Told once through Progressing (ApplyFailed), not at every retry.
             Err(e) => {
                 let service = action.service().unwrap_or("*").to_owned();
-                let note = format!("{} failed: {e}", describe(action));
-                warn!(stack = %owner.stack, "{note}");
-                events.push(StackEvent::new(
-                    EventType::Warning,
-                    "ApplyFailed",
-                    "Apply",
-                    note,
-                ));
                 failures.push((service, e.to_string()));
                 if action.service().is_none() {
                     break;
@@ -719,50 +740,49 @@ pub async fn cleanup(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result<(
     Ok(())
 }
 
+/// Writes the status when anything in it changed, then publishes the events of the pass: the
+/// ones given (what the pass found out) and one for each condition that turned bad. Events come
+/// after the write, so a pass whose write failed (a stale view, another writer) tells nothing it
+/// did not commit; the next pass finds the same things and tells them once.
 async fn finish(
     ctx: &Context,
-    stack: &ServiceStack,
+    stack: &mut ServiceStack,
     mut status: ServiceStackStatus,
     previous: &ServiceStackStatus,
     verdicts: Vec<Verdict>,
-    generation: Option<i64>,
+    mut events: Vec<StackEvent>,
 ) -> Result<(), Error> {
+    let generation = stack.metadata.generation;
     status.observed_generation = generation;
     status.conditions = condition::merge(&previous.conditions, verdicts, generation, Utc::now());
-    if &status != previous {
-        ctx.store.write_status(stack, &status).await?;
+    // Every pass reports, whatever its outcome: an alert on readiness must hear of an invalid
+    // spec or an unreachable engine too.
+    ctx.metrics.stack_observed(&stack.key(), &status);
+    events.extend(report::transition_events(
+        &previous.conditions,
+        &status.conditions,
+    ));
+    if stack.status.as_ref() != Some(&status) {
+        ctx.store.write_status(stack, status).await?;
+        ctx.metrics.status_written(&stack.key());
+    }
+    for event in events {
+        publish(ctx, stack, event).await?;
     }
     Ok(())
 }
 
-/// Publishes an event only when a condition turns True, so a stack stuck in a bad state
-/// does not flood the event log on every retry.
-async fn publish_transition(
-    ctx: &Context,
-    stack: &ServiceStack,
-    previous: &ServiceStackStatus,
-    type_: ConditionType,
-    event_type: EventType,
-    reason: Reason,
-    message: &str,
-) -> Result<(), Error> {
-    let was = condition::find(&previous.conditions, type_);
-    if was.is_some_and(|c| {
-        c.status == ConditionStatus::True && c.reason == reason && c.message == message
-    }) {
-        return Ok(());
+/// Records an event and logs it, once: Warning events at WARN, the rest at INFO. Every restart,
+/// deploy step, backup outcome and condition that turned bad is an event, so the log has one
+/// line for each and none for passes where nothing happened.
+async fn publish(ctx: &Context, stack: &ServiceStack, event: StackEvent) -> Result<(), Error> {
+    let key = stack.key();
+    match event.type_ {
+        EventType::Normal => info!(stack = %key, reason = %event.reason, "{}", event.note),
+        EventType::Warning => warn!(stack = %key, reason = %event.reason, "{}", event.note),
     }
-    ctx.store
-        .record(
-            stack,
-            &StackEvent::new(
-                event_type,
-                &reason.to_string(),
-                "Reconcile",
-                message.to_owned(),
-            ),
-        )
-        .await?;
+    ctx.store.record(stack, &event).await?;
+    ctx.metrics.event_recorded(&key, event.type_, &event.reason);
     Ok(())
 }
 

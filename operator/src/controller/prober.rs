@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
 
 use crate::api::{ContainerState, ProbeRecord, ServiceHealthSpec, ServiceStack};
 use crate::compose::Project;
@@ -72,7 +71,7 @@ impl Drop for Probers {
 pub struct Shared {
     pub board: Board,
     pub metrics: Arc<Metrics>,
-    pub wake: Arc<Notify>,
+    pub wake: super::Waker,
 }
 
 impl Probers {
@@ -133,6 +132,14 @@ impl Probers {
             shared: shared.clone(),
         };
         running.insert(key, (fingerprint, tokio::spawn(job.run())));
+    }
+
+    /// Stops every prober (shutdown, or leadership lost).
+    pub fn stop_all(&self, board: &Board) {
+        for (stack, (_, task)) in self.running.lock().expect("probers lock").drain() {
+            task.abort();
+            board.clear(&stack);
+        }
     }
 
     /// Stops a deleted stack's prober.
@@ -255,18 +262,16 @@ impl Job {
                         track.run = None;
                         // Withdraw the old verdict, or a reconcile would act on it.
                         if self.shared.board.post(&self.stack, svc, fresh.clone()) {
-                            self.shared.wake.notify_waiters();
+                            self.shared.wake.wake(&self.stack);
                         }
                         continue;
                     }
                     Round::Misconfigured(message) => {
+                        let mut last = track.verdict.last.clone();
+                        note(&mut last, false, message.clone(), Utc::now());
                         let v = ProbeVerdict {
-                            misconfigured: Some(message.clone()),
-                            last: Some(ProbeRecord {
-                                time: Utc::now(),
-                                passed: false,
-                                message,
-                            }),
+                            misconfigured: Some(message),
+                            last,
                             run_started_at: targets.container(svc).ok().and_then(|c| c.started_at),
                             ..fresh.clone()
                         };
@@ -290,7 +295,7 @@ impl Job {
                 }
                 let flipped = self.record(svc, spec, track, passed, message);
                 if flipped {
-                    self.shared.wake.notify_waiters();
+                    self.shared.wake.wake(&self.stack);
                 }
             }
         }
@@ -350,11 +355,7 @@ impl Job {
         message: String,
     ) -> bool {
         let v = &mut track.verdict;
-        v.last = Some(ProbeRecord {
-            time: Utc::now(),
-            passed,
-            message,
-        });
+        note(&mut v.last, passed, message, Utc::now());
         if passed {
             v.consecutive_successes += 1;
             v.consecutive_failures = 0;
@@ -395,5 +396,50 @@ impl Job {
             }
         }
         self.shared.board.post(&self.stack, svc, v.clone())
+    }
+}
+
+/// Keeps `last` as the record of the latest *change* of the probes' result: a round with the
+/// same outcome and message as the last one changes nothing, so a steady service does not
+/// rewrite its status every round (the rounds themselves are counted in metrics).
+fn note(last: &mut Option<ProbeRecord>, passed: bool, message: String, now: chrono::DateTime<Utc>) {
+    if last
+        .as_ref()
+        .is_some_and(|l| l.passed == passed && l.message == message)
+    {
+        return;
+    }
+    *last = Some(ProbeRecord {
+        time: now,
+        passed,
+        message,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: i64) -> chrono::DateTime<Utc> {
+        chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn the_last_probe_record_moves_only_when_the_result_or_its_message_changes() {
+        let mut last = None;
+        note(&mut last, true, "all probes passed".into(), at(0));
+        note(&mut last, true, "all probes passed".into(), at(10));
+        assert_eq!(
+            last.as_ref().unwrap().time,
+            at(0),
+            "a steady round is not a change"
+        );
+        note(&mut last, false, "connection refused".into(), at(20));
+        assert_eq!(last.as_ref().unwrap().time, at(20));
+        note(&mut last, false, "timed out after 1s".into(), at(30));
+        assert_eq!(last.as_ref().unwrap().time, at(30), "a new failure is news");
+        note(&mut last, true, "all probes passed".into(), at(40));
+        assert!(last.as_ref().unwrap().passed);
+        assert_eq!(last.unwrap().time, at(40));
     }
 }

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use tracing::warn;
 
 use super::{Context, Error, Outcome};
 use crate::api::{
@@ -28,6 +27,8 @@ pub struct Repair {
     pub next: Option<DateTime<Utc>>,
     /// Last slot of each maintenance entry, keyed `service schedule`.
     pub maintenance: BTreeMap<String, DateTime<Utc>>,
+    /// What was seen (Docker's own restarts), told once the status holding it is written.
+    pub events: Vec<StackEvent>,
 }
 
 impl Repair {
@@ -51,7 +52,7 @@ impl Repair {
 #[allow(clippy::too_many_arguments)]
 pub async fn repair(
     ctx: &Context,
-    stack: &ServiceStack,
+    stack: &mut ServiceStack,
     project: &Project,
     uid: &str,
     outcome: &Outcome,
@@ -84,7 +85,8 @@ pub async fn repair(
             .iter()
             .any(|a| a.service() == Some(name))
     };
-    let suspended = stack.spec.suspend || outcome.plan.conflict.is_some();
+    // Shutting down: nothing is restarted (the next operator looks again).
+    let suspended = stack.spec.suspend || outcome.plan.conflict.is_some() || ctx.draining();
 
     for svc in &project.services {
         let mut h = previous
@@ -99,7 +101,7 @@ pub async fn repair(
         };
         let c = ours(&svc.name);
         if let Some(c) = c {
-            count_docker_restarts(ctx, stack, &mut h, c, now).await?;
+            out.events.extend(count_docker_restarts(&mut h, c, now));
         }
         out.history.insert(svc.name.clone(), h);
     }
@@ -110,6 +112,12 @@ pub async fn repair(
         // A restore keeps some services stopped on purpose until it ends.
         if suspended || touched(&svc.name) || paused.contains(&svc.name) {
             continue;
+        }
+        // Left to Docker's restart policy for a moment: look again when that moment is over.
+        if let Some(t) = c.and_then(|c| heal::docker_restart_deadline(svc, c)) {
+            if t > now {
+                out.due_at(t);
+            }
         }
         let Some(fault) = heal::fault(project, svc, c, probes.get(&svc.name), now) else {
             continue;
@@ -184,7 +192,7 @@ pub async fn repair(
 
     // Scheduled restarts wait while the stack is being changed or is coming up.
     let busy = !outcome.plan.actions.is_empty() || !outcome.plan.waiting.is_empty();
-    for entry in &stack.spec.maintenance.restarts {
+    for entry in &stack.spec.maintenance.restarts.clone() {
         // Validated by compose::load, so a parse error here cannot happen; skip rather than panic.
         let Ok(schedule) = Schedule::parse(entry) else {
             continue;
@@ -230,14 +238,13 @@ pub async fn repair(
     Ok(out)
 }
 
-/// Docker restarted the container itself (its restart policy): count it like our own restarts.
-async fn count_docker_restarts(
-    ctx: &Context,
-    stack: &ServiceStack,
+/// Docker restarted the container itself (its restart policy): count it like our own restarts,
+/// and say so.
+fn count_docker_restarts(
     h: &mut ServiceStatus,
     c: &ObservedContainer,
     now: DateTime<Utc>,
-) -> Result<(), Error> {
+) -> Option<StackEvent> {
     let same = h.container_id.as_deref() == Some(short_id(&c.id));
     let delta = if same {
         c.restart_count - h.docker_restarts
@@ -247,7 +254,7 @@ async fn count_docker_restarts(
     h.docker_restarts = c.restart_count;
     h.container_id = Some(short_id(&c.id).to_owned());
     if delta <= 0 {
-        return Ok(());
+        return None;
     }
     let reason = if c.oom_killed {
         RestartReason::OOMKilled
@@ -272,19 +279,18 @@ async fn count_docker_restarts(
             "exited"
         }
     );
-    ctx.store
-        .record(
-            stack,
-            &StackEvent::new(EventType::Warning, &reason.to_string(), "Restart", note),
-        )
-        .await?;
-    Ok(())
+    Some(StackEvent::new(
+        EventType::Warning,
+        &reason.to_string(),
+        "Restart",
+        note,
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn restart(
     ctx: &Context,
-    stack: &ServiceStack,
+    stack: &mut ServiceStack,
     out: &mut Repair,
     service: &str,
     c: &ObservedContainer,
@@ -313,28 +319,21 @@ async fn restart(
         slot.container_id = hist.container_id.clone();
     }
     out.apply_to(&mut interim);
-    ctx.store.write_status(stack, &interim).await?;
+    // A stale view (another writer got there first) fails here, before anything is restarted.
+    ctx.store.write_status(stack, interim).await?;
+    ctx.metrics.status_written(&stack.key());
 
     let result = match c.state {
         crate::api::ContainerState::Running => engine.restart_container(&c.id, None).await,
         _ => engine.start_container(&c.id).await,
     };
-    let (event_type, note) = match result {
-        Ok(()) => (EventType::Warning, note),
-        Err(e) => {
-            warn!(stack = %stack.key(), "restarting {service} failed: {e}");
-            (
-                EventType::Warning,
-                format!("{note}; the restart failed: {e}"),
-            )
-        }
+    let note = match result {
+        Ok(()) => note,
+        Err(e) => format!("{note}; the restart failed: {e}"),
     };
-    ctx.store
-        .record(
-            stack,
-            &StackEvent::new(event_type, &reason.to_string(), "Restart", note),
-        )
-        .await?;
+    // A restart is told at once: it happened, whatever the rest of the pass does.
+    let event = StackEvent::new(EventType::Warning, &reason.to_string(), "Restart", note);
+    super::publish(ctx, stack, event).await?;
     ctx.metrics
         .restarted(&stack.key(), service, reason.as_str());
     Ok(())

@@ -4,12 +4,14 @@
 use std::collections::BTreeMap;
 
 use super::Outcome;
+use crate::api::Condition;
 use crate::api::{
     ConditionStatus, ConditionType, ContainerHealth, ContainerState, Reason, ServiceStatus,
     StackHealth, Verdict,
 };
 use crate::compose::Project;
 use crate::docker::short_id;
+use crate::store::{EventType, StackEvent};
 
 pub struct Report {
     pub services: BTreeMap<String, ServiceStatus>,
@@ -215,7 +217,10 @@ pub fn report(
         ready_msg,
     ));
 
-    let health = if ready {
+    // The containers under this project name are someone else's: nothing to say of ours.
+    let health = if plan.conflict.is_some() {
+        StackHealth::Unknown
+    } else if ready {
         StackHealth::Healthy
     } else if progressing {
         StackHealth::Progressing
@@ -228,4 +233,51 @@ pub fn report(
         verdicts,
         progressing,
     }
+}
+
+/// Whether a condition in this state is bad news a person should be told of.
+fn warns(c: &Condition) -> bool {
+    use ConditionType as T;
+    match c.type_ {
+        T::InvalidSpec | T::DockerUnreachable | T::Degraded => c.status == ConditionStatus::True,
+        T::Progressing => {
+            c.status == ConditionStatus::False
+                && matches!(
+                    c.reason,
+                    Reason::ImageNotFound | Reason::ApplyFailed | Reason::PreDeployBackupFailed
+                )
+        }
+        // Backup outcomes are told by the jobs' own events; Ready follows the others.
+        T::Ready | T::BackupFailed | T::BackupStale => false,
+    }
+}
+
+/// A Warning event for each condition that has turned bad, or is bad with a new message (a
+/// second problem with the same reason is news too). A condition that stays as it was tells
+/// nothing, so a stack stuck in a bad state does not flood the event log on every retry.
+pub fn transition_events(previous: &[Condition], current: &[Condition]) -> Vec<StackEvent> {
+    current
+        .iter()
+        .filter(|c| warns(c))
+        .filter(|c| {
+            !previous.iter().any(|p| {
+                p.type_ == c.type_
+                    && p.status == c.status
+                    && p.reason == c.reason
+                    && p.message == c.message
+            })
+        })
+        .map(|c| {
+            let action = match c.reason {
+                Reason::PreDeployBackupFailed => "Deploy",
+                _ => "Reconcile",
+            };
+            StackEvent::new(
+                EventType::Warning,
+                &c.reason.to_string(),
+                action,
+                c.message.clone(),
+            )
+        })
+        .collect()
 }

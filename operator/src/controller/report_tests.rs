@@ -6,11 +6,12 @@ use super::plan_tests::{exited, project, running, stack_with, UID};
 use super::report::Report;
 use super::Outcome;
 use crate::api::{
-    ConditionStatus, ConditionType, ContainerHealth, ContainerState, Reason, ServiceStatus,
-    StackHealth, Verdict,
+    Condition, ConditionStatus, ConditionType, ContainerHealth, ContainerState, Reason,
+    ServiceStatus, StackHealth, Verdict,
 };
 use crate::compose::{self, Project};
 use crate::docker::{Observed, ObservedContainer};
+use crate::store::EventType;
 
 /// db has a healthcheck, api waits for it, cache has no healthcheck.
 /// The report of the stack that owns containers labelled with [`UID`].
@@ -516,7 +517,8 @@ fn a_project_name_conflict_is_an_invalid_spec_and_never_ready() {
     assert!(verdict(&r, ConditionType::Ready)
         .message
         .ends_with(conflict));
-    assert_eq!(r.health, StackHealth::Unhealthy);
+    // The containers are someone else's: nothing is known of this stack's own.
+    assert_eq!(r.health, StackHealth::Unknown);
     assert!(!r.progressing);
 }
 
@@ -695,4 +697,138 @@ fn ready_message_of_a_conflict_has_no_leading_separator() {
     let r = report(&p, &o, &[], false);
     let msg = &verdict(&r, ConditionType::Ready).message;
     assert!(!msg.starts_with("; "), "{msg:?}");
+}
+
+fn cond(type_: ConditionType, status: ConditionStatus, reason: Reason, message: &str) -> Condition {
+    Condition {
+        type_,
+        status,
+        reason,
+        message: message.to_owned(),
+        last_transition_time: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+        observed_generation: Some(1),
+    }
+}
+
+fn told(previous: &[Condition], current: &[Condition]) -> Vec<(String, String)> {
+    super::report::transition_events(previous, current)
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e.type_, EventType::Warning);
+            (e.reason, e.note)
+        })
+        .collect()
+}
+
+#[test]
+fn a_condition_that_turns_bad_is_told_once_and_not_again_while_it_stays() {
+    use ConditionStatus::{False, True};
+    let ok = [cond(
+        ConditionType::Degraded,
+        False,
+        Reason::WithinRestartBudget,
+        "fine",
+    )];
+    let bad = [cond(
+        ConditionType::Degraded,
+        True,
+        Reason::RestartBudgetExhausted,
+        "api crashed 5 times",
+    )];
+    assert_eq!(
+        told(&ok, &bad),
+        [(
+            "RestartBudgetExhausted".to_owned(),
+            "api crashed 5 times".to_owned()
+        )]
+    );
+    assert!(
+        told(&bad, &bad).is_empty(),
+        "a stack stuck in a bad state tells nothing new"
+    );
+    assert!(told(&bad, &ok).is_empty(), "recovering is not a warning");
+    assert_eq!(
+        told(&[], &bad).len(),
+        1,
+        "a first status that is bad is told"
+    );
+}
+
+#[test]
+fn a_second_problem_with_the_same_reason_is_told_with_its_own_message() {
+    use ConditionStatus::True;
+    let first = [cond(
+        ConditionType::InvalidSpec,
+        True,
+        Reason::MalformedCompose,
+        "line 3: bad indent",
+    )];
+    let second = [cond(
+        ConditionType::InvalidSpec,
+        True,
+        Reason::MalformedCompose,
+        "line 9: tab",
+    )];
+    assert_eq!(
+        told(&first, &second),
+        [("MalformedCompose".to_owned(), "line 9: tab".to_owned())]
+    );
+}
+
+#[test]
+fn only_conditions_that_mean_trouble_are_told() {
+    use ConditionStatus::{False, True};
+    let quiet = [
+        cond(
+            ConditionType::Ready,
+            False,
+            Reason::ServicesNotReady,
+            "api: no container",
+        ),
+        cond(
+            ConditionType::Progressing,
+            True,
+            Reason::Applying,
+            "applying revision 2",
+        ),
+        cond(
+            ConditionType::Progressing,
+            False,
+            Reason::Converged,
+            "revision 2 is applied",
+        ),
+        cond(
+            ConditionType::BackupFailed,
+            True,
+            Reason::DumpFailed,
+            "told by the job's own event",
+        ),
+        cond(
+            ConditionType::DockerUnreachable,
+            False,
+            Reason::EngineReachable,
+            "answers",
+        ),
+    ];
+    for c in &quiet {
+        assert!(told(&[], std::slice::from_ref(c)).is_empty(), "{c:?}");
+    }
+    for (type_, status, reason) in [
+        (ConditionType::Progressing, False, Reason::ImageNotFound),
+        (ConditionType::Progressing, False, Reason::ApplyFailed),
+        (
+            ConditionType::Progressing,
+            False,
+            Reason::PreDeployBackupFailed,
+        ),
+        (
+            ConditionType::DockerUnreachable,
+            True,
+            Reason::EngineUnreachable,
+        ),
+        (ConditionType::InvalidSpec, True, Reason::ProjectNameInUse),
+    ] {
+        let c = cond(type_, status, reason, "trouble");
+        assert_eq!(told(&[], &[c]).len(), 1, "{reason:?}");
+    }
 }

@@ -148,6 +148,40 @@ pub struct Observed {
     pub images: BTreeSet<String>,
 }
 
+/// Container event actions that can change what the operator decides. `health_status`
+/// arrives as `health_status: healthy` and Docker emits it only when the status changes.
+pub const DECISIVE_ACTIONS: [&str; 7] = [
+    "start",
+    "die",
+    "oom",
+    "kill",
+    "stop",
+    "destroy",
+    "health_status",
+];
+
+/// A change to a managed container: which stack it belongs to and what happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerChange {
+    /// `namespace/name` from the container's [`labels::STACK`].
+    pub stack: String,
+    pub action: String,
+}
+
+impl ContainerChange {
+    /// The change an event message describes, or None when it is not one that matters (the
+    /// engine's filter should already have dropped those) or names no stack.
+    pub fn from_event(m: bollard::models::EventMessage) -> Option<Self> {
+        let action = m.action?;
+        let verb = action.split(':').next().unwrap_or_default().trim();
+        if !DECISIVE_ACTIONS.contains(&verb) {
+            return None;
+        }
+        let stack = m.actor?.attributes?.remove(labels::STACK)?;
+        Some(Self { stack, action })
+    }
+}
+
 /// The engine operations reconcile needs. Small on purpose: the planner decides, this acts.
 #[async_trait]
 pub trait Engine: Send + Sync {
@@ -256,15 +290,21 @@ impl BollardEngine {
         move |e| EngineError::from_bollard(&self.host, context, e)
     }
 
-    /// Changes to containers the operator manages (start, die, health status, removal...), as
-    /// they happen: the loop reacts to them instead of waiting for its next poll. The stream ends
-    /// or errs when the connection breaks; the caller resubscribes.
+    /// Changes to containers the operator manages that can change a decision (see
+    /// [`DECISIVE_ACTIONS`]), each with the stack whose label the container carries, as they
+    /// happen: the drivers wake that stack alone instead of waiting for its next poll. A busy
+    /// engine emits dozens of `exec_*` events a second (healthchecks); those never get here.
+    /// The stream ends or errs when the connection breaks; the caller resubscribes.
     pub fn container_changes(
         &self,
-    ) -> futures::stream::BoxStream<'static, Result<String, EngineError>> {
+    ) -> futures::stream::BoxStream<'static, Result<ContainerChange, EngineError>> {
         let filters = HashMap::from([
             ("type".to_owned(), vec!["container".to_owned()]),
             ("label".to_owned(), vec![labels::UID.to_owned()]),
+            (
+                "event".to_owned(),
+                DECISIVE_ACTIONS.iter().map(|a| (*a).to_owned()).collect(),
+            ),
         ]);
         let opts = bollard::query_parameters::EventsOptionsBuilder::default()
             .filters(&filters)
@@ -272,9 +312,12 @@ impl BollardEngine {
         let host = self.host.clone();
         self.docker
             .events(Some(opts))
-            .map(move |e| {
-                e.map(|m| m.action.unwrap_or_default())
-                    .map_err(|e| EngineError::from_bollard(&host, "watching events", e))
+            .filter_map(move |e| {
+                let change = match e {
+                    Ok(m) => ContainerChange::from_event(m).map(Ok),
+                    Err(e) => Some(Err(EngineError::from_bollard(&host, "watching events", e))),
+                };
+                futures::future::ready(change)
             })
             .boxed()
     }

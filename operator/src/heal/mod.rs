@@ -140,14 +140,22 @@ pub fn finished_job(project: &Project, svc: &ServiceSpec, c: &ObservedContainer)
 }
 
 fn docker_will_restart(svc: &ServiceSpec, c: &ObservedContainer, now: DateTime<Utc>) -> bool {
+    docker_restart_deadline(svc, c).is_some_and(|t| now < t)
+}
+
+/// Until when an exited container is left to Docker's restart policy: past it, the operator
+/// must look again (no event may come: a container Docker does not restart stays silent), so
+/// the pass that saw it exit asks to be woken then.
+pub fn docker_restart_deadline(svc: &ServiceSpec, c: &ObservedContainer) -> Option<DateTime<Utc>> {
     let policy = match svc.restart {
         RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
         RestartPolicy::OnFailure => c.exit_code != Some(0),
         RestartPolicy::No => false,
     };
-    policy
-        && c.finished_at
-            .is_some_and(|t| now - t < DOCKER_RESTART_GRACE)
+    let exited = matches!(c.state, ContainerState::Exited | ContainerState::Dead);
+    c.finished_at
+        .filter(|_| policy && exited)
+        .map(|t| t + DOCKER_RESTART_GRACE)
 }
 
 /// Whether to restart a faulty service now.
@@ -513,6 +521,42 @@ mod tests {
         assert!(
             fault(&p, job, Some(&clean_exit), None, t(100)).is_some(),
             "on-failure does not restart exit 0"
+        );
+    }
+
+    #[test]
+    fn a_container_left_to_docker_is_looked_at_again_when_its_grace_is_over() {
+        let p = project("services: {app: {image: x, restart: always}, plain: {image: x}}");
+        let (app, plain) = (p.service("app").unwrap(), p.service("plain").unwrap());
+        let just_died = ObservedContainer {
+            exit_code: Some(137),
+            finished_at: Some(t(99)),
+            ..container(ContainerState::Exited)
+        };
+        let deadline = docker_restart_deadline(app, &just_died).expect("left to Docker");
+        assert!(deadline > t(99));
+        // The fault shows exactly when the deadline passes, so a wake-up then finds it.
+        assert_eq!(
+            fault(
+                &p,
+                app,
+                Some(&just_died),
+                None,
+                deadline - Duration::milliseconds(1)
+            ),
+            None
+        );
+        assert!(fault(&p, app, Some(&just_died), None, deadline).is_some());
+        assert_eq!(
+            docker_restart_deadline(plain, &just_died),
+            None,
+            "restart: no"
+        );
+        let running = container(ContainerState::Running);
+        assert_eq!(
+            docker_restart_deadline(app, &running),
+            None,
+            "nothing to wait for"
         );
     }
 

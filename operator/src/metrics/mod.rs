@@ -1,44 +1,111 @@
-//! What the operator tells Prometheus: reconcile passes, probes, restarts, recoveries and the
-//! readiness of each stack, plus the `/metrics`, `/healthz` and `/readyz` endpoints
-//! ([`serve`]).
+//! What the operator tells Prometheus: reconcile passes, probes, restarts, recoveries, the
+//! readiness, conditions and service health of each stack, status writes and events, plus the
+//! `/metrics`, `/healthz` and `/readyz` endpoints ([`serve`]).
 //!
 //! Telemetry lives here and nowhere else, in the style of kube-rs's controller-rs example:
 //! the reconcile loop, the prober and the healer call one method of [`Metrics`] each, and
 //! errors show up as a stable label (`controller::Error::metric_label`), never as a message.
 //!
-//! Cardinality: series are labelled by stack (`namespace/name`) and service, which are user
-//! data but few, and otherwise only by closed sets chosen by the operator's code (probe kind,
-//! result, restart reason, error label). Nothing unbounded (messages, URLs, container ids)
-//! becomes a label. [`Metrics::forget_stack`] drops every series of a deleted stack, so a
-//! long-running operator does not keep (and alert on) stacks that are gone.
+//! # What the drivers call
+//!
+//! Every method takes the stack's key, `namespace/name` as `ServiceStack::key` returns it;
+//! the series carry it as two labels, `namespace` and `name`.
+//!
+//! - [`Metrics::reconciled`] after each pass, with its duration and error label;
+//! - [`Metrics::stack_observed`] at the end of **every** pass, with the status the pass
+//!   concluded (conditions merged), whether or not it was written: a valid spec, an invalid
+//!   one, an unreachable engine and a deploy held for backups alike. This is what keeps
+//!   `stackwarden_stack_ready` present, at 0, exactly when a stack is in trouble;
+//! - [`Metrics::status_written`] after each status write the API server (or the local store)
+//!   accepted, and [`Metrics::event_recorded`] after each event recorded: the churn a calm
+//!   operator keeps at zero for a steady stack;
+//! - [`Metrics::set_leader`] when this process becomes or stops being the leader (local mode:
+//!   `true` once at start, as the state-directory lock makes it the only one);
+//! - [`Metrics::forget_stack`] once a stack is deleted;
+//! - [`serve`] at start, and the drivers set its `ready` flag after their first pass.
+//!
+//! # Cardinality
+//!
+//! Series are labelled by stack and service, which are user data but few, and otherwise only
+//! by closed sets chosen by the operator's code (probe kind, result, restart reason, error
+//! label, condition type, status and reason, event type and reason). Nothing unbounded
+//! (messages, URLs, container ids) becomes a label. [`Metrics::forget_stack`] drops every
+//! series of a deleted stack, so a long-running operator does not keep (and alert on) stacks
+//! that are gone.
+//!
+//! # States as series, and alerting on them
+//!
+//! `stackwarden_stack_condition` has exactly one series per condition type of a stack, at 1,
+//! labelled with the condition's current `status` and `reason`. When either changes, the old
+//! series is removed, not left at 1 (a stale alert) nor at 0 (a series per reason ever seen):
+//! Prometheus marks a series that vanished from a scrape stale at once, so
+//! `stackwarden_stack_condition{type="Degraded",status="True"} == 1` fires while the stack is
+//! Degraded and resolves at the first scrape after it is not. An alert labelled with the
+//! reason restarts its `for:` when the reason changes; to keep one alert across reasons,
+//! aggregate it away: `max without (reason) (stackwarden_stack_condition{...})`. (A series per
+//! possible status at 0/1, as kube-state-metrics does, does not combine with a `reason`
+//! label: the reasons of the other statuses are unknown.)
+//!
+//! Per-service health is a number, `stackwarden_service_healthy` 1/0, rather than one series
+//! per health state: `stackwarden_service_healthy == 0` keeps one identity (and its `for:`)
+//! while a service goes from unhealthy to stopped to missing, and
+//! `avg_over_time(stackwarden_service_healthy[30d])` is its availability. Why it is not
+//! healthy is in the status and the events. 1 means running and passing its health check (the
+//! operator's probes, else Docker's healthcheck) or having none; starting counts as 0. The
+//! gauge mirrors the status's `services`, except while the engine is unreachable
+//! (`DockerUnreachable` True), when nothing is known to be healthy and every service is 0.
+//!
+//! Useful rules: `stackwarden_stack_ready == 0` (a stack not Ready, invalid spec and
+//! unreachable engine included), `stackwarden_service_healthy == 0`,
+//! `sum(stackwarden_leader) != 1` (no leader, or two), and
+//! `increase(stackwarden_status_writes_total[10m]) > 0` on a steady stack (churn).
+//!
+//! # Format
 //!
 //! Exposition is the Prometheus text format 0.0.4 (`text/plain; version=0.0.4`), which every
 //! Prometheus-compatible scraper reads; counters end in `_total` and durations in `_seconds`.
-//! A family appears once it has a series (prometheus-client renders nothing for an empty one).
+//! A labelled family appears once it has a series (prometheus-client renders nothing for an
+//! empty one); `stackwarden_build_info` and `stackwarden_leader` are there from the start.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `stackwarden_reconcile_duration_seconds` | histogram | stack |
-//! | `stackwarden_reconcile_errors_total` | counter | stack, error |
-//! | `stackwarden_probes_total` | counter | stack, service, kind, result (`success`/`failure`) |
-//! | `stackwarden_probe_duration_seconds` | histogram | stack, service, kind |
-//! | `stackwarden_restarts_total` | counter | stack, service, reason |
-//! | `stackwarden_time_to_recover_seconds` | histogram (0.1 s .. 600 s) | stack, service |
-//! | `stackwarden_stack_ready` | gauge (1/0) | stack |
-//! | `stackwarden_stack_healthy_services` | gauge | stack |
+//! | `stackwarden_build_info` | gauge (always 1) | version |
+//! | `stackwarden_leader` | gauge (1/0): this process acts | — |
+//! | `stackwarden_reconcile_duration_seconds` | histogram | namespace, name |
+//! | `stackwarden_reconcile_errors_total` | counter | namespace, name, error |
+//! | `stackwarden_probes_total` | counter | namespace, name, service, kind, result (`success`/`failure`) |
+//! | `stackwarden_probe_duration_seconds` | histogram | namespace, name, service, kind |
+//! | `stackwarden_restarts_total` | counter | namespace, name, service, reason |
+//! | `stackwarden_time_to_recover_seconds` | histogram (0.1 s .. 600 s) | namespace, name, service |
+//! | `stackwarden_stack_ready` | gauge (1/0) | namespace, name |
+//! | `stackwarden_stack_condition` | gauge (1, one series per condition type) | namespace, name, type, status, reason |
+//! | `stackwarden_stack_healthy_services` | gauge | namespace, name |
+//! | `stackwarden_service_healthy` | gauge (1/0) | namespace, name, service |
+//! | `stackwarden_status_writes_total` | counter | namespace, name |
+//! | `stackwarden_events_total` | counter | namespace, name, type (`Normal`/`Warning`), reason |
+//! | `stackwarden_backup_jobs_total` | counter | namespace, name, target, job, result |
+//! | `stackwarden_backup_last_success_timestamp_seconds` | gauge | namespace, name, target |
+//! | `stackwarden_backup_last_size_bytes` | gauge | namespace, name, target |
 
+mod labels;
 mod server;
+#[cfg(test)]
+mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::api::condition::{self, Condition, ConditionStatus, ConditionType};
+use crate::api::{ContainerHealth, ContainerState, ServiceStackStatus, ServiceStatus};
+use crate::store::EventType;
+use labels::*;
 
 pub use server::{serve, METRICS_CONTENT_TYPE};
 
@@ -63,61 +130,6 @@ const RECOVERY_BUCKETS: [f64; 16] = [
 pub const PROBE_SUCCESS: &str = "success";
 pub const PROBE_FAILURE: &str = "failure";
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StackLabels {
-    pub stack: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ErrorLabels {
-    pub stack: String,
-    pub error: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProbeLabels {
-    pub stack: String,
-    pub service: String,
-    pub kind: &'static str,
-    pub result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ProbeKindLabels {
-    pub stack: String,
-    pub service: String,
-    pub kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RestartLabels {
-    pub stack: String,
-    pub service: String,
-    pub reason: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ServiceLabels {
-    pub stack: String,
-    pub service: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BackupJobLabels {
-    pub stack: String,
-    pub target: String,
-    /// Backup, Verify or Restore.
-    pub job: &'static str,
-    /// Succeeded, or the failure's BackupFailed reason (DumpFailed, DiskFull, ...).
-    pub result: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TargetLabels {
-    pub stack: String,
-    pub target: String,
-}
-
 /// Label value of `result` in `stackwarden_backup_jobs_total` for a job that succeeded.
 pub const JOB_SUCCEEDED: &str = "Succeeded";
 
@@ -133,14 +145,20 @@ impl MetricConstructor<Histogram> for Buckets {
 
 type HistogramFamily<S> = Family<S, Histogram, Buckets>;
 
-/// The label sets a stack has used, so that [`Metrics::forget_stack`] can remove them
-/// (a [`Family`] cannot be filtered).
+/// The label sets a stack has used beyond its [`StackLabels`], so that
+/// [`Metrics::forget_stack`] can remove them (a [`Family`] cannot be filtered), and the
+/// current state series, so that a state that ended loses its series.
 #[derive(Debug, Default)]
 struct StackSeries {
     errors: HashSet<&'static str>,
     probes: HashSet<(String, &'static str)>,
     restarts: HashSet<(String, &'static str)>,
     recovered: HashSet<String>,
+    /// The one `stackwarden_stack_condition` series at 1 of each condition type.
+    conditions: BTreeMap<ConditionType, ConditionLabels>,
+    /// Services with a `stackwarden_service_healthy` series.
+    services: BTreeSet<String>,
+    events: HashSet<(&'static str, String)>,
     backup_jobs: HashSet<(String, &'static str, String)>,
     backup_targets: HashSet<String>,
 }
@@ -148,6 +166,8 @@ struct StackSeries {
 /// The operator's metrics. Share it as `Arc<Metrics>`; every method takes `&self`.
 pub struct Metrics {
     registry: Registry,
+    leader: Gauge,
+    build_info: Family<BuildLabels, Gauge>,
     reconcile_duration: HistogramFamily<StackLabels>,
     reconcile_errors: Family<ErrorLabels, Counter>,
     probes: Family<ProbeLabels, Counter>,
@@ -155,7 +175,11 @@ pub struct Metrics {
     restarts: Family<RestartLabels, Counter>,
     time_to_recover: HistogramFamily<ServiceLabels>,
     stack_ready: Family<StackLabels, Gauge>,
+    stack_condition: Family<ConditionLabels, Gauge>,
     healthy_services: Family<StackLabels, Gauge>,
+    service_healthy: Family<ServiceLabels, Gauge>,
+    status_writes: Family<StackLabels, Counter>,
+    events: Family<EventLabels, Counter>,
     backup_jobs: Family<BackupJobLabels, Counter>,
     backup_last_success: Family<TargetLabels, Gauge>,
     backup_last_size: Family<TargetLabels, Gauge>,
@@ -178,95 +202,148 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix(PREFIX);
-        let reconcile_duration = Family::new_with_constructor(Buckets(&RECONCILE_BUCKETS));
-        let reconcile_errors = Family::default();
-        let probes = Family::default();
-        let probe_duration = Family::new_with_constructor(Buckets(&PROBE_BUCKETS));
-        let restarts = Family::default();
-        let time_to_recover = Family::new_with_constructor(Buckets(&RECOVERY_BUCKETS));
-        let stack_ready = Family::default();
-        let healthy_services = Family::default();
-        let backup_jobs = Family::default();
-        let backup_last_success = Family::default();
-        let backup_last_size = Family::default();
+        let mut metrics = Self {
+            registry: Registry::with_prefix(PREFIX),
+            leader: Gauge::default(),
+            build_info: Family::default(),
+            reconcile_duration: Family::new_with_constructor(Buckets(&RECONCILE_BUCKETS)),
+            reconcile_errors: Family::default(),
+            probes: Family::default(),
+            probe_duration: Family::new_with_constructor(Buckets(&PROBE_BUCKETS)),
+            restarts: Family::default(),
+            time_to_recover: Family::new_with_constructor(Buckets(&RECOVERY_BUCKETS)),
+            stack_ready: Family::default(),
+            stack_condition: Family::default(),
+            healthy_services: Family::default(),
+            service_healthy: Family::default(),
+            status_writes: Family::default(),
+            events: Family::default(),
+            backup_jobs: Family::default(),
+            backup_last_success: Family::default(),
+            backup_last_size: Family::default(),
+            seen: Mutex::default(),
+        };
+        metrics.register_process();
+        metrics.register_passes();
+        metrics.register_stacks();
+        metrics.register_backups();
+        metrics
+            .build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        metrics
+    }
 
-        registry.register_with_unit(
+    fn register_process(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "build_info",
+            "Always 1; the operator's version as a label",
+            self.build_info.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this process is the one that acts (holds the lease; always in local mode), else 0",
+            self.leader.clone(),
+        );
+    }
+
+    fn register_passes(&mut self) {
+        let r = &mut self.registry;
+        r.register_with_unit(
             "reconcile_duration",
             "Duration of one reconcile pass of a stack",
             Unit::Seconds,
-            reconcile_duration.clone(),
+            self.reconcile_duration.clone(),
         );
-        registry.register(
+        r.register(
             "reconcile_errors",
             "Reconcile passes that failed, by error",
-            reconcile_errors.clone(),
+            self.reconcile_errors.clone(),
         );
-        registry.register(
+        r.register(
             "probes",
             "Probes run, by kind and result (success or failure)",
-            probes.clone(),
+            self.probes.clone(),
         );
-        registry.register_with_unit(
+        r.register_with_unit(
             "probe_duration",
             "Latency of a probe, failed ones included",
             Unit::Seconds,
-            probe_duration.clone(),
+            self.probe_duration.clone(),
         );
-        registry.register(
+        r.register(
             "restarts",
             "Services restarted by the operator, by reason",
-            restarts.clone(),
+            self.restarts.clone(),
         );
-        registry.register_with_unit(
+        r.register_with_unit(
             "time_to_recover",
             "From a service's fault being seen to the service being healthy again",
             Unit::Seconds,
-            time_to_recover.clone(),
+            self.time_to_recover.clone(),
         );
-        registry.register(
+        r.register(
+            "status_writes",
+            "Status writes of a stack; a steady stack has none",
+            self.status_writes.clone(),
+        );
+        r.register(
+            "events",
+            "Events recorded about a stack, by type and reason; a steady stack has none",
+            self.events.clone(),
+        );
+    }
+
+    fn register_stacks(&mut self) {
+        let r = &mut self.registry;
+        r.register(
             "stack_ready",
-            "1 while the stack's Ready condition is True, else 0",
-            stack_ready.clone(),
+            "1 while the stack's Ready condition is True, else 0 (invalid spec and unreachable engine included)",
+            self.stack_ready.clone(),
         );
-        registry.register(
+        r.register(
+            "stack_condition",
+            "1 for each condition of the stack, labelled with its current status and reason; a replaced one is removed",
+            self.stack_condition.clone(),
+        );
+        r.register(
             "stack_healthy_services",
             "Services of the stack that are healthy",
-            healthy_services.clone(),
+            self.healthy_services.clone(),
         );
+        r.register(
+            "service_healthy",
+            "1 while the service runs and passes its health check (or has none), else 0",
+            self.service_healthy.clone(),
+        );
+    }
 
-        registry.register(
+    fn register_backups(&mut self) {
+        let r = &mut self.registry;
+        r.register(
             "backup_jobs",
             "Backups, restore tests and restores that ended, by target, job and result (Succeeded or the BackupFailed reason)",
-            backup_jobs.clone(),
+            self.backup_jobs.clone(),
         );
-        registry.register(
+        r.register(
             "backup_last_success_timestamp_seconds",
             "Unix time the newest successful backup of a target finished; alert on time() minus this",
-            backup_last_success.clone(),
+            self.backup_last_success.clone(),
         );
-        registry.register_with_unit(
+        r.register_with_unit(
             "backup_last_size",
             "Stored (compressed) size of the newest successful backup of a target",
             Unit::Bytes,
-            backup_last_size.clone(),
+            self.backup_last_size.clone(),
         );
+    }
 
-        Self {
-            registry,
-            reconcile_duration,
-            reconcile_errors,
-            probes,
-            probe_duration,
-            restarts,
-            time_to_recover,
-            stack_ready,
-            healthy_services,
-            backup_jobs,
-            backup_last_success,
-            backup_last_size,
-            seen: Mutex::default(),
-        }
+    /// This process became (true) or stopped being (false) the one that acts.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
     }
 
     /// One reconcile pass of `stack` ("namespace/name") took `took`; `error` is a stable label
@@ -274,9 +351,7 @@ impl Metrics {
     pub fn reconciled(&self, stack: &str, took: Duration, error: Option<&'static str>) {
         let mut seen = self.seen();
         let series = seen.entry(stack.to_owned()).or_default();
-        let labels = StackLabels {
-            stack: stack.to_owned(),
-        };
+        let labels = StackLabels::of(stack);
         self.reconcile_duration
             .get_or_create(&labels)
             .observe(took.as_secs_f64());
@@ -284,7 +359,7 @@ impl Metrics {
             series.errors.insert(error);
             self.reconcile_errors
                 .get_or_create(&ErrorLabels {
-                    stack: labels.stack,
+                    stack: labels,
                     error,
                 })
                 .inc();
@@ -297,20 +372,16 @@ impl Metrics {
         let series = seen.entry(stack.to_owned()).or_default();
         series.probes.insert((service.to_owned(), kind));
         let result = if ok { PROBE_SUCCESS } else { PROBE_FAILURE };
+        let service = service_labels(stack, service);
         self.probes
             .get_or_create(&ProbeLabels {
-                stack: stack.to_owned(),
-                service: service.to_owned(),
+                service: service.clone(),
                 kind,
                 result,
             })
             .inc();
         self.probe_duration
-            .get_or_create(&ProbeKindLabels {
-                stack: stack.to_owned(),
-                service: service.to_owned(),
-                kind,
-            })
+            .get_or_create(&ProbeKindLabels { service, kind })
             .observe(took.as_secs_f64());
     }
 
@@ -322,8 +393,7 @@ impl Metrics {
         series.restarts.insert((service.to_owned(), reason));
         self.restarts
             .get_or_create(&RestartLabels {
-                stack: stack.to_owned(),
-                service: service.to_owned(),
+                service: service_labels(stack, service),
                 reason,
             })
             .inc();
@@ -335,26 +405,120 @@ impl Metrics {
         let series = seen.entry(stack.to_owned()).or_default();
         series.recovered.insert(service.to_owned());
         self.time_to_recover
-            .get_or_create(&ServiceLabels {
-                stack: stack.to_owned(),
-                service: service.to_owned(),
-            })
+            .get_or_create(&service_labels(stack, service))
             .observe(after.as_secs_f64());
     }
 
-    /// The stack's Ready condition (1/0) and how many of its services are healthy, as gauges.
-    pub fn stack_state(&self, stack: &str, ready: bool, healthy_services: i64) {
-        let mut seen = self.seen();
-        seen.entry(stack.to_owned()).or_default();
-        let labels = StackLabels {
-            stack: stack.to_owned(),
+    /// What a pass concluded about `stack`: its readiness, its conditions and the health of
+    /// each service, from the status the pass computed (conditions merged), written or not.
+    /// Call it at the end of every pass, whatever its outcome (see the module doc).
+    pub fn stack_observed(&self, stack: &str, status: &ServiceStackStatus) {
+        let is = |type_, value| {
+            condition::find(&status.conditions, type_).is_some_and(|c| c.status == value)
         };
+        let ready = is(ConditionType::Ready, ConditionStatus::True);
+        // Without the engine, the status's services are an older pass's view of them.
+        let engine_seen = !is(ConditionType::DockerUnreachable, ConditionStatus::True);
+        let labels = StackLabels::of(stack);
+        let mut seen = self.seen();
+        let series = seen.entry(stack.to_owned()).or_default();
         self.stack_ready
             .get_or_create(&labels)
             .set(i64::from(ready));
-        self.healthy_services
-            .get_or_create(&labels)
-            .set(healthy_services);
+        self.observe_conditions(&labels, series, &status.conditions);
+        let healthy = self.observe_services(&labels, series, &status.services, engine_seen);
+        self.healthy_services.get_or_create(&labels).set(healthy);
+    }
+
+    /// Sets the one series of each condition type to its current status and reason, removing
+    /// the series of a status or reason that no longer holds and of a type that is gone.
+    fn observe_conditions(
+        &self,
+        stack: &StackLabels,
+        series: &mut StackSeries,
+        conditions: &[Condition],
+    ) {
+        let current: BTreeMap<ConditionType, ConditionLabels> = conditions
+            .iter()
+            .map(|c| {
+                let labels = ConditionLabels {
+                    stack: stack.clone(),
+                    r#type: c.type_.to_string(),
+                    status: c.status.to_string(),
+                    reason: c.reason.to_string(),
+                };
+                (c.type_, labels)
+            })
+            .collect();
+        for (type_, old) in &series.conditions {
+            if current.get(type_) != Some(old) {
+                self.stack_condition.remove(old);
+            }
+        }
+        for labels in current.values() {
+            self.stack_condition.get_or_create(labels).set(1);
+        }
+        series.conditions = current;
+    }
+
+    /// Sets each service's health gauge and removes those of services no longer in the
+    /// status; returns how many are healthy.
+    fn observe_services(
+        &self,
+        stack: &StackLabels,
+        series: &mut StackSeries,
+        services: &BTreeMap<String, ServiceStatus>,
+        engine_seen: bool,
+    ) -> i64 {
+        let labels = |service: &str| ServiceLabels {
+            stack: stack.clone(),
+            service: service.to_owned(),
+        };
+        for gone in series
+            .services
+            .iter()
+            .filter(|s| !services.contains_key(*s))
+        {
+            self.service_healthy.remove(&labels(gone));
+        }
+        let mut healthy = 0;
+        for (service, status) in services {
+            let up = engine_seen && is_healthy(status);
+            healthy += i64::from(up);
+            self.service_healthy
+                .get_or_create(&labels(service))
+                .set(i64::from(up));
+        }
+        series.services = services.keys().cloned().collect();
+        healthy
+    }
+
+    /// The status of `stack` was written (the API server or the local store accepted it).
+    pub fn status_written(&self, stack: &str) {
+        let mut seen = self.seen();
+        seen.entry(stack.to_owned()).or_default();
+        self.status_writes
+            .get_or_create(&StackLabels::of(stack))
+            .inc();
+    }
+
+    /// An event about `stack` was recorded; `reason` is its CamelCase reason, one of a set
+    /// chosen by the operator's code (never a message).
+    pub fn event_recorded(&self, stack: &str, type_: EventType, reason: &str) {
+        let type_ = match type_ {
+            EventType::Normal => "Normal",
+            EventType::Warning => "Warning",
+        };
+        let mut seen = self.seen();
+        let series = seen.entry(stack.to_owned()).or_default();
+        series.events.insert((type_, reason.to_owned()));
+        self.events
+            .get_or_create(&EventLabels {
+                stack: StackLabels::of(stack),
+                r#type: type_,
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// A backup job of `target` ended: `failure` is its BackupFailed reason, None on success.
@@ -373,7 +537,7 @@ impl Metrics {
             .insert((target.to_owned(), job, result.clone()));
         self.backup_jobs
             .get_or_create(&BackupJobLabels {
-                stack: stack.to_owned(),
+                stack: StackLabels::of(stack),
                 target: target.to_owned(),
                 job,
                 result,
@@ -388,7 +552,7 @@ impl Metrics {
         let series = seen.entry(stack.to_owned()).or_default();
         series.backup_targets.insert(target.to_owned());
         let labels = TargetLabels {
-            stack: stack.to_owned(),
+            stack: StackLabels::of(stack),
             target: target.to_owned(),
         };
         self.backup_last_success
@@ -406,61 +570,80 @@ impl Metrics {
         let Some(series) = seen.remove(stack) else {
             return;
         };
-        let labels = StackLabels {
-            stack: stack.to_owned(),
-        };
+        let labels = StackLabels::of(stack);
         self.reconcile_duration.remove(&labels);
         self.stack_ready.remove(&labels);
         self.healthy_services.remove(&labels);
+        self.status_writes.remove(&labels);
+        for condition in series.conditions.values() {
+            self.stack_condition.remove(condition);
+        }
         for error in series.errors {
-            self.reconcile_errors.remove(&ErrorLabels {
-                stack: stack.to_owned(),
-                error,
-            });
+            let stack = labels.clone();
+            self.reconcile_errors.remove(&ErrorLabels { stack, error });
         }
-        for (service, kind) in series.probes {
-            for result in [PROBE_SUCCESS, PROBE_FAILURE] {
-                self.probes.remove(&ProbeLabels {
-                    stack: stack.to_owned(),
-                    service: service.clone(),
-                    kind,
-                    result,
-                });
-            }
-            self.probe_duration.remove(&ProbeKindLabels {
-                stack: stack.to_owned(),
-                service,
-                kind,
-            });
-        }
-        for (service, reason) in series.restarts {
-            self.restarts.remove(&RestartLabels {
-                stack: stack.to_owned(),
-                service,
+        for (type_, reason) in series.events {
+            let stack = labels.clone();
+            self.events.remove(&EventLabels {
+                stack,
+                r#type: type_,
                 reason,
             });
         }
+        self.forget_services(&labels, series.probes, series.restarts, series.recovered);
+        for service in series.services {
+            self.service_healthy.remove(&ServiceLabels {
+                stack: labels.clone(),
+                service,
+            });
+        }
         for (target, job, result) in series.backup_jobs {
+            let stack = labels.clone();
             self.backup_jobs.remove(&BackupJobLabels {
-                stack: stack.to_owned(),
+                stack,
                 target,
                 job,
                 result,
             });
         }
         for target in series.backup_targets {
-            let labels = TargetLabels {
-                stack: stack.to_owned(),
-                target,
-            };
+            let stack = labels.clone();
+            let labels = TargetLabels { stack, target };
             self.backup_last_success.remove(&labels);
             self.backup_last_size.remove(&labels);
         }
-        for service in series.recovered {
-            self.time_to_recover.remove(&ServiceLabels {
-                stack: stack.to_owned(),
-                service,
-            });
+    }
+
+    fn forget_services(
+        &self,
+        stack: &StackLabels,
+        probes: HashSet<(String, &'static str)>,
+        restarts: HashSet<(String, &'static str)>,
+        recovered: HashSet<String>,
+    ) {
+        let labels = |service: String| ServiceLabels {
+            stack: stack.clone(),
+            service,
+        };
+        for (service, kind) in probes {
+            let service = labels(service);
+            for result in [PROBE_SUCCESS, PROBE_FAILURE] {
+                let service = service.clone();
+                self.probes.remove(&ProbeLabels {
+                    service,
+                    kind,
+                    result,
+                });
+            }
+            self.probe_duration
+                .remove(&ProbeKindLabels { service, kind });
+        }
+        for (service, reason) in restarts {
+            let service = labels(service);
+            self.restarts.remove(&RestartLabels { service, reason });
+        }
+        for service in recovered {
+            self.time_to_recover.remove(&labels(service));
         }
     }
 
@@ -479,273 +662,16 @@ impl Metrics {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
+fn service_labels(stack: &str, service: &str) -> ServiceLabels {
+    ServiceLabels {
+        stack: StackLabels::of(stack),
+        service: service.to_owned(),
     }
+}
 
-    /// The value of the sample whose name and labels are exactly `series`, if rendered.
-    fn value(text: &str, series: &str) -> Option<f64> {
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-            .map(|v| v.parse().expect("a number"))
-    }
-
-    #[track_caller]
-    fn assert_sample(text: &str, series: &str, expected: f64) {
-        assert_eq!(value(text, series), Some(expected), "{series} in\n{text}");
-    }
-
-    #[test]
-    fn every_family_is_declared_with_prefix_unit_and_type_once_used() {
-        let m = Metrics::new();
-        // prometheus-client renders nothing for a family without series.
-        assert_eq!(m.render(), "");
-        m.reconciled("ops/erni", ms(1), Some("store"));
-        m.probed("ops/erni", "backend", "http", true, ms(1));
-        m.restarted("ops/erni", "backend", "Crashed");
-        m.recovered("ops/erni", "backend", ms(1));
-        m.stack_state("ops/erni", true, 1);
-        let text = m.render();
-        for (name, kind) in [
-            ("stackwarden_reconcile_duration_seconds", "histogram"),
-            ("stackwarden_reconcile_errors_total", "counter"),
-            ("stackwarden_probes_total", "counter"),
-            ("stackwarden_probe_duration_seconds", "histogram"),
-            ("stackwarden_restarts_total", "counter"),
-            ("stackwarden_time_to_recover_seconds", "histogram"),
-            ("stackwarden_stack_ready", "gauge"),
-            ("stackwarden_stack_healthy_services", "gauge"),
-        ] {
-            let declared = format!("# TYPE {name} {kind}\n");
-            assert!(text.contains(&declared), "missing `{declared}` in\n{text}");
-            assert!(text.contains(&format!("# HELP {name} ")), "{name}: {text}");
-        }
-        assert_eq!(text.matches("# TYPE ").count(), 8, "{text}");
-        assert!(!text.contains("_total_total"), "{text}");
-    }
-
-    #[test]
-    fn reconcile_durations_and_errors_by_label() {
-        let m = Metrics::new();
-        m.reconciled("ops/erni", ms(30), None);
-        m.reconciled("ops/erni", ms(200), Some("store"));
-        m.reconciled("ops/erni", ms(3), Some("store"));
-        m.reconciled("ops/erni", ms(3), Some("cleanup"));
-        let text = m.render();
-        let h = "stackwarden_reconcile_duration_seconds";
-        assert_sample(&text, &format!(r#"{h}_count{{stack="ops/erni"}}"#), 4.0);
-        let sum = value(&text, &format!(r#"{h}_sum{{stack="ops/erni"}}"#)).unwrap();
-        assert!((sum - 0.236).abs() < 1e-9, "{sum}");
-        for (le, n) in [("0.005", 2.0), ("0.025", 2.0), ("0.05", 3.0), ("0.25", 4.0)] {
-            assert_sample(
-                &text,
-                &format!(r#"{h}_bucket{{stack="ops/erni",le="{le}"}}"#),
-                n,
-            );
-        }
-        assert_sample(
-            &text,
-            &format!(r#"{h}_bucket{{stack="ops/erni",le="+Inf"}}"#),
-            4.0,
-        );
-        let e = "stackwarden_reconcile_errors_total";
-        assert_sample(
-            &text,
-            &format!(r#"{e}{{stack="ops/erni",error="store"}}"#),
-            2.0,
-        );
-        assert_sample(
-            &text,
-            &format!(r#"{e}{{stack="ops/erni",error="cleanup"}}"#),
-            1.0,
-        );
-        // A successful pass creates no error series.
-        assert_eq!(text.matches(&format!("{e}{{")).count(), 2, "{text}");
-    }
-
-    #[test]
-    fn probe_results_are_counted_by_kind_and_result_with_latency() {
-        let m = Metrics::new();
-        m.probed("ops/erni", "backend", "http", true, ms(4));
-        m.probed("ops/erni", "backend", "http", true, ms(6));
-        m.probed("ops/erni", "backend", "http", false, ms(2000));
-        m.probed("ops/erni", "postgres", "postgres", true, ms(1));
-        let text = m.render();
-        let c = "stackwarden_probes_total";
-        let backend = r#"stack="ops/erni",service="backend",kind="http""#;
-        let postgres = r#"stack="ops/erni",service="postgres",kind="postgres""#;
-        assert_sample(&text, &format!(r#"{c}{{{backend},result="success"}}"#), 2.0);
-        assert_sample(&text, &format!(r#"{c}{{{backend},result="failure"}}"#), 1.0);
-        assert_sample(
-            &text,
-            &format!(r#"{c}{{{postgres},result="success"}}"#),
-            1.0,
-        );
-        // Postgres never failed: no series for it.
-        assert_eq!(
-            value(&text, &format!(r#"{c}{{{postgres},result="failure"}}"#)),
-            None
-        );
-        let h = "stackwarden_probe_duration_seconds";
-        assert_sample(&text, &format!("{h}_count{{{backend}}}"), 3.0);
-        for (le, n) in [
-            ("0.0025", 0.0),
-            ("0.005", 1.0),
-            ("0.01", 2.0),
-            ("1", 2.0),
-            ("2.5", 3.0),
-        ] {
-            assert_sample(&text, &format!(r#"{h}_bucket{{{backend},le="{le}"}}"#), n);
-        }
-        assert_sample(
-            &text,
-            &format!(r#"{h}_bucket{{{postgres},le="0.001"}}"#),
-            1.0,
-        );
-    }
-
-    #[test]
-    fn restarts_by_reason() {
-        let m = Metrics::new();
-        m.restarted("ops/erni", "backend", "Crashed");
-        m.restarted("ops/erni", "backend", "Crashed");
-        m.restarted("ops/erni", "backend", "OOMKilled");
-        m.restarted("ops/erni", "backend", "Scheduled");
-        m.restarted("ops/other", "redis", "ProbeFailed");
-        let text = m.render();
-        let c = "stackwarden_restarts_total";
-        let backend = r#"stack="ops/erni",service="backend""#;
-        assert_sample(&text, &format!(r#"{c}{{{backend},reason="Crashed"}}"#), 2.0);
-        assert_sample(
-            &text,
-            &format!(r#"{c}{{{backend},reason="OOMKilled"}}"#),
-            1.0,
-        );
-        assert_sample(
-            &text,
-            &format!(r#"{c}{{{backend},reason="Scheduled"}}"#),
-            1.0,
-        );
-        let redis = r#"stack="ops/other",service="redis",reason="ProbeFailed""#;
-        assert_sample(&text, &format!("{c}{{{redis}}}"), 1.0);
-        assert_eq!(text.matches(&format!("{c}{{")).count(), 4, "{text}");
-    }
-
-    #[test]
-    fn time_to_recover_buckets_span_a_tenth_of_a_second_to_ten_minutes() {
-        let m = Metrics::new();
-        m.recovered("ops/erni", "backend", ms(50));
-        m.recovered("ops/erni", "backend", ms(3_500));
-        m.recovered("ops/erni", "backend", Duration::from_secs(500));
-        m.recovered("ops/erni", "backend", Duration::from_secs(3_600));
-        let text = m.render();
-        let h = "stackwarden_time_to_recover_seconds";
-        let l = r#"stack="ops/erni",service="backend""#;
-        for (le, n) in [
-            ("0.1", 1.0),
-            ("3", 1.0),
-            ("4", 2.0),
-            ("300", 2.0),
-            ("600", 3.0),
-            ("+Inf", 4.0),
-        ] {
-            assert_sample(&text, &format!(r#"{h}_bucket{{{l},le="{le}"}}"#), n);
-        }
-        assert_sample(&text, &format!("{h}_count{{{l}}}"), 4.0);
-        // 16 bounds plus +Inf.
-        assert_eq!(text.matches(&format!("{h}_bucket{{")).count(), 17, "{text}");
-    }
-
-    #[test]
-    fn stack_state_gauges_follow_the_last_report() {
-        let m = Metrics::new();
-        let ready = r#"stackwarden_stack_ready{stack="ops/erni"}"#;
-        let healthy = r#"stackwarden_stack_healthy_services{stack="ops/erni"}"#;
-        m.stack_state("ops/erni", true, 5);
-        let text = m.render();
-        assert_sample(&text, ready, 1.0);
-        assert_sample(&text, healthy, 5.0);
-        m.stack_state("ops/erni", false, 3);
-        let text = m.render();
-        assert_sample(&text, ready, 0.0);
-        assert_sample(&text, healthy, 3.0);
-    }
-
-    #[test]
-    fn backup_jobs_by_result_and_the_newest_success_as_gauges() {
-        let m = Metrics::new();
-        m.backup_job_ended("ops/erni", "pg", "Backup", None);
-        m.backup_job_ended("ops/erni", "pg", "Backup", None);
-        m.backup_job_ended("ops/erni", "pg", "Verify", Some("ChecksumMismatch"));
-        m.backup_last_success("ops/erni", "pg", 1_764_554_400, 140_442_407);
-        let text = m.render();
-        let jobs = "stackwarden_backup_jobs_total";
-        assert_sample(
-            &text,
-            &format!(r#"{jobs}{{stack="ops/erni",target="pg",job="Backup",result="Succeeded"}}"#),
-            2.0,
-        );
-        assert_sample(
-            &text,
-            &format!(
-                r#"{jobs}{{stack="ops/erni",target="pg",job="Verify",result="ChecksumMismatch"}}"#
-            ),
-            1.0,
-        );
-        assert_sample(
-            &text,
-            r#"stackwarden_backup_last_success_timestamp_seconds{stack="ops/erni",target="pg"}"#,
-            1_764_554_400.0,
-        );
-        assert_sample(
-            &text,
-            r#"stackwarden_backup_last_size_bytes{stack="ops/erni",target="pg"}"#,
-            140_442_407.0,
-        );
-    }
-
-    #[test]
-    fn forget_stack_removes_all_its_series_and_only_its() {
-        let m = Metrics::new();
-        for stack in ["ops/gone", "ops/kept"] {
-            m.reconciled(stack, ms(10), Some("store"));
-            m.probed(stack, "backend", "http", true, ms(3));
-            m.probed(stack, "backend", "http", false, ms(3));
-            m.probed(stack, "redis", "redis", true, ms(1));
-            m.restarted(stack, "backend", "Crashed");
-            m.recovered(stack, "backend", ms(900));
-            m.stack_state(stack, false, 1);
-            m.backup_job_ended(stack, "pg", "Backup", None);
-            m.backup_job_ended(stack, "pg", "Backup", Some("DiskFull"));
-            m.backup_last_success(stack, "pg", 1_700_000_000, 42);
-        }
-        let before = m.render();
-        m.forget_stack("ops/gone");
-        m.forget_stack("ops/never-seen");
-        let text = m.render();
-        assert!(!text.contains("ops/gone"), "{text}");
-        let kept = |t: &str| {
-            t.lines()
-                .filter(|l| l.contains(r#"stack="ops/kept""#))
-                .count()
-        };
-        // reconcile 12 + 3; error 1; probes 3 + 2 × (12 + 3); restart 1; recover 16 + 3; 2 gauges;
-        // backup jobs 2; backup gauges 2.
-        assert_eq!(kept(&text), 15 + 1 + 3 + 30 + 1 + 19 + 2 + 2 + 2, "{text}");
-        assert_eq!(kept(&text), kept(&before));
-        // Recording again after forgetting works and starts from zero.
-        m.restarted("ops/gone", "backend", "Crashed");
-        m.restarted("ops/kept", "backend", "Crashed");
-        let text = m.render();
-        let c = "stackwarden_restarts_total";
-        let gone = r#"stack="ops/gone",service="backend",reason="Crashed""#;
-        let kept = r#"stack="ops/kept",service="backend",reason="Crashed""#;
-        assert_sample(&text, &format!("{c}{{{gone}}}"), 1.0);
-        assert_sample(&text, &format!("{c}{{{kept}}}"), 2.0);
-    }
+/// Running, and passing its health check (the operator's probes, else Docker's healthcheck)
+/// or having none. A check still starting is not healthy yet.
+fn is_healthy(service: &ServiceStatus) -> bool {
+    service.state == ContainerState::Running
+        && matches!(service.health, None | Some(ContainerHealth::Healthy))
 }

@@ -41,15 +41,31 @@ const MAX_CONNECTIONS: usize = 64;
 ///
 /// The future never completes; dropping it (e.g. aborting the task it was spawned on) closes
 /// the listener and every open connection. A bind error is returned at once, so that a port
-/// in use stops the operator at start rather than leaving it unobservable.
+/// in use stops the operator at start rather than leaving it unobservable; its text names the
+/// address and what to do (its kind is the bind error's).
 pub async fn serve(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
 ) -> io::Result<(SocketAddr, impl Future<Output = ()> + Send + 'static)> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| bind_error(addr, e))?;
     let bound = listener.local_addr()?;
     Ok((bound, accept_loop(listener, metrics, ready)))
+}
+
+/// The OS says only "Address already in use"; the operator knows which address, and whose
+/// flag moves it.
+fn bind_error(addr: SocketAddr, e: io::Error) -> io::Error {
+    let hint = match e.kind() {
+        io::ErrorKind::AddrInUse => "another stackwarden may be running, or another program uses the port; pass --metrics-addr HOST:PORT (or off)",
+        _ => "pass --metrics-addr HOST:PORT (or off)",
+    };
+    io::Error::new(
+        e.kind(),
+        format!("cannot serve /metrics on {addr}: {e}; {hint}"),
+    )
 }
 
 async fn accept_loop(listener: TcpListener, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) {
@@ -221,7 +237,7 @@ mod tests {
         );
         assert!(
             scraped.body.lines().any(|l| l
-                == "stackwarden_restarts_total{stack=\"ops/erni\",service=\"backend\",reason=\"OOMKilled\"} 1"),
+                == "stackwarden_restarts_total{namespace=\"ops\",name=\"erni\",service=\"backend\",reason=\"OOMKilled\"} 1"),
             "{}",
             scraped.body
         );
@@ -269,9 +285,19 @@ mod tests {
             Arc::new(AtomicBool::new(true)),
         )
         .await;
-        assert_eq!(
-            result.err().map(|e| e.kind()),
-            Some(io::ErrorKind::AddrInUse)
+        let error = result.err().expect("a port in use is an error");
+        assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+        // What the operator prints when it stops: the address, the cause and the way out.
+        let shown = format!("{:#}", anyhow::Error::from(error));
+        assert!(
+            shown.starts_with(&format!("cannot serve /metrics on {addr}: ")),
+            "{shown}"
+        );
+        let cause = TcpListener::bind(addr).await.unwrap_err().to_string();
+        assert!(shown.contains(&format!(": {cause}; ")), "{shown}");
+        assert!(
+            shown.contains("--metrics-addr HOST:PORT (or off)"),
+            "{shown}"
         );
     }
 }

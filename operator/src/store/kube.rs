@@ -1,6 +1,8 @@
-//! The cluster driver: kube-runtime's Controller feeds ServiceStacks to the shared reconcile;
-//! status goes through the status subresource, events through kube's recorder, and a
-//! finalizer runs the deletion policy before the resource disappears.
+//! The cluster driver: while this process holds the leader Lease, kube-runtime's Controller
+//! feeds ServiceStacks to the shared reconcile. Status is written by server-side apply with
+//! the version it was computed from (a stale view cannot overwrite a newer status), events go
+//! through `events.k8s.io`, and a finalizer runs the deletion policy before the resource
+//! disappears. A standby runs nothing but the election.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,16 +13,19 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::{ObjectRef, Store as Cache};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use tracing::{error, info};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
 
 use super::{EventType, StackEvent, Store, StoreError};
 use crate::api::{ServiceStack, ServiceStackStatus};
-use crate::controller::{self, Context};
+use crate::controller::{self, Context, Wake};
 
 pub const FINALIZER: &str = "stackwarden.dev/cleanup";
-const MANAGER: &str = "stackwarden";
+/// Field manager of the status and reporting controller of events.
+pub const MANAGER: &str = "stackwarden";
 
 /// [`Store`] on the Kubernetes API.
 pub struct KubeStore {
@@ -38,48 +43,40 @@ impl KubeStore {
     }
 }
 
-/// A JSON merge patch from `previous` to `new`: `new`, plus `null` for every key `previous`
-/// had and `new` lacks. A plain merge patch would keep those keys forever (a service removed
-/// from the compose file would stay in `status.services`).
-fn merge_patch(previous: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match (previous, new) {
-        (Value::Object(p), Value::Object(n)) => {
-            let mut out = serde_json::Map::new();
-            for (k, v) in n {
-                out.insert(
-                    k.clone(),
-                    p.get(k).map_or_else(|| v.clone(), |pv| merge_patch(pv, v)),
-                );
-            }
-            for k in p.keys().filter(|k| !n.contains_key(*k)) {
-                out.insert(k.clone(), Value::Null);
-            }
-            Value::Object(out)
-        }
-        (_, n) => n.clone(),
-    }
-}
-
 #[async_trait]
 impl Store for KubeStore {
     async fn write_status(
         &self,
-        stack: &ServiceStack,
-        status: &ServiceStackStatus,
+        stack: &mut ServiceStack,
+        status: ServiceStackStatus,
     ) -> Result<(), StoreError> {
         let api: Api<ServiceStack> =
             Api::namespaced(self.client.clone(), &stack.namespace().unwrap_or_default());
-        let previous = serde_json::to_value(stack.status.clone().unwrap_or_default())
-            .expect("status serializes");
-        let patch = serde_json::json!({ "status": merge_patch(&previous, &serde_json::to_value(status).expect("status serializes")) });
-        api.patch_status(
-            &stack.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
-        Ok(())
+        // The whole status, applied: fields left out (a service removed from the compose
+        // file) are dropped. The resource version makes it conditional: the API server refuses
+        // it (409) if the stack changed since this pass read it.
+        let patch = serde_json::json!({
+            "apiVersion": ServiceStack::api_version(&()),
+            "kind": ServiceStack::kind(&()),
+            "metadata": {
+                "name": stack.name_any(),
+                "resourceVersion": stack.resource_version(),
+            },
+            "status": status,
+        });
+        let params = PatchParams::apply(MANAGER).force();
+        match api
+            .patch_status(&stack.name_any(), &params, &Patch::Apply(&patch))
+            .await
+        {
+            Ok(written) => {
+                stack.metadata.resource_version = written.resource_version();
+                stack.status = Some(status);
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 => Err(StoreError::Conflict),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn referenced_variables(
@@ -158,10 +155,12 @@ pub async fn reconcile(
     stack: Arc<ServiceStack>,
     kctx: Arc<KubeContext>,
 ) -> Result<Action, KubeError> {
+    use kube::runtime::finalizer::Error as F;
     let api: Api<ServiceStack> =
         Api::namespaced(kctx.client.clone(), &stack.namespace().unwrap_or_default());
     let ctx = &kctx.ctx;
-    finalizer(&api, FINALIZER, stack, |event| async {
+    let key = stack.key();
+    let result = finalizer(&api, FINALIZER, stack, |event| async {
         match event {
             Finalizer::Apply(s) => {
                 let uid = s.uid().unwrap_or_default();
@@ -176,92 +175,208 @@ pub async fn reconcile(
             }
         }
     })
-    .await
-    .map_err(|e| KubeError::Finalizer(Box::new(e)))
+    .await;
+    match result {
+        // Our view was stale (our own last write had not come back through the watch yet, or
+        // another writer was first): nothing was written; the fresh copy is on its way.
+        Err(F::ApplyFailed(controller::Error::Store(StoreError::Conflict))) => {
+            debug!(stack = %key, "status conflict; looking again on a fresh copy");
+            Ok(Action::requeue(CONFLICT_REQUEUE))
+        }
+        // A second pass over a stack already deleted (queued before the deletion was seen).
+        Err(F::RemoveFinalizer(kube::Error::Api(e))) if e.code == 404 => {
+            debug!(stack = %key, "already deleted");
+            Ok(Action::await_change())
+        }
+        other => other.map_err(|e| KubeError::Finalizer(Box::new(e))),
+    }
 }
+
+/// How soon a pass that met a newer version of its stack looks again.
+const CONFLICT_REQUEUE: Duration = Duration::from_secs(1);
 
 /// Retries a failed pass; Docker trouble never gets here (it is a condition), only API and
 /// cleanup failures do.
 pub fn error_policy(stack: Arc<ServiceStack>, err: &KubeError, _ctx: Arc<KubeContext>) -> Action {
-    error!(stack = %stack.name_any(), "reconcile failed: {err}");
+    error!(stack = %stack.key(), "reconcile failed: {err}");
     Action::requeue(Duration::from_secs(5))
 }
 
-/// Runs the controller until a shutdown signal.
-pub async fn run(
-    client: Client,
-    namespace: Option<String>,
-    metrics_addr: Option<std::net::SocketAddr>,
-) -> anyhow::Result<()> {
-    let api: Api<ServiceStack> = match &namespace {
+/// How `stackwarden controller` runs.
+pub struct ControllerOptions {
+    /// Only this namespace's stacks (all when None).
+    pub namespace: Option<String>,
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    pub lease: LeaseOptions,
+}
+
+/// The leader election: one Lease, held by one operator at a time.
+#[derive(Clone, Debug)]
+pub struct LeaseOptions {
+    pub name: String,
+    pub namespace: String,
+    /// Who holds it: the pod's name in a cluster.
+    pub identity: String,
+    /// How long a holder that stopped renewing keeps it; a standby takes over within this.
+    pub duration: Duration,
+    /// How long before expiry the holder renews.
+    pub grace: Duration,
+    /// How long a leader told to stop waits for its running backup jobs to finish.
+    pub shutdown_timeout: Duration,
+}
+
+/// Runs until SIGTERM or SIGINT: waits for the Lease, leads while it holds it, stands by
+/// again when it loses it. On a signal, a leader stops starting work, lets running jobs finish
+/// (up to `shutdown_timeout`), and releases the Lease so a standby takes over at once.
+pub async fn run(client: Client, opts: ControllerOptions) -> anyhow::Result<()> {
+    let api: Api<ServiceStack> = match &opts.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
     // Fail early and clearly when the CRD is missing rather than looping on watch errors.
-    api.list(&Default::default()).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot list ServiceStacks ({e}); is the CRD installed? kubectl apply -f crds/"
-        )
-    })?;
-    let ctx = KubeContext::new(client);
-    if let Some(addr) = metrics_addr {
-        // Ready as soon as the API answered the list above: the controller can do its work.
-        let ready = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let (bound, server) = crate::metrics::serve(addr, ctx.ctx.metrics.clone(), ready).await?;
+    api.list(&kube::api::ListParams::default().limit(1))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot list ServiceStacks ({e}); is the CRD installed? kubectl apply -f crds/"
+            )
+        })?;
+    let kctx = KubeContext::new(client.clone());
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(addr) = opts.metrics_addr {
+        let (bound, server) =
+            crate::metrics::serve(addr, kctx.ctx.metrics.clone(), ready.clone()).await?;
         info!(%bound, "serving /metrics, /healthz and /readyz");
         tokio::spawn(server);
     }
-    info!(
-        namespace = namespace.as_deref().unwrap_or("<all>"),
-        "controller started"
-    );
-    let triggers = futures::stream::select(
-        docker_changes(
-            ctx.ctx.engines.clone(),
-            crate::api::DEFAULT_DOCKER_HOST.to_owned(),
-        ),
-        futures::stream::unfold(ctx.ctx.wake.clone(), |w| async move {
-            w.notified().await;
-            Some(((), w))
-        }),
-    );
-    Controller::new(api, watcher::Config::default().any_semantic())
-        .reconcile_all_on(triggers)
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+    let lease = kube_lease_manager::LeaseManagerBuilder::new(client, &opts.lease.name)
+        .with_namespace(&opts.lease.namespace)
+        .with_identity(&opts.lease.identity)
+        .with_duration(opts.lease.duration.as_secs())
+        .with_grace(opts.lease.grace.as_secs())
+        .with_field_manager(format!("{MANAGER}-lease"))
+        .build()
+        .await?;
+    let (mut leading, election) = lease.watch().await;
+    // A standby is ready too: it is what a rolling update waits for before stopping the leader.
+    ready.store(true, std::sync::atomic::Ordering::Release);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let wakes = Arc::new(tokio::sync::Mutex::new(
+        kctx.ctx.take_wakes().expect("a fresh context"),
+    ));
+    info!(namespace = opts.namespace.as_deref().unwrap_or("<all>"), lease = %format!("{}/{}", opts.lease.namespace, opts.lease.name), identity = %opts.lease.identity, "controller started; waiting for the Lease");
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = leading.wait_for(|l| *l) => if changed.is_err() { break },
+        }
+        lead(&api, &kctx, &wakes, &mut leading, &shutdown, &opts.lease).await;
+        if shutdown.is_cancelled() {
+            break;
+        }
+    }
+    // Closing the channel releases the Lease (if held) and ends the election task.
+    drop(leading);
+    match tokio::time::timeout(Duration::from_secs(5), election).await {
+        Ok(Ok(Ok(_))) => info!("released the Lease; stopped"),
+        other => warn!("stopped; releasing the Lease did not finish ({other:?}): a standby takes over when it expires"),
+    }
     Ok(())
 }
 
-/// One item per change to a managed container on `host` (die, start, health status...), so
-/// crashes are acted on at once rather than at the next requeue. The stream resubscribes after a
-/// break, and yields once then too: events may have been missed, so everything is looked at.
-/// Stacks on other engines are covered by their requeue.
-fn docker_changes(
-    engines: crate::docker::Engines,
-    host: String,
-) -> impl futures::Stream<Item = ()> + Send {
-    type Changes = futures::stream::BoxStream<'static, Result<String, crate::docker::EngineError>>;
-    futures::stream::unfold(
-        (engines, host, None::<Changes>),
-        |(engines, host, mut current)| async move {
-            loop {
-                let stream = match current.as_mut() {
-                    Some(s) => s,
-                    None => match engines.get(&host).await {
-                        Ok(engine) => current.insert(engine.container_changes()),
-                        Err(_) => {
-                            tokio::time::sleep(Duration::from_secs(2)).await;
-                            continue;
-                        }
-                    },
-                };
-                return match stream.next().await {
-                    Some(Ok(_)) => Some(((), (engines, host, current))),
-                    Some(Err(_)) | None => Some(((), (engines, host, None))),
-                };
+/// Leads until the Lease is lost or a shutdown is asked for.
+async fn lead(
+    api: &Api<ServiceStack>,
+    kctx: &Arc<KubeContext>,
+    wakes: &Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Wake>>>,
+    leading: &mut tokio::sync::watch::Receiver<bool>,
+    shutdown: &CancellationToken,
+    lease: &LeaseOptions,
+) {
+    info!(identity = %lease.identity, "holding the Lease: leading");
+    let ctx = kctx.ctx.clone();
+    ctx.metrics.set_leader(true);
+    let stop = CancellationToken::new();
+    let controller = Controller::new(api.clone(), watcher::Config::default().any_semantic());
+    let triggers = wake_refs(wakes.clone(), controller.store());
+    let run = controller
+        .reconcile_on(triggers)
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(reconcile, error_policy, kctx.clone())
+        .for_each(|_| futures::future::ready(()));
+    tokio::pin!(run);
+    let lost = async {
+        let _ = leading.wait_for(|l| !*l).await;
+    };
+    tokio::pin!(lost);
+    tokio::select! {
+        _ = &mut run => warn!("the controller stopped by itself"),
+        _ = &mut lost => warn!("lost the Lease: stopping all work and standing by"),
+        _ = shutdown.cancelled() => {
+            info!(timeout = ?lease.shutdown_timeout, "shutting down: starting no new work, waiting for running backup jobs");
+            ctx.drain();
+            let idle = async {
+                while !ctx.backups.idle() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            };
+            tokio::select! {
+                _ = &mut run => {}
+                _ = &mut lost => {}
+                _ = idle => info!("no backup job runs"),
+                _ = tokio::time::sleep(lease.shutdown_timeout) => warn!("backup jobs still run; they are left for the next leader to recover"),
             }
-        },
-    )
+        }
+    }
+    stop.cancel();
+    run.await;
+    ctx.stop_all();
+    ctx.metrics.set_leader(false);
+}
+
+/// The stacks the wakes name, as the Controller's triggers: one stack by key, or every
+/// cached stack on an engine.
+fn wake_refs(
+    wakes: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Wake>>>,
+    cache: Cache<ServiceStack>,
+) -> impl futures::Stream<Item = ObjectRef<ServiceStack>> + Send + 'static {
+    futures::stream::unfold(wakes, |wakes| async move {
+        let wake = wakes.lock().await.recv().await?;
+        Some((wake, wakes))
+    })
+    .flat_map(move |wake| {
+        let refs: Vec<ObjectRef<ServiceStack>> = match wake {
+            Wake::Stack(key) => key
+                .split_once('/')
+                .map(|(ns, name)| ObjectRef::new(name).within(ns))
+                .into_iter()
+                .collect(),
+            Wake::Engine(host) => cache
+                .state()
+                .iter()
+                .filter(|s| s.spec.docker.host() == host)
+                .map(|s| ObjectRef::from_obj(s.as_ref()))
+                .collect(),
+        };
+        futures::stream::iter(refs)
+    })
+}
+
+/// Cancels `token` on SIGTERM (what the kubelet sends) or SIGINT.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            token.cancel();
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+    }
+    token.cancel();
 }

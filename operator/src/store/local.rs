@@ -5,14 +5,13 @@
 //! the spec last seen, where it came from, status) and `events.jsonl` next to it. Records are
 //! written to a temporary file and renamed, so a kill never leaves half a record.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
@@ -211,6 +210,8 @@ impl LocalStore {
         source: &Path,
     ) -> Result<Record, StoreError> {
         let record = match self.load(namespace, name)? {
+            // Unchanged: nothing to write (manifests are read twice a second).
+            Some(r) if r.spec == spec && r.source == source => return Ok(r),
             Some(mut r) => {
                 if r.spec != spec {
                     r.generation += 1;
@@ -250,15 +251,18 @@ const MAX_EVENTS: usize = 200;
 impl Store for LocalStore {
     async fn write_status(
         &self,
-        stack: &ServiceStack,
-        status: &ServiceStackStatus,
+        stack: &mut ServiceStack,
+        status: ServiceStackStatus,
     ) -> Result<(), StoreError> {
         let (ns, name) = names(stack);
-        // The record may have been forgotten meanwhile (stack deleted); then there is nothing to write.
+        // One `stackwarden local` per state directory (the lock) is the only writer of
+        // records, so there is no other version to conflict with. The record may have been
+        // forgotten meanwhile (stack deleted); then there is nothing to write.
         if let Some(mut r) = self.load(&ns, &name)? {
             r.status = status.clone();
             self.save(&r)?;
         }
+        stack.status = Some(status);
         Ok(())
     }
 
@@ -430,6 +434,7 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
         );
     };
     let ctx = Context::new(Arc::new(store.clone()));
+    ctx.metrics.set_leader(true);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let _endpoints = match opts.metrics_addr {
         Some(addr) => {
@@ -440,23 +445,17 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let mut wakes = ctx.take_wakes().expect("a fresh context");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _signals = AbortOnDrop(tokio::spawn(super::kube::cancel_on_signal(
+        shutdown.clone(),
+    )));
     let started = Instant::now();
-    let mut due: BTreeMap<(String, String), Instant> = BTreeMap::new();
-    let mut last_generation: BTreeMap<(String, String), i64> = BTreeMap::new();
-    let mut watches: BTreeMap<
-        String,
-        futures::stream::BoxStream<'static, Result<String, crate::docker::EngineError>>,
-    > = BTreeMap::new();
+    let mut driver = Driver::default();
     info!(manifests = %opts.manifests.display(), state = %opts.state_dir.display(), "local mode started");
     loop {
-        let all_ready = pass(
-            &store,
-            &ctx,
-            &opts.manifests,
-            &mut due,
-            &mut last_generation,
-        )
-        .await;
+        let all_ready = driver.pass(&store, &ctx, &opts.manifests).await;
+        ready.store(true, std::sync::atomic::Ordering::Release);
         if opts.exit_when_ready && all_ready {
             info!("every stack is Ready");
             return Ok(());
@@ -468,194 +467,244 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
                 );
             }
         }
-        subscribe(&ctx, &store, &mut watches).await;
-        let next = due
-            .values()
-            .min()
-            .copied()
-            .unwrap_or_else(|| Instant::now() + POLL);
-        let wait = next.saturating_duration_since(Instant::now()).min(POLL);
-        let watching = !watches.is_empty();
-        let woke = {
-            let changes = futures::stream::select_all(watches.values_mut());
-            tokio::pin!(changes);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => Wake::Timer,
-                // Guarded: with no stream, select_all ends at once and would spin.
-                change = changes.next(), if watching => Wake::Docker(change.map(|r| r.map(|_| ()))),
-                _ = ctx.wake.notified() => Wake::Probe,
-                _ = tokio::signal::ctrl_c() => Wake::Interrupt,
-            }
-        };
-        match woke {
-            Wake::Timer => {}
-            // A probe verdict flipped: act on it now.
-            Wake::Probe => due.values_mut().for_each(|t| *t = Instant::now()),
-            // A container of ours changed: look at every stack now rather than at its next poll.
-            Wake::Docker(Some(Ok(()))) => due.values_mut().for_each(|t| *t = Instant::now()),
-            // The stream broke; polling carries on and the next turn resubscribes.
-            // The stream broke: events may have been missed, so look at every stack now (a
-            // fresh list from Docker), and resubscribe on the next turn.
-            Wake::Docker(Some(Err(e))) => {
-                warn!("Docker events: {e}; resubscribing");
-                watches.clear();
-                due.values_mut().for_each(|t| *t = Instant::now());
-            }
-            Wake::Docker(None) => {
-                watches.clear();
-                due.values_mut().for_each(|t| *t = Instant::now());
-            }
-            Wake::Interrupt => {
-                info!("interrupted; the stacks keep running");
+        let wait = driver
+            .next_due()
+            .map_or(POLL, |t| t.saturating_duration_since(Instant::now()))
+            .min(POLL);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            Some(wake) = wakes.recv() => driver.wake(&store, wake),
+            _ = shutdown.cancelled() => {
+                drain(&ctx, &store, &mut driver, &opts.manifests).await;
+                info!("stopped; the stacks keep running");
                 return Ok(());
             }
         }
     }
 }
 
+/// How long a stopping `stackwarden local` waits for running backup jobs.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Stops starting work and lets running backup jobs finish and be recorded, for a while.
+async fn drain(ctx: &Context, store: &LocalStore, driver: &mut Driver, manifests: &Path) {
+    if ctx.backups.idle() {
+        return;
+    }
+    info!(timeout = ?SHUTDOWN_TIMEOUT, "stopping: starting no new work, waiting for running backup jobs");
+    ctx.drain();
+    let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+    while !ctx.backups.idle() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        driver.due.values_mut().for_each(|t| *t = Instant::now());
+        driver.pass(store, ctx, manifests).await;
+    }
+    if !ctx.backups.idle() {
+        warn!("backup jobs still run; the next `stackwarden local` recovers them");
+    }
+    ctx.stop_all();
+}
+
 type Key = (String, String);
 
-/// Stops the endpoint server when the driver returns.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// Stops a background task when the driver returns.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
 }
 
-/// Why the loop woke up.
-enum Wake {
-    Timer,
-    Probe,
-    Docker(Option<Result<(), crate::docker::EngineError>>),
-    Interrupt,
+/// What the local loop remembers between passes.
+#[derive(Default)]
+struct Driver {
+    /// When each stack is next due.
+    due: BTreeMap<Key, Instant>,
+    /// The generation each stack was last reconciled at (a changed spec is due at once).
+    generation: BTreeMap<Key, i64>,
+    /// The last error reading each manifest file, so it is logged once, not every poll.
+    unreadable: BTreeMap<PathBuf, String>,
+    /// Deleted stacks whose cleanup failed: when to try again, how often it failed, the error.
+    cleanup: BTreeMap<Key, (Instant, u32, String)>,
 }
 
-/// Keeps one events subscription per engine the known stacks use.
-async fn subscribe(
-    ctx: &Context,
-    store: &LocalStore,
-    watches: &mut BTreeMap<
-        String,
-        futures::stream::BoxStream<'static, Result<String, crate::docker::EngineError>>,
-    >,
-) {
-    for record in store.list().unwrap_or_default() {
-        let host = record.spec.docker.host().to_owned();
-        if watches.contains_key(&host) {
-            continue;
-        }
-        if let Ok(engine) = ctx.engines.get(&host).await {
-            watches.insert(host, engine.container_changes());
+impl Driver {
+    fn next_due(&self) -> Option<Instant> {
+        self.due
+            .values()
+            .chain(self.cleanup.values().map(|(t, _, _)| t))
+            .min()
+            .copied()
+    }
+
+    /// Makes what a wake names due now: one stack, or every stack on an engine.
+    fn wake(&mut self, store: &LocalStore, wake: controller::Wake) {
+        let now = Instant::now();
+        match wake {
+            controller::Wake::Stack(key) => {
+                if let Some((ns, name)) = key.split_once('/') {
+                    self.due.insert((ns.to_owned(), name.to_owned()), now);
+                }
+            }
+            controller::Wake::Engine(host) => {
+                for r in store.list().unwrap_or_default() {
+                    if r.spec.docker.host() == host {
+                        self.due.insert((r.namespace, r.name), now);
+                    }
+                }
+            }
         }
     }
-}
 
-/// One sweep over the manifests; returns whether every known stack is Ready.
-async fn pass(
-    store: &LocalStore,
-    ctx: &Context,
-    path: &Path,
-    due: &mut BTreeMap<Key, Instant>,
-    last_gen: &mut BTreeMap<Key, i64>,
-) -> bool {
-    let mut seen: BTreeMap<Key, ()> = BTreeMap::new();
-    let mut unreadable: Vec<PathBuf> = Vec::new();
-    let mut all_ready = true;
-    for (file, docs) in read_manifests(path) {
-        let docs = match docs {
-            Ok(d) => d,
-            Err(e) => {
-                error!("{e}; the stacks it held are left as they are");
-                unreadable.push(file);
-                all_ready = false;
-                continue;
-            }
-        };
-        for doc in docs {
-            let outcome = match doc {
-                Manifest::Invalid {
-                    namespace,
-                    name,
-                    error,
-                } => {
-                    seen.insert((namespace.clone(), name.clone()), ());
-                    all_ready = false;
-                    mark_invalid(store, &namespace, &name, &error).await
+    /// One sweep over the manifests; returns whether every known stack is Ready.
+    async fn pass(&mut self, store: &LocalStore, ctx: &Context, path: &Path) -> bool {
+        let mut seen: BTreeSet<Key> = BTreeSet::new();
+        let mut unreadable: Vec<PathBuf> = Vec::new();
+        let mut all_ready = true;
+        for (file, docs) in read_manifests(path) {
+            let docs = match docs {
+                Ok(d) => {
+                    if self.unreadable.remove(&file).is_some() {
+                        info!("{} can be read again", file.display());
+                    }
+                    d
                 }
-                Manifest::Stack(stack) => {
-                    let (ns, name) = names(&stack);
-                    let key = (ns.clone(), name.clone());
-                    seen.insert(key.clone(), ());
-                    let ready = reconcile_if_due(store, ctx, &stack, &file, due, last_gen).await;
-                    all_ready &= *ready.as_ref().unwrap_or(&false);
-                    ready.map(|_| ())
+                Err(e) => {
+                    if self.unreadable.get(&file) != Some(&e) {
+                        error!("{e}; the stacks it held are left as they are");
+                        self.unreadable.insert(file.clone(), e);
+                    }
+                    unreadable.push(file);
+                    all_ready = false;
+                    continue;
                 }
             };
-            if let Err(e) = outcome {
-                error!("{e}");
+            for doc in docs {
+                let ready = self.reconcile_doc(store, ctx, doc, &file, &mut seen).await;
+                all_ready &= ready;
             }
         }
+        all_ready &= self.delete_missing(store, ctx, &seen, &unreadable).await;
+        all_ready
     }
-    // Stacks whose manifest is gone are deleted, as `kubectl delete` would; a stack whose file
-    // merely failed to parse is kept.
-    for record in store.list().unwrap_or_default() {
-        let key = (record.namespace.clone(), record.name.clone());
-        if seen.contains_key(&key) || unreadable.contains(&record.source) {
-            continue;
-        }
-        let stack = record.to_stack();
-        match controller::cleanup(&stack, &record.uid, ctx).await {
-            Ok(()) => {
-                if let Err(e) = store.forget(&record.namespace, &record.name) {
-                    error!("{e}");
-                }
-                due.remove(&key);
-                ctx.forget(&stack.key());
-                info!(stack = %stack.key(), "manifest removed: stack deleted");
-            }
-            Err(e) => {
-                warn!(stack = %stack.key(), "deleting the stack failed, will retry: {e}");
-                all_ready = false;
-            }
-        }
-    }
-    all_ready
-}
 
-async fn reconcile_if_due(
-    store: &LocalStore,
-    ctx: &Context,
-    stack: &ServiceStack,
-    file: &Path,
-    due: &mut BTreeMap<Key, Instant>,
-    last_gen: &mut BTreeMap<Key, i64>,
-) -> Result<bool, StoreError> {
-    let (ns, name) = names(stack);
-    let key = (ns.clone(), name.clone());
-    let record = store.admit(&ns, &name, stack.spec.clone(), file)?;
-    let changed = last_gen.get(&key) != Some(&record.generation);
-    let is_due = due.get(&key).is_none_or(|t| *t <= Instant::now());
-    if changed || is_due {
-        last_gen.insert(key.clone(), record.generation);
-        let stack = record.to_stack();
-        match controller::reconcile(&stack, &record.uid, ctx).await {
-            Ok(r) => {
-                due.insert(key.clone(), Instant::now() + r.0);
+    async fn reconcile_doc(
+        &mut self,
+        store: &LocalStore,
+        ctx: &Context,
+        doc: Manifest,
+        file: &Path,
+        seen: &mut BTreeSet<Key>,
+    ) -> bool {
+        let outcome = match doc {
+            Manifest::Invalid {
+                namespace,
+                name,
+                error,
+            } => {
+                seen.insert((namespace.clone(), name.clone()));
+                mark_invalid(store, &namespace, &name, &error)
+                    .await
+                    .map(|_| false)
             }
-            Err(e) => {
-                error!(stack = %stack.key(), "{e}");
-                due.insert(key.clone(), Instant::now() + Duration::from_secs(5));
+            Manifest::Stack(stack) => {
+                seen.insert(names(&stack));
+                self.reconcile_if_due(store, ctx, &stack, file).await
+            }
+        };
+        outcome.unwrap_or_else(|e| {
+            error!("{e}");
+            false
+        })
+    }
+
+    /// Stacks whose manifest is gone are deleted, as `kubectl delete` would; a stack whose
+    /// file merely failed to parse is kept. A cleanup that fails is retried with backoff.
+    async fn delete_missing(
+        &mut self,
+        store: &LocalStore,
+        ctx: &Context,
+        seen: &BTreeSet<Key>,
+        unreadable: &[PathBuf],
+    ) -> bool {
+        let mut done = true;
+        for record in store.list().unwrap_or_default() {
+            let key = (record.namespace.clone(), record.name.clone());
+            if seen.contains(&key) || unreadable.contains(&record.source) {
+                self.cleanup.remove(&key);
+                continue;
+            }
+            done = false;
+            if self
+                .cleanup
+                .get(&key)
+                .is_some_and(|(t, _, _)| *t > Instant::now())
+            {
+                continue;
+            }
+            let stack = record.to_stack();
+            match controller::cleanup(&stack, &record.uid, ctx).await {
+                Ok(()) => {
+                    if let Err(e) = store.forget(&record.namespace, &record.name) {
+                        error!("{e}");
+                    }
+                    self.due.remove(&key);
+                    self.generation.remove(&key);
+                    self.cleanup.remove(&key);
+                    ctx.forget(&stack.key());
+                    info!(stack = %stack.key(), "manifest removed: stack deleted");
+                }
+                Err(e) => {
+                    let (failures, last) = self
+                        .cleanup
+                        .remove(&key)
+                        .map_or((0, String::new()), |(_, n, m)| (n, m));
+                    let message = e.to_string();
+                    if message != last {
+                        warn!(stack = %stack.key(), "deleting the stack failed, will retry with backoff: {message}");
+                    }
+                    let at = Instant::now() + controller::backoff_delay(failures + 1);
+                    self.cleanup.insert(key, (at, failures + 1, message));
+                }
             }
         }
+        done
     }
-    let status = store
-        .load(&ns, &name)?
-        .map(|r| r.status)
-        .unwrap_or_default();
-    Ok(condition::find(&status.conditions, ConditionType::Ready)
-        .is_some_and(|c| c.status == ConditionStatus::True))
+
+    async fn reconcile_if_due(
+        &mut self,
+        store: &LocalStore,
+        ctx: &Context,
+        stack: &ServiceStack,
+        file: &Path,
+    ) -> Result<bool, StoreError> {
+        let key = names(stack);
+        let record = store.admit(&key.0, &key.1, stack.spec.clone(), file)?;
+        let changed = self.generation.get(&key) != Some(&record.generation);
+        let is_due = self.due.get(&key).is_none_or(|t| *t <= Instant::now());
+        let mut status = record.status.clone();
+        if changed || is_due {
+            self.generation.insert(key.clone(), record.generation);
+            let stack = record.to_stack();
+            match controller::reconcile(&stack, &record.uid, ctx).await {
+                Ok(r) => {
+                    self.due.insert(key.clone(), Instant::now() + r.0);
+                }
+                Err(e) => {
+                    error!(stack = %stack.key(), "{e}");
+                    self.due
+                        .insert(key.clone(), Instant::now() + Duration::from_secs(5));
+                }
+            }
+            status = store
+                .load(&key.0, &key.1)?
+                .map(|r| r.status)
+                .unwrap_or_default();
+        }
+        Ok(condition::find(&status.conditions, ConditionType::Ready)
+            .is_some_and(|c| c.status == ConditionStatus::True))
+    }
 }
 
 /// A manifest that names a stack but does not parse: the stack keeps running, its status says why.
@@ -757,12 +806,12 @@ mod tests {
                 Path::new("/m"),
             )
             .unwrap();
-        let stack = r.to_stack();
+        let mut stack = r.to_stack();
         let status = ServiceStackStatus {
             revision: Some(3),
             ..Default::default()
         };
-        store.write_status(&stack, &status).await.unwrap();
+        store.write_status(&mut stack, status).await.unwrap();
         store
             .record(
                 &stack,

@@ -25,15 +25,22 @@ pub enum StoreError {
         path: String,
         source: serde_json::Error,
     },
+    /// The stack changed since this view of it was read (a stale cache, or another writer):
+    /// nothing was written, and the pass must be redone on a fresh view.
+    #[error("the ServiceStack changed since it was read; retrying on a fresh copy")]
+    Conflict,
 }
 
 /// Writes what the reconcile concluded.
 #[async_trait]
 pub trait Store: Send + Sync {
+    /// Replaces the stack's status, only if the stack is still the version `stack` was read
+    /// at ([`StoreError::Conflict`] otherwise); on success `stack` holds the new status and
+    /// version, so the same pass can write again.
     async fn write_status(
         &self,
-        stack: &ServiceStack,
-        status: &ServiceStackStatus,
+        stack: &mut ServiceStack,
+        status: ServiceStackStatus,
     ) -> Result<(), StoreError>;
     async fn record(&self, stack: &ServiceStack, event: &StackEvent) -> Result<(), StoreError>;
     /// The variables `spec.variablesFrom` brings in. The error message says what to fix and

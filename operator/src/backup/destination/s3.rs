@@ -70,6 +70,9 @@ impl std::fmt::Debug for S3 {
 
 impl S3 {
     pub fn new(cfg: S3Config) -> Result<S3, DestinationError> {
+        // reqwest 0.13 is built without a provider of its own; the binary installs one at
+        // start, but a library caller (tests, benchmarks) may not have.
+        crate::install_crypto_provider();
         // The default overall timeout (30 s) covers the whole response body, which would cut
         // off the download of any backup bigger than what arrives in 30 s; a stall is caught by
         // the read timeout instead.

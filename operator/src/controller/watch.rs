@@ -1,0 +1,81 @@
+//! Docker events to wakes: one task per engine the stacks use, turning each decisive change of
+//! a managed container into a wake of the one stack whose label it carries. Both drivers read
+//! the wakes; neither subscribes to Docker itself.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tracing::{debug, warn};
+
+use super::{Wake, Waker};
+use crate::docker::Engines;
+
+/// Longest wait before subscribing again to an engine that keeps failing.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// The running subscriptions, by engine address. Aborted when dropped.
+#[derive(Default)]
+pub struct EngineWatches {
+    tasks: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+}
+
+impl EngineWatches {
+    /// Makes sure the events of `host` are watched (once per engine, however many stacks).
+    pub fn ensure(&self, host: &str, engines: &Engines, waker: &Waker) {
+        let mut tasks = self.tasks.lock().expect("watches lock");
+        if tasks.get(host).is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let task = tokio::spawn(watch(host.to_owned(), engines.clone(), waker.clone()));
+        tasks.insert(host.to_owned(), task);
+    }
+
+    pub fn stop_all(&self) {
+        for (_, task) in self.tasks.lock().expect("watches lock").drain() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for EngineWatches {
+    fn drop(&mut self) {
+        self.stop_all();
+    }
+}
+
+/// Subscribes, forwards, and subscribes again after a break. After a break the engine's
+/// stacks are all woken: events may have been missed meanwhile.
+async fn watch(host: String, engines: Engines, waker: Waker) {
+    let mut retry = Duration::from_secs(1);
+    let mut broken = false;
+    loop {
+        match engines.get(&host).await {
+            Ok(engine) => {
+                if broken {
+                    waker.send(Wake::Engine(host.clone()));
+                }
+                let mut changes = engine.container_changes();
+                while let Some(change) = changes.next().await {
+                    match change {
+                        Ok(change) => {
+                            retry = Duration::from_secs(1);
+                            debug!(stack = %change.stack, action = %change.action, "Docker event");
+                            waker.wake(&change.stack);
+                        }
+                        Err(e) => {
+                            warn!(%host, "Docker events: {e}; subscribing again");
+                            break;
+                        }
+                    }
+                }
+            }
+            // The stacks on it report the engine as unreachable; this only waits for it.
+            Err(e) => debug!(%host, "Docker events: {e}"),
+        }
+        broken = true;
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(MAX_RETRY);
+    }
+}
