@@ -52,6 +52,7 @@ CASES = [
             "podSecurityContext": {"supplementalGroups": [999]},
             "leaderElection": {"leaseName": "sw-leader"},
             "httpPort": 9090,
+            "shutdownTimeoutSeconds": 120,
         },
     ),
     (
@@ -232,6 +233,10 @@ def check_pod(objects: list[dict], values: dict, account: str, controller_help: 
     expect(args[0] == "controller", f"the container does not run `controller`: {args}")
     expect(_arg(args, "--lease-name") == values["leaderElection"]["leaseName"], "--lease-name is not leaderElection.leaseName")
     expect(_arg(args, "--metrics-addr") == f"0.0.0.0:{values['httpPort']}", "--metrics-addr is not httpPort")
+    shutdown = values["shutdownTimeoutSeconds"]
+    expect(_arg(args, "--shutdown-timeout") == str(shutdown), "--shutdown-timeout is not shutdownTimeoutSeconds")
+    expect(pod["terminationGracePeriodSeconds"] > shutdown,
+           "the kubelet would kill a leader still waiting for its backup jobs")
     for flag in (a for a in args[1:] if a.startswith("--")):
         expect(re.search(rf"(^|\s){re.escape(flag)}\b", controller_help) is not None,
                f"`stackwarden controller` has no {flag} option")
