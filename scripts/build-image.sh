@@ -11,7 +11,7 @@
 set -Eeuo pipefail
 
 # Definitions only: build_base, build_derived, lock_build_dir, log, die, REPO_DIR, BUILD_DIR.
-# shellcheck source=../tests/images/build.sh
+# shellcheck source=tests/images/build.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/../tests/images/build.sh"
 
 log() { printf '[build-image.sh] %s\n' "$*" >&2; }
