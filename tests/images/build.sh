@@ -8,6 +8,8 @@
 # Every image carries the label stackwarden.dev/inputs-hash; an image whose label already
 # matches the hash of its inputs is left alone, so a run with nothing changed is a no-op.
 # Usage: build.sh            (from any directory)
+# Sourced (as scripts/build-image.sh does), it only defines its functions: build_base and
+# build_derived make any image the same way.
 set -Eeuo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,7 +26,8 @@ readonly HASH_LABEL="stackwarden.dev/inputs-hash"
 readonly SUITE="bookworm"
 readonly MIRROR="http://deb.debian.org/debian"
 # procps: `ps`/`top` make a misbehaving test container debuggable with `docker exec`.
-readonly BASE_PACKAGES="postgresql-15,redis-server,ca-certificates,procps"
+# Not readonly: build_base sets it for make_base_tarball when making another base.
+BASE_PACKAGES="postgresql-15,redis-server,ca-certificates,procps"
 
 # The classic builder resolves FROM against local images only when they exist, so it never
 # contacts a registry for our base; BuildKit would try to resolve image metadata remotely.
@@ -64,8 +67,9 @@ remove_if_dangling() {
     fi
 }
 
-# The base recipe. Its text (via `declare -f`) is part of the base hash, so editing the rest
-# of this script does not trigger a new debootstrap.
+# The base recipe, for the packages in BASE_PACKAGES. Its text (via `declare -f`) is part of
+# each base's hash, so editing the rest of this script does not trigger a new debootstrap; the
+# text is unchanged since the test base was its only use, so that base's hash is too.
 make_base_tarball() {
     local rootfs="$1" tarball="$2"
     debootstrap --variant=minbase --include="$BASE_PACKAGES" "$SUITE" "$rootfs" "$MIRROR"
@@ -104,53 +108,60 @@ remove_rootfs() {
     rm -rf --one-file-system "$rootfs"
 }
 
+# build_base IMAGE PACKAGES: a debootstrap'ed Debian with PACKAGES, imported as IMAGE, unless
+# IMAGE's label says it was made from the same recipe.
 build_base() {
-    local hash
-    hash=$({ declare -f make_base_tarball; echo "$SUITE $MIRROR $BASE_PACKAGES"; } | sha256_stdin)
-    if [ "$(image_label "$BASE_IMAGE")" = "$hash" ]; then
-        log "$BASE_IMAGE is up to date (${hash:0:12})"
+    local image="$1" packages="$2" hash
+    hash=$({ declare -f make_base_tarball; echo "$SUITE $MIRROR $packages"; } | sha256_stdin)
+    if [ "$(image_label "$image")" = "$hash" ]; then
+        log "$image is up to date (${hash:0:12})"
         return 0
     fi
-    local tarball="$BUILD_DIR/base-$hash.tar"
+    # Each base keeps its own cached tarball and scratch rootfs.
+    local slug="${image//[^A-Za-z0-9]/-}"
+    local tarball="$BUILD_DIR/base-$slug-$hash.tar"
     if [ -f "$tarball" ]; then
         log "using cached rootfs tarball ${tarball#"$REPO_DIR"/}"
     else
         [ "$(id -u)" -eq 0 ] || die "building the base rootfs with debootstrap needs root"
         ensure_debootstrap
-        local rootfs="$BUILD_DIR/rootfs"
+        local rootfs="$BUILD_DIR/rootfs-$slug"
         remove_rootfs "$rootfs"
         local t
         t=$(date +%s.%N)
-        log "debootstrap $SUITE (minbase + $BASE_PACKAGES) from $MIRROR"
-        make_base_tarball "$rootfs" "$tarball"
+        log "debootstrap $SUITE (minbase + $packages) from $MIRROR"
+        BASE_PACKAGES="$packages" make_base_tarball "$rootfs" "$tarball"
         remove_rootfs "$rootfs"
-        # Older tarballs are from recipes no longer in use.
-        find "$BUILD_DIR" -maxdepth 1 -name 'base-*.tar' ! -name "base-$hash.tar" -delete
+        # Older tarballs of this base are from recipes no longer in use (base-<hash>.tar: the
+        # naming from before there was more than one base).
+        find "$BUILD_DIR" -maxdepth 1 \( -name "base-$slug-*.tar" -o -regex '.*/base-[0-9a-f]*\.tar' \) \
+            ! -name "base-$slug-$hash.tar" -delete
         log "rootfs tarball built in $(elapsed_since "$t") s"
     fi
     local old_id t
-    old_id=$(image_id "$BASE_IMAGE")
+    old_id=$(image_id "$image")
     t=$(date +%s.%N)
-    log "docker import -> $BASE_IMAGE"
+    log "docker import -> $image"
     docker import \
         --change "LABEL $HASH_LABEL=$hash" \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LANG=C.UTF-8' \
         --change 'CMD ["/bin/bash"]' \
-        "$tarball" "$BASE_IMAGE" >/dev/null
-    log "imported $BASE_IMAGE in $(elapsed_since "$t") s"
+        "$tarball" "$image" >/dev/null
+    log "imported $image in $(elapsed_since "$t") s"
     remove_if_dangling "$old_id"
 }
 
-# docker build of a context directory on top of the base; the hash covers the context, this
-# script and the exact base image, so a re-imported base rebuilds its children.
+# build_derived TAG CONTEXT BASE: docker build of a context directory whose Dockerfile starts
+# FROM BASE; the hash covers the context, this script and the exact base image, so a
+# re-imported base rebuilds its children.
 build_derived() {
-    local tag="$1" context="$2" hash
+    local tag="$1" context="$2" base="$3" hash
     hash=$({
         echo "$tag"
         hash_dir "$context"
         sha256sum "$SCRIPT_DIR/build.sh" | cut -d' ' -f1
-        image_id "$BASE_IMAGE"
+        image_id "$base"
     } | sha256_stdin)
     if [ "$(image_label "$tag")" = "$hash" ]; then
         log "$tag is up to date (${hash:0:12})"
@@ -197,31 +208,34 @@ build_demo_app() {
         cp "$binary" "$context/demo-app.partial"
         mv "$context/demo-app.partial" "$context/demo-app"
     fi
-    build_derived "$DEMO_APP_IMAGE" "$context"
+    build_derived "$DEMO_APP_IMAGE" "$context" "$BASE_IMAGE"
+}
+
+# Test binaries (and scripts/build-image.sh) may build concurrently; one build at a time, the
+# others then find everything up to date. Held until the calling shell exits.
+lock_build_dir() {
+    mkdir -p "$BUILD_DIR"
+    exec 9>"$BUILD_DIR/lock"
+    if ! flock -n 9; then
+        log "another image build is running; waiting for it"
+        flock 9
+    fi
 }
 
 main() {
     command -v docker >/dev/null 2>&1 || die "docker CLI not found"
     docker version --format '{{ .Server.Version }}' >/dev/null || die "cannot reach the Docker engine"
-    mkdir -p "$BUILD_DIR"
-
-    # Test binaries may run this script concurrently; one build at a time, the others then
-    # find everything up to date.
-    exec 9>"$BUILD_DIR/lock"
-    if ! flock -n 9; then
-        log "another build.sh is running; waiting for it"
-        flock 9
-    fi
+    lock_build_dir
 
     local t
     t=$(date +%s.%N)
-    build_base
+    build_base "$BASE_IMAGE" "$BASE_PACKAGES"
     log "base: $(elapsed_since "$t") s"
     t=$(date +%s.%N)
-    build_derived "$POSTGRES_IMAGE" "$SCRIPT_DIR/postgres"
+    build_derived "$POSTGRES_IMAGE" "$SCRIPT_DIR/postgres" "$BASE_IMAGE"
     log "postgres: $(elapsed_since "$t") s"
     t=$(date +%s.%N)
-    build_derived "$REDIS_IMAGE" "$SCRIPT_DIR/redis"
+    build_derived "$REDIS_IMAGE" "$SCRIPT_DIR/redis" "$BASE_IMAGE"
     log "redis: $(elapsed_since "$t") s"
     t=$(date +%s.%N)
     build_demo_app
@@ -229,4 +243,5 @@ main() {
     log "all images ready in $(elapsed_since "$SCRIPT_START") s"
 }
 
-main "$@"
+# Sourced: definitions only.
+[ "${BASH_SOURCE[0]}" != "$0" ] || main "$@"
