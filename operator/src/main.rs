@@ -18,14 +18,30 @@ async fn main() {
     }
 }
 
+/// Libraries whose debug and trace lines print request and response bodies: container create
+/// and exec bodies (a service's environment, `PGPASSWORD`), Secrets as the API server sends
+/// them. They never log below INFO, whatever RUST_LOG says, so no level leaks a secret.
+const BODY_LOGGERS: [&str; 8] = [
+    "bollard",
+    "hyper",
+    "h2",
+    "reqwest",
+    "kube_client",
+    "tokio_postgres",
+    "redis",
+    "object_store",
+];
+
 /// Logs to stderr, filtered by RUST_LOG (default `info`).
 fn init_logs(format: LogFormat) {
     // Colour codes are noise in a file, a pipe or a log collector.
     let colour = format == LogFormat::Text && std::io::stderr().is_terminal();
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    for target in BODY_LOGGERS {
+        filter = filter.add_directive(format!("{target}=info").parse().expect("a valid directive"));
+    }
     let logs = tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(colour);
     match format {
