@@ -432,6 +432,19 @@ pub fn operator_binary() -> std::path::PathBuf {
 /// machine; past this, something is stuck (cargo waiting on a lock, say).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
 
+/// Variables cargo sets for the crates and tests it builds and runs, besides `CARGO_PKG_*`.
+const CARGO_SET: [&str; 9] = [
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_MANIFEST_LINKS",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
+
 fn build_operator_binary() -> Result<std::path::PathBuf, String> {
     use std::path::Path;
     // This test executable is TARGET_DIR/PROFILE_DIR/deps/NAME-HASH.
@@ -452,9 +465,19 @@ fn build_operator_binary() -> Result<std::path::PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let log = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+    let mut command = Command::new(&cargo);
+    // What cargo set for this test (CARGO_MANIFEST_DIR, CARGO_PKG_NAME...) goes: build scripts
+    // watch some of these (ring's does), so they would rerun, and the next `cargo test`, seeing
+    // the variables gone again, would rebuild ring and everything on it once more.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if CARGO_SET.contains(&&*key) || key.starts_with("CARGO_PKG_") {
+            command.env_remove(&*key);
+        }
+    }
     // Both packages, so that dependency features are unified as for `cargo test -p
     // stackwarden-tests`, and the build reuses what that one compiled.
-    let mut child = Command::new(&cargo)
+    let mut child = command
         .args(["build", "-p", "stackwarden", "-p", "stackwarden-tests"])
         .args(["--bin", "stackwarden", "--profile", profile])
         .arg("--manifest-path")
