@@ -29,16 +29,34 @@ pub fn demo_spec(project: &str) -> ServiceStackSpec {
     let mut spec = demo_manifest().spec;
     spec.backups.clear();
     spec.compose.project_name = Some(project.to_owned());
-    spec.compose.file = spec.compose.file.replace(
-        "\"127.0.0.1:${BACKEND_PORT:-8000}:8000\"",
-        "\"127.0.0.1::8000\"",
-    );
+    spec.compose.file = any_backend_port(&spec.compose.file);
     spec
+}
+
+/// The demo's compose file with its backend published on a port Docker picks, so that any
+/// number of demo stacks can run beside each other and beside a running demo.
+pub fn any_backend_port(file: &str) -> String {
+    let fixed = "\"127.0.0.1:${BACKEND_PORT:-8000}:8000\"";
+    assert!(file.contains(fixed), "the demo no longer publishes {fixed}");
+    file.replace(fixed, "\"127.0.0.1::8000\"")
 }
 
 /// A one-service stack: quick to start, for tests that are about the loop, not the app.
 pub fn redis_spec(project: &str, extra_env: &str) -> ServiceStackSpec {
-    let file = format!(
+    serde_yaml::from_value(
+        serde_json::from_value::<serde_yaml::Value>(serde_json::json!({
+            "compose": {"projectName": project, "file": redis_compose(extra_env)},
+            "variables": {"REDIS_PASSWORD": "test-redis-password"},
+        }))
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+/// The compose file of [`redis_spec`]: one Redis service `cache`, its password from the
+/// variable `REDIS_PASSWORD`, and `extra_env` (YAML map lines) added to its environment.
+pub fn redis_compose(extra_env: &str) -> String {
+    format!(
         r#"
 services:
   cache:
@@ -51,15 +69,7 @@ services:
 volumes:
   cachedata: {{}}
 "#
-    );
-    serde_yaml::from_value(
-        serde_json::from_value::<serde_yaml::Value>(serde_json::json!({
-            "compose": {"projectName": project, "file": file},
-            "variables": {"REDIS_PASSWORD": "test-redis-password"},
-        }))
-        .unwrap(),
     )
-    .unwrap()
 }
 
 /// One stack under test, removed from Docker when dropped (even when the test fails).
@@ -201,12 +211,7 @@ impl Harness {
 
     /// service name -> one `docker ps` field of its container.
     fn ps(&self, field: &str) -> BTreeMap<String, String> {
-        let filter = format!("label=com.docker.compose.project={}", self.project);
-        let format = format!("{{{{.Label \"com.docker.compose.service\"}}}} {field}");
-        docker(&["ps", "-a", "--filter", &filter, "--format", &format])
-            .lines()
-            .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))
-            .collect()
+        ps(&self.project, field)
     }
 
     pub fn volume_exists(&self, key: &str) -> bool {
@@ -218,18 +223,34 @@ impl Harness {
     }
 
     fn remove_from_docker(&self) {
-        let filter = format!("label=com.docker.compose.project={}", self.project);
-        for id in docker(&["ps", "-aq", "--filter", &filter]).lines() {
-            let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
-        }
-        for net in docker(&["network", "ls", "-q", "--filter", &filter]).lines() {
-            let _ = Command::new("docker").args(["network", "rm", net]).output();
-        }
-        for vol in docker(&["volume", "ls", "-q", "--filter", &filter]).lines() {
-            let _ = Command::new("docker")
-                .args(["volume", "rm", "-f", vol])
-                .output();
-        }
+        remove_project(&self.project);
+    }
+}
+
+/// Service name -> one `docker ps` field (`{{.ID}}`, `{{.State}}`...) of its container, for
+/// every container of a compose project.
+pub fn ps(project: &str, field: &str) -> BTreeMap<String, String> {
+    let filter = format!("label=com.docker.compose.project={project}");
+    let format = format!("{{{{.Label \"com.docker.compose.service\"}}}} {field}");
+    docker(&["ps", "-a", "--filter", &filter, "--format", &format])
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_owned(), b.to_owned())))
+        .collect()
+}
+
+/// Removes a compose project's containers, networks and volumes from Docker.
+pub fn remove_project(project: &str) {
+    let filter = format!("label=com.docker.compose.project={project}");
+    for id in docker(&["ps", "-aq", "--filter", &filter]).lines() {
+        let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
+    }
+    for net in docker(&["network", "ls", "-q", "--filter", &filter]).lines() {
+        let _ = Command::new("docker").args(["network", "rm", net]).output();
+    }
+    for vol in docker(&["volume", "ls", "-q", "--filter", &filter]).lines() {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f", vol])
+            .output();
     }
 }
 
@@ -368,5 +389,260 @@ impl LocalDriver {
 impl Drop for LocalDriver {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Polls `probe` until it answers `Ok`, first every 100 ms, then less often (up to every
+/// second), for at most `timeout`; panics naming `what` and what the last probe saw.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let start = Instant::now();
+    let mut every = Duration::from_millis(100);
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(seen) if start.elapsed() >= timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}")
+            }
+            Err(_) => {
+                std::thread::sleep(every);
+                every = (every * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// The real `stackwarden` binary of the profile and target directory these tests were built
+/// with, built or brought up to date once per test process. The tests crate links the
+/// operator's library, not its binary, so cargo neither builds the binary for it nor sets
+/// `CARGO_BIN_EXE_stackwarden`. Always asking cargo (rather than comparing file times) leaves
+/// staleness to the one that knows; when nothing changed it takes a second or two.
+pub fn operator_binary() -> std::path::PathBuf {
+    static BIN: std::sync::OnceLock<Result<std::path::PathBuf, String>> =
+        std::sync::OnceLock::new();
+    BIN.get_or_init(build_operator_binary)
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// How long the build of the operator binary may take: a clean one is minutes on a loaded
+/// machine; past this, something is stuck (cargo waiting on a lock, say).
+const BUILD_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// Variables cargo sets for the crates and tests it builds and runs, besides `CARGO_PKG_*`.
+const CARGO_SET: [&str; 9] = [
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_MANIFEST_LINKS",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+    "CARGO_TARGET_TMPDIR",
+    "CARGO_RUSTC_CURRENT_DIR",
+    "OUT_DIR",
+];
+
+fn build_operator_binary() -> Result<std::path::PathBuf, String> {
+    use std::path::Path;
+    // This test executable is TARGET_DIR/PROFILE_DIR/deps/NAME-HASH.
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("{} is not in TARGET/PROFILE/deps", exe.display()))?;
+    let target_dir = profile_dir
+        .parent()
+        .expect("a profile directory has a parent");
+    // Cargo names the dev profile's directory `debug`; every other profile's by its name.
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(p) => p,
+        None => return Err(format!("no profile in {}", exe.display())),
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let log = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+    let mut command = Command::new(&cargo);
+    // What cargo set for this test (CARGO_MANIFEST_DIR, CARGO_PKG_NAME...) goes: build scripts
+    // watch some of these (ring's does), so they would rerun, and the next `cargo test`, seeing
+    // the variables gone again, would rebuild ring and everything on it once more.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if CARGO_SET.contains(&&*key) || key.starts_with("CARGO_PKG_") {
+            command.env_remove(&*key);
+        }
+    }
+    // Both packages, so that dependency features are unified as for `cargo test -p
+    // stackwarden-tests`, and the build reuses what that one compiled.
+    let mut child = command
+        .args(["build", "-p", "stackwarden", "-p", "stackwarden-tests"])
+        .args(["--bin", "stackwarden", "--profile", profile])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdout(std::process::Stdio::null())
+        // A file, not a pipe: nobody reads while waiting, and a full pipe would block cargo.
+        .stderr(log.reopen().map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| format!("{cargo:?} build: {e}"))?;
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break Some(status);
+        }
+        if start.elapsed() > BUILD_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let output = std::fs::read_to_string(log.path()).unwrap_or_default();
+    let bin = profile_dir.join("stackwarden");
+    match status {
+        Some(s) if s.success() && bin.is_file() => Ok(bin),
+        Some(s) => Err(format!(
+            "building the operator binary {} failed ({s}); cargo said:\n{output}",
+            bin.display()
+        )),
+        None => Err(format!(
+            "building the operator binary {} took over {BUILD_TIMEOUT:?}; cargo said:\n{output}",
+            bin.display()
+        )),
+    }
+}
+
+/// A real `stackwarden` process (`controller` or `local`) writing JSON log lines to a file;
+/// killed when dropped, and the tail of its log printed when that happens in a failing test.
+pub struct OperatorProcess {
+    pub name: String,
+    child: std::process::Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl OperatorProcess {
+    /// Starts `stackwarden ARGS` with `RUST_LOG=rust_log` and the environment given.
+    pub fn start(name: &str, args: &[&str], rust_log: &str, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("operator.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(operator_binary())
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", rust_log)
+            .env("STACKWARDEN_LOG_FORMAT", "json")
+            .stdin(std::process::Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("the operator binary starts");
+        OperatorProcess {
+            name: name.to_owned(),
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Log lines at `level` (`ERROR`, `WARN`...), and every line that is not a JSON log line
+    /// (a panic's message, the error the process exited with).
+    pub fn lines_at(&self, level: &str) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| match serde_json::from_str::<serde_json::Value>(l) {
+                Ok(v) => v["level"] == level,
+                Err(_) => true,
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Whether a log line's message contains `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        self.log().lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|v| v["fields"]["message"].as_str().unwrap_or("").contains(text))
+        })
+    }
+
+    /// Where it serves /metrics: it is started with `--metrics-addr 127.0.0.1:0` (no port to
+    /// collide on) and logs the address it bound.
+    pub fn metrics_addr(&mut self, timeout: Duration) -> String {
+        wait_for(&format!("{} to serve /metrics", self.name), timeout, || {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("{} exited ({status}):\n{}", self.name, self.log());
+            }
+            self.log()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find_map(|v| v["fields"]["bound"].as_str().map(str::to_owned))
+                .ok_or_else(|| format!("no address logged yet:\n{}", self.log()))
+        })
+    }
+
+    /// The /metrics text.
+    pub fn metrics(&mut self) -> String {
+        let url = format!(
+            "http://{}/metrics",
+            self.metrics_addr(Duration::from_secs(60))
+        );
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        agent
+            .get(&url)
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Sends SIGTERM, as the kubelet or a service manager does, and waits for it to exit.
+    pub fn terminate(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let pid = self.pid().to_string();
+        let out = Command::new("kill").args(["-TERM", &pid]).output().unwrap();
+        assert!(out.status.success(), "kill -TERM {pid}: {out:?}");
+        let name = self.name.clone();
+        wait_for(&format!("{name} to exit after SIGTERM"), timeout, || {
+            self.exited()
+                .ok_or_else(|| format!("still running; log:\n{}", self.log()))
+        })
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(80)..];
+            eprintln!(
+                "--- last {} lines of {}'s log ---\n{}",
+                tail.len(),
+                self.name,
+                tail.join("\n")
+            );
+        }
     }
 }

@@ -227,7 +227,9 @@ pub struct LeaseOptions {
 
 /// Runs until SIGTERM or SIGINT: waits for the Lease, leads while it holds it, stands by
 /// again when it loses it. On a signal, a leader stops starting work, lets running jobs finish
-/// (up to `shutdown_timeout`), and releases the Lease so a standby takes over at once.
+/// (up to `shutdown_timeout`), and releases the Lease. A standby (kube-lease-manager) does not
+/// watch the Lease but looks again when the term it last saw ends, so it takes over within a
+/// lease duration of the last renewal, released or not.
 pub async fn run(client: Client, opts: ControllerOptions) -> anyhow::Result<()> {
     let api: Api<ServiceStack> = match &opts.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
