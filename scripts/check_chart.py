@@ -172,7 +172,7 @@ def check_rbac(objects: list[dict], values: dict, account: str) -> None:
                f"the Lease Role grants more than leases: {rule}")
         names = tuple(rule.get("resourceNames", []))
         grants.update((verb, names) for verb in rule["verbs"])
-    wanted = {("create", ()), ("get", (lease,)), ("patch", (lease,))}
+    wanted = {("create", ()), ("get", (lease,)), ("list", (lease,)), ("watch", (lease,)), ("patch", (lease,))}
     expect(grants == wanted, f"the Lease Role grants {sorted(grants)}, not {sorted(wanted)}")
     lease_binding = one(objects, "RoleBinding", f"{RELEASE}-stackwarden-leader-election")
     expect_binding(lease_binding, "Role", lease_role["metadata"]["name"], account)

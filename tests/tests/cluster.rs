@@ -28,8 +28,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(300);
 const TIMEOUT: Duration = Duration::from_secs(180);
 /// The controllers' `--lease-duration` (the default): a standby takes over within it.
 const LEASE: Duration = Duration::from_secs(15);
-/// Added to time bounds the operator promises, for a loaded machine.
-const SLACK: Duration = Duration::from_secs(10);
+/// A lease far longer than any wait of the suite: a standby that takes over within the wait
+/// did not sit out the term, it saw the release.
+const LONG_LEASE: Duration = Duration::from_secs(900);
 /// Logs of the stackwarden controllers: what a person would run with.
 const INFO: &str = "info";
 
@@ -232,7 +233,17 @@ impl Fixture {
     /// Starts a `stackwarden controller` for this namespace, electing its leader on `lease`;
     /// returns its index in `operators`.
     fn controller(&mut self, identity: &str, lease: &str, rust_log: &str) -> usize {
-        let duration = LEASE.as_secs().to_string();
+        self.controller_with(identity, lease, LEASE, rust_log)
+    }
+
+    fn controller_with(
+        &mut self,
+        identity: &str,
+        lease: &str,
+        duration: Duration,
+        rust_log: &str,
+    ) -> usize {
+        let duration = duration.as_secs().to_string();
         let args = [
             "controller",
             "--lease-duration",
@@ -690,13 +701,13 @@ fn of_two_controllers_one_acts_and_the_other_takes_over_on_sigterm() {
         return;
     };
     let lease = f.unique("lease");
-    let a = f.controller("leader-a", &lease, INFO);
+    let a = f.controller_with("leader-a", &lease, LONG_LEASE, INFO);
     wait_for("leader-a to hold the Lease", TIMEOUT, || {
         Some(holder(&f, &lease))
             .filter(|h| h == "leader-a")
             .ok_or_else(|| format!("holder {:?}", holder(&f, &lease)))
     });
-    let b = f.controller("standby-b", &lease, INFO);
+    let b = f.controller_with("standby-b", &lease, LONG_LEASE, INFO);
     f.operators[b].metrics_addr(TIMEOUT);
     let name = f.unique("cache");
     f.apply(&f.redis(&name, ""));
@@ -733,11 +744,11 @@ fn of_two_controllers_one_acts_and_the_other_takes_over_on_sigterm() {
             .filter(|h| h == "standby-b")
             .ok_or_else(|| format!("holder {:?}", holder(&f, &lease)))
     });
-    // The standby looks again when the term it last saw ends, so even after a release the
-    // takeover can take up to a lease duration.
-    let took = stopped.elapsed();
-    eprintln!("cluster: standby-b took over {took:?} after SIGTERM");
-    assert!(took < LEASE + SLACK, "takeover took {took:?}");
+    // Within TIMEOUT, far inside LONG_LEASE: the standby saw the release.
+    eprintln!(
+        "cluster: standby-b took over {:?} after SIGTERM",
+        stopped.elapsed()
+    );
     wait_for("standby-b to lead", TIMEOUT, || {
         let text = f.operators[b].metrics();
         Some(())

@@ -15,6 +15,8 @@ use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporte
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::{ObjectRef, Store as Cache};
 use kube::runtime::watcher;
+use kube::runtime::WatchStreamExt as _;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -227,9 +229,8 @@ pub struct LeaseOptions {
 
 /// Runs until SIGTERM or SIGINT: waits for the Lease, leads while it holds it, stands by
 /// again when it loses it. On a signal, a leader stops starting work, lets running jobs finish
-/// (up to `shutdown_timeout`), and releases the Lease. A standby (kube-lease-manager) does not
-/// watch the Lease but looks again when the term it last saw ends, so it takes over within a
-/// lease duration of the last renewal, released or not.
+/// (up to `shutdown_timeout`), and releases the Lease. A standby takes a released Lease at once
+/// (it watches the Lease) and one whose holder stopped renewing when its term ends.
 pub async fn run(client: Client, opts: ControllerOptions) -> anyhow::Result<()> {
     let api: Api<ServiceStack> = match &opts.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -251,15 +252,8 @@ pub async fn run(client: Client, opts: ControllerOptions) -> anyhow::Result<()> 
         info!(%bound, "serving /metrics, /healthz and /readyz");
         tokio::spawn(server);
     }
-    let lease = kube_lease_manager::LeaseManagerBuilder::new(client, &opts.lease.name)
-        .with_namespace(&opts.lease.namespace)
-        .with_identity(&opts.lease.identity)
-        .with_duration(opts.lease.duration.as_secs())
-        .with_grace(opts.lease.grace.as_secs())
-        .with_field_manager(format!("{MANAGER}-lease"))
-        .build()
-        .await?;
-    let (mut leading, election) = lease.watch().await;
+    let (mut leading, mut election) = elect(&client, &opts.lease).await?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &opts.lease.namespace);
     // A standby is ready too: it is what a rolling update waits for before stopping the leader.
     ready.store(true, std::sync::atomic::Ordering::Release);
     let shutdown = CancellationToken::new();
@@ -269,9 +263,19 @@ pub async fn run(client: Client, opts: ControllerOptions) -> anyhow::Result<()> 
     ));
     info!(namespace = opts.namespace.as_deref().unwrap_or("<all>"), lease = %format!("{}/{}", opts.lease.namespace, opts.lease.name), identity = %opts.lease.identity, "controller started; waiting for the Lease");
     loop {
-        tokio::select! {
+        let released = tokio::select! {
             _ = shutdown.cancelled() => break,
-            changed = leading.wait_for(|l| *l) => if changed.is_err() { break },
+            changed = leading.wait_for(|l| *l) => if changed.is_err() { break } else { false },
+            () = released(leases.clone(), opts.lease.name.clone()) => true,
+        };
+        if released {
+            // The election library's standby looks again only when the term it last saw ends:
+            // a new election tries for the free Lease now.
+            debug!("the Lease was released: trying for it now");
+            drop(leading);
+            let _ = election.await;
+            (leading, election) = elect(&client, &opts.lease).await?;
+            continue;
         }
         lead(&api, &kctx, &wakes, &mut leading, &shutdown, &opts.lease).await;
         if shutdown.is_cancelled() {
@@ -285,6 +289,55 @@ pub async fn run(client: Client, opts: ControllerOptions) -> anyhow::Result<()> 
         other => warn!("stopped; releasing the Lease did not finish ({other:?}): a standby takes over when it expires"),
     }
     Ok(())
+}
+
+type Election = tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>;
+
+/// Starts trying for the Lease; the receiver says whether this process holds it. Dropping the
+/// receiver releases the Lease if held and ends the task.
+async fn elect(
+    client: &Client,
+    lease: &LeaseOptions,
+) -> anyhow::Result<(tokio::sync::watch::Receiver<bool>, Election)> {
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &lease.name)
+        .with_namespace(&lease.namespace)
+        .with_identity(&lease.identity)
+        .with_duration(lease.duration.as_secs())
+        .with_grace(lease.grace.as_secs())
+        .with_field_manager(format!("{MANAGER}-lease"))
+        .build()
+        .await?;
+    Ok(manager.watch().await)
+}
+
+/// Ends when the Lease, held by someone, is released or deleted: what a leader that stopped
+/// cleanly does. Only that transition counts, so a Lease nobody held yet (which the election
+/// takes by itself) cannot restart the election over and over.
+async fn released(leases: Api<Lease>, name: String) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher::watcher(leases, config)
+        .default_backoff()
+        .boxed();
+    let mut held = false;
+    while let Some(event) = events.next().await {
+        let holder = match event {
+            Ok(watcher::Event::Apply(l) | watcher::Event::InitApply(l)) => l
+                .spec
+                .and_then(|s| s.holder_identity)
+                .filter(|h| !h.is_empty()),
+            Ok(watcher::Event::Delete(_)) => None,
+            Ok(_) => continue,
+            Err(e) => {
+                debug!("watching the Lease: {e}");
+                continue;
+            }
+        };
+        if held && holder.is_none() {
+            return;
+        }
+        held = holder.is_some();
+    }
+    futures::future::pending().await
 }
 
 /// Leads until the Lease is lost or a shutdown is asked for.
