@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
@@ -16,7 +17,6 @@ use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::runtime::reflector::{ObjectRef, Store as Cache};
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt as _;
-use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -291,7 +291,8 @@ pub async fn run(client: Client, opts: ControllerOptions) -> anyhow::Result<()> 
     Ok(())
 }
 
-type Election = tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>;
+type Election =
+    tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>;
 
 /// Starts trying for the Lease; the receiver says whether this process holds it. Dropping the
 /// receiver releases the Lease if held and ends the task.
@@ -315,9 +316,7 @@ async fn elect(
 /// takes by itself) cannot restart the election over and over.
 async fn released(leases: Api<Lease>, name: String) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = watcher::watcher(leases, config)
-        .default_backoff()
-        .boxed();
+    let mut events = watcher::watcher(leases, config).default_backoff().boxed();
     let mut held = false;
     while let Some(event) = events.next().await {
         let holder = match event {
