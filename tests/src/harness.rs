@@ -36,6 +36,22 @@ pub fn demo_spec(project: &str) -> ServiceStackSpec {
     spec
 }
 
+/// The demo stack as `namespace/name`, under the project `name` (see [`demo_spec`]).
+pub fn demo_stack(namespace: &str, name: &str) -> ServiceStack {
+    let mut stack = demo_manifest();
+    stack.metadata.name = Some(name.to_owned());
+    stack.metadata.namespace = Some(namespace.to_owned());
+    stack.spec = demo_spec(name);
+    stack
+}
+
+/// Writes `stack` as a manifest file, as a person would for `stackwarden local`.
+pub fn write_manifest(path: &std::path::Path, stack: &ServiceStack) -> anyhow::Result<()> {
+    let yaml = serde_yaml::to_string(&serde_json::to_value(stack)?)?;
+    std::fs::write(path, yaml)?;
+    Ok(())
+}
+
 /// A one-service stack: quick to start, for tests that are about the loop, not the app.
 pub fn redis_spec(project: &str, extra_env: &str) -> ServiceStackSpec {
     let file = format!(
@@ -253,6 +269,65 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The sum of a family over all its series, from an operator's /metrics text (for a
+/// histogram, give `NAME_count` or `NAME_sum`).
+pub fn metric_sum(text: &str, family: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Containers a test or benchmark created by name, removed when dropped (even on failure).
+pub struct Containers(pub Vec<String>);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = Command::new("docker").args(["rm", "-f", name]).output();
+        }
+    }
+}
+
+/// Starts a container that keeps the engine busy with `exec_*` events: a healthcheck every
+/// second, as many real services have. Put its name in a [`Containers`] first.
+pub fn run_busy(name: &str, labels: &[(&str, &str)]) {
+    let mut args: Vec<String> = [
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "1s",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for (k, v) in labels {
+        args.extend(["--label".to_owned(), format!("{k}={v}")]);
+    }
+    args.extend([
+        crate::images::BASE_IMAGE.to_owned(),
+        "sleep".to_owned(),
+        "infinity".to_owned(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    docker(&args);
+}
+
+/// Whether `namespace/name` is Ready in the status a local driver last wrote to `store`.
+pub fn local_ready(store: &LocalStore, namespace: &str, name: &str) -> bool {
+    let status = store
+        .load(namespace, name)
+        .ok()
+        .flatten()
+        .map(|r| r.status)
+        .unwrap_or_default();
+    condition::find(&status.conditions, ConditionType::Ready)
+        .is_some_and(|c| c.status == ConditionStatus::True)
+}
+
 /// A Unix-socket proxy in front of the Docker socket whose connections can be cut, to break the
 /// operator's events stream the way a dropped connection would.
 pub struct SocketProxy {
@@ -357,11 +432,7 @@ impl LocalDriver {
 
     /// Whether `namespace/name` is Ready.
     pub fn ready(&self, namespace: &str, name: &str) -> bool {
-        condition::find(
-            &self.status(namespace, name).conditions,
-            ConditionType::Ready,
-        )
-        .is_some_and(|c| c.status == ConditionStatus::True)
+        local_ready(&self.store, namespace, name)
     }
 }
 
