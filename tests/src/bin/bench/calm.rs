@@ -1,11 +1,12 @@
 //! calm (issue 8): what a steady operator costs. N demo stacks (PostgreSQL, Redis and the demo
 //! backend, each with a 1 s Docker healthcheck and the demo's operator probes) idle under the
 //! real `stackwarden local` binary, on an engine that also runs unrelated containers with 1 s
-//! healthchecks. Over a window of M minutes: reconcile passes per stack-minute, status writes
-//! and events (from the operator's /metrics), the operator's CPU (% of one core, from
-//! /proc/PID/stat) and its RSS at the end. The reference, measured over the same window: the
-//! engine's own event rate (everything `docker events` shows, which the operator's filtered
-//! subscription has to stay deaf to) and dockerd's CPU.
+//! healthchecks (one labelled as another operator's stack). Over a window of M minutes:
+//! reconcile passes per stack-minute, status writes and events (from the operator's
+//! /metrics), the operator's CPU (% of one core, from /proc/PID/stat) and its RSS at the end.
+//! The reference, measured over the same window: the engine's own event rate (everything
+//! `docker events` shows, which the operator's filtered subscription has to stay deaf to) and
+//! dockerd's CPU.
 //!
 //! The binary, not the driver in-process: the figures are those of the process a user runs,
 //! and the bench's own threads (the events counter) do not count as the operator's CPU.
@@ -43,12 +44,6 @@ pub fn run(stacks: usize, minutes: u64) -> anyhow::Result<()> {
     let binary = operator_binary()?;
     let tag = std::process::id();
     let dir = tempfile::tempdir()?;
-    let busy = Containers(
-        (1..=BUSY_CONTAINERS)
-            .map(|i| format!("bench-calm-busy-{i}-{tag}"))
-            .collect(),
-    );
-    busy.0.iter().for_each(|name| run_busy(name, &[]));
     let names: Vec<String> = (1..=stacks).map(|i| format!("calm-{i}-{tag}")).collect();
     let manifests = dir.path().join("manifests");
     std::fs::create_dir(&manifests)?;
@@ -60,6 +55,7 @@ pub fn run(stacks: usize, minutes: u64) -> anyhow::Result<()> {
     }
     let state = dir.path().join("state");
     let mut operator = Operator::start(&binary, &manifests, &state, dir.path(), names.clone())?;
+    let _busy = start_busy(tag);
     println!(
         "{stacks} demo stacks and {BUSY_CONTAINERS} unrelated healthchecked containers; operator {} (pid {}), log {}",
         binary.display(),
@@ -74,6 +70,30 @@ pub fn run(stacks: usize, minutes: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The unrelated containers, started once the operator watches the engine: their `start`
+/// and first `health_status` events come through its subscription too. One is labelled as a
+/// stack of another operator sharing the engine (another state directory, a cluster), whose
+/// events the operator receives but must not act on.
+fn start_busy(tag: u32) -> Containers {
+    let busy = Containers(
+        (1..=BUSY_CONTAINERS)
+            .map(|i| format!("bench-calm-busy-{i}-{tag}"))
+            .collect(),
+    );
+    let (uid, stack) = (
+        format!("bench-calm-foreign-{tag}"),
+        format!("other/foreign-{tag}"),
+    );
+    for (i, name) in busy.0.iter().enumerate() {
+        if i == 0 {
+            run_busy(name, &[(labels::UID, &uid), (labels::STACK, &stack)]);
+        } else {
+            run_busy(name, &[]);
+        }
+    }
+    busy
+}
+
 /// The release binary of the operator, built if needed so that it is never stale (cargo is
 /// quick when it is up to date); `STACKWARDEN_BIN` measures another build instead.
 fn operator_binary() -> anyhow::Result<PathBuf> {
@@ -82,7 +102,26 @@ fn operator_binary() -> anyhow::Result<PathBuf> {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let out = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    // `cargo run` gives the bench the variables of a build script's environment (the
+    // package's name, version, manifest directory); build scripts such as ring's rerun when
+    // those change, so passing them on would rebuild half the tree at every run.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "OUT_DIR",
+            ]
+            .contains(&key.as_ref())
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
+    let out = command
         .args([
             "build",
             "--release",
