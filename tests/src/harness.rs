@@ -41,6 +41,22 @@ pub fn any_backend_port(file: &str) -> String {
     file.replace(fixed, "\"127.0.0.1::8000\"")
 }
 
+/// The demo stack as `namespace/name`, under the project `name` (see [`demo_spec`]).
+pub fn demo_stack(namespace: &str, name: &str) -> ServiceStack {
+    let mut stack = demo_manifest();
+    stack.metadata.name = Some(name.to_owned());
+    stack.metadata.namespace = Some(namespace.to_owned());
+    stack.spec = demo_spec(name);
+    stack
+}
+
+/// Writes `stack` as a manifest file, as a person would for `stackwarden local`.
+pub fn write_manifest(path: &std::path::Path, stack: &ServiceStack) -> anyhow::Result<()> {
+    let yaml = serde_yaml::to_string(&serde_json::to_value(stack)?)?;
+    std::fs::write(path, yaml)?;
+    Ok(())
+}
+
 /// A one-service stack: quick to start, for tests that are about the loop, not the app.
 pub fn redis_spec(project: &str, extra_env: &str) -> ServiceStackSpec {
     serde_yaml::from_value(
@@ -274,6 +290,65 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The sum of a family over all its series, from an operator's /metrics text (for a
+/// histogram, give `NAME_count` or `NAME_sum`).
+pub fn metric_sum(text: &str, family: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Containers a test or benchmark created by name, removed when dropped (even on failure).
+pub struct Containers(pub Vec<String>);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = Command::new("docker").args(["rm", "-f", name]).output();
+        }
+    }
+}
+
+/// Starts a container that keeps the engine busy with `exec_*` events: a healthcheck every
+/// second, as many real services have. Put its name in a [`Containers`] first.
+pub fn run_busy(name: &str, labels: &[(&str, &str)]) {
+    let mut args: Vec<String> = [
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "1s",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for (k, v) in labels {
+        args.extend(["--label".to_owned(), format!("{k}={v}")]);
+    }
+    args.extend([
+        crate::images::BASE_IMAGE.to_owned(),
+        "sleep".to_owned(),
+        "infinity".to_owned(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    docker(&args);
+}
+
+/// Whether `namespace/name` is Ready in the status a local driver last wrote to `store`.
+pub fn local_ready(store: &LocalStore, namespace: &str, name: &str) -> bool {
+    let status = store
+        .load(namespace, name)
+        .ok()
+        .flatten()
+        .map(|r| r.status)
+        .unwrap_or_default();
+    condition::find(&status.conditions, ConditionType::Ready)
+        .is_some_and(|c| c.status == ConditionStatus::True)
+}
+
 /// A Unix-socket proxy in front of the Docker socket whose connections can be cut, to break the
 /// operator's events stream the way a dropped connection would.
 pub struct SocketProxy {
@@ -378,11 +453,7 @@ impl LocalDriver {
 
     /// Whether `namespace/name` is Ready.
     pub fn ready(&self, namespace: &str, name: &str) -> bool {
-        condition::find(
-            &self.status(namespace, name).conditions,
-            ConditionType::Ready,
-        )
-        .is_some_and(|c| c.status == ConditionStatus::True)
+        local_ready(&self.store, namespace, name)
     }
 }
 
@@ -421,6 +492,10 @@ pub fn wait_for<T>(
 /// `CARGO_BIN_EXE_stackwarden`. Always asking cargo (rather than comparing file times) leaves
 /// staleness to the one that knows; when nothing changed it takes a second or two.
 pub fn operator_binary() -> std::path::PathBuf {
+    // Another build to measure or test, as is.
+    if let Some(bin) = std::env::var_os("STACKWARDEN_BIN") {
+        return bin.into();
+    }
     static BIN: std::sync::OnceLock<Result<std::path::PathBuf, String>> =
         std::sync::OnceLock::new();
     BIN.get_or_init(build_operator_binary)
@@ -447,12 +522,16 @@ const CARGO_SET: [&str; 9] = [
 
 fn build_operator_binary() -> Result<std::path::PathBuf, String> {
     use std::path::Path;
-    // This test executable is TARGET_DIR/PROFILE_DIR/deps/NAME-HASH.
+    // A test executable is TARGET_DIR/PROFILE_DIR/deps/NAME-HASH, a binary (the bench)
+    // TARGET_DIR/PROFILE_DIR/NAME.
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let profile_dir = exe
         .parent()
-        .and_then(Path::parent)
-        .ok_or_else(|| format!("{} is not in TARGET/PROFILE/deps", exe.display()))?;
+        .and_then(|d| match d.file_name() {
+            Some(n) if n == "deps" => d.parent(),
+            _ => Some(d),
+        })
+        .ok_or_else(|| format!("{} is not in TARGET/PROFILE", exe.display()))?;
     let target_dir = profile_dir
         .parent()
         .expect("a profile directory has a parent");

@@ -6,50 +6,10 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use stackwarden::docker::{ContainerChange, Engines, DECISIVE_ACTIONS};
-use stackwarden_tests::harness::{demo_spec, docker, Harness};
-use stackwarden_tests::images::{ensure_images, BASE_IMAGE};
+use stackwarden_tests::harness::{demo_spec, docker, metric_sum, run_busy, Containers, Harness};
+use stackwarden_tests::images::ensure_images;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Removes the named containers when dropped, even when the test fails.
-struct Containers(Vec<String>);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = std::process::Command::new("docker")
-                .args(["rm", "-f", name])
-                .output();
-        }
-    }
-}
-
-/// A healthchecked container that keeps the engine busy with `exec_*` events.
-fn run_busy(name: &str, labels: &[(&str, &str)]) {
-    let mut args = vec![
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--health-cmd",
-        "true",
-        "--health-interval",
-        "1s",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect::<Vec<_>>();
-    for (k, v) in labels {
-        args.extend(["--label".to_owned(), format!("{k}={v}")]);
-    }
-    args.extend([
-        BASE_IMAGE.to_owned(),
-        "sleep".to_owned(),
-        "infinity".to_owned(),
-    ]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    docker(&args);
-}
 
 #[tokio::test]
 async fn docker_events_reach_only_their_stack_and_only_when_they_matter() {
@@ -131,14 +91,6 @@ async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<ContainerChange>) ->
         .expect("the subscription is open")
 }
 
-/// The sum of a counter family over all its series, from the operator's own /metrics text.
-fn counter(text: &str, family: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")) || l.starts_with(&format!("{family} ")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn a_steady_healthy_stack_writes_no_status_and_tells_nothing() {
     let h = Harness::new("calm");
@@ -163,8 +115,8 @@ async fn a_steady_healthy_stack_writes_no_status_and_tells_nothing() {
     let events = h.events().len();
     let metrics = h.ctx.metrics.render();
     let (rounds, writes) = (
-        counter(&metrics, "stackwarden_probes_total"),
-        counter(&metrics, "stackwarden_status_writes_total"),
+        metric_sum(&metrics, "stackwarden_probes_total"),
+        metric_sum(&metrics, "stackwarden_status_writes_total"),
     );
 
     // Three more probe rounds of every probed service (the demo probes all three), with a
@@ -174,7 +126,7 @@ async fn a_steady_healthy_stack_writes_no_status_and_tells_nothing() {
     loop {
         h.pass().await;
         let m = h.ctx.metrics.render();
-        if counter(&m, "stackwarden_probes_total") >= rounds + 3.0 * probed {
+        if metric_sum(&m, "stackwarden_probes_total") >= rounds + 3.0 * probed {
             break;
         }
         assert!(started.elapsed() < TIMEOUT, "the probes stopped running");
@@ -193,7 +145,7 @@ async fn a_steady_healthy_stack_writes_no_status_and_tells_nothing() {
         &h.events()[events..]
     );
     assert_eq!(
-        counter(&h.ctx.metrics.render(), "stackwarden_status_writes_total"),
+        metric_sum(&h.ctx.metrics.render(), "stackwarden_status_writes_total"),
         writes,
         "no status write"
     );

@@ -322,6 +322,67 @@ impl BollardEngine {
             .boxed()
     }
 
+    /// Which of `networks` exist. The engine's whole list is read only when there is a name
+    /// to look for: the prober observes a project several times a second for its containers
+    /// alone, and listing every network and volume on a busy engine for nothing was a third
+    /// of its Docker requests.
+    async fn existing_networks(
+        &self,
+        networks: &[String],
+    ) -> Result<BTreeSet<String>, EngineError> {
+        if networks.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let list = self
+            .docker
+            .list_networks(Some(ListNetworksOptionsBuilder::default().build()))
+            .await
+            .map_err(self.err("listing networks"))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|n| n.name)
+            .filter(|name| networks.contains(name))
+            .collect())
+    }
+
+    /// Which of `volumes` exist (see [`Self::existing_networks`]).
+    async fn existing_volumes(&self, volumes: &[String]) -> Result<BTreeSet<String>, EngineError> {
+        if volumes.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let list = self
+            .docker
+            .list_volumes(Some(ListVolumesOptionsBuilder::default().build()))
+            .await
+            .map_err(self.err("listing volumes"))?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .filter(|name| volumes.contains(name))
+            .collect())
+    }
+
+    /// Which of `images` are present.
+    async fn existing_images(&self, images: &[String]) -> Result<BTreeSet<String>, EngineError> {
+        let mut present = BTreeSet::new();
+        for image in images {
+            match self.docker.inspect_image(image).await {
+                Ok(_) => {
+                    present.insert(image.clone());
+                }
+                Err(e) => {
+                    let e = EngineError::from_bollard(&self.host, "inspecting an image", e);
+                    if !e.is_not_found() {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(present)
+    }
+
     /// Every change the operator makes must be safe to repeat after a crash, and Docker answers
     /// a repeated request with a status that means "already so" (304 already started or
     /// stopped, 404 already gone, 409 already exists or already being removed). Those count as
@@ -389,49 +450,11 @@ impl Engine for BollardEngine {
             };
             containers.push(create::observed_container(id, inspect));
         }
-        let mut seen_networks = BTreeSet::new();
-        for n in self
-            .docker
-            .list_networks(Some(ListNetworksOptionsBuilder::default().build()))
-            .await
-            .map_err(self.err("listing networks"))?
-        {
-            if let Some(name) = n.name {
-                if networks.contains(&name) {
-                    seen_networks.insert(name);
-                }
-            }
-        }
-        let mut seen_volumes = BTreeSet::new();
-        let vols = self
-            .docker
-            .list_volumes(Some(ListVolumesOptionsBuilder::default().build()))
-            .await
-            .map_err(self.err("listing volumes"))?;
-        for v in vols.volumes.unwrap_or_default() {
-            if volumes.contains(&v.name) {
-                seen_volumes.insert(v.name);
-            }
-        }
-        let mut seen_images = BTreeSet::new();
-        for image in images {
-            match self.docker.inspect_image(image).await {
-                Ok(_) => {
-                    seen_images.insert(image.clone());
-                }
-                Err(e) => {
-                    let e = EngineError::from_bollard(&self.host, "inspecting an image", e);
-                    if !e.is_not_found() {
-                        return Err(e);
-                    }
-                }
-            }
-        }
         Ok(Observed {
             containers,
-            networks: seen_networks,
-            volumes: seen_volumes,
-            images: seen_images,
+            networks: self.existing_networks(networks).await?,
+            volumes: self.existing_volumes(volumes).await?,
+            images: self.existing_images(images).await?,
         })
     }
 

@@ -538,21 +538,27 @@ impl Driver {
             .copied()
     }
 
-    /// Makes what a wake names due now: one stack, or every stack on an engine.
+    /// Makes what a wake names due now: one stack, or every stack on an engine, among those
+    /// this loop reconciles (see `pass`); another operator's stacks on the engine wake nothing.
     fn wake(&mut self, store: &LocalStore, wake: controller::Wake) {
         let now = Instant::now();
-        match wake {
-            controller::Wake::Stack(key) => {
-                if let Some((ns, name)) = key.split_once('/') {
-                    self.due.insert((ns.to_owned(), name.to_owned()), now);
-                }
-            }
-            controller::Wake::Engine(host) => {
-                for r in store.list().unwrap_or_default() {
-                    if r.spec.docker.host() == host {
-                        self.due.insert((r.namespace, r.name), now);
-                    }
-                }
+        let keys = match wake {
+            controller::Wake::Stack(key) => key
+                .split_once('/')
+                .map(|(ns, name)| (ns.to_owned(), name.to_owned()))
+                .into_iter()
+                .collect(),
+            controller::Wake::Engine(host) => store
+                .list()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| r.spec.docker.host() == host)
+                .map(|r| (r.namespace, r.name))
+                .collect::<Vec<_>>(),
+        };
+        for key in keys {
+            if let Some(due) = self.due.get_mut(&key) {
+                *due = now;
             }
         }
     }
@@ -560,6 +566,7 @@ impl Driver {
     /// One sweep over the manifests; returns whether every known stack is Ready.
     async fn pass(&mut self, store: &LocalStore, ctx: &Context, path: &Path) -> bool {
         let mut seen: BTreeSet<Key> = BTreeSet::new();
+        let mut valid: BTreeSet<Key> = BTreeSet::new();
         let mut unreadable: Vec<PathBuf> = Vec::new();
         let mut all_ready = true;
         for (file, docs) in read_manifests(path) {
@@ -581,10 +588,16 @@ impl Driver {
                 }
             };
             for doc in docs {
-                let ready = self.reconcile_doc(store, ctx, doc, &file, &mut seen).await;
+                let ready = self
+                    .reconcile_doc(store, ctx, doc, &file, &mut seen, &mut valid)
+                    .await;
                 all_ready &= ready;
             }
         }
+        // Due times only for the stacks reconciled from a valid manifest: one that nothing
+        // reconciles (a stack now invalid, deleted or in an unreadable file) would stay in
+        // the past, and the loop would spin without a pause.
+        self.due.retain(|key, _| valid.contains(key));
         all_ready &= self.delete_missing(store, ctx, &seen, &unreadable).await;
         all_ready
     }
@@ -596,6 +609,7 @@ impl Driver {
         doc: Manifest,
         file: &Path,
         seen: &mut BTreeSet<Key>,
+        valid: &mut BTreeSet<Key>,
     ) -> bool {
         let outcome = match doc {
             Manifest::Invalid {
@@ -610,6 +624,7 @@ impl Driver {
             }
             Manifest::Stack(stack) => {
                 seen.insert(names(&stack));
+                valid.insert(names(&stack));
                 self.reconcile_if_due(store, ctx, &stack, file).await
             }
         };
@@ -763,6 +778,42 @@ mod tests {
             backups: Vec::new(),
             suspend: false,
         }
+    }
+
+    #[test]
+    fn a_wake_makes_due_only_a_stack_this_loop_reconciles() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let mut driver = Driver::default();
+        driver.wake(&store, controller::Wake::Stack("other/foreign".into()));
+        assert_eq!(driver.next_due(), None, "another operator's stack");
+        let mine = ("ops".to_owned(), "shop".to_owned());
+        driver
+            .due
+            .insert(mine.clone(), Instant::now() + Duration::from_secs(30));
+        driver.wake(&store, controller::Wake::Stack("ops/shop".into()));
+        assert!(driver.due[&mine] <= Instant::now());
+    }
+
+    #[tokio::test]
+    async fn a_stack_gone_invalid_is_no_longer_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("state"));
+        let ctx = Context::new(Arc::new(store.clone()));
+        let manifests = dir.path().join("manifests");
+        std::fs::create_dir(&manifests).unwrap();
+        std::fs::write(
+            manifests.join("a.yaml"),
+            "apiVersion: stackwarden.dev/v1alpha1\nkind: ServiceStack\nmetadata: {name: shop, namespace: ops}\nspec: {compose: {file: x}, typo: 1}\n",
+        )
+        .unwrap();
+        let mut driver = Driver::default();
+        // Reconciled while it was valid; a wake then put its due time in the past.
+        driver
+            .due
+            .insert(("ops".to_owned(), "shop".to_owned()), Instant::now());
+        driver.pass(&store, &ctx, &manifests).await;
+        assert_eq!(driver.next_due(), None, "nothing reconciles it now");
     }
 
     #[test]

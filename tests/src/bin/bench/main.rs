@@ -2,8 +2,9 @@
 //! reference measured in the same run.
 //!
 //! `cargo run --release -p stackwarden-tests --bin bench -- converge|heal|backup [--rounds N]`
+//! `cargo run --release -p stackwarden-tests --bin bench -- calm [--stacks N] [--minutes M]`
 //!
-//! backup: see [`backup`].
+//! backup: see [`backup`]. calm: see [`calm`].
 //!
 //! converge: from applying the demo manifest to Ready in local mode (the local driver, exactly
 //! as `stackwarden local DIR --exit-when-ready` runs it) against `docker-compose up -d` plus
@@ -12,43 +13,45 @@
 //! runs initdb each time for both), which also keeps Docker's restart back-off out of it.
 
 mod backup;
+mod calm;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use stackwarden::store::local::{run, LocalOptions};
-use stackwarden_tests::harness::{demo_manifest, demo_spec, docker, LocalDriver};
+use stackwarden_tests::harness::{demo_spec, demo_stack, docker, write_manifest, LocalDriver};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let rounds = args
-        .iter()
-        .position(|a| a == "--rounds")
-        .and_then(|i| args.get(i + 1))
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(5usize);
+    let rounds = option(&args, "--rounds")?;
     match args.first().map(String::as_str) {
-        Some("converge") => converge(rounds).await,
-        Some("heal") => heal(rounds).await,
+        Some("converge") => converge(rounds.unwrap_or(5)).await,
+        Some("heal") => heal(rounds.unwrap_or(5)).await,
         Some("backup") => {
-            let size_mb = args
-                .iter()
-                .position(|a| a == "--size-mb")
-                .and_then(|i| args.get(i + 1))
-                .map(|n| n.parse())
-                .transpose()?
-                .unwrap_or(1024u64);
-            let rounds = if args.iter().any(|a| a == "--rounds") {
-                rounds
-            } else {
-                3
-            };
-            backup::run(rounds, size_mb).await
+            let size_mb = option(&args, "--size-mb")?.unwrap_or(1024);
+            backup::run(rounds.unwrap_or(3), size_mb).await
         }
-        _ => anyhow::bail!("usage: bench converge|heal|backup [--rounds N] [--size-mb MB]"),
+        Some("calm") => calm::run(
+            option(&args, "--stacks")?.unwrap_or(10),
+            option(&args, "--minutes")?.unwrap_or(3),
+        ),
+        _ => anyhow::bail!(
+            "usage: bench converge|heal|backup [--rounds N] [--size-mb MB]\n       bench calm [--stacks N] [--minutes M]"
+        ),
     }
+}
+
+/// The value after `name` on the command line, if given.
+fn option<T: std::str::FromStr>(args: &[String], name: &str) -> anyhow::Result<Option<T>>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(|n| n.parse().map_err(anyhow::Error::from))
+        .transpose()
 }
 
 async fn converge(rounds: usize) -> anyhow::Result<()> {
@@ -89,14 +92,11 @@ async fn converge(rounds: usize) -> anyhow::Result<()> {
 async fn stackwarden_round(round: usize) -> anyhow::Result<f64> {
     let project = format!("bench-sw-{round}-{}", std::process::id());
     let dir = tempfile::tempdir()?;
-    let mut manifest = demo_manifest();
-    manifest.metadata.name = Some(project.clone());
-    manifest.spec = demo_spec(&project);
     let manifests = dir.path().join("manifests");
     std::fs::create_dir(&manifests)?;
-    std::fs::write(
-        manifests.join("stack.yaml"),
-        serde_yaml::to_string(&serde_json::to_value(&manifest)?)?,
+    write_manifest(
+        &manifests.join("stack.yaml"),
+        &demo_stack("default", &project),
     )?;
     let start = Instant::now();
     run(LocalOptions {
