@@ -347,7 +347,18 @@ pub enum Manifest {
 /// Reads every ServiceStack document from `path` (a file, or the `.yaml`/`.yml` files of a
 /// directory). A file that cannot be read at all is returned as an error for that file only.
 pub fn read_manifests(path: &Path) -> Vec<(PathBuf, Result<Vec<Manifest>, String>)> {
-    let files: Vec<PathBuf> = if path.is_dir() {
+    manifest_files(path)
+        .into_iter()
+        .map(|f| {
+            let r = read_file(&f);
+            (f, r)
+        })
+        .collect()
+}
+
+/// The manifest files: `path` itself, or the YAML files in the directory it names.
+fn manifest_files(path: &Path) -> Vec<PathBuf> {
+    if path.is_dir() {
         let mut v: Vec<PathBuf> = std::fs::read_dir(path)
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default();
@@ -356,12 +367,20 @@ pub fn read_manifests(path: &Path) -> Vec<(PathBuf, Result<Vec<Manifest>, String
         v
     } else {
         vec![path.to_owned()]
-    };
-    files
+    }
+}
+
+/// The manifest files with their sizes and modification times: what tells a pass whether any
+/// of them may have changed without reading them.
+type Fingerprint = Vec<(PathBuf, Option<(u64, std::time::SystemTime)>)>;
+
+fn fingerprint(path: &Path) -> Fingerprint {
+    manifest_files(path)
         .into_iter()
         .map(|f| {
-            let r = read_file(&f);
-            (f, r)
+            let meta = std::fs::metadata(&f).ok();
+            let stamp = meta.and_then(|m| Some((m.len(), m.modified().ok()?)));
+            (f, stamp)
         })
         .collect()
 }
@@ -527,6 +546,8 @@ struct Driver {
     unreadable: BTreeMap<PathBuf, String>,
     /// Deleted stacks whose cleanup failed: when to try again, how often it failed, the error.
     cleanup: BTreeMap<Key, (Instant, u32, String)>,
+    /// The manifests as the last full pass saw them, and whether every stack was Ready then.
+    last: Option<(Fingerprint, bool)>,
 }
 
 impl Driver {
@@ -565,6 +586,22 @@ impl Driver {
 
     /// One sweep over the manifests; returns whether every known stack is Ready.
     async fn pass(&mut self, store: &LocalStore, ctx: &Context, path: &Path) -> bool {
+        // Polled twice a second so that an edited manifest is seen at once; with nothing due
+        // and no manifest touched, reading and parsing every manifest and state record again
+        // would change nothing (and was most of an idle operator's CPU).
+        let files = fingerprint(path);
+        let nothing_due = self.next_due().is_none_or(|t| t > Instant::now());
+        if let Some((last, ready)) = &self.last {
+            if *last == files && nothing_due && self.unreadable.is_empty() {
+                return *ready;
+            }
+        }
+        let all_ready = self.full_pass(store, ctx, path).await;
+        self.last = Some((files, all_ready));
+        all_ready
+    }
+
+    async fn full_pass(&mut self, store: &LocalStore, ctx: &Context, path: &Path) -> bool {
         let mut seen: BTreeSet<Key> = BTreeSet::new();
         let mut valid: BTreeSet<Key> = BTreeSet::new();
         let mut unreadable: Vec<PathBuf> = Vec::new();
@@ -814,6 +851,38 @@ mod tests {
             .insert(("ops".to_owned(), "shop".to_owned()), Instant::now());
         driver.pass(&store, &ctx, &manifests).await;
         assert_eq!(driver.next_due(), None, "nothing reconciles it now");
+    }
+
+    #[tokio::test]
+    async fn a_pass_with_nothing_due_and_no_manifest_touched_reads_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let store = LocalStore::new(&state);
+        let ctx = Context::new(Arc::new(store.clone()));
+        let manifests = dir.path().join("manifests");
+        std::fs::create_dir(&manifests).unwrap();
+        let file = manifests.join("a.yaml");
+        // An engine that refuses at once: the stack is recorded, then backs off.
+        let text = "apiVersion: stackwarden.dev/v1alpha1\nkind: ServiceStack\nmetadata: {name: shop, namespace: ops}\nspec: {compose: {file: 'services: {a: {image: x}}'}, docker: {host: 'tcp://127.0.0.1:1'}}\n";
+        std::fs::write(&file, text).unwrap();
+        let mut driver = Driver::default();
+        driver.pass(&store, &ctx, &manifests).await;
+        assert!(store.load("ops", "shop").unwrap().is_some());
+        assert!(driver.next_due().is_some_and(|t| t > Instant::now()));
+
+        std::fs::remove_dir_all(&state).unwrap();
+        driver.pass(&store, &ctx, &manifests).await;
+        assert!(
+            store.load("ops", "shop").unwrap().is_none(),
+            "the manifests were read and the stack admitted again"
+        );
+
+        std::fs::write(&file, format!("{text}# edited\n")).unwrap();
+        driver.pass(&store, &ctx, &manifests).await;
+        assert!(
+            store.load("ops", "shop").unwrap().is_some(),
+            "an edited manifest was not read"
+        );
     }
 
     #[test]
