@@ -94,17 +94,61 @@ pub enum Wake {
 
 /// Sends wakes to the driver. A channel rather than a `Notify`: a wake sent while the driver
 /// is busy is kept, not lost, and it names what to look at, so nothing else is woken.
+///
+/// It also counts the wakes per stack, so that what was observed of a stack can be reused
+/// until something (a Docker event above all) says it may have changed: see [`Waker::seen`].
 #[derive(Clone)]
-pub struct Waker(tokio::sync::mpsc::UnboundedSender<Wake>);
+pub struct Waker {
+    tx: tokio::sync::mpsc::UnboundedSender<Wake>,
+    counts: Arc<std::sync::Mutex<WakeCounts>>,
+}
+
+#[derive(Default)]
+struct WakeCounts {
+    stacks: HashMap<String, u64>,
+    /// Bumped by every engine-wide wake: it concerns every stack.
+    engines: u64,
+}
 
 impl Waker {
+    fn new(tx: tokio::sync::mpsc::UnboundedSender<Wake>) -> Self {
+        Self {
+            tx,
+            counts: Arc::default(),
+        }
+    }
+
     pub fn wake(&self, stack: &str) {
         self.send(Wake::Stack(stack.to_owned()));
     }
 
+    /// A number that changes whenever the stack is woken; equal numbers mean no wake between.
+    pub fn seen(&self, stack: &str) -> (u64, u64) {
+        let counts = self.counts.lock().expect("wake counts lock");
+        (
+            counts.stacks.get(stack).copied().unwrap_or(0),
+            counts.engines,
+        )
+    }
+
+    fn forget(&self, stack: &str) {
+        self.counts
+            .lock()
+            .expect("wake counts lock")
+            .stacks
+            .remove(stack);
+    }
+
     fn send(&self, wake: Wake) {
+        {
+            let mut counts = self.counts.lock().expect("wake counts lock");
+            match &wake {
+                Wake::Stack(key) => *counts.stacks.entry(key.clone()).or_default() += 1,
+                Wake::Engine(_) => counts.engines += 1,
+            }
+        }
         // The driver is gone when this fails: nothing is left to wake.
-        let _ = self.0.send(wake);
+        let _ = self.tx.send(wake);
     }
 }
 
@@ -118,7 +162,7 @@ impl Context {
             probes: prober::Board::default(),
             probers: prober::Probers::default(),
             backups: Default::default(),
-            wake: Waker(tx),
+            wake: Waker::new(tx),
             wakes: std::sync::Mutex::new(Some(rx)),
             watches: Default::default(),
             draining: Default::default(),
@@ -160,6 +204,7 @@ impl Context {
 
     /// Forgets a deleted stack: its prober, verdicts and metric series.
     pub fn forget(&self, stack: &str) {
+        self.wake.forget(stack);
         self.probers.stop(stack, &self.probes);
         self.backups.stop(stack, &Default::default());
         self.metrics.forget_stack(stack);
@@ -848,3 +893,28 @@ async fn publish(ctx: &Context, stack: &ServiceStack, event: StackEvent) -> Resu
 mod plan_tests;
 #[cfg(test)]
 mod report_tests;
+
+#[cfg(test)]
+mod waker_tests {
+    use super::*;
+
+    #[test]
+    fn what_was_seen_of_a_stack_changes_with_its_own_wakes_and_every_engine_wake_only() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let waker = Waker::new(tx);
+        let before = waker.seen("ops/shop");
+        waker.wake("ops/other");
+        assert_eq!(waker.seen("ops/shop"), before, "another stack's wake");
+        waker.wake("ops/shop");
+        let woken = waker.seen("ops/shop");
+        assert_ne!(woken, before);
+        waker.send(Wake::Engine("unix:///var/run/docker.sock".into()));
+        assert_ne!(waker.seen("ops/shop"), woken, "an engine's events broke");
+        // The driver still gets every wake.
+        let mut n = 0;
+        while rx.try_recv().is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, 3);
+    }
+}

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::api::{ContainerState, ProbeRecord, ServiceHealthSpec, ServiceStack};
 use crate::compose::Project;
-use crate::docker::{BollardEngine, Engine};
+use crate::docker::{BollardEngine, Engine, ObservedContainer};
 use crate::heal::ProbeVerdict;
 use crate::metrics::Metrics;
 use crate::probe::{self, Targets};
@@ -168,6 +168,18 @@ const STARTUP_RETRY: Duration = Duration::from_secs(1);
 /// How soon a service with nothing to probe (not running yet) is looked at again.
 const SKIPPED_RETRY: Duration = Duration::from_millis(250);
 
+/// How long the prober reuses what it observed of its project when nothing woke the stack: a
+/// bound for what no Docker event announces (a container connected to another network).
+const OBSERVED_MAX_AGE: Duration = Duration::from_secs(10);
+
+/// What the prober last observed of its project, and when.
+struct LastLook {
+    /// The stack's wake count then ([`super::Waker::seen`]).
+    seen: (u64, u64),
+    at: Instant,
+    containers: Vec<ObservedContainer>,
+}
+
 /// The outcome of one round of a service's probes.
 enum Round {
     /// Nothing to probe yet: not running, or within its initial delay.
@@ -218,6 +230,7 @@ impl Job {
                 )
             })
             .collect();
+        let mut observed = None;
         loop {
             let now = Instant::now();
             let due: Vec<String> = tracks
@@ -234,8 +247,8 @@ impl Job {
                 tokio::time::sleep_until(next.into()).await;
                 continue;
             }
-            let containers = match self.engine.observe(&self.project.name, &[], &[], &[]).await {
-                Ok(o) => o.containers,
+            let containers = match self.containers(&mut observed).await {
+                Ok(c) => c,
                 Err(_) => {
                     // The reconcile reports an unreachable engine; probing resumes when it answers.
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -302,6 +315,33 @@ impl Job {
     }
 
     /// One round of a service's probes.
+    /// The project's containers, observed again only when the stack was woken since (a
+    /// Docker event for one of its containers, an engine's events stream that broke) or the
+    /// last look is older than [`OBSERVED_MAX_AGE`]: a Docker list and an inspect per
+    /// container before every round were most of an idle operator's work.
+    async fn containers(
+        &self,
+        observed: &mut Option<LastLook>,
+    ) -> Result<Vec<ObservedContainer>, crate::docker::EngineError> {
+        let seen = self.shared.wake.seen(&self.stack);
+        if let Some(o) = observed.as_ref() {
+            if o.seen == seen && o.at.elapsed() < OBSERVED_MAX_AGE {
+                return Ok(o.containers.clone());
+            }
+        }
+        let containers = self
+            .engine
+            .observe(&self.project.name, &[], &[], &[])
+            .await?
+            .containers;
+        *observed = Some(LastLook {
+            seen,
+            at: Instant::now(),
+            containers: containers.clone(),
+        });
+        Ok(containers)
+    }
+
     async fn round(&self, svc: &str, targets: &Targets) -> Round {
         let spec = &self.services[svc];
         let Ok(c) = targets.container(svc) else {
