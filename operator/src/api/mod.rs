@@ -643,6 +643,46 @@ impl ServiceStack {
     }
 }
 
+/// Checks a stack's namespace and name as the API server checks them (a namespace is an RFC
+/// 1123 label, a custom resource's name an RFC 1123 subdomain), so that local mode refuses
+/// what a cluster would, before either becomes a directory or a Docker label.
+pub fn check_names(namespace: &str, name: &str) -> Result<(), String> {
+    let shown = |s: &str| {
+        let mut short: String = s.chars().take(64).collect();
+        if short.len() < s.len() {
+            short.push('…');
+        }
+        short
+    };
+    if !is_dns1123_label(namespace) {
+        return Err(format!(
+            "metadata.namespace {:?} is not a valid namespace: at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit",
+            shown(namespace)
+        ));
+    }
+    // As the API server's IsDNS1123Subdomain: 253 in all, no bound on a part.
+    let subdomain = name.len() <= 253 && name.split('.').all(dns1123_label_format);
+    if !subdomain {
+        return Err(format!(
+            "metadata.name {:?} is not a valid name: at most 253 lower-case letters, digits, '-' and '.', each dot-separated part starting and ending with a letter or digit",
+            shown(name)
+        ));
+    }
+    Ok(())
+}
+
+fn is_dns1123_label(s: &str) -> bool {
+    s.len() <= 63 && dns1123_label_format(s)
+}
+
+fn dns1123_label_format(s: &str) -> bool {
+    let edge = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    edge(s.chars().next())
+        && edge(s.chars().last())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 /// Reads a ServiceStack from parsed YAML. Through JSON, because serde_yaml 0.9 reads an enum
 /// only from a YAML tag (`!http`), while manifests write probes as `- http: {...}`, the way
 /// the Kubernetes API (JSON) reads them too.
@@ -699,6 +739,35 @@ fn fit_for_kubectl(schema: &mut serde_json::Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_checked_as_the_api_server_checks_them() {
+        for (ns, name) in [
+            ("default", "demo"),
+            ("ops", "shop.v2"),
+            ("a", "0-9"),
+            ("default", &*"a".repeat(253)),
+        ] {
+            assert_eq!(check_names(ns, name), Ok(()), "{ns}/{name}");
+        }
+        let long = "a".repeat(308);
+        for (ns, name) in [
+            ("default", "Demo"),
+            ("default", "démo"),
+            ("default", "-demo"),
+            ("default", "demo-"),
+            ("default", "a..b"),
+            ("default", ""),
+            ("default", &*long),
+            ("Ops", "demo"),
+            ("ops.team", "demo"),
+            (&*"n".repeat(64), "demo"),
+        ] {
+            assert!(check_names(ns, name).is_err(), "{ns}/{name} passed");
+        }
+        let e = check_names("default", &long).unwrap_err();
+        assert!(e.len() < 300, "the message quotes a long name whole: {e}");
+    }
 
     #[test]
     fn probes_read_from_plain_yaml() {

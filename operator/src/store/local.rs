@@ -413,6 +413,9 @@ fn read_file(path: &Path) -> Result<Vec<Manifest>, String> {
                 path.display()
             ));
         };
+        // Nothing can be recorded under a name that is no name: the file is refused whole.
+        crate::api::check_names(&namespace, &name)
+            .map_err(|e| format!("{}: {e}; rename the stack", path.display()))?;
         match crate::api::from_yaml_value(value) {
             Ok(mut s) => {
                 s.metadata.namespace = Some(namespace);
@@ -851,6 +854,22 @@ mod tests {
             .insert(("ops".to_owned(), "shop".to_owned()), Instant::now());
         driver.pass(&store, &ctx, &manifests).await;
         assert_eq!(driver.next_due(), None, "nothing reconciles it now");
+    }
+
+    #[test]
+    fn a_manifest_naming_a_stack_the_api_server_would_refuse_is_refused_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: stackwarden.dev/v1alpha1\nkind: ServiceStack\nmetadata: {name: Démo}\nspec: {compose: {file: x}}\n",
+        )
+        .unwrap();
+        let e = read_file(&file).err().expect("refused");
+        assert!(
+            e.contains("metadata.name") && e.contains("rename the stack"),
+            "{e}"
+        );
     }
 
     #[tokio::test]
