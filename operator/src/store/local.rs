@@ -865,7 +865,9 @@ mod tests {
             "apiVersion: stackwarden.dev/v1alpha1\nkind: ServiceStack\nmetadata: {name: Démo}\nspec: {compose: {file: x}}\n",
         )
         .unwrap();
-        let e = read_file(&file).err().expect("refused");
+        let Err(e) = read_file(&file) else {
+            panic!("accepted");
+        };
         assert!(
             e.contains("metadata.name") && e.contains("rename the stack"),
             "{e}"
