@@ -122,7 +122,8 @@ impl Waker {
         self.send(Wake::Stack(stack.to_owned()));
     }
 
-    /// A number that changes whenever the stack is woken; equal numbers mean no wake between.
+    /// Counts that change whenever the stack is woken (by its own wake or an engine-wide
+    /// one); equal answers mean no wake between.
     pub fn seen(&self, stack: &str) -> (u64, u64) {
         let counts = self.counts.lock().expect("wake counts lock");
         (

@@ -314,7 +314,6 @@ impl Job {
         }
     }
 
-    /// One round of a service's probes.
     /// The project's containers, observed again only when the stack was woken since (a
     /// Docker event for one of its containers, an engine's events stream that broke) or the
     /// last look is older than [`OBSERVED_MAX_AGE`]: a Docker list and an inspect per
@@ -342,6 +341,7 @@ impl Job {
         Ok(containers)
     }
 
+    /// One round of a service's probes.
     async fn round(&self, svc: &str, targets: &Targets) -> Round {
         let spec = &self.services[svc];
         let Ok(c) = targets.container(svc) else {

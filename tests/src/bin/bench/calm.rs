@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use anyhow::{bail, Context as _};
 use stackwarden::docker::{labels, DECISIVE_ACTIONS};
 use stackwarden::store::local::LocalStore;
 use stackwarden_tests::harness::{
-    demo_stack, local_ready, metric_sum, run_busy, write_manifest, Containers,
+    demo_stack, local_ready, metric_sum, run_busy, write_manifest, Containers, OperatorProcess,
 };
 
 const NAMESPACE: &str = "bench";
@@ -54,13 +54,12 @@ pub fn run(stacks: usize, minutes: u64) -> anyhow::Result<()> {
         )?;
     }
     let state = dir.path().join("state");
-    let mut operator = Operator::start(&binary, &manifests, &state, dir.path(), names.clone())?;
+    let mut operator = Operator::start(&manifests, &state, names.clone())?;
     let _busy = start_busy(tag);
     println!(
-        "{stacks} demo stacks and {BUSY_CONTAINERS} unrelated healthchecked containers; operator {} (pid {}), log {}",
+        "{stacks} demo stacks and {BUSY_CONTAINERS} unrelated healthchecked containers; operator {} (pid {})",
         binary.display(),
         operator.pid(),
-        operator.log.display()
     );
     operator.wait_ready(&LocalStore::new(&state), &names)?;
     let events = EngineEvents::start(&names)?;
@@ -97,57 +96,36 @@ fn start_busy(tag: u32) -> Containers {
 /// The operator process; stopped when dropped, then the stacks are removed from Docker (in
 /// that order, or it would recreate them).
 struct Operator {
-    child: Child,
-    metrics: String,
-    log: PathBuf,
+    process: OperatorProcess,
     projects: Vec<String>,
-    agent: ureq::Agent,
 }
 
 impl Operator {
-    fn start(
-        binary: &Path,
-        manifests: &Path,
-        state: &Path,
-        dir: &Path,
-        projects: Vec<String>,
-    ) -> anyhow::Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let log = dir.join("operator.log");
-        let file = std::fs::File::create(&log)?;
-        let child = Command::new(binary)
-            .arg("local")
-            .arg(manifests)
-            .arg("--state-dir")
-            .arg(state)
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
+    fn start(manifests: &Path, state: &Path, projects: Vec<String>) -> anyhow::Result<Self> {
+        let path = |p: &Path| p.to_str().map(str::to_owned).context("a UTF-8 path");
+        let (manifests, state) = (path(manifests)?, path(state)?);
+        let args = [
+            "local",
+            &manifests,
+            "--state-dir",
+            &state,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ];
         Ok(Self {
-            child,
-            metrics: format!("http://127.0.0.1:{port}/metrics"),
-            log,
+            process: OperatorProcess::start("stackwarden local", &args, "info", &[]),
             projects,
-            agent,
         })
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Fails, with the end of its log, if the operator exited.
     fn alive(&mut self) -> anyhow::Result<()> {
-        if let Some(status) = self.child.try_wait()? {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        if let Some(status) = self.process.exited() {
+            let log = self.process.log();
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             bail!("the operator exited ({status}):\n{}", tail.join("\n"));
@@ -155,13 +133,8 @@ impl Operator {
         Ok(())
     }
 
-    fn scrape(&self) -> anyhow::Result<Counters> {
-        let text = self
-            .agent
-            .get(&self.metrics)
-            .call()?
-            .into_body()
-            .read_to_string()?;
+    fn scrape(&mut self) -> anyhow::Result<Counters> {
+        let text = self.process.metrics();
         Ok(Counters {
             reconciles: metric_sum(&text, "stackwarden_reconcile_duration_seconds_count"),
             status_writes: metric_sum(&text, "stackwarden_status_writes_total"),
@@ -193,8 +166,8 @@ impl Operator {
             }
             anyhow::ensure!(
                 start.elapsed() < timeout,
-                "not every stack was Ready in {timeout:?}; see {}",
-                self.log.display()
+                "not every stack was Ready in {timeout:?}; its log:\n{}",
+                self.process.log()
             );
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -229,13 +202,12 @@ impl Operator {
 impl Drop for Operator {
     fn drop(&mut self) {
         // SIGTERM: the operator stops the way a user stops it; SIGKILL if it does not.
+        // (OperatorProcess kills it when dropped, below.)
         let _ = Command::new("kill").arg(self.pid().to_string()).output();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+        while self.process.exited().is_none() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         self.projects.iter().for_each(|p| super::remove_project(p));
     }
 }
