@@ -453,3 +453,105 @@ async fn restart_dependents_restarts_the_services_that_depend_on_a_restarted_one
         .iter()
         .any(|e| e.reason == "Dependency" && e.note.contains("app")));
 }
+
+fn restart_policy(id: &str) -> String {
+    docker(&["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", id])
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_crash_loop_docker_drives_is_degraded_and_stopped_and_every_looping_service_is_named() {
+    let h = Harness::new("healdockerloop");
+    let looping = "    image: stackwarden-test/redis:7\n    pull_policy: never\n    restart: always\n    entrypoint: [\"sh\", \"-c\", \"sleep 1; exit 3\"]\n";
+    let mut spec = h.spec(&format!("services:\n  app:\n{looping}  worker:\n{looping}"));
+    spec.health.restart.max_restarts_per_hour = 3;
+    h.apply(spec);
+    h.until("both loops stopped and Degraded", TIMEOUT, |h| {
+        let states = h.states();
+        h.condition(ConditionType::Degraded)
+            .is_some_and(|c| c.status == ConditionStatus::True)
+            && states.get("app").is_some_and(|s| s == "exited")
+            && states.get("worker").is_some_and(|s| s == "exited")
+    })
+    .await;
+    let d = h.condition(ConditionType::Degraded).unwrap();
+    assert_eq!(d.reason, Reason::RestartBudgetExhausted);
+    assert!(
+        d.message.contains("service app ") && d.message.contains("service worker "),
+        "every looping service is named: {}",
+        d.message
+    );
+    for svc in ["app", "worker"] {
+        let id = h.containers()[svc].clone();
+        assert_eq!(restart_policy(&id), "no", "Docker's loop of {svc} goes on");
+        assert!(h.status().services[svc].docker_policy_suspended);
+    }
+    // Docker's restarts counted: at least the budget, and then no more of them.
+    let counted = restarts(&h, "app");
+    assert!(counted >= 3, "Docker's restarts not counted: {counted}");
+    let docker_count = docker(&["inspect", "-f", "{{.RestartCount}}", &h.containers()["app"]]);
+    for _ in 0..6 {
+        h.pass().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(h.states()["app"], "exited");
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.RestartCount}}", &h.containers()["app"]]),
+        docker_count,
+        "restarted after the loop was stopped"
+    );
+
+    // A spec change gives a fresh budget, and Docker's policy is put back.
+    let mut fixed = h.spec("services:\n  app:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n    restart: always\n    entrypoint: [\"sh\", \"-c\", \"sleep 1; exit 3\"]\n  worker:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n    restart: always\n    entrypoint: [\"sh\", \"-c\", \"sleep 1; exit 3\"]\n");
+    fixed.health.restart.max_restarts_per_hour = 50;
+    let app = h.containers()["app"].clone();
+    h.apply(fixed);
+    h.until("Docker's policy back", TIMEOUT, |h| {
+        !h.status().services["app"].docker_policy_suspended
+    })
+    .await;
+    assert_eq!(h.containers()["app"], app, "not recreated: only the budget changed");
+    assert_eq!(restart_policy(&app), "always");
+}
+
+#[tokio::test]
+async fn a_database_outage_does_not_restart_the_services_that_depend_on_it() {
+    let h = Harness::new("healdep");
+    h.apply(probed_demo(&h, "DB_PASSWORD"));
+    h.until("probes pass", TIMEOUT, |h| {
+        h.condition(ConditionType::Ready)
+            .is_some_and(|c| c.status == ConditionStatus::True)
+            && h.status().services["backend"]
+                .last_probe
+                .as_ref()
+                .is_some_and(|p| p.passed)
+    })
+    .await;
+    // Frozen, not stopped: the operator leaves a paused container alone, so the outage lasts
+    // as long as the test wants.
+    let pg = h.containers()["postgres"].clone();
+    docker(&["pause", &pg]);
+    h.until("the backend fails its probes", TIMEOUT, |h| {
+        h.status().services["backend"].consecutive_failures >= 4
+    })
+    .await;
+    for _ in 0..4 {
+        h.pass().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        restarts(&h, "backend"),
+        0,
+        "restarted for its database's outage: {:?}",
+        h.events()
+    );
+    let wait = h.status().services["backend"].waiting_for.clone();
+    assert_eq!(wait.map(|w| w.service).as_deref(), Some("postgres"));
+    docker(&["unpause", &pg]);
+    h.until_ready(TIMEOUT).await;
+    // The frozen database itself may be restarted (its Docker healthcheck failed meanwhile);
+    // the backend, whose only fault was its database, is not.
+    assert_eq!(restarts(&h, "backend"), 0, "{:#?}", h.events());
+    assert_eq!(h.status().services["backend"].waiting_for, None);
+}

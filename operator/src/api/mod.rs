@@ -506,6 +506,28 @@ pub struct ServiceStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<String>")]
     pub recent_restarts: Vec<chrono::DateTime<chrono::Utc>>,
+    /// The operator switched Docker's restart policy of the container off (`no`): the service
+    /// went past its restart budget and Docker's own loop would have gone on restarting it. Put
+    /// back when the budget allows a restart again or the spec changes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub docker_policy_suspended: bool,
+    /// The service fails its probes while a service it depends on is (or just was) down: it is
+    /// not restarted for that, the fault being the dependency's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<DependencyWait>,
+}
+
+/// A dependent left alone during its dependency's outage.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DependencyWait {
+    /// The dependency (`depends_on`) that is or was down.
+    pub service: String,
+    /// When the dependency was seen healthy again: from then the dependent gets
+    /// `failureThreshold` probe rounds of its own before it is restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub recovered: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn is_zero(n: &i64) -> bool {

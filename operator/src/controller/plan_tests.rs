@@ -185,6 +185,7 @@ pub(super) fn running(p: &Project, service: &str) -> ObservedContainer {
         oom_killed: false,
         started_at: None,
         finished_at: None,
+        restart_policy: None,
     }
 }
 

@@ -11,10 +11,11 @@ use super::{Context, Error, Outcome};
 use crate::api::{
     RestartReason, RestartRecord, Restarter, ServiceStack, ServiceStackStatus, ServiceStatus,
 };
-use crate::compose::Project;
+use crate::compose::{Project, ServiceSpec};
 use crate::docker::{short_id, Engine, ObservedContainer};
 use crate::heal::{self, Decision, ProbeVerdict, Schedule};
 use crate::store::{EventType, StackEvent};
+use tracing::{info, warn};
 
 /// What the repair pass leaves for the status report.
 #[derive(Default)]
@@ -29,6 +30,8 @@ pub struct Repair {
     pub maintenance: BTreeMap<String, DateTime<Utc>>,
     /// What was seen (Docker's own restarts), told once the status holding it is written.
     pub events: Vec<StackEvent>,
+    /// Services restarted by this pass: what was observed of them before is out of date.
+    restarted: std::collections::BTreeSet<String>,
 }
 
 impl Repair {
@@ -39,6 +42,8 @@ impl Repair {
                 slot.restarts = h.restarts;
                 slot.recent_restarts = h.recent_restarts.clone();
                 slot.last_restart = h.last_restart.clone();
+                slot.docker_policy_suspended = h.docker_policy_suspended;
+                slot.waiting_for = h.waiting_for.clone();
             }
         }
         status.maintenance = self.maintenance.clone();
@@ -120,9 +125,17 @@ pub async fn repair(
             }
         }
         let Some(fault) = heal::fault(project, svc, c, probes.get(&svc.name), now) else {
+            if let Some(h) = out.history.get_mut(&svc.name) {
+                h.waiting_for = None;
+            }
             continue;
         };
         let Some(c) = c else { continue };
+        if matches!(fault, heal::Fault::Unhealthy { .. })
+            && waits_for_dependency(stack, project, svc, &ours, probes, &mut out, now)
+        {
+            continue;
+        }
         let h = out.history.get(&svc.name).cloned().unwrap_or_default();
         match heal::decide(&h.recent_restarts, &stack.spec.health.restart, now) {
             Decision::Restart => {
@@ -190,6 +203,11 @@ pub async fn repair(
         }
     }
 
+    if !suspended {
+        let skip = |name: &str| touched(name) || paused.contains(name);
+        budgets(ctx, stack, project, &mut out, &ours, &skip, engine, now).await?;
+    }
+
     // Scheduled restarts wait while the stack is being changed or is coming up.
     let busy = !outcome.plan.actions.is_empty() || !outcome.plan.waiting.is_empty();
     for entry in &stack.spec.maintenance.restarts.clone() {
@@ -236,6 +254,143 @@ pub async fn repair(
         }
     }
     Ok(out)
+}
+
+/// Whether `svc`, failing its probes, waits for a dependency instead of being restarted; the
+/// wait goes into its history so the status shows it and a restarted operator keeps it.
+fn waits_for_dependency<'a>(
+    stack: &ServiceStack,
+    project: &Project,
+    svc: &ServiceSpec,
+    ours: &impl Fn(&str) -> Option<&'a ObservedContainer>,
+    probes: &BTreeMap<String, ProbeVerdict>,
+    out: &mut Repair,
+    now: DateTime<Utc>,
+) -> bool {
+    let failing = heal::failing_dependency(project, svc, ours, probes, now);
+    // The dependent's own probe rounds after the dependency is back: enough to pass again.
+    let grace = stack.spec.health.services.get(&svc.name).map_or(0, |h| {
+        i64::from(h.failure_threshold) * i64::from(h.period_seconds + h.timeout_seconds)
+    });
+    let h = out.history.entry(svc.name.clone()).or_default();
+    match heal::dependency_gate(
+        failing.as_deref(),
+        h.waiting_for.as_ref(),
+        chrono::Duration::seconds(grace),
+        now,
+    ) {
+        heal::DependencyGate::Open => {
+            h.waiting_for = None;
+            false
+        }
+        heal::DependencyGate::Closed { wait, until } => {
+            if h.waiting_for.as_ref().map(|w| &w.service) != Some(&wait.service) {
+                info!(stack = %stack.key(), "service {} fails its probes while {} it depends on is not healthy; it is not restarted for that", svc.name, wait.service);
+            }
+            h.waiting_for = Some(wait);
+            if let Some(t) = until {
+                out.due_at(t);
+            }
+            true
+        }
+    }
+}
+
+/// Honest budgets. A service past its budget is Degraded whoever did the restarting (a crash
+/// loop that Docker's `restart: always` drives never shows a fault the repair loop above could
+/// see), and Docker's own loop is switched off too, intent recorded first; the spec's policy is
+/// put back once the budget allows restarts again or the spec changes.
+#[allow(clippy::too_many_arguments)]
+async fn budgets<'a>(
+    ctx: &Context,
+    stack: &mut ServiceStack,
+    project: &Project,
+    out: &mut Repair,
+    ours: &(dyn Fn(&str) -> Option<&'a ObservedContainer> + Sync),
+    skip: &(dyn Fn(&str) -> bool + Sync),
+    engine: &dyn Engine,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let spec = stack.spec.health.restart.clone();
+    for svc in project.services.iter().filter(|s| !skip(&s.name)) {
+        let Some(c) = ours(&svc.name) else { continue };
+        let Some(h) = out.history.get_mut(&svc.name) else {
+            continue;
+        };
+        let until = match heal::decide(&h.recent_restarts, &spec, now) {
+            Decision::Exhausted { until } => Some(until),
+            _ => None,
+        };
+        let step = heal::docker_policy(
+            svc.restart,
+            c.restart_policy,
+            h.docker_policy_suspended,
+            until.is_some(),
+        );
+        let policy = match step {
+            heal::PolicyStep::Keep => None,
+            heal::PolicyStep::Forget => {
+                h.docker_policy_suspended = false;
+                None
+            }
+            heal::PolicyStep::Suspend => {
+                h.docker_policy_suspended = true;
+                Some(crate::compose::RestartPolicy::No)
+            }
+            heal::PolicyStep::Restore => Some(svc.restart),
+        };
+        let recent = h.recent_restarts.len();
+        if let Some(policy) = policy {
+            // Intent first: a suspension the status does not know of would never be undone.
+            record_intent(ctx, stack, out).await?;
+            if let Err(e) = engine.set_restart_policy(&c.id, policy).await {
+                warn!(stack = %stack.key(), "{e}");
+            } else if step == heal::PolicyStep::Restore {
+                if let Some(h) = out.history.get_mut(&svc.name) {
+                    h.docker_policy_suspended = false;
+                }
+                info!(stack = %stack.key(), "service {}: Docker's restart policy {} is back", svc.name, policy.docker_name());
+            }
+        }
+        let Some(until) = until else { continue };
+        out.due_at(until);
+        // A service that spent its budget exactly and runs well is not degraded (yet); one
+        // that went past it (Docker restarted on), or is down, is.
+        let down =
+            c.state != crate::api::ContainerState::Running && !out.restarted.contains(&svc.name);
+        let named = out.exhausted.iter().any(|(name, _)| *name == svc.name);
+        if named || !(down || recent > spec.max_restarts_per_hour as usize) {
+            continue;
+        }
+        out.exhausted.push((
+            svc.name.clone(),
+            format!(
+                "service {} was restarted {recent} times within the hour (maxRestartsPerHour {}); neither the operator nor Docker's restart policy restarts it again until {} or the next spec change. Check its logs (docker logs {})",
+                svc.name,
+                spec.max_restarts_per_hour,
+                until.format("%H:%M:%S UTC"),
+                c.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes the restart history as it now stands, before an action it announces: a stale view
+/// (another writer got there first) fails here, before anything is done.
+async fn record_intent(ctx: &Context, stack: &mut ServiceStack, out: &Repair) -> Result<(), Error> {
+    let mut interim: ServiceStackStatus = stack.status.clone().unwrap_or_default();
+    for (name, hist) in &out.history {
+        // Docker's count too, so a kill before the final status cannot count its restarts twice.
+        let slot = interim.services.entry(name.clone()).or_default();
+        slot.docker_restarts = hist.docker_restarts;
+        slot.container_id = hist.container_id.clone();
+        slot.docker_policy_suspended = hist.docker_policy_suspended;
+    }
+    out.apply_to(&mut interim);
+    ctx.store.write_status(stack, interim).await?;
+    ctx.metrics.status_written(&stack.key());
+    Ok(())
 }
 
 /// Docker restarted the container itself (its restart policy): count it like our own restarts,
@@ -299,6 +454,7 @@ async fn restart(
     engine: &dyn Engine,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
+    out.restarted.insert(service.to_owned());
     let h = out.history.entry(service.to_owned()).or_default();
     h.restarts += 1;
     // The budget stops crash loops; a planned restart is no sign of one and must not use it up.
@@ -311,17 +467,7 @@ async fn restart(
         by: Restarter::Operator,
     });
     // Intent first: the restart is in the status before it happens.
-    let mut interim: ServiceStackStatus = stack.status.clone().unwrap_or_default();
-    for (name, hist) in &out.history {
-        // Docker's count too, so a kill before the final status cannot count its restarts twice.
-        let slot = interim.services.entry(name.clone()).or_default();
-        slot.docker_restarts = hist.docker_restarts;
-        slot.container_id = hist.container_id.clone();
-    }
-    out.apply_to(&mut interim);
-    // A stale view (another writer got there first) fails here, before anything is restarted.
-    ctx.store.write_status(stack, interim).await?;
-    ctx.metrics.status_written(&stack.key());
+    record_intent(ctx, stack, out).await?;
 
     let result = match c.state {
         crate::api::ContainerState::Running => engine.restart_container(&c.id, None).await,

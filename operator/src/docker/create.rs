@@ -184,15 +184,7 @@ pub fn container_body(
         host_config: Some(HostConfig {
             port_bindings: (!bindings.is_empty()).then_some(bindings),
             mounts: Some(mounts),
-            restart_policy: Some(RestartPolicy {
-                name: Some(match svc.restart {
-                    Restart::No => RestartPolicyNameEnum::NO,
-                    Restart::Always => RestartPolicyNameEnum::ALWAYS,
-                    Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
-                    Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
-                }),
-                maximum_retry_count: None,
-            }),
+            restart_policy: Some(restart_policy(svc.restart)),
             memory: svc.memory_bytes,
             nano_cpus: svc.nano_cpus,
             init: svc.init.then_some(true),
@@ -210,6 +202,19 @@ pub fn container_body(
             )])),
         }),
         ..Default::default()
+    }
+}
+
+/// Docker's form of a compose restart policy.
+pub fn restart_policy(policy: Restart) -> RestartPolicy {
+    RestartPolicy {
+        name: Some(match policy {
+            Restart::No => RestartPolicyNameEnum::NO,
+            Restart::Always => RestartPolicyNameEnum::ALWAYS,
+            Restart::OnFailure => RestartPolicyNameEnum::ON_FAILURE,
+            Restart::UnlessStopped => RestartPolicyNameEnum::UNLESS_STOPPED,
+        }),
+        maximum_retry_count: None,
     }
 }
 
@@ -297,6 +302,17 @@ pub fn observed_container(id: String, inspect: ContainerInspectResponse) -> Obse
         oom_killed: state.and_then(|s| s.oom_killed).unwrap_or(false),
         started_at: state.and_then(|s| docker_time(s.started_at.as_deref())),
         finished_at: state.and_then(|s| docker_time(s.finished_at.as_deref())),
+        restart_policy: inspect
+            .host_config
+            .as_ref()
+            .and_then(|h| h.restart_policy.as_ref())
+            .and_then(|p| p.name)
+            .map(|n| match n {
+                RestartPolicyNameEnum::ALWAYS => Restart::Always,
+                RestartPolicyNameEnum::ON_FAILURE => Restart::OnFailure,
+                RestartPolicyNameEnum::UNLESS_STOPPED => Restart::UnlessStopped,
+                _ => Restart::No,
+            }),
     }
 }
 

@@ -125,6 +125,9 @@ pub struct ObservedContainer {
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     /// When its last run ended (none while it has never stopped).
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Docker's restart policy as the container has it now: the spec's, unless the operator
+    /// switched it off to end a crash loop past its budget (None: not reported).
+    pub restart_policy: Option<crate::compose::RestartPolicy>,
 }
 
 /// What a command run in a container did.
@@ -217,6 +220,14 @@ pub trait Engine: Send + Sync {
     async fn restart_container(&self, id: &str, grace_s: Option<i64>) -> Result<(), EngineError>;
     /// Runs a command in a running container and waits for it to finish.
     async fn exec(&self, id: &str, command: &[String]) -> Result<ExecOutcome, EngineError>;
+    /// Stops a container (with the grace period) and leaves it there, as `docker stop` does.
+    async fn stop_container(&self, id: &str, grace_s: Option<i64>) -> Result<(), EngineError>;
+    /// Changes Docker's restart policy of a container in place, as `docker update --restart`.
+    async fn set_restart_policy(
+        &self,
+        id: &str,
+        policy: crate::compose::RestartPolicy,
+    ) -> Result<(), EngineError>;
 }
 
 /// Connects to engines by address and keeps one negotiated client per address.
@@ -583,6 +594,36 @@ impl Engine for BollardEngine {
             .map(|v| v.name)
             .collect();
         Ok((nets, vols))
+    }
+
+    async fn stop_container(&self, id: &str, grace_s: Option<i64>) -> Result<(), EngineError> {
+        let stop = StopContainerOptionsBuilder::default()
+            .t(grace_s.unwrap_or(10) as i32)
+            .build();
+        let res = self.docker.stop_container(id, Some(stop)).await;
+        // 304: already stopped, which is what was asked.
+        self.settled(res, &[304], format!("stopping container {}", short_id(id)))
+    }
+
+    async fn set_restart_policy(
+        &self,
+        id: &str,
+        policy: crate::compose::RestartPolicy,
+    ) -> Result<(), EngineError> {
+        let body = bollard::models::ContainerUpdateBody {
+            restart_policy: Some(create::restart_policy(policy)),
+            ..Default::default()
+        };
+        let res = self.docker.update_container(id, body).await;
+        self.settled(
+            res,
+            &[],
+            format!(
+                "setting the restart policy of container {} to {}",
+                short_id(id),
+                policy.docker_name()
+            ),
+        )
     }
 
     async fn restart_container(&self, id: &str, grace_s: Option<i64>) -> Result<(), EngineError> {

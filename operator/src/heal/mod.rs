@@ -126,6 +126,86 @@ pub fn fault(
     }
 }
 
+/// The dependency (`depends_on`) of `svc` that is down or not healthy, if any. A service failing
+/// its probes then is not restarted: its `/health` fails because its database is down, the
+/// fault is the dependency's, and restarting the dependent would only spend its budget. It is
+/// looked at again once the dependency is healthy. Jobs waited on for completion are not
+/// dependencies in this sense.
+pub fn failing_dependency<'c>(
+    project: &Project,
+    svc: &ServiceSpec,
+    container: impl Fn(&str) -> Option<&'c ObservedContainer>,
+    probes: &std::collections::BTreeMap<String, ProbeVerdict>,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    svc.depends_on
+        .iter()
+        .filter(|d| d.condition != DependencyCondition::CompletedSuccessfully)
+        .map(|d| d.service.as_str())
+        .find(|dep| {
+            let Some(spec) = project.service(dep) else {
+                return false;
+            };
+            let c = container(dep);
+            let well = c.is_some_and(|c| {
+                c.state == ContainerState::Running
+                    && !matches!(
+                        c.health,
+                        Some(ContainerHealth::Starting | ContainerHealth::Unhealthy)
+                    )
+            });
+            !well || fault(project, spec, c, probes.get(*dep), now).is_some()
+        })
+        .map(str::to_owned)
+}
+
+/// Whether a dependent failing its probes may be restarted, given what it waits for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DependencyGate {
+    Open,
+    /// Not now; `wait` is what the status keeps, `until` when to look again (None: when the
+    /// dependency changes).
+    Closed {
+        wait: crate::api::DependencyWait,
+        until: Option<DateTime<Utc>>,
+    },
+}
+
+/// The gate for a dependent failing its probes: closed while `failing` names a dependency that
+/// is down, and for `grace` after it is healthy again (the dependent's own probe rounds), open
+/// after that. `previous` is the wait the status recorded.
+pub fn dependency_gate(
+    failing: Option<&str>,
+    previous: Option<&crate::api::DependencyWait>,
+    grace: Duration,
+    now: DateTime<Utc>,
+) -> DependencyGate {
+    use crate::api::DependencyWait;
+    match (failing, previous) {
+        (Some(dep), _) => DependencyGate::Closed {
+            wait: DependencyWait {
+                service: dep.to_owned(),
+                recovered: None,
+            },
+            until: None,
+        },
+        (None, None) => DependencyGate::Open,
+        (None, Some(w)) => {
+            let recovered = w.recovered.unwrap_or(now);
+            if now - recovered >= grace {
+                return DependencyGate::Open;
+            }
+            DependencyGate::Closed {
+                wait: DependencyWait {
+                    service: w.service.clone(),
+                    recovered: Some(recovered),
+                },
+                until: Some(recovered + grace),
+            }
+        }
+    }
+}
+
 /// A finished one-shot job: a service others wait on with `service_completed_successfully`,
 /// that exited 0 under a policy that would not rerun it. Restarting it would redo its work.
 pub fn finished_job(project: &Project, svc: &ServiceSpec, c: &ObservedContainer) -> bool {
@@ -147,7 +227,9 @@ fn docker_will_restart(svc: &ServiceSpec, c: &ObservedContainer, now: DateTime<U
 /// must look again (no event may come: a container Docker does not restart stays silent), so
 /// the pass that saw it exit asks to be woken then.
 pub fn docker_restart_deadline(svc: &ServiceSpec, c: &ObservedContainer) -> Option<DateTime<Utc>> {
-    let policy = match svc.restart {
+    // The container's own policy: the operator may have switched the spec's off (a crash loop
+    // past its budget), and then Docker restarts nothing.
+    let policy = match c.restart_policy.unwrap_or(svc.restart) {
         RestartPolicy::Always | RestartPolicy::UnlessStopped => true,
         RestartPolicy::OnFailure => c.exit_code != Some(0),
         RestartPolicy::No => false,
@@ -156,6 +238,41 @@ pub fn docker_restart_deadline(svc: &ServiceSpec, c: &ObservedContainer) -> Opti
     c.finished_at
         .filter(|_| policy && exited)
         .map(|t| t + DOCKER_RESTART_GRACE)
+}
+
+/// What to do with Docker's own restart policy of a service's container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyStep {
+    Keep,
+    /// Past the budget: switch Docker's loop off too (`docker update --restart=no`), or it would
+    /// go on restarting a service the operator has given up on.
+    Suspend,
+    /// The budget allows restarts again (the window passed, or the spec changed and with it the
+    /// budget): put the spec's policy back.
+    Restore,
+    /// The container has a policy of its own again (it was recreated): nothing to put back.
+    Forget,
+}
+
+/// The step for Docker's restart policy: `spec` is the compose file's, `container` what the
+/// container has now, `suspended` whether the operator switched it off, `exhausted` whether the
+/// budget is spent.
+pub fn docker_policy(
+    spec: RestartPolicy,
+    container: Option<RestartPolicy>,
+    suspended: bool,
+    exhausted: bool,
+) -> PolicyStep {
+    let Some(container) = container else {
+        return PolicyStep::Keep;
+    };
+    match (suspended, container == RestartPolicy::No) {
+        (false, false) if exhausted => PolicyStep::Suspend,
+        (true, true) if spec == RestartPolicy::No => PolicyStep::Forget,
+        (true, true) if !exhausted => PolicyStep::Restore,
+        (true, false) => PolicyStep::Forget,
+        _ => PolicyStep::Keep,
+    }
 }
 
 /// Whether to restart a faulty service now.
@@ -358,6 +475,7 @@ mod tests {
             oom_killed: false,
             started_at: None,
             finished_at: None,
+            restart_policy: None,
         }
     }
 
@@ -558,6 +676,57 @@ mod tests {
             None,
             "nothing to wait for"
         );
+    }
+
+    #[test]
+    fn docker_loops_are_switched_off_past_the_budget_and_back_on_when_it_allows() {
+        use RestartPolicy::{Always, No};
+        // Within the budget Docker's policy is left alone.
+        assert_eq!(docker_policy(Always, Some(Always), false, false), PolicyStep::Keep);
+        // Past it, switched off, and left off while the budget stays spent.
+        assert_eq!(docker_policy(Always, Some(Always), false, true), PolicyStep::Suspend);
+        assert_eq!(docker_policy(Always, Some(No), true, true), PolicyStep::Keep);
+        // Back on once the budget allows restarts again.
+        assert_eq!(docker_policy(Always, Some(No), true, false), PolicyStep::Restore);
+        // A recreated container, or a spec now saying `no`, has nothing to put back.
+        assert_eq!(docker_policy(Always, Some(Always), true, true), PolicyStep::Forget);
+        assert_eq!(docker_policy(No, Some(No), true, false), PolicyStep::Forget);
+        // A `restart: no` service has no loop to stop; an unknown policy is not touched.
+        assert_eq!(docker_policy(No, Some(No), false, true), PolicyStep::Keep);
+        assert_eq!(docker_policy(Always, None, false, true), PolicyStep::Keep);
+    }
+
+    #[test]
+    fn a_dependent_waits_out_its_dependencys_outage_and_then_its_own_probe_rounds() {
+        let grace = Duration::seconds(30);
+        // Nothing waited for: open.
+        assert_eq!(dependency_gate(None, None, grace, t(0)), DependencyGate::Open);
+        // The database is down: closed, until it changes.
+        let DependencyGate::Closed { wait, until } =
+            dependency_gate(Some("postgres"), None, grace, t(0))
+        else {
+            panic!("open during the outage");
+        };
+        assert_eq!((wait.service.as_str(), wait.recovered, until), ("postgres", None, None));
+        // Back: closed for the grace from the first pass that saw it back.
+        let DependencyGate::Closed { wait, until } =
+            dependency_gate(None, Some(&wait), grace, t(100))
+        else {
+            panic!("open at once after the outage");
+        };
+        assert_eq!((wait.recovered, until), (Some(t(100)), Some(t(130))));
+        assert!(matches!(
+            dependency_gate(None, Some(&wait), grace, t(129)),
+            DependencyGate::Closed { .. }
+        ));
+        assert_eq!(dependency_gate(None, Some(&wait), grace, t(130)), DependencyGate::Open);
+        // Down again meanwhile: the grace starts over.
+        let DependencyGate::Closed { wait, .. } =
+            dependency_gate(Some("postgres"), Some(&wait), grace, t(120))
+        else {
+            panic!();
+        };
+        assert_eq!(wait.recovered, None);
     }
 
     #[test]

@@ -209,6 +209,7 @@ networks: {front: {}, back: {}}
             oom_killed: false,
             started_at: None,
             finished_at: None,
+            restart_policy: None,
         }
     }
 
