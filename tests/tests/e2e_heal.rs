@@ -530,10 +530,18 @@ async fn a_database_outage_does_not_restart_the_services_that_depend_on_it() {
     .await;
     // Frozen, not stopped: the operator leaves a paused container alone, so the outage lasts
     // as long as the test wants.
+    let docker_health = |id: &str| docker(&["inspect", "-f", "{{.State.Health.Status}}", id]);
+    let backend = h.containers()["backend"].clone();
+    h.until("the backend's healthcheck passes", TIMEOUT, |_| {
+        docker_health(&backend).trim() == "healthy"
+    })
+    .await;
     let pg = h.containers()["postgres"].clone();
     docker(&["pause", &pg]);
-    h.until("the backend fails its probes", TIMEOUT, |h| {
+    // Its probes and its own Docker healthcheck both fail: any restart rule would fire now.
+    h.until("the backend fails its probes and healthcheck", TIMEOUT, |h| {
         h.status().services["backend"].consecutive_failures >= 4
+            && docker_health(&backend).trim() == "unhealthy"
     })
     .await;
     for _ in 0..4 {
@@ -547,7 +555,12 @@ async fn a_database_outage_does_not_restart_the_services_that_depend_on_it() {
         h.events()
     );
     let wait = h.status().services["backend"].waiting_for.clone();
-    assert_eq!(wait.map(|w| w.service).as_deref(), Some("postgres"));
+    assert_eq!(
+        wait.map(|w| w.service).as_deref(),
+        Some("postgres"),
+        "{:#?}",
+        h.status().services["backend"]
+    );
     docker(&["unpause", &pg]);
     h.until_ready(TIMEOUT).await;
     // The frozen database itself may be restarted (its Docker healthcheck failed meanwhile);
