@@ -57,6 +57,9 @@ pub enum Reason {
     AllServicesReady,
     /// Ready: at least one required service is missing, stopped or unhealthy.
     ServicesNotReady,
+    /// Required services are held stopped on purpose (`stackwarden hold`, the hold annotation,
+    /// a restore); the rest are ready.
+    ServicesHeld,
     /// Progressing: containers are being created, recreated, started or removed.
     Applying,
     /// Progressing: a service waits for a dependency to start or become healthy.

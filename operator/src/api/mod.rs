@@ -515,6 +515,24 @@ pub struct ServiceStatus {
     /// not restarted for that, the fault being the dependency's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<DependencyWait>,
+    /// The service is held: kept stopped, neither started nor repaired, until the hold ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldStatus>,
+}
+
+/// Who holds a service stopped, since and until when.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HoldStatus {
+    /// A person (the `by=` of the hold annotation, or `stackwarden hold`'s user), or the
+    /// restore that stops the service.
+    pub by: String,
+    #[schemars(with = "String")]
+    pub since: chrono::DateTime<chrono::Utc>,
+    /// When the hold ends by itself (absent: when it is withdrawn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<String>")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A dependent left alone during its dependency's outage.

@@ -260,6 +260,16 @@ pub fn paused(statuses: &BTreeMap<String, BackupTargetStatus>) -> BTreeSet<Strin
         .collect()
 }
 
+/// The services a running restore keeps stopped, with the backup it restores: they are held
+/// (`heal::hold`) until it ends.
+pub fn restoring(statuses: &BTreeMap<String, BackupTargetStatus>) -> BTreeMap<String, String> {
+    statuses
+        .values()
+        .filter_map(|s| s.running.as_ref())
+        .flat_map(|r| r.paused_services.iter().map(|s| (s.clone(), r.id.clone())))
+        .collect()
+}
+
 /// Folds finished jobs into `statuses`, recovers jobs cut off by a restart, and decides
 /// which job each idle target starts now. `deploy` is the spec hash of a deploy waiting for
 /// the `beforeDeploy` targets' backups, if one is. Without `may_start` (shutting down), no job

@@ -10,6 +10,7 @@ use crate::api::{condition, ConditionType};
 use crate::store::local::{self, LocalOptions, LocalStore, Record};
 
 mod backup_cli;
+mod hold_cli;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -115,6 +116,37 @@ pub enum Command {
         stack: String,
         #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
         state_dir: PathBuf,
+    },
+    /// Hold a service: stop it and keep it stopped (not started, not repaired) until
+    /// `stackwarden resume`, or until --for has passed. The runbook's "stop the backend while
+    /// the database is recovered". In a cluster: annotate the ServiceStack with
+    /// `hold.stackwarden.dev/SERVICE` (value empty, or `by=WHO until=RFC3339`).
+    Hold {
+        /// The stack (`name` or `namespace/name`).
+        stack: String,
+        /// The compose service to hold.
+        service: String,
+        /// End the hold by itself after this long (e.g. `30m`, `2h`).
+        #[arg(long = "for", value_parser = humantime::parse_duration)]
+        for_: Option<Duration>,
+        /// Who holds it, shown in status (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
+        state_dir: PathBuf,
+        /// Give up waiting for the service to stop after this many seconds (it stays held).
+        #[arg(long, default_value = "120", value_parser = parse_seconds)]
+        timeout: Duration,
+    },
+    /// End a hold: the service is started again (not counted as a crash).
+    Resume {
+        stack: String,
+        service: String,
+        #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
+        state_dir: PathBuf,
+        /// Give up waiting for the service to run after this many seconds.
+        #[arg(long, default_value = "120", value_parser = parse_seconds)]
+        timeout: Duration,
     },
     /// Run in a Kubernetes cluster: watch ServiceStacks through the API server. Several may
     /// run; the one holding the Lease acts, the others stand by.
@@ -246,6 +278,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backups { stack, state_dir } => {
             backup_cli::list(&LocalStore::new(&state_dir), &stack).await
         }
+        Command::Hold {
+            stack,
+            service,
+            for_,
+            by,
+            state_dir,
+            timeout,
+        } => {
+            let store = LocalStore::new(&state_dir);
+            hold_cli::hold(&store, &stack, &service, for_, by, timeout).await
+        }
+        Command::Resume {
+            stack,
+            service,
+            state_dir,
+            timeout,
+        } => hold_cli::resume(&LocalStore::new(&state_dir), &stack, &service, timeout).await,
         Command::Controller {
             namespace,
             metrics_addr,
@@ -328,7 +377,11 @@ pub fn status_table(store: &LocalStore, records: &[Record]) -> String {
         for (name, s) in &r.status.services {
             svc.push(vec![
                 format!("  {name}"),
-                s.state.as_str().to_owned(),
+                match (&s.hold, &s.waiting_for) {
+                    (Some(h), _) => format!("{} (held by {})", s.state.as_str(), h.by),
+                    (None, Some(w)) => format!("{} (waiting for {})", s.state.as_str(), w.service),
+                    (None, None) => s.state.as_str().to_owned(),
+                },
                 s.health
                     .map_or("-".to_owned(), |h| format!("{h:?}").to_lowercase()),
                 s.container_id.clone().unwrap_or_else(|| "-".into()),

@@ -6,11 +6,12 @@
 
 pub mod plan;
 pub mod prober;
+mod hold;
 mod repair;
 mod report;
 mod watch;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -80,6 +81,8 @@ pub struct Context {
     /// Consecutive failed passes per stack, for backoff. Memory only: after a restart the
     /// operator simply retries at once, which is what one wants after a restart anyway.
     failures: Mutex<HashMap<String, u32>>,
+    /// Warnings already logged, per stack and topic, so each is logged once per change.
+    told: std::sync::Mutex<HashMap<(String, &'static str), Vec<String>>>,
 }
 
 /// What the driver should look at now.
@@ -168,7 +171,20 @@ impl Context {
             watches: Default::default(),
             draining: Default::default(),
             failures: Mutex::default(),
+            told: Default::default(),
         })
+    }
+
+    /// Whether `messages` differ from what was last told for this stack and topic (and
+    /// remembers them): warnings a pass finds again and again are logged once per change.
+    pub fn first_telling(&self, stack: &str, topic: &'static str, messages: &[String]) -> bool {
+        let mut told = self.told.lock().expect("told lock");
+        let key = (stack.to_owned(), topic);
+        if told.get(&key).map(Vec::as_slice) == Some(messages) {
+            return false;
+        }
+        told.insert(key, messages.to_vec());
+        true
     }
 
     /// What to look at now; for the driver, which takes it once.
@@ -273,8 +289,15 @@ async fn apply(
 ) -> Result<Requeue, Error> {
     let key = stack.key();
     let previous = stack.status.clone().unwrap_or_default();
-    // Services a running restore keeps stopped: neither started nor healed until it ends.
-    let paused = crate::backup::runner::paused(&previous.backups);
+    // Held services (a person's hold, a running restore's): neither started nor healed.
+    let holds = crate::heal::hold::holds(
+        project,
+        stack.metadata.annotations.as_ref().unwrap_or(&BTreeMap::new()),
+        &crate::backup::runner::restoring(&previous.backups),
+        &previous.services,
+        Utc::now(),
+    );
+    let paused = holds.held();
     let deploy = Deploy::of(stack, project, &previous);
     // Shutting down: nothing new is applied either.
     let hold = deploy.gate != Gate::Open || ctx.draining();
@@ -302,20 +325,23 @@ async fn apply(
     for event in &outcome.events {
         publish(ctx, stack, event.clone()).await?;
     }
+    if !ctx.draining() {
+        hold::act(ctx, stack, project, uid, &holds, &outcome, engine).await?;
+    }
     let now = Utc::now();
     let probes = ctx.probes.snapshot(&key);
     let repair = repair::repair(
         ctx, stack, project, uid, &outcome, &probes, engine, &paused, now,
     )
     .await?;
-    let report = report::report(
-        project,
-        &outcome,
-        uid,
-        &compose::required_services(stack, project),
-        stack.spec.suspend,
-        &probes,
-    );
+    let required = compose::required_services(stack, project);
+    let facts = report::Facts {
+        required: &required,
+        suspended: stack.spec.suspend,
+        deploy_held: deploy.gate != Gate::Open,
+        holds: holds.active.clone(),
+    };
+    let report = report::report(project, &outcome, uid, &facts, &probes);
     let mut status = ServiceStackStatus {
         project: Some(stack.project_name()),
         services: report.services.clone(),
@@ -328,6 +354,7 @@ async fn apply(
         status.spec_hash = Some(deploy.spec_hash.clone());
     }
     repair.apply_to(&mut status);
+    hold::record(&mut status, &holds);
     let deploying = deploy.deploying();
     let backups = back_up(
         ctx,
@@ -366,7 +393,10 @@ async fn apply(
         } else {
             STEADY_REQUEUE
         });
-    let due = repair.next.into_iter().chain(backups.next).min();
+    let due = [repair.next, backups.next, hold::next_end(&holds)]
+        .into_iter()
+        .flatten()
+        .min();
     Ok(Requeue(next_pass(base, backups.busy, deploy_now, due, now)))
 }
 

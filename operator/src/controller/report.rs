@@ -21,14 +21,29 @@ pub struct Report {
     pub progressing: bool,
 }
 
+/// What the pass knows beside its outcome that changes the verdicts.
+#[derive(Default)]
+pub struct Facts<'a> {
+    /// The services Ready waits for.
+    pub required: &'a [String],
+    /// `spec.suspend`.
+    pub suspended: bool,
+    /// A changed compose file waits for its pre-deploy backups: the containers of the old
+    /// config are what should run meanwhile, not a sign of trouble.
+    pub deploy_held: bool,
+    /// Services held stopped on purpose.
+    pub holds: BTreeMap<String, crate::api::HoldStatus>,
+}
+
 pub fn report(
     project: &Project,
     outcome: &Outcome,
     uid: &str,
-    required: &[String],
-    suspended: bool,
+    facts: &Facts,
     probes: &BTreeMap<String, crate::heal::ProbeVerdict>,
 ) -> Report {
+    let (required, suspended) = (facts.required, facts.suspended);
+    let mut held: Vec<String> = Vec::new();
     let mut services = BTreeMap::new();
     let mut not_ready: Vec<String> = Vec::new();
     let mut starting = false;
@@ -79,7 +94,7 @@ pub fn report(
             (ContainerState::Running, Some(ContainerHealth::Unhealthy)) => {
                 Some("running but unhealthy".to_owned())
             }
-            (ContainerState::Running, _) if !current => {
+            (ContainerState::Running, _) if !current && !facts.deploy_held => {
                 Some("running an outdated config".to_owned())
             }
             (ContainerState::Running, _) => None,
@@ -95,9 +110,13 @@ pub fn report(
             )),
             _ => problem,
         };
-        if let Some(p) = problem {
-            if required.contains(&svc.name) {
-                not_ready.push(format!("{}: {p}", svc.name));
+        let hold = facts.holds.get(&svc.name);
+        if let (Some(p), true) = (problem, required.contains(&svc.name)) {
+            match hold {
+                Some(h) if st.state != ContainerState::Running => {
+                    held.push(crate::heal::hold::describe(&svc.name, h))
+                }
+                _ => not_ready.push(format!("{}: {p}", svc.name)),
             }
         }
         services.insert(svc.name.clone(), st);
@@ -181,7 +200,7 @@ pub fn report(
         ));
     }
 
-    let ready = not_ready.is_empty() && plan.conflict.is_none();
+    let ready = not_ready.is_empty() && held.is_empty() && plan.conflict.is_none();
     let (ready_reason, ready_msg) = if ready {
         (
             Reason::AllServicesReady,
@@ -203,8 +222,16 @@ pub fn report(
                 .collect::<Vec<_>>()
                 .join("; "),
         )
+    } else if not_ready.is_empty() && !held.is_empty() {
+        (
+            Reason::ServicesHeld,
+            format!(
+                "{}; `stackwarden resume STACK SERVICE` (or removing the hold annotation) ends a hold",
+                held.join("; ")
+            ),
+        )
     } else {
-        (Reason::ServicesNotReady, not_ready.join("; "))
+        (Reason::ServicesNotReady, not_ready.iter().chain(&held).cloned().collect::<Vec<_>>().join("; "))
     };
     verdicts.push(Verdict::new(
         ConditionType::Ready,

@@ -9,6 +9,8 @@
 //! Docker never restarts. Docker's restarts are counted against the same budget, so a crash
 //! loop shows up as Degraded whoever does the restarting.
 
+pub mod hold;
+
 use chrono::{DateTime, Duration, Utc};
 
 use crate::api::{ContainerHealth, ContainerState, RestartReason, RestartSpec, ScheduledRestart};

@@ -125,14 +125,42 @@ impl LocalStore {
         key: &str,
         value: &str,
     ) -> Result<(), StoreError> {
-        let dir = self.dir(namespace, name);
         let mut requests = self.requests(namespace, name);
         requests.insert(key.to_owned(), value.to_owned());
+        self.write_requests(namespace, name, &requests)
+    }
+
+    /// Removes a request annotation (what `kubectl annotate KEY-` does); whether it was there.
+    pub fn withdraw(&self, namespace: &str, name: &str, key: &str) -> Result<bool, StoreError> {
+        let mut requests = self.requests(namespace, name);
+        if requests.remove(key).is_none() {
+            return Ok(false);
+        }
+        self.write_requests(namespace, name, &requests)?;
+        Ok(true)
+    }
+
+    fn write_requests(
+        &self,
+        namespace: &str,
+        name: &str,
+        requests: &BTreeMap<String, String>,
+    ) -> Result<(), StoreError> {
+        let dir = self.dir(namespace, name);
         let path = dir.join("requests.json");
         let tmp = dir.join(".requests.json.tmp");
-        let bytes = serde_json::to_vec_pretty(&requests).expect("requests serialize");
+        let bytes = serde_json::to_vec_pretty(requests).expect("requests serialize");
         std::fs::write(&tmp, bytes).map_err(Self::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(Self::io(&path))
+        std::fs::rename(&tmp, &path).map_err(Self::io(&path))?;
+        // Tells the running `stackwarden local` at its next poll, without it reading every
+        // stack's requests twice a second.
+        let stamp = self.requests_stamp();
+        std::fs::write(&stamp, Utc::now().to_rfc3339()).map_err(Self::io(&stamp))
+    }
+
+    /// Rewritten whenever a request is made or withdrawn.
+    fn requests_stamp(&self) -> PathBuf {
+        self.root.join("requests.stamp")
     }
 
     /// Takes the lock that makes one `stackwarden local` per state directory: two would both
@@ -551,6 +579,8 @@ struct Driver {
     cleanup: BTreeMap<Key, (Instant, u32, String)>,
     /// The manifests as the last full pass saw them, and whether every stack was Ready then.
     last: Option<(Fingerprint, bool)>,
+    /// The request annotations each stack was last reconciled with (a new one is due at once).
+    requests: BTreeMap<Key, BTreeMap<String, String>>,
 }
 
 impl Driver {
@@ -592,7 +622,8 @@ impl Driver {
         // Polled twice a second so that an edited manifest is seen at once; with nothing due
         // and no manifest touched, reading and parsing every manifest and state record again
         // would change nothing (and was most of an idle operator's CPU).
-        let files = fingerprint(path);
+        let mut files = fingerprint(path);
+        files.extend(fingerprint(&store.requests_stamp()));
         let nothing_due = self.next_due().is_none_or(|t| t > Instant::now());
         if let Some((last, ready)) = &self.last {
             if *last == files && nothing_due && self.unreadable.is_empty() {
@@ -736,11 +767,14 @@ impl Driver {
     ) -> Result<bool, StoreError> {
         let key = names(stack);
         let record = store.admit(&key.0, &key.1, stack.spec.clone(), file)?;
-        let changed = self.generation.get(&key) != Some(&record.generation);
+        let changed = self.generation.get(&key) != Some(&record.generation)
+            || self.requests.get(&key) != Some(&record.annotations);
         let is_due = self.due.get(&key).is_none_or(|t| *t <= Instant::now());
         let mut status = record.status.clone();
         if changed || is_due {
             self.generation.insert(key.clone(), record.generation);
+            self.requests
+                .insert(key.clone(), record.annotations.clone());
             let stack = record.to_stack();
             match controller::reconcile(&stack, &record.uid, ctx).await {
                 Ok(r) => {
