@@ -870,3 +870,37 @@ async fn a_restore_given_up_after_two_operator_kills_starts_the_services_it_stop
     assert_eq!(h.status().services["backend"].restarts, 0);
     assert!(!h.events().iter().any(|e| e.reason == "Crashed"));
 }
+
+#[tokio::test]
+async fn an_operator_killed_mid_restore_resumes_the_services_it_stopped_without_counting_a_crash()
+{
+    use stackwarden::controller::{reconcile, Context};
+    let (h, root, spec) = ready_demo("bk-rkill1").await;
+    fill(&h, "orders", 100, 1);
+    h.apply(with_backups(
+        spec,
+        vec![pg_target("pg", root.path(), serde_json::json!({}))],
+    ));
+    let id = request_backup(&h, "pg").await.last_success.unwrap().id;
+    let value = format!("{id}#1");
+    h.store
+        .request("e2e", &h.name, "restore.stackwarden.dev/pg", &value)
+        .unwrap();
+    // The operator records the restore, its job stops the backend, and it is killed there.
+    let ctx = Context::new(std::sync::Arc::new(h.store.clone()));
+    reconcile(&h.stack(), &h.uid(), &ctx).await.unwrap();
+    ctx.backups.stop(&h.stack().key(), &Default::default());
+    docker(&["stop", "-t", "1", &h.containers()["backend"]]);
+    // The next operator finishes the restore.
+    h.until("the restore to end", JOB, |h| {
+        let st = target_status(h, "pg");
+        st.handled_restore_request.as_deref() == Some(value.as_str()) && st.running.is_none()
+    })
+    .await;
+    assert!(target_status(&h, "pg").last_restore.unwrap().succeeded);
+    h.until_ready(READY).await;
+    let backend = h.status().services["backend"].clone();
+    assert_eq!(backend.restarts, 0, "{:#?}", h.events());
+    assert!(backend.hold.is_none());
+    assert!(!h.events().iter().any(|e| e.reason == "Crashed"), "{:#?}", h.events());
+}

@@ -568,3 +568,58 @@ async fn a_database_outage_does_not_restart_the_services_that_depend_on_it() {
     assert_eq!(restarts(&h, "backend"), 0, "{:#?}", h.events());
     assert_eq!(h.status().services["backend"].waiting_for, None);
 }
+
+#[tokio::test]
+async fn a_held_service_stays_stopped_and_unrepaired_until_resumed_and_is_not_counted_a_crash() {
+    let h = Harness::new("healhold");
+    h.apply(h.spec("services:\n  cache:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n    restart: always\n  other:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n"));
+    h.until_ready(TIMEOUT).await;
+    let id = h.containers()["cache"].clone();
+    let key = "hold.stackwarden.dev/cache";
+    h.store.request("e2e", &h.name, key, "by=alice").unwrap();
+    h.until("cache held and stopped", TIMEOUT, |h| {
+        h.states()["cache"] == "exited"
+            && h.status().services["cache"]
+                .hold
+                .as_ref()
+                .is_some_and(|x| x.by == "alice")
+    })
+    .await;
+    let ready = h.condition(ConditionType::Ready).unwrap();
+    assert_eq!(
+        (ready.status, ready.reason),
+        (ConditionStatus::False, Reason::ServicesHeld)
+    );
+    assert!(ready.message.contains("cache is held by alice until resumed"), "{}", ready.message);
+    // Neither started (Docker's `restart: always` included) nor repaired while held.
+    for _ in 0..6 {
+        h.pass().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(h.states()["cache"], "exited");
+    assert_eq!(h.states()["other"], "running");
+    assert!(h.store.withdraw("e2e", &h.name, key).unwrap());
+    h.until_ready(TIMEOUT).await;
+    assert_eq!(h.containers()["cache"], id, "resumed in place");
+    let cache = h.status().services["cache"].clone();
+    assert_eq!((cache.restarts, cache.hold), (0, None));
+    let reasons: Vec<_> = h.events().into_iter().map(|e| e.reason).collect();
+    assert!(
+        reasons.contains(&"Held".to_owned()) && reasons.contains(&"Resumed".to_owned()),
+        "{reasons:?}"
+    );
+    assert!(!reasons.contains(&"Crashed".to_owned()), "{reasons:?}");
+
+    // A hold with an end resumes by itself.
+    let until = chrono::Utc::now() + chrono::Duration::seconds(3);
+    h.store
+        .request("e2e", &h.name, key, &format!("by=bob until={}", until.to_rfc3339()))
+        .unwrap();
+    h.until("cache held again", TIMEOUT, |h| h.states()["cache"] == "exited")
+        .await;
+    h.until("the hold to end by itself", TIMEOUT, |h| {
+        h.states()["cache"] == "running" && h.status().services["cache"].hold.is_none()
+    })
+    .await;
+    assert_eq!(h.status().services["cache"].restarts, 0);
+}

@@ -12,7 +12,8 @@ use crate::docker::Engine;
 use crate::heal::hold::{describe, Holds};
 use crate::store::{EventType, StackEvent};
 
-/// Stops what is held and still runs, and starts what was held and is not any more.
+/// Stops what is held and still runs, and starts what was held and is not any more; whether
+/// it did either.
 pub async fn act(
     ctx: &Context,
     stack: &mut ServiceStack,
@@ -21,7 +22,7 @@ pub async fn act(
     holds: &Holds,
     outcome: &Outcome,
     engine: &dyn Engine,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let key = stack.key();
     if !holds.problems.is_empty() && ctx.first_telling(&key, "hold", &holds.problems) {
         for p in &holds.problems {
@@ -51,6 +52,7 @@ pub async fn act(
         ctx.store.write_status(stack, interim).await?;
         ctx.metrics.status_written(&key);
     }
+    let mut acted = !to_stop.is_empty();
     for (service, c) in to_stop {
         let grace = project.service(service).and_then(|s| s.stop_grace_period_s);
         let note = format!("{}: stopping its container", describe(service, &holds.active[service]));
@@ -64,6 +66,7 @@ pub async fn act(
     }
     for service in &holds.ended {
         let Some(c) = ours(service) else { continue };
+        acted = true;
         let mut note = format!("service {service}: its hold ended");
         if !is_up(c.state) {
             note.push_str("; starting it again");
@@ -75,7 +78,7 @@ pub async fn act(
         super::publish(ctx, stack, StackEvent::new(EventType::Normal, "Resumed", "Start", note))
             .await?;
     }
-    Ok(())
+    Ok(acted)
 }
 
 /// Writes the holds in force into the services' status.

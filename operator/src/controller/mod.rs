@@ -325,13 +325,20 @@ async fn apply(
     for event in &outcome.events {
         publish(ctx, stack, event.clone()).await?;
     }
-    if !ctx.draining() {
-        hold::act(ctx, stack, project, uid, &holds, &outcome, engine).await?;
+    let mut outcome = outcome;
+    if !ctx.draining() && hold::act(ctx, stack, project, uid, &holds, &outcome, engine).await? {
+        // What the status reports must be what runs after the stop or start.
+        match observe(engine, project).await {
+            Ok(o) => outcome.observed = o,
+            Err(e) => return unreachable(ctx, stack, e).await,
+        }
     }
     let now = Utc::now();
     let probes = ctx.probes.snapshot(&key);
+    // A service resumed this pass was started by `hold::act`, not seen running yet: not a crash.
+    let hands_off: BTreeSet<String> = paused.union(&holds.ended).cloned().collect();
     let repair = repair::repair(
-        ctx, stack, project, uid, &outcome, &probes, engine, &paused, now,
+        ctx, stack, project, uid, &outcome, &probes, engine, &hands_off, now,
     )
     .await?;
     let required = compose::required_services(stack, project);
@@ -393,7 +400,9 @@ async fn apply(
         } else {
             STEADY_REQUEUE
         });
-    let due = [repair.next, backups.next, hold::next_end(&holds)]
+    // Look again soon after a resume, to report the service running.
+    let resumed = (!holds.ended.is_empty()).then(|| now + chrono::Duration::seconds(1));
+    let due = [repair.next, backups.next, hold::next_end(&holds), resumed]
         .into_iter()
         .flatten()
         .min();
