@@ -872,8 +872,7 @@ async fn a_restore_given_up_after_two_operator_kills_starts_the_services_it_stop
 }
 
 #[tokio::test]
-async fn an_operator_killed_mid_restore_resumes_the_services_it_stopped_without_counting_a_crash()
-{
+async fn an_operator_killed_mid_restore_resumes_the_services_it_stopped_without_counting_a_crash() {
     use stackwarden::controller::{reconcile, Context};
     let (h, root, spec) = ready_demo("bk-rkill1").await;
     fill(&h, "orders", 100, 1);
@@ -902,5 +901,9 @@ async fn an_operator_killed_mid_restore_resumes_the_services_it_stopped_without_
     let backend = h.status().services["backend"].clone();
     assert_eq!(backend.restarts, 0, "{:#?}", h.events());
     assert!(backend.hold.is_none());
-    assert!(!h.events().iter().any(|e| e.reason == "Crashed"), "{:#?}", h.events());
+    assert!(
+        !h.events().iter().any(|e| e.reason == "Crashed"),
+        "{:#?}",
+        h.events()
+    );
 }

@@ -511,7 +511,11 @@ async fn a_crash_loop_docker_drives_is_degraded_and_stopped_and_every_looping_se
         !h.status().services["app"].docker_policy_suspended
     })
     .await;
-    assert_eq!(h.containers()["app"], app, "not recreated: only the budget changed");
+    assert_eq!(
+        h.containers()["app"],
+        app,
+        "not recreated: only the budget changed"
+    );
     assert_eq!(restart_policy(&app), "always");
 }
 
@@ -539,10 +543,14 @@ async fn a_database_outage_does_not_restart_the_services_that_depend_on_it() {
     let pg = h.containers()["postgres"].clone();
     docker(&["pause", &pg]);
     // Its probes and its own Docker healthcheck both fail: any restart rule would fire now.
-    h.until("the backend fails its probes and healthcheck", TIMEOUT, |h| {
-        h.status().services["backend"].consecutive_failures >= 4
-            && docker_health(&backend).trim() == "unhealthy"
-    })
+    h.until(
+        "the backend fails its probes and healthcheck",
+        TIMEOUT,
+        |h| {
+            h.status().services["backend"].consecutive_failures >= 4
+                && docker_health(&backend).trim() == "unhealthy"
+        },
+    )
     .await;
     for _ in 0..4 {
         h.pass().await;
@@ -590,7 +598,13 @@ async fn a_held_service_stays_stopped_and_unrepaired_until_resumed_and_is_not_co
         (ready.status, ready.reason),
         (ConditionStatus::False, Reason::ServicesHeld)
     );
-    assert!(ready.message.contains("cache is held by alice until resumed"), "{}", ready.message);
+    assert!(
+        ready
+            .message
+            .contains("cache is held by alice until resumed"),
+        "{}",
+        ready.message
+    );
     // Neither started (Docker's `restart: always` included) nor repaired while held.
     for _ in 0..6 {
         h.pass().await;
@@ -613,13 +627,46 @@ async fn a_held_service_stays_stopped_and_unrepaired_until_resumed_and_is_not_co
     // A hold with an end resumes by itself.
     let until = chrono::Utc::now() + chrono::Duration::seconds(3);
     h.store
-        .request("e2e", &h.name, key, &format!("by=bob until={}", until.to_rfc3339()))
+        .request(
+            "e2e",
+            &h.name,
+            key,
+            &format!("by=bob until={}", until.to_rfc3339()),
+        )
         .unwrap();
-    h.until("cache held again", TIMEOUT, |h| h.states()["cache"] == "exited")
-        .await;
+    h.until("cache held again", TIMEOUT, |h| {
+        h.states()["cache"] == "exited"
+    })
+    .await;
     h.until("the hold to end by itself", TIMEOUT, |h| {
         h.states()["cache"] == "running" && h.status().services["cache"].hold.is_none()
     })
     .await;
     assert_eq!(h.status().services["cache"].restarts, 0);
+}
+
+#[tokio::test]
+async fn a_docker_stop_is_reported_as_a_stop_and_spends_no_budget() {
+    let h = Harness::new("healstop");
+    h.apply(h.spec(
+        "services:\n  cache:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n    restart: always\n",
+    ));
+    h.until_ready(TIMEOUT).await;
+    let id = h.containers()["cache"].clone();
+    docker(&["stop", "-t", "1", &id]);
+    h.until("cache started again", TIMEOUT, |h| {
+        h.status().services["cache"].restarts == 1 && h.states()["cache"] == "running"
+    })
+    .await;
+    let cache = h.status().services["cache"].clone();
+    assert_eq!(cache.last_restart.unwrap().reason, RestartReason::Stopped);
+    assert!(cache.recent_restarts.is_empty(), "a stop spent the budget");
+    let ev = h
+        .events()
+        .into_iter()
+        .find(|e| e.reason == "Stopped")
+        .expect("a Stopped event");
+    assert_eq!(ev.type_, stackwarden::store::EventType::Normal);
+    assert!(ev.note.contains("stackwarden hold"), "{}", ev.note);
+    assert!(!h.events().iter().any(|e| e.reason == "Crashed"));
 }

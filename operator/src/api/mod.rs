@@ -595,6 +595,9 @@ pub enum RestartReason {
     Scheduled,
     /// A service it depends on was restarted (`restartDependents`).
     Dependency,
+    /// It was stopped on request (`docker stop`, `docker-compose stop`) outside the operator,
+    /// which started it again; `stackwarden hold` keeps a service stopped.
+    Stopped,
 }
 
 impl std::fmt::Display for RestartReason {
@@ -659,6 +662,7 @@ impl RestartReason {
             RestartReason::ProbeFailed => "ProbeFailed",
             RestartReason::Scheduled => "Scheduled",
             RestartReason::Dependency => "Dependency",
+            RestartReason::Stopped => "Stopped",
         }
     }
 }

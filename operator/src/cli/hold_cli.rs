@@ -45,7 +45,11 @@ pub async fn hold(
         return Ok(());
     }
     let st = wait(store, &r, service, timeout, |s| {
-        s.hold.is_some() && !matches!(s.state, ContainerState::Running | ContainerState::Restarting)
+        s.hold.is_some()
+            && !matches!(
+                s.state,
+                ContainerState::Running | ContainerState::Restarting
+            )
     })
     .await
     .with_context(|| format!("{service} is held, but was not seen stopped"))?;
@@ -66,7 +70,10 @@ pub async fn resume(
     let key = format!("{HOLD_ANNOTATION}{service}");
     if !store.withdraw(&r.namespace, &r.name, &key)? {
         match r.status.services.get(service).and_then(|s| s.hold.as_ref()) {
-            Some(h) => bail!("{}: not a hold `stackwarden resume` can end", describe(service, h)),
+            Some(h) => bail!(
+                "{}: not a hold `stackwarden resume` can end",
+                describe(service, h)
+            ),
             None => bail!("{service} is not held"),
         }
     }
@@ -116,7 +123,10 @@ async fn wait(
             return Ok(s.clone());
         }
         if started.elapsed() > timeout {
-            bail!("timed out after {timeout:?}; see `stackwarden status {}`", r.name);
+            bail!(
+                "timed out after {timeout:?}; see `stackwarden status {}`",
+                r.name
+            );
         }
         tokio::time::sleep(POLL).await;
     }

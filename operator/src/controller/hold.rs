@@ -55,14 +55,21 @@ pub async fn act(
     let mut acted = !to_stop.is_empty();
     for (service, c) in to_stop {
         let grace = project.service(service).and_then(|s| s.stop_grace_period_s);
-        let note = format!("{}: stopping its container", describe(service, &holds.active[service]));
+        let note = format!(
+            "{}: stopping its container",
+            describe(service, &holds.active[service])
+        );
         let note = match engine.stop_container(&c.id, grace).await {
             Ok(()) => note,
             Err(e) => format!("{note}; stopping it failed: {e}"),
         };
         info!(stack = %key, "{note}");
-        super::publish(ctx, stack, StackEvent::new(EventType::Normal, "Held", "Stop", note))
-            .await?;
+        super::publish(
+            ctx,
+            stack,
+            StackEvent::new(EventType::Normal, "Held", "Stop", note),
+        )
+        .await?;
     }
     for service in &holds.ended {
         let Some(c) = ours(service) else { continue };
@@ -75,8 +82,12 @@ pub async fn act(
             }
         }
         info!(stack = %key, "{note}");
-        super::publish(ctx, stack, StackEvent::new(EventType::Normal, "Resumed", "Start", note))
-            .await?;
+        super::publish(
+            ctx,
+            stack,
+            StackEvent::new(EventType::Normal, "Resumed", "Start", note),
+        )
+        .await?;
     }
     Ok(acted)
 }

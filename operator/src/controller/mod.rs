@@ -4,9 +4,9 @@
 //! requeue, and nothing running is touched because of them. `Err` is kept for what the
 //! operator cannot report (the store itself failing) and for cleanup, which must be retried.
 
+mod hold;
 pub mod plan;
 pub mod prober;
-mod hold;
 mod repair;
 mod report;
 mod watch;
@@ -76,6 +76,8 @@ pub struct Context {
     wakes: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Wake>>>,
     /// Docker events subscriptions, one per engine in use.
     watches: watch::EngineWatches,
+    /// Containers stopped on request, as the events told.
+    stops: watch::Stops,
     /// Set on shutdown: passes still observe, report and fold finished jobs, but start nothing.
     draining: std::sync::atomic::AtomicBool,
     /// Consecutive failed passes per stack, for backoff. Memory only: after a restart the
@@ -169,6 +171,7 @@ impl Context {
             wake: Waker::new(tx),
             wakes: std::sync::Mutex::new(Some(rx)),
             watches: Default::default(),
+            stops: Default::default(),
             draining: Default::default(),
             failures: Mutex::default(),
             told: Default::default(),
@@ -292,7 +295,11 @@ async fn apply(
     // Held services (a person's hold, a running restore's): neither started nor healed.
     let holds = crate::heal::hold::holds(
         project,
-        stack.metadata.annotations.as_ref().unwrap_or(&BTreeMap::new()),
+        stack
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap_or(&BTreeMap::new()),
         &crate::backup::runner::restoring(&previous.backups),
         &previous.services,
         Utc::now(),
@@ -306,8 +313,12 @@ async fn apply(
         stack: key.clone(),
         uid: uid.to_owned(),
     };
-    ctx.watches
-        .ensure(stack.spec.docker.host(), &ctx.engines, &ctx.wake);
+    ctx.watches.ensure(
+        stack.spec.docker.host(),
+        &ctx.engines,
+        &ctx.wake,
+        &ctx.stops,
+    );
     ctx.probers
         .ensure(stack, project, uid, engine, &ctx.prober_shared());
     let last = previous

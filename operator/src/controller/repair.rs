@@ -131,6 +131,12 @@ pub async fn repair(
             continue;
         };
         let Some(c) = c else { continue };
+        let fault = match fault {
+            heal::Fault::Crashed { .. } if ctx.stops.stopped_since(&c.id, c.started_at) => {
+                heal::Fault::Stopped
+            }
+            f => f,
+        };
         if matches!(fault, heal::Fault::Unhealthy { .. })
             && waits_for_dependency(stack, project, svc, &ours, probes, &mut out, now)
         {
@@ -139,13 +145,22 @@ pub async fn repair(
         let h = out.history.get(&svc.name).cloned().unwrap_or_default();
         match heal::decide(&h.recent_restarts, &stack.spec.health.restart, now) {
             Decision::Restart => {
-                let note = format!(
-                    "service {} {}; restarting it (restart {} of at most {} per hour)",
-                    svc.name,
-                    fault.describe(),
-                    h.recent_restarts.len() + 1,
-                    stack.spec.health.restart.max_restarts_per_hour
-                );
+                let note = match fault {
+                    heal::Fault::Stopped => {
+                        format!(
+                            "service {} {}; starting it again",
+                            svc.name,
+                            fault.describe()
+                        )
+                    }
+                    _ => format!(
+                        "service {} {}; restarting it (restart {} of at most {} per hour)",
+                        svc.name,
+                        fault.describe(),
+                        h.recent_restarts.len() + 1,
+                        stack.spec.health.restart.max_restarts_per_hour
+                    ),
+                };
                 restart(
                     ctx,
                     stack,
@@ -457,8 +472,10 @@ async fn restart(
     out.restarted.insert(service.to_owned());
     let h = out.history.entry(service.to_owned()).or_default();
     h.restarts += 1;
-    // The budget stops crash loops; a planned restart is no sign of one and must not use it up.
-    if reason != RestartReason::Scheduled {
+    // The budget stops crash loops; a planned restart, or one after a person's stop, is no
+    // sign of one and must not use it up.
+    let deliberate = matches!(reason, RestartReason::Scheduled | RestartReason::Stopped);
+    if !deliberate {
         h.recent_restarts.push(now);
     }
     h.last_restart = Some(RestartRecord {
@@ -478,7 +495,12 @@ async fn restart(
         Err(e) => format!("{note}; the restart failed: {e}"),
     };
     // A restart is told at once: it happened, whatever the rest of the pass does.
-    let event = StackEvent::new(EventType::Warning, &reason.to_string(), "Restart", note);
+    let kind = if deliberate {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    let event = StackEvent::new(kind, &reason.to_string(), "Restart", note);
     super::publish(ctx, stack, event).await?;
     ctx.metrics
         .restarted(&stack.key(), service, reason.as_str());

@@ -231,7 +231,15 @@ pub fn report(
             ),
         )
     } else {
-        (Reason::ServicesNotReady, not_ready.iter().chain(&held).cloned().collect::<Vec<_>>().join("; "))
+        (
+            Reason::ServicesNotReady,
+            not_ready
+                .iter()
+                .chain(&held)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
     };
     verdicts.push(Verdict::new(
         ConditionType::Ready,

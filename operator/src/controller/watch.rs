@@ -15,6 +15,35 @@ use crate::docker::Engines;
 /// Longest wait before subscribing again to an engine that keeps failing.
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
+/// Containers stopped on request (`docker stop`, `docker-compose stop`: Docker's `stop`
+/// event, which a crash never has), with when. Memory only: after an operator restart a stop
+/// it did not see is reported as an exit, as before.
+#[derive(Clone, Default)]
+pub struct Stops(std::sync::Arc<Mutex<HashMap<String, chrono::DateTime<chrono::Utc>>>>);
+
+impl Stops {
+    fn record(&self, container: &str, at: chrono::DateTime<chrono::Utc>) {
+        let mut stops = self.0.lock().expect("stops lock");
+        // Bounded: a stop older than an hour no longer explains anything.
+        let hour_ago = at - chrono::Duration::hours(1);
+        stops.retain(|_, t| *t > hour_ago);
+        stops.insert(container.to_owned(), at);
+    }
+
+    /// Whether the container was stopped on request after it last started.
+    pub fn stopped_since(
+        &self,
+        container: &str,
+        started: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> bool {
+        self.0
+            .lock()
+            .expect("stops lock")
+            .get(container)
+            .is_some_and(|t| started.is_none_or(|s| *t >= s))
+    }
+}
+
 /// The running subscriptions, by engine address. Aborted when dropped.
 #[derive(Default)]
 pub struct EngineWatches {
@@ -23,12 +52,17 @@ pub struct EngineWatches {
 
 impl EngineWatches {
     /// Makes sure the events of `host` are watched (once per engine, however many stacks).
-    pub fn ensure(&self, host: &str, engines: &Engines, waker: &Waker) {
+    pub fn ensure(&self, host: &str, engines: &Engines, waker: &Waker, stops: &Stops) {
         let mut tasks = self.tasks.lock().expect("watches lock");
         if tasks.get(host).is_some_and(|t| !t.is_finished()) {
             return;
         }
-        let task = tokio::spawn(watch(host.to_owned(), engines.clone(), waker.clone()));
+        let task = tokio::spawn(watch(
+            host.to_owned(),
+            engines.clone(),
+            waker.clone(),
+            stops.clone(),
+        ));
         tasks.insert(host.to_owned(), task);
     }
 
@@ -47,7 +81,7 @@ impl Drop for EngineWatches {
 
 /// Subscribes, forwards, and subscribes again after a break. After a break the engine's
 /// stacks are all woken: events may have been missed meanwhile.
-async fn watch(host: String, engines: Engines, waker: Waker) {
+async fn watch(host: String, engines: Engines, waker: Waker, stops: Stops) {
     let mut retry = Duration::from_secs(1);
     let mut broken = false;
     loop {
@@ -62,6 +96,10 @@ async fn watch(host: String, engines: Engines, waker: Waker) {
                         Ok(change) => {
                             retry = Duration::from_secs(1);
                             debug!(stack = %change.stack, action = %change.action, "Docker event");
+                            if change.action == "stop" {
+                                let at = change.time.unwrap_or_else(chrono::Utc::now);
+                                stops.record(&change.container, at);
+                            }
                             waker.wake(&change.stack);
                         }
                         Err(e) => {

@@ -169,6 +169,10 @@ pub struct ContainerChange {
     /// `namespace/name` from the container's [`labels::STACK`].
     pub stack: String,
     pub action: String,
+    /// The container's id.
+    pub container: String,
+    /// When the engine saw it.
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl ContainerChange {
@@ -180,8 +184,19 @@ impl ContainerChange {
         if !DECISIVE_ACTIONS.contains(&verb) {
             return None;
         }
-        let stack = m.actor?.attributes?.remove(labels::STACK)?;
-        Some(Self { stack, action })
+        let time = m
+            .time_nano
+            .map(chrono::DateTime::from_timestamp_nanos)
+            .or_else(|| m.time.and_then(|t| chrono::DateTime::from_timestamp(t, 0)));
+        let mut actor = m.actor?;
+        let container = actor.id.take().unwrap_or_default();
+        let stack = actor.attributes?.remove(labels::STACK)?;
+        Some(Self {
+            stack,
+            action,
+            container,
+            time,
+        })
     }
 }
 

@@ -120,8 +120,10 @@ pub fn holds(
             continue;
         }
         let by = req.by.unwrap_or_else(|| format!("annotation {key}"));
-        out.active
-            .insert(service.to_owned(), status(previous, service, by, req.until, now));
+        out.active.insert(
+            service.to_owned(),
+            status(previous, service, by, req.until, now),
+        );
     }
     for (service, backup) in restore {
         out.by_restore.insert(service.clone());
@@ -222,7 +224,10 @@ mod tests {
         let previous = BTreeMap::from([("backend".to_owned(), held_since(t(-30)))]);
         let h = holds(&project(), &a, &BTreeMap::new(), &previous, t(0));
         let hold = &h.active["backend"];
-        assert_eq!((hold.by.as_str(), hold.since, hold.until), ("alice", t(-30), Some(t(60))));
+        assert_eq!(
+            (hold.by.as_str(), hold.since, hold.until),
+            ("alice", t(-30), Some(t(60)))
+        );
         assert!(h.ended.is_empty());
         // Past its time it has ended, though the annotation is still there.
         let h = holds(&project(), &a, &BTreeMap::new(), &previous, t(60));
@@ -233,12 +238,30 @@ mod tests {
     #[test]
     fn a_withdrawn_hold_ends_once_and_a_new_one_begins_now() {
         let previous = BTreeMap::from([("backend".to_owned(), held_since(t(-30)))]);
-        let h = holds(&project(), &BTreeMap::new(), &BTreeMap::new(), &previous, t(0));
+        let h = holds(
+            &project(),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &previous,
+            t(0),
+        );
         assert_eq!(h.ended, BTreeSet::from(["backend".to_owned()]));
         // The pass after: the status no longer holds it, nothing ends again.
-        let h = holds(&project(), &BTreeMap::new(), &BTreeMap::new(), &BTreeMap::new(), t(1));
+        let h = holds(
+            &project(),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            t(1),
+        );
         assert!(h.ended.is_empty());
-        let h = holds(&project(), &annotations(&[("postgres", "")]), &BTreeMap::new(), &BTreeMap::new(), t(2));
+        let h = holds(
+            &project(),
+            &annotations(&[("postgres", "")]),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            t(2),
+        );
         let hold = &h.active["postgres"];
         assert_eq!((hold.since, hold.until), (t(2), None));
         assert_eq!(hold.by, "annotation hold.stackwarden.dev/postgres");
@@ -247,7 +270,13 @@ mod tests {
     #[test]
     fn a_restore_holds_the_services_it_stops_and_their_hold_ends_with_it() {
         let restore = BTreeMap::from([("backend".to_owned(), "pg-20261203T000000Z".to_owned())]);
-        let h = holds(&project(), &BTreeMap::new(), &restore, &BTreeMap::new(), t(0));
+        let h = holds(
+            &project(),
+            &BTreeMap::new(),
+            &restore,
+            &BTreeMap::new(),
+            t(0),
+        );
         assert_eq!(h.active["backend"].by, "restore of pg-20261203T000000Z");
         assert_eq!(h.by_restore, BTreeSet::from(["backend".to_owned()]));
         let previous = BTreeMap::from([(
@@ -257,7 +286,13 @@ mod tests {
                 ..Default::default()
             },
         )]);
-        let h = holds(&project(), &BTreeMap::new(), &BTreeMap::new(), &previous, t(5));
+        let h = holds(
+            &project(),
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            &previous,
+            t(5),
+        );
         assert_eq!(h.ended, BTreeSet::from(["backend".to_owned()]));
     }
 
@@ -267,6 +302,9 @@ mod tests {
         let h = holds(&project(), &a, &BTreeMap::new(), &BTreeMap::new(), t(0));
         assert_eq!(h.held(), BTreeSet::from(["backend".to_owned()]));
         assert_eq!(h.problems.len(), 2, "{:?}", h.problems);
-        assert!(h.problems.iter().any(|p| p.contains("\"frontend\" is not a service")));
+        assert!(h
+            .problems
+            .iter()
+            .any(|p| p.contains("\"frontend\" is not a service")));
     }
 }

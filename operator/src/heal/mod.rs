@@ -58,15 +58,23 @@ pub fn still_starting(
 /// What is wrong with a service.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
-    Crashed { exit_code: Option<i64> },
+    Crashed {
+        exit_code: Option<i64>,
+    },
+    /// Stopped on request outside the operator (Docker's `stop` event was seen): started
+    /// again, but no sign of a crash loop.
+    Stopped,
     OomKilled,
-    Unhealthy { message: String },
+    Unhealthy {
+        message: String,
+    },
 }
 
 impl Fault {
     pub fn reason(&self) -> RestartReason {
         match self {
             Fault::Crashed { .. } => RestartReason::Crashed,
+            Fault::Stopped => RestartReason::Stopped,
             Fault::OomKilled => RestartReason::OOMKilled,
             Fault::Unhealthy { .. } => RestartReason::ProbeFailed,
         }
@@ -77,6 +85,7 @@ impl Fault {
         match self {
             Fault::Crashed { exit_code: Some(c) } => format!("exited with code {c}"),
             Fault::Crashed { exit_code: None } => "exited".to_owned(),
+            Fault::Stopped => "was stopped outside the operator (docker stop, docker-compose stop); to keep it stopped, hold it (stackwarden hold, or the hold.stackwarden.dev annotation)".to_owned(),
             Fault::OomKilled => {
                 "was killed by the kernel's OOM killer (memory limit reached)".to_owned()
             }
@@ -684,14 +693,29 @@ mod tests {
     fn docker_loops_are_switched_off_past_the_budget_and_back_on_when_it_allows() {
         use RestartPolicy::{Always, No};
         // Within the budget Docker's policy is left alone.
-        assert_eq!(docker_policy(Always, Some(Always), false, false), PolicyStep::Keep);
+        assert_eq!(
+            docker_policy(Always, Some(Always), false, false),
+            PolicyStep::Keep
+        );
         // Past it, switched off, and left off while the budget stays spent.
-        assert_eq!(docker_policy(Always, Some(Always), false, true), PolicyStep::Suspend);
-        assert_eq!(docker_policy(Always, Some(No), true, true), PolicyStep::Keep);
+        assert_eq!(
+            docker_policy(Always, Some(Always), false, true),
+            PolicyStep::Suspend
+        );
+        assert_eq!(
+            docker_policy(Always, Some(No), true, true),
+            PolicyStep::Keep
+        );
         // Back on once the budget allows restarts again.
-        assert_eq!(docker_policy(Always, Some(No), true, false), PolicyStep::Restore);
+        assert_eq!(
+            docker_policy(Always, Some(No), true, false),
+            PolicyStep::Restore
+        );
         // A recreated container, or a spec now saying `no`, has nothing to put back.
-        assert_eq!(docker_policy(Always, Some(Always), true, true), PolicyStep::Forget);
+        assert_eq!(
+            docker_policy(Always, Some(Always), true, true),
+            PolicyStep::Forget
+        );
         assert_eq!(docker_policy(No, Some(No), true, false), PolicyStep::Forget);
         // A `restart: no` service has no loop to stop; an unknown policy is not touched.
         assert_eq!(docker_policy(No, Some(No), false, true), PolicyStep::Keep);
@@ -702,14 +726,20 @@ mod tests {
     fn a_dependent_waits_out_its_dependencys_outage_and_then_its_own_probe_rounds() {
         let grace = Duration::seconds(30);
         // Nothing waited for: open.
-        assert_eq!(dependency_gate(None, None, grace, t(0)), DependencyGate::Open);
+        assert_eq!(
+            dependency_gate(None, None, grace, t(0)),
+            DependencyGate::Open
+        );
         // The database is down: closed, until it changes.
         let DependencyGate::Closed { wait, until } =
             dependency_gate(Some("postgres"), None, grace, t(0))
         else {
             panic!("open during the outage");
         };
-        assert_eq!((wait.service.as_str(), wait.recovered, until), ("postgres", None, None));
+        assert_eq!(
+            (wait.service.as_str(), wait.recovered, until),
+            ("postgres", None, None)
+        );
         // Back: closed for the grace from the first pass that saw it back.
         let DependencyGate::Closed { wait, until } =
             dependency_gate(None, Some(&wait), grace, t(100))
@@ -721,7 +751,10 @@ mod tests {
             dependency_gate(None, Some(&wait), grace, t(129)),
             DependencyGate::Closed { .. }
         ));
-        assert_eq!(dependency_gate(None, Some(&wait), grace, t(130)), DependencyGate::Open);
+        assert_eq!(
+            dependency_gate(None, Some(&wait), grace, t(130)),
+            DependencyGate::Open
+        );
         // Down again meanwhile: the grace starts over.
         let DependencyGate::Closed { wait, .. } =
             dependency_gate(Some("postgres"), Some(&wait), grace, t(120))
