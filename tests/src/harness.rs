@@ -409,6 +409,8 @@ impl Drop for SocketProxy {
 /// stopped when dropped.
 pub struct LocalDriver {
     pub store: LocalStore,
+    /// The state directory (`--state-dir` of the command line's requests).
+    pub state: std::path::PathBuf,
     /// The manifest file; rewrite or remove it to drive the stack.
     pub manifest: std::path::PathBuf,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -435,6 +437,7 @@ impl LocalDriver {
         ));
         LocalDriver {
             store: LocalStore::new(&state),
+            state,
             manifest,
             task,
             _dir: dir,

@@ -502,3 +502,67 @@ async fn local_driver_follows_manifest_files_and_keeps_stacks_whose_file_breaks(
     );
     driver.abort();
 }
+
+/// Runs the real `stackwarden` command line; its stdout, or a panic with its stderr.
+fn cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(stackwarden_tests::harness::operator_binary())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stackwarden {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+// Multi-threaded: the command line and the waits block, the driver must go on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stackwarden_hold_and_resume_stop_and_start_a_service_through_the_running_operator() {
+    use stackwarden_tests::harness::{wait_for, LocalDriver};
+    let h = Harness::new("cli-hold");
+    let mut stack = stackwarden::api::ServiceStack::new("held", redis_spec(&h.project, ""));
+    stack.metadata.namespace = Some("ops".into());
+    let d = LocalDriver::start(&serde_json::to_value(&stack).unwrap());
+    wait_for("Ready", READY_TIMEOUT, || {
+        d.ready("ops", "held")
+            .then_some(())
+            .ok_or_else(|| "not Ready".to_owned())
+    });
+    let id = h.containers()["cache"].clone();
+    let state = d.state.to_str().unwrap().to_owned();
+    let held = cli(&[
+        "hold",
+        "ops/held",
+        "cache",
+        "--for",
+        "10m",
+        "--by",
+        "alice",
+        "--state-dir",
+        &state,
+    ]);
+    assert!(held.contains("cache is held by alice until"), "{held}");
+    assert_eq!(h.states()["cache"], "exited");
+    let status = cli(&["status", "ops/held", "--state-dir", &state]);
+    assert!(status.contains("exited (held by alice)"), "{status}");
+    assert!(status.contains("ServicesHeld"), "{status}");
+    // A service that is not in the stack is refused with the names it has.
+    let out = std::process::Command::new(stackwarden_tests::harness::operator_binary())
+        .args(["hold", "ops/held", "cahce", "--state-dir", &state])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("its services: cache"));
+
+    let resumed = cli(&["resume", "ops/held", "cache", "--state-dir", &state]);
+    assert!(resumed.contains("cache resumed: running"), "{resumed}");
+    assert_eq!(h.containers()["cache"], id);
+    wait_for("Ready again", READY_TIMEOUT, || {
+        d.ready("ops", "held")
+            .then_some(())
+            .ok_or_else(|| "not Ready".to_owned())
+    });
+    assert_eq!(d.status("ops", "held").services["cache"].restarts, 0);
+}
