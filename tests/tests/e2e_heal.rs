@@ -314,10 +314,8 @@ fn probed_demo(h: &Harness, pg_password_variable: &str) -> stackwarden::api::Ser
     spec
 }
 
-#[tokio::test]
-async fn a_failing_http_probe_restarts_the_service_after_failure_threshold() {
-    let h = Harness::new("healprobe");
-    h.apply(probed_demo(&h, "DB_PASSWORD"));
+/// Until the probed demo is Ready and the backend's probes have passed.
+async fn until_probes_pass(h: &Harness) {
     h.until("probes pass", TIMEOUT, |h| {
         h.condition(ConditionType::Ready)
             .is_some_and(|c| c.status == ConditionStatus::True)
@@ -327,6 +325,13 @@ async fn a_failing_http_probe_restarts_the_service_after_failure_threshold() {
                 .is_some_and(|p| p.passed)
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_failing_http_probe_restarts_the_service_after_failure_threshold() {
+    let h = Harness::new("healprobe");
+    h.apply(probed_demo(&h, "DB_PASSWORD"));
+    until_probes_pass(&h).await;
     let port = docker(&["port", &h.containers()["backend"], "8000/tcp"]);
     let addr = port.lines().next().unwrap().trim().to_owned();
     let out = std::process::Command::new("curl")
@@ -523,15 +528,7 @@ async fn a_crash_loop_docker_drives_is_degraded_and_stopped_and_every_looping_se
 async fn a_database_outage_does_not_restart_the_services_that_depend_on_it() {
     let h = Harness::new("healdep");
     h.apply(probed_demo(&h, "DB_PASSWORD"));
-    h.until("probes pass", TIMEOUT, |h| {
-        h.condition(ConditionType::Ready)
-            .is_some_and(|c| c.status == ConditionStatus::True)
-            && h.status().services["backend"]
-                .last_probe
-                .as_ref()
-                .is_some_and(|p| p.passed)
-    })
-    .await;
+    until_probes_pass(&h).await;
     // Frozen, not stopped: the operator leaves a paused container alone, so the outage lasts
     // as long as the test wants.
     let docker_health = |id: &str| docker(&["inspect", "-f", "{{.State.Health.Status}}", id]);
