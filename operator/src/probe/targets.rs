@@ -173,6 +173,7 @@ networks: {front: {}, back: {}}
                 compose: ComposeSpec {
                     project_name: None,
                     file: file.to_owned(),
+                    adopt: false,
                 },
                 variables: Default::default(),
                 health: Default::default(),
