@@ -445,7 +445,7 @@ fn service_networks(v: Option<&Value>, names: &Names) -> Option<Map<String, Json
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{ComposeSpec, ServiceStack, ServiceStackSpec};
+    use crate::api::{ServiceStack, ServiceStackSpec};
 
     /// A file using every form this module reproduces; its hashes below were printed by
     /// docker-compose 1.29.2 itself (`Service.config_hash` with the image id below,

@@ -24,7 +24,7 @@ use crate::api::{
 };
 use crate::backup::plan::Gate;
 use crate::compose::{self, Project};
-use crate::docker::{BollardEngine, Engine, EngineError, Engines, Owner};
+use crate::docker::{BollardEngine, Claim, Engine, EngineError, Engines, Owner};
 use crate::store::{EventType, StackEvent, Store, StoreError};
 
 pub use plan::{plan, Action, Plan};
@@ -285,8 +285,9 @@ async fn apply(
     };
     ctx.watches
         .ensure(stack.spec.docker.host(), &ctx.engines, &ctx.wake);
+    let claim = claim(stack, project, uid, &previous);
     ctx.probers
-        .ensure(stack, project, uid, engine, &ctx.prober_shared());
+        .ensure(stack, project, &claim, engine, &ctx.prober_shared());
     let last = previous
         .revision
         .zip(previous.spec_hash.clone())
@@ -294,7 +295,17 @@ async fn apply(
             revision,
             spec_hash,
         });
-    let outcome = match converge(stack, project, &owner, last.as_ref(), &paused, hold, engine).await
+    let outcome = match converge(
+        stack,
+        project,
+        &owner,
+        &claim,
+        last.as_ref(),
+        &paused,
+        hold,
+        engine,
+    )
+    .await
     {
         Ok(o) => o,
         Err(e) => return unreachable(ctx, stack, e).await,
@@ -305,13 +316,13 @@ async fn apply(
     let now = Utc::now();
     let probes = ctx.probes.snapshot(&key);
     let repair = repair::repair(
-        ctx, stack, project, uid, &outcome, &probes, engine, &paused, now,
+        ctx, stack, project, &claim, &outcome, &probes, engine, &paused, now,
     )
     .await?;
     let report = report::report(
         project,
         &outcome,
-        uid,
+        &claim,
         &compose::required_services(stack, project),
         stack.spec.suspend,
         &probes,
@@ -327,13 +338,16 @@ async fn apply(
         status.revision = Some(outcome.plan.revision);
         status.spec_hash = Some(deploy.spec_hash.clone());
     }
+    if outcome.plan.conflict.is_none() {
+        status.owned_project = Some(project.name.clone());
+    }
     repair.apply_to(&mut status);
     let deploying = deploy.deploying();
     let backups = back_up(
         ctx,
         stack,
         project,
-        uid,
+        &claim,
         engine,
         &outcome,
         &mut status,
@@ -368,6 +382,21 @@ async fn apply(
         });
     let due = repair.next.into_iter().chain(backups.next).min();
     Ok(Requeue(next_pass(base, backups.busy, deploy_now, due, now)))
+}
+
+/// Which containers of the project are the stack's (see [`Claim`]): containers without a uid
+/// too once the status records the project as the stack's own, or when told to adopt it.
+fn claim(
+    stack: &ServiceStack,
+    project: &Project,
+    uid: &str,
+    previous: &ServiceStackStatus,
+) -> Claim {
+    Claim {
+        uid: uid.to_owned(),
+        unlabelled: stack.spec.compose.adopt
+            || previous.owned_project.as_deref() == Some(project.name.as_str()),
+    }
 }
 
 /// A compose file other than the one applied last, and whether its `beforeDeploy` backups
@@ -476,7 +505,7 @@ async fn back_up(
     ctx: &Context,
     stack: &ServiceStack,
     project: &Project,
-    uid: &str,
+    claim: &Claim,
     engine: &BollardEngine,
     outcome: &Outcome,
     status: &mut ServiceStackStatus,
@@ -488,7 +517,7 @@ async fn back_up(
         &ctx.backups,
         stack,
         project,
-        uid,
+        claim,
         engine,
         &outcome.observed,
         &mut status.backups,
@@ -660,17 +689,19 @@ async fn observe(
 
 /// Observe, plan, act, and observe again when anything was done, so status shows the result.
 /// `hold`: a deploy waits for its backups, so nothing is applied (repairs go on elsewhere).
+#[allow(clippy::too_many_arguments)]
 pub async fn converge(
     stack: &ServiceStack,
     project: &Project,
     owner: &Owner,
+    claim: &Claim,
     last: Option<&plan::Applied>,
     paused: &BTreeSet<String>,
     hold: bool,
     engine: &dyn Engine,
 ) -> Result<Outcome, EngineError> {
     let observed = observe(engine, project).await?;
-    let mut plan = plan::plan(project, &observed, &owner.uid, last);
+    let mut plan = plan::plan_claimed(project, &observed, claim, last);
     plan.actions
         .retain(|a| !hold && a.service().is_none_or(|s| !paused.contains(s)));
     if stack.spec.suspend || plan.conflict.is_some() || plan.actions.is_empty() {
@@ -824,12 +855,21 @@ pub async fn cleanup(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result<(
         uid: uid.to_owned(),
     };
     let observed = engine.observe(&owner.project, &[], &[], &[]).await?;
-    for c in observed
-        .containers
-        .iter()
-        .filter(|c| c.uid.as_deref() == Some(uid))
-    {
+    let status = stack.status.clone().unwrap_or_default();
+    let claim = Claim {
+        uid: uid.to_owned(),
+        unlabelled: status.owned_project.as_deref() == Some(owner.project.as_str()),
+    };
+    let mut owns_project = claim.unlabelled;
+    for c in observed.containers.iter().filter(|c| claim.owns(c)) {
+        owns_project = true;
         engine.remove_container(&c.id, None).await?;
+    }
+    // Networks and volumes carry only docker-compose's labels: they go with the project, and
+    // only when the project is this stack's (never a namesake project's).
+    if !owns_project {
+        info!(stack = %stack.key(), "the compose project {} is not this stack's; nothing removed", owner.project);
+        return Ok(());
     }
     let (networks, volumes) = engine.owned_resources(&owner).await?;
     for n in networks {

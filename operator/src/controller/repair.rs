@@ -54,7 +54,7 @@ pub async fn repair(
     ctx: &Context,
     stack: &mut ServiceStack,
     project: &Project,
-    uid: &str,
+    claim: &crate::docker::Claim,
     outcome: &Outcome,
     probes: &BTreeMap<String, ProbeVerdict>,
     engine: &dyn Engine,
@@ -75,7 +75,7 @@ pub async fn repair(
             .observed
             .containers
             .iter()
-            .find(|c| c.service == name && c.uid.as_deref() == Some(uid))
+            .find(|c| c.service == name && claim.owns(c))
     };
     // Services the planner changed this pass are in its hands until the next one.
     let touched = |name: &str| {

@@ -24,7 +24,7 @@ pub struct Report {
 pub fn report(
     project: &Project,
     outcome: &Outcome,
-    uid: &str,
+    claim: &crate::docker::Claim,
     required: &[String],
     suspended: bool,
     probes: &BTreeMap<String, crate::heal::ProbeVerdict>,
@@ -37,7 +37,7 @@ pub fn report(
             .observed
             .containers
             .iter()
-            .find(|c| c.service == svc.name && c.uid.as_deref() == Some(uid));
+            .find(|c| c.service == svc.name && claim.owns(c));
         let st = match container {
             None => ServiceStatus::default(),
             Some(c) => ServiceStatus {

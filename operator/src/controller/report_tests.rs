@@ -16,7 +16,14 @@ use crate::store::EventType;
 /// db has a healthcheck, api waits for it, cache has no healthcheck.
 /// The report of the stack that owns containers labelled with [`UID`].
 fn report(p: &Project, o: &Outcome, required: &[String], suspended: bool) -> Report {
-    super::report::report(p, o, UID, required, suspended, &Default::default())
+    super::report::report(
+        p,
+        o,
+        &crate::docker::Claim::labelled(UID),
+        required,
+        suspended,
+        &Default::default(),
+    )
 }
 
 const STACK: &str = r#"
