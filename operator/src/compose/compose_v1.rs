@@ -94,11 +94,9 @@ pub fn config(service: &Value, names: &Names) -> Option<ComposeV1Config> {
                 limits(value, &mut options)?;
                 continue;
             }
-            "image" | "command" | "entrypoint" | "expose" | "user" | "working_dir"
-            | "hostname" | "mem_limit" | "cpus" | "pull_policy" | "stop_signal"
-            | "stop_grace_period" | "init" | "tty" | "stdin_open" | "extra_hosts" => {
-                (key, to_json(value)?)
-            }
+            "image" | "command" | "entrypoint" | "expose" | "user" | "working_dir" | "hostname"
+            | "mem_limit" | "cpus" | "pull_policy" | "stop_signal" | "stop_grace_period"
+            | "init" | "tty" | "stdin_open" | "extra_hosts" => (key, to_json(value)?),
             "environment" => (key, environment(value)?),
             "labels" => (key, labels(value)?),
             "ports" => (key, ports(value)?),
@@ -111,7 +109,11 @@ pub fn config(service: &Value, names: &Names) -> Option<ComposeV1Config> {
         options.insert(name.to_owned(), converted);
     }
     let networks = service_networks(networks, names)?;
-    let net = networks.keys().next().cloned().map_or(Json::Null, Json::String);
+    let net = networks
+        .keys()
+        .next()
+        .cloned()
+        .map_or(Json::Null, Json::String);
     Some(ComposeV1Config(json!({
         "options": options,
         "links": [],
@@ -502,7 +504,10 @@ mod tests {
 
     #[test]
     fn non_ascii_is_escaped_as_python_does() {
-        assert_eq!(ascii_escaped("a\u{e9}\u{1f600}~"), "a\\u00e9\\ud83d\\ude00~");
+        assert_eq!(
+            ascii_escaped("a\u{e9}\u{1f600}~"),
+            "a\\u00e9\\ud83d\\ude00~"
+        );
     }
 
     #[test]

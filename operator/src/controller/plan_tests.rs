@@ -1084,7 +1084,10 @@ fn an_owned_project_replaced_by_docker_compose_up_is_managed_not_a_conflict() {
     let p = project(TWO_SERVICES);
     let observed = engine_running(
         &p,
-        vec![by_docker_compose(&p, "app"), by_docker_compose(&p, "worker")],
+        vec![
+            by_docker_compose(&p, "app"),
+            by_docker_compose(&p, "worker"),
+        ],
     );
     let plan = super::plan::plan_claimed(&p, &observed, &adopting(UID), None);
     assert_eq!(plan.conflict, None);

@@ -264,7 +264,12 @@ pub fn observed_container(id: String, inspect: ContainerInspectResponse) -> Obse
         // docker-compose's label; reading it keeps them from all being recreated on upgrade.
         config_hash: labels
             .get(labels::OWN_CONFIG_HASH)
-            .or_else(|| labels.contains_key(labels::UID).then(|| labels.get(labels::CONFIG_HASH)).flatten())
+            .or_else(|| {
+                labels
+                    .contains_key(labels::UID)
+                    .then(|| labels.get(labels::CONFIG_HASH))
+                    .flatten()
+            })
             .cloned(),
         compose_hash: labels.get(labels::CONFIG_HASH).cloned(),
         revision: labels.get(labels::REVISION).and_then(|r| r.parse().ok()),

@@ -221,7 +221,12 @@ networks: {front: {}, back: {}}
             .insert("bridge".into(), "172.17.0.9".parse().unwrap());
         web.addresses
             .insert("p_back".into(), "10.0.1.2".parse().unwrap());
-        let t = Targets::new(&project(), &[web.clone()], ProbeAccess::Network, &Claim::labelled("u1"));
+        let t = Targets::new(
+            &project(),
+            &[web.clone()],
+            ProbeAccess::Network,
+            &Claim::labelled("u1"),
+        );
         assert_eq!(
             t.address("web", 8000).unwrap(),
             "10.0.1.2:8000".parse().unwrap()
@@ -229,14 +234,24 @@ networks: {front: {}, back: {}}
         // The first of the service's networks wins when it has several.
         web.addresses
             .insert("p_front".into(), "10.0.0.2".parse().unwrap());
-        let t = Targets::new(&project(), &[web.clone()], ProbeAccess::Network, &Claim::labelled("u1"));
+        let t = Targets::new(
+            &project(),
+            &[web.clone()],
+            ProbeAccess::Network,
+            &Claim::labelled("u1"),
+        );
         assert_eq!(
             t.address("web", 8000).unwrap(),
             "10.0.0.2:8000".parse().unwrap()
         );
         // Only on a network the project does not own: no address.
         web.addresses.retain(|k, _| k == "bridge");
-        let t = Targets::new(&project(), &[web], ProbeAccess::Network, &Claim::labelled("u1"));
+        let t = Targets::new(
+            &project(),
+            &[web],
+            ProbeAccess::Network,
+            &Claim::labelled("u1"),
+        );
         let e = t.address("web", 8000).unwrap_err();
         assert_eq!(e.kind, ProbeErrorKind::Unreachable);
         assert!(
@@ -255,7 +270,12 @@ networks: {front: {}, back: {}}
             .insert("8000/tcp".into(), "127.0.0.1:32768".parse().unwrap());
         web.published
             .insert("53/udp".into(), "127.0.0.1:32769".parse().unwrap());
-        let t = Targets::new(&project(), &[web], ProbeAccess::PublishedPorts, &Claim::labelled("u1"));
+        let t = Targets::new(
+            &project(),
+            &[web],
+            ProbeAccess::PublishedPorts,
+            &Claim::labelled("u1"),
+        );
         assert_eq!(t.access(), ProbeAccess::PublishedPorts);
         assert_eq!(
             t.address("web", 8000).unwrap(),
@@ -277,7 +297,12 @@ networks: {front: {}, back: {}}
         other
             .addresses
             .insert("p_front".into(), "10.0.0.66".parse().unwrap());
-        let t = Targets::new(&project(), &[other.clone()], ProbeAccess::Network, &Claim::labelled("u1"));
+        let t = Targets::new(
+            &project(),
+            &[other.clone()],
+            ProbeAccess::Network,
+            &Claim::labelled("u1"),
+        );
         let e = t.address("web", 80).unwrap_err();
         assert_eq!(e.kind, ProbeErrorKind::NotRunning);
         assert!(e.message.contains("no container"), "{}", e.message);
@@ -310,7 +335,12 @@ networks: {front: {}, back: {}}
         assert_eq!(t.container("web").unwrap().id, "new");
 
         let paused = container("db", "u1", ContainerState::Paused);
-        let t = Targets::new(&project(), &[paused], ProbeAccess::Network, &Claim::labelled("u1"));
+        let t = Targets::new(
+            &project(),
+            &[paused],
+            ProbeAccess::Network,
+            &Claim::labelled("u1"),
+        );
         let e = t.container("db").unwrap_err();
         assert_eq!(e.kind, ProbeErrorKind::NotRunning);
         assert!(e.message.contains("is paused"), "{}", e.message);
@@ -318,7 +348,12 @@ networks: {front: {}, back: {}}
 
     #[test]
     fn unknown_services_are_named_with_the_known_ones() {
-        let t = Targets::new(&project(), &[], ProbeAccess::Network, &Claim::labelled("u1"));
+        let t = Targets::new(
+            &project(),
+            &[],
+            ProbeAccess::Network,
+            &Claim::labelled("u1"),
+        );
         let e = t.address("wbe", 80).unwrap_err();
         assert_eq!(e.kind, ProbeErrorKind::UnknownService);
         assert!(
