@@ -288,7 +288,7 @@ fn conflict(project: &Project, observed: &Observed, claim: &Claim) -> Option<Str
 /// Whether `c` runs `svc`'s current config: by the operator's own hash when the container has
 /// it; by docker-compose's when it does not (docker-compose created it), equal only when
 /// docker-compose created it from this very config and the image it has now.
-fn is_current(svc: &ServiceSpec, c: &ObservedContainer, observed: &Observed) -> bool {
+pub fn is_current(svc: &ServiceSpec, c: &ObservedContainer, observed: &Observed) -> bool {
     match &c.config_hash {
         Some(own) => *own == svc.config_hash(),
         None => {
