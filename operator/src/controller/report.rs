@@ -68,8 +68,7 @@ pub fn report(
                 });
             }
         }
-        let current =
-            container.is_some_and(|c| super::plan::is_current(svc, c, &outcome.observed));
+        let current = container.is_some_and(|c| super::plan::is_current(svc, c, &outcome.observed));
         let problem = match (st.state, st.health) {
             (ContainerState::Missing, _) => Some("no container".to_owned()),
             (ContainerState::Running, Some(ContainerHealth::Starting)) => {

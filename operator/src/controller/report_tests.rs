@@ -230,6 +230,39 @@ fn a_required_service_running_an_outdated_config_is_not_ready() {
 }
 
 #[test]
+fn an_adopted_container_docker_compose_created_from_the_same_file_is_ready() {
+    let p = project(STACK);
+    let adopted = |c: ObservedContainer| {
+        let svc = p.service(&c.service).unwrap();
+        ObservedContainer {
+            uid: None,
+            config_hash: None,
+            compose_hash: Some(svc.compose_hash(None)),
+            ..c
+        }
+    };
+    let containers: Vec<_> = all_up(&p).into_iter().map(adopted).collect();
+    let claim = crate::docker::Claim {
+        uid: UID.to_owned(),
+        unlabelled: true,
+    };
+    let r = super::report::report(
+        &p,
+        &outcome(containers),
+        &claim,
+        &all_required(&p),
+        false,
+        &Default::default(),
+    );
+    assert_verdict(
+        &r,
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::AllServicesReady,
+    );
+}
+
+#[test]
 fn a_stopped_required_service_is_not_ready_and_its_exit_code_is_shown() {
     let p = project(STACK);
     let r = report(
