@@ -5,9 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
+use std::sync::Arc;
 use std::time::Duration;
 
 use stackwarden::api::{ConditionStatus, ConditionType, Reason, ServiceStackSpec};
+use stackwarden::controller::Context;
 use stackwarden_tests::harness::{demo_spec, docker, Harness};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
@@ -158,7 +160,7 @@ async fn started_by_docker_compose(h: &Harness) -> (ServiceStackSpec, BTreeMap<S
 
 #[tokio::test]
 async fn adopting_a_stack_docker_compose_started_keeps_what_matches_and_recreates_the_rest() {
-    let h = Harness::new("adopt");
+    let mut h = Harness::new("adopt");
     let (mut spec, started) = started_by_docker_compose(&h).await;
     spec.compose.adopt = true;
     // The backend's config differs from the running one; postgres and redis match.
@@ -186,6 +188,40 @@ async fn adopting_a_stack_docker_compose_started_keeps_what_matches_and_recreate
         Some(h.project.as_str())
     );
     // The adopted volumes were kept: the database still has docker-compose's data volume.
+    assert!(h.volume_exists("pgdata"));
+
+    // A restarted operator knows the adopted containers from the status alone (they carry no
+    // stackwarden label), even once `adopt` is gone from the spec; and backs them up.
+    h.ctx = Context::new(Arc::new(h.store.clone()));
+    let root = tempfile::tempdir().unwrap();
+    let mut spec = h.stack().spec;
+    spec.compose.adopt = false;
+    spec.backups = vec![serde_json::from_value(serde_json::json!({
+        "name": "pg",
+        "postgres": {"service": "postgres", "database": "demo", "user": "demo", "passwordVariable": "DB_PASSWORD"},
+        "destination": {"path": root.path()},
+        "schedule": "*/5 * * * * *",
+    }))
+    .unwrap()];
+    h.apply(spec);
+    h.until("a backup of the adopted postgres", READY_TIMEOUT, |h| {
+        h.status()
+            .backups
+            .get("pg")
+            .is_some_and(|b| b.last_success.is_some())
+    })
+    .await;
+    assert!(ready(&h), "{:#?}", h.status());
+    assert_eq!(h.containers()["postgres"], started["postgres"]);
+
+    // Deleting the stack removes the adopted containers and keeps the volumes (Retain).
+    h.delete().await;
+    assert!(h.containers().is_empty(), "{:?}", h.containers());
+    let filter = format!("label=com.docker.compose.project={}", h.project);
+    assert_eq!(
+        docker(&["network", "ls", "-q", "--filter", &filter]).trim(),
+        ""
+    );
     assert!(h.volume_exists("pgdata"));
 }
 
