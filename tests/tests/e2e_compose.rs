@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use stackwarden::api::{ConditionStatus, ConditionType, Reason, ServiceStackSpec};
 use stackwarden::controller::Context;
-use stackwarden_tests::harness::{demo_spec, docker, Harness};
+use stackwarden_tests::harness::{demo_spec, docker, redis_spec, Harness};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -245,4 +245,37 @@ async fn without_adopt_a_stack_docker_compose_started_is_a_conflict_that_names_a
     assert!(!ready(&h));
     assert_eq!(h.containers(), started, "containers were touched");
     assert_eq!(h.status().owned_project, None);
+}
+
+#[tokio::test]
+async fn adopt_never_takes_the_containers_of_another_servicestack() {
+    let owner = Harness::new("owner");
+    owner.apply(redis_spec(&owner.project, ""));
+    owner.until_ready(READY_TIMEOUT).await;
+    let theirs = owner.containers();
+
+    let taker = Harness::new("taker");
+    let mut spec = redis_spec(&owner.project, "");
+    spec.compose.adopt = true;
+    taker.apply(spec);
+    taker.pass().await;
+    let invalid = taker.condition(ConditionType::InvalidSpec).unwrap();
+    assert_eq!(
+        (invalid.status, invalid.reason),
+        (ConditionStatus::True, Reason::ProjectNameInUse),
+        "{}",
+        invalid.message
+    );
+    assert!(
+        invalid.message.contains("another ServiceStack"),
+        "{}",
+        invalid.message
+    );
+    assert_eq!(
+        owner.containers(),
+        theirs,
+        "the other stack's containers were touched"
+    );
+    owner.pass().await;
+    assert!(ready(&owner));
 }
