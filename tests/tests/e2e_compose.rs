@@ -279,3 +279,43 @@ async fn adopt_never_takes_the_containers_of_another_servicestack() {
     owner.pass().await;
     assert!(ready(&owner));
 }
+
+/// The README's migration path as a runbook user walks it: a stack `docker-compose up -d`
+/// started, then its manifest with `adopt: true` in `stackwarden local`: Ready with no
+/// container restarted, and the runbook's `docker-compose up -d` still changes nothing.
+#[tokio::test]
+async fn stackwarden_local_adopts_a_runbook_stack_without_restarting_anything() {
+    let h = Harness::new("migrate");
+    let (mut spec, started) = started_by_docker_compose(&h).await;
+    spec.compose.adopt = true;
+    let started_at = |ids: &BTreeMap<String, String>| -> Vec<String> {
+        ids.values()
+            .map(|id| docker(&["inspect", "--format", "{{.State.StartedAt}}", id]))
+            .collect()
+    };
+    let first_start = started_at(&started);
+    let driver = stackwarden_tests::harness::LocalDriver::start(&serde_json::json!({
+        "apiVersion": "stackwarden.dev/v1alpha1", "kind": "ServiceStack",
+        "metadata": {"name": "migrate", "namespace": "e2e"},
+        "spec": spec,
+    }));
+    let start = std::time::Instant::now();
+    while !driver.ready("e2e", "migrate") {
+        assert!(
+            start.elapsed() < READY_TIMEOUT,
+            "not Ready: {:#?}",
+            driver.status("e2e", "migrate")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(h.containers(), started, "a container was recreated");
+    assert_eq!(
+        started_at(&started),
+        first_start,
+        "a container was restarted"
+    );
+
+    let file = ComposeFile::of(&spec);
+    docker_compose(&h.project, &file, &spec, &["up", "-d"]);
+    assert_eq!(h.containers(), started);
+}
