@@ -35,9 +35,15 @@ use sha2::{Digest, Sha256};
 use super::model::{NetworkSpec, VolumeSpec};
 
 /// docker-compose 1.29's config dictionary of a service, without its image id (known only on
-/// the engine).
-#[derive(Clone, Debug, PartialEq)]
+/// the engine). It holds environment values in clear, so `Debug` shows none of it.
+#[derive(Clone, PartialEq)]
 pub struct ComposeV1Config(Json);
+
+impl std::fmt::Debug for ComposeV1Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ComposeV1Config(..)")
+    }
+}
 
 impl ComposeV1Config {
     /// The `com.docker.compose.config-hash` docker-compose 1.29 computes for this service when
@@ -500,6 +506,13 @@ mod tests {
         let p = project(FIXTURE);
         let plain = p.service("plain").unwrap();
         assert_ne!(plain.compose_hash(Some(IMAGE_ID)), plain.compose_hash(None));
+    }
+
+    #[test]
+    fn debug_output_shows_no_environment_value() {
+        let p = project(FIXTURE);
+        let cache = p.service("cache").unwrap();
+        assert!(!format!("{:?}", cache.compose_v1).contains("s3cr3t"));
     }
 
     #[test]
