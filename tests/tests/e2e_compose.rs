@@ -95,9 +95,30 @@ async fn docker_compose_up_on_a_managed_stack_changes_nothing() {
     assert!(!said.contains("Recreating"), "{said}");
     assert!(!said.contains("WARNING"), "docker-compose warned:\n{said}");
 
+    // A runbook's one-off (`docker-compose run`) in the project is a person's: left alone.
+    docker_compose(
+        &h.project,
+        &file,
+        &spec,
+        &["run", "-d", "--no-deps", "redis", "sleep", "600"],
+    );
     h.pass().await;
     assert!(ready(&h), "{:#?}", h.status());
-    assert_eq!(h.containers(), before, "the operator recreated containers");
+    assert_not_in_conflict(&h);
+    let in_project = |oneoff: &str| -> std::collections::BTreeSet<String> {
+        let project = format!("label=com.docker.compose.project={}", h.project);
+        let oneoff = format!("label=com.docker.compose.oneoff={oneoff}");
+        docker(&["ps", "-q", "--filter", &project, "--filter", &oneoff])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(in_project("True").len(), 1, "the one-off was removed");
+    assert_eq!(
+        in_project("False"),
+        before.values().cloned().collect(),
+        "the operator changed containers"
+    );
     assert_eq!(
         h.status().owned_project.as_deref(),
         Some(h.project.as_str())

@@ -475,6 +475,16 @@ impl Engine for BollardEngine {
             .map_err(self.err("listing containers"))?;
         let mut containers = Vec::new();
         for summary in list {
+            // One-off containers (`docker-compose run`, a runbook's migration) are a person's,
+            // not a service's: docker-compose leaves them out of `up` and so does the operator.
+            let one_off = summary
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::ONEOFF))
+                .is_some_and(|v| v == "True");
+            if one_off {
+                continue;
+            }
             let Some(id) = summary.id else { continue };
             // Summaries lack health and restart count; inspect gives both. A container removed
             // between list and inspect is simply gone.
