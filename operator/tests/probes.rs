@@ -217,7 +217,12 @@ impl Stack {
             .observe(&self.project, &[], &[], &[])
             .await
             .expect("observe");
-        Targets::new(&self.project(), &observed.containers, access, &self.uid)
+        Targets::new(
+            &self.project(),
+            &observed.containers,
+            access,
+            &stackwarden::docker::Claim::labelled(&self.uid),
+        )
     }
 
     async fn check(

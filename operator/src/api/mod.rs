@@ -129,6 +129,13 @@ pub struct ComposeSpec {
 
     /// The docker-compose.yml, verbatim.
     pub file: String,
+
+    /// Take over the containers, networks and volumes of a compose project that already runs
+    /// (started by `docker-compose up`), as long as no other ServiceStack owns them. Containers
+    /// whose config matches the compose file keep running untouched; the rest are recreated.
+    /// Without it, containers of the project this stack did not create are a conflict.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt: bool,
 }
 
 /// Health requirements per service, and what the operator does when a service fails them.
@@ -431,6 +438,12 @@ pub struct ServiceStackStatus {
     /// The compose project name in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
+
+    /// The compose project this stack created or adopted. Its containers that carry no
+    /// stackwarden uid (adopted ones, or ones a person's `docker-compose up` replaced) are the
+    /// stack's own: managed, healed and backed up, not a conflict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owned_project: Option<String>,
 
     /// State of each service's container, as Docker reports it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -279,7 +279,7 @@ pub async fn reconcile(
     jobs: &Jobs,
     stack: &ServiceStack,
     project: &Project,
-    uid: &str,
+    claim: &crate::docker::Claim,
     engine: &BollardEngine,
     observed: &Observed,
     statuses: &mut BTreeMap<String, BackupTargetStatus>,
@@ -295,7 +295,7 @@ pub async fn reconcile(
         project,
         &observed.containers,
         stack.spec.health.probe_access,
-        uid,
+        claim,
     );
     let mut pass = Pass::default();
     for target in &stack.spec.backups {
@@ -308,7 +308,7 @@ pub async fn reconcile(
             engine,
             target,
             observed,
-            uid,
+            claim,
         };
         if let Some(f) = jobs.finished(&key, &target.name) {
             fold(st, target, f, now, &mut pass);
@@ -415,7 +415,7 @@ struct Ctx<'a> {
     engine: &'a BollardEngine,
     target: &'a BackupTarget,
     observed: &'a Observed,
-    uid: &'a str,
+    claim: &'a crate::docker::Claim,
 }
 
 /// Records the job as running and queues it, or records why it cannot start.
@@ -468,7 +468,7 @@ async fn recover(ctx: &Ctx<'_>, st: &mut BackupTargetStatus, now: DateTime<Utc>,
         // A restore given up leaves the services it stopped stopped: start them, as its job
         // would have, rather than leave them to be repaired as crashes.
         let stopped = ctx.observed.containers.iter().filter(|c| {
-            c.uid.as_deref() == Some(ctx.uid)
+            ctx.claim.owns(c)
                 && running.paused_services.contains(&c.service)
                 && c.state != crate::api::ContainerState::Running
         });

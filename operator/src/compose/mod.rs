@@ -6,6 +6,7 @@
 //! cannot honour yet (a key silently ignored is a production surprise), and a normalized
 //! [`ServiceSpec`] whose hash decides when a container must be recreated.
 
+mod compose_v1;
 mod interpolate;
 mod model;
 mod translate;
@@ -83,13 +84,15 @@ fn load_unmasked(stack: &ServiceStack) -> Result<Project, SpecError> {
         SpecError::new(reason, format!("spec.compose.file: {e}"))
     })?;
     translate::check_supported_keys(&doc)?;
+    let services_doc = doc.get("services").cloned();
     let compose: compose_spec::Compose = serde_yaml::from_value(doc).map_err(|e| {
         SpecError::new(
             Reason::MalformedCompose,
             format!("spec.compose.file is not a valid compose file: {e}"),
         )
     })?;
-    let project = translate::project(&project, compose)?;
+    let mut project = translate::project(&project, compose)?;
+    attach_compose_v1(&mut project, services_doc.as_ref());
     for (i, entry) in stack.spec.maintenance.restarts.iter().enumerate() {
         if project.service(&entry.service).is_none() {
             return Err(SpecError::new(
@@ -125,6 +128,26 @@ fn load_unmasked(stack: &ServiceStack) -> Result<Project, SpecError> {
         }
     }
     Ok(project)
+}
+
+/// Gives each service docker-compose 1.29's view of it (see [`compose_v1`]).
+fn attach_compose_v1(project: &mut Project, services: Option<&serde_yaml::Value>) {
+    let names = compose_v1::Names {
+        networks: &project.networks,
+        volumes: &project.volumes,
+    };
+    let configs: Vec<_> = project
+        .services
+        .iter()
+        .map(|s| {
+            services
+                .and_then(|doc| doc.get(s.name.as_str()))
+                .and_then(|svc| compose_v1::config(svc, &names))
+        })
+        .collect();
+    for (svc, config) in project.services.iter_mut().zip(configs) {
+        svc.compose_v1 = config;
+    }
 }
 
 /// The names of services whose health gates `Ready`.
@@ -178,6 +201,7 @@ mod tests {
                 compose: ComposeSpec {
                     project_name: None,
                     file: file.to_owned(),
+                    adopt: false,
                 },
                 variables: vars
                     .iter()

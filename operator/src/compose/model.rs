@@ -63,11 +63,15 @@ pub struct VolumeSpec {
 }
 
 /// One service, normalized. Everything that, when changed, needs a new container is in here,
-/// and nothing else: its hash is the `com.docker.compose.config-hash` label.
+/// and nothing else: its hash is the `stackwarden.dev/config-hash` label.
 #[derive(Clone, PartialEq, Serialize)]
 pub struct ServiceSpec {
     pub name: String,
     pub image: String,
+    /// docker-compose 1.29's view of the same service, for its `config-hash` label (None where
+    /// it cannot be reproduced). Derived from the rest, so out of [`Self::config_hash`].
+    #[serde(skip)]
+    pub compose_v1: Option<super::compose_v1::ComposeV1Config>,
     pub pull_policy: PullPolicy,
     pub command: Option<Vec<String>>,
     pub entrypoint: Option<Vec<String>>,
@@ -99,6 +103,15 @@ impl ServiceSpec {
     pub fn config_hash(&self) -> String {
         let json = serde_json::to_vec(self).expect("service spec serializes");
         hex::encode(Sha256::digest(json))
+    }
+
+    /// The `com.docker.compose.config-hash` docker-compose 1.29 computes for this service, given
+    /// the id of its image on the engine; this operator's own hash where that cannot be
+    /// reproduced.
+    pub fn compose_hash(&self, image_id: Option<&str>) -> String {
+        self.compose_v1
+            .as_ref()
+            .map_or_else(|| self.config_hash(), |c| c.hash(image_id))
     }
 
     /// Docker container name, in Compose v2 style so `docker compose` and `docker-compose` both

@@ -322,6 +322,7 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, SpecError> {
         services.push(ServiceSpec {
             name: svc_name.clone(),
             image,
+            compose_v1: None,
             pull_policy: match svc.pull_policy {
                 None | Some(service::PullPolicy::Missing) => PullPolicy::Missing,
                 Some(service::PullPolicy::Never) => PullPolicy::Never,

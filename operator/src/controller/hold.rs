@@ -18,7 +18,7 @@ pub async fn act(
     ctx: &Context,
     stack: &mut ServiceStack,
     project: &Project,
-    uid: &str,
+    claim: &crate::docker::Claim,
     holds: &Holds,
     outcome: &Outcome,
     engine: &dyn Engine,
@@ -30,13 +30,7 @@ pub async fn act(
         }
     }
     let previous = stack.status.clone().unwrap_or_default();
-    let ours = |name: &str| {
-        outcome
-            .observed
-            .containers
-            .iter()
-            .find(|c| c.service == name && c.uid.as_deref() == Some(uid))
-    };
+    let ours = |name: &str| outcome.container(name, claim);
     // A restore stops and starts its services itself, in its own order.
     let to_stop: Vec<_> = holds
         .active

@@ -25,7 +25,7 @@ use crate::api::{
 };
 use crate::backup::plan::Gate;
 use crate::compose::{self, Project};
-use crate::docker::{BollardEngine, Engine, EngineError, Engines, Owner};
+use crate::docker::{BollardEngine, Claim, Engine, EngineError, Engines, Owner};
 use crate::store::{EventType, StackEvent, Store, StoreError};
 
 pub use plan::{plan, Action, Plan};
@@ -319,8 +319,9 @@ async fn apply(
         &ctx.wake,
         &ctx.stops,
     );
+    let claim = claim(stack, project, uid, &previous);
     ctx.probers
-        .ensure(stack, project, uid, engine, &ctx.prober_shared());
+        .ensure(stack, project, &claim, engine, &ctx.prober_shared());
     let last = previous
         .revision
         .zip(previous.spec_hash.clone())
@@ -328,7 +329,17 @@ async fn apply(
             revision,
             spec_hash,
         });
-    let outcome = match converge(stack, project, &owner, last.as_ref(), &paused, hold, engine).await
+    let outcome = match converge(
+        stack,
+        project,
+        &owner,
+        &claim,
+        last.as_ref(),
+        &paused,
+        hold,
+        engine,
+    )
+    .await
     {
         Ok(o) => o,
         Err(e) => return unreachable(ctx, stack, e).await,
@@ -337,7 +348,7 @@ async fn apply(
         publish(ctx, stack, event.clone()).await?;
     }
     let mut outcome = outcome;
-    if !ctx.draining() && hold::act(ctx, stack, project, uid, &holds, &outcome, engine).await? {
+    if !ctx.draining() && hold::act(ctx, stack, project, &claim, &holds, &outcome, engine).await? {
         // What the status reports must be what runs after the stop or start.
         match observe(engine, project).await {
             Ok(o) => outcome.observed = o,
@@ -349,7 +360,7 @@ async fn apply(
     // A service resumed this pass was started by `hold::act`, not seen running yet: not a crash.
     let hands_off: BTreeSet<String> = paused.union(&holds.ended).cloned().collect();
     let repair = repair::repair(
-        ctx, stack, project, uid, &outcome, &probes, engine, &hands_off, now,
+        ctx, stack, project, &claim, &outcome, &probes, engine, &hands_off, now,
     )
     .await?;
     let required = compose::required_services(stack, project);
@@ -359,7 +370,7 @@ async fn apply(
         deploy_held: deploy.gate != Gate::Open,
         holds: holds.active.clone(),
     };
-    let report = report::report(project, &outcome, uid, &facts, &probes);
+    let report = report::report(project, &outcome, &claim, &facts, &probes);
     let mut status = ServiceStackStatus {
         project: Some(stack.project_name()),
         services: report.services.clone(),
@@ -371,6 +382,9 @@ async fn apply(
         status.revision = Some(outcome.plan.revision);
         status.spec_hash = Some(deploy.spec_hash.clone());
     }
+    if outcome.plan.conflict.is_none() {
+        status.owned_project = Some(project.name.clone());
+    }
     repair.apply_to(&mut status);
     hold::record(&mut status, &holds);
     let deploying = deploy.deploying();
@@ -378,7 +392,7 @@ async fn apply(
         ctx,
         stack,
         project,
-        uid,
+        &claim,
         engine,
         &outcome,
         &mut status,
@@ -418,6 +432,21 @@ async fn apply(
         .flatten()
         .min();
     Ok(Requeue(next_pass(base, backups.busy, deploy_now, due, now)))
+}
+
+/// Which containers of the project are the stack's (see [`Claim`]): containers without a uid
+/// too once the status records the project as the stack's own, or when told to adopt it.
+fn claim(
+    stack: &ServiceStack,
+    project: &Project,
+    uid: &str,
+    previous: &ServiceStackStatus,
+) -> Claim {
+    Claim {
+        uid: uid.to_owned(),
+        unlabelled: stack.spec.compose.adopt
+            || previous.owned_project.as_deref() == Some(project.name.as_str()),
+    }
 }
 
 /// A compose file other than the one applied last, and whether its `beforeDeploy` backups
@@ -526,7 +555,7 @@ async fn back_up(
     ctx: &Context,
     stack: &ServiceStack,
     project: &Project,
-    uid: &str,
+    claim: &Claim,
     engine: &BollardEngine,
     outcome: &Outcome,
     status: &mut ServiceStackStatus,
@@ -538,7 +567,7 @@ async fn back_up(
         &ctx.backups,
         stack,
         project,
-        uid,
+        claim,
         engine,
         &outcome.observed,
         &mut status.backups,
@@ -692,6 +721,20 @@ pub struct Outcome {
     pub events: Vec<StackEvent>,
 }
 
+impl Outcome {
+    /// The container of `service` that `claim` owns, as observed.
+    pub fn container(
+        &self,
+        service: &str,
+        claim: &crate::docker::Claim,
+    ) -> Option<&crate::docker::ObservedContainer> {
+        self.observed
+            .containers
+            .iter()
+            .find(|c| c.service == service && claim.owns(c))
+    }
+}
+
 async fn observe(
     engine: &dyn Engine,
     project: &Project,
@@ -710,17 +753,19 @@ async fn observe(
 
 /// Observe, plan, act, and observe again when anything was done, so status shows the result.
 /// `hold`: a deploy waits for its backups, so nothing is applied (repairs go on elsewhere).
+#[allow(clippy::too_many_arguments)]
 pub async fn converge(
     stack: &ServiceStack,
     project: &Project,
     owner: &Owner,
+    claim: &Claim,
     last: Option<&plan::Applied>,
     paused: &BTreeSet<String>,
     hold: bool,
     engine: &dyn Engine,
 ) -> Result<Outcome, EngineError> {
     let observed = observe(engine, project).await?;
-    let mut plan = plan::plan(project, &observed, &owner.uid, last);
+    let mut plan = plan::plan_claimed(project, &observed, claim, last);
     plan.actions
         .retain(|a| !hold && a.service().is_none_or(|s| !paused.contains(s)));
     if stack.spec.suspend || plan.conflict.is_some() || plan.actions.is_empty() {
@@ -874,12 +919,21 @@ pub async fn cleanup(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result<(
         uid: uid.to_owned(),
     };
     let observed = engine.observe(&owner.project, &[], &[], &[]).await?;
-    for c in observed
-        .containers
-        .iter()
-        .filter(|c| c.uid.as_deref() == Some(uid))
-    {
+    let status = stack.status.clone().unwrap_or_default();
+    let claim = Claim {
+        uid: uid.to_owned(),
+        unlabelled: status.owned_project.as_deref() == Some(owner.project.as_str()),
+    };
+    let mut owns_project = claim.unlabelled;
+    for c in observed.containers.iter().filter(|c| claim.owns(c)) {
+        owns_project = true;
         engine.remove_container(&c.id, None).await?;
+    }
+    // Networks and volumes carry only docker-compose's labels: they go with the project, and
+    // only when the project is this stack's (never a namesake project's).
+    if !owns_project {
+        info!(stack = %stack.key(), "the compose project {} is not this stack's; nothing removed", owner.project);
+        return Ok(());
     }
     let (networks, volumes) = engine.owned_resources(&owner).await?;
     for n in networks {

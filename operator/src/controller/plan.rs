@@ -10,7 +10,7 @@ use crate::api::{ContainerHealth, ContainerState, Reason};
 use crate::compose::{
     DependencyCondition, NetworkSpec, Project, PullPolicy, ServiceSpec, VolumeSpec,
 };
-use crate::docker::{Observed, ObservedContainer};
+use crate::docker::{Claim, Observed, ObservedContainer};
 
 /// One change to make on the engine, in the order given.
 #[derive(Clone, Debug, PartialEq)]
@@ -84,26 +84,27 @@ pub struct Applied {
     pub spec_hash: String,
 }
 
-/// Plans the next step for `project`, owned by the stack with `uid`; `last` is what the status
-/// last recorded (none on a first pass, or when the status was lost).
+/// Plans the next step for `project`, owned by the stack with `uid` (its labelled containers
+/// only); `last` is what the status last recorded (none on a first pass, or when the status
+/// was lost).
 pub fn plan(project: &Project, observed: &Observed, uid: &str, last: Option<&Applied>) -> Plan {
+    plan_claimed(project, observed, &Claim::labelled(uid), last)
+}
+
+/// [`plan`] for the containers `claim` says are the stack's.
+pub fn plan_claimed(
+    project: &Project,
+    observed: &Observed,
+    claim: &Claim,
+    last: Option<&Applied>,
+) -> Plan {
     let mut out = Plan {
-        revision: revision(project, observed, uid, last),
+        revision: revision(project, observed, &claim.uid, last),
         ..Default::default()
     };
 
-    let foreign: Vec<&ObservedContainer> = observed
-        .containers
-        .iter()
-        .filter(|c| c.uid.as_deref() != Some(uid))
-        .collect();
-    if !foreign.is_empty() {
-        let names: Vec<_> = foreign.iter().map(|c| c.name.as_str()).collect();
-        out.conflict = Some(format!(
-            "containers not created by this ServiceStack already use compose project {:?} ({}); remove them or set spec.compose.projectName to another name",
-            project.name,
-            names.join(", ")
-        ));
+    if let Some(conflict) = conflict(project, observed, claim) {
+        out.conflict = Some(conflict);
         return out;
     }
 
@@ -155,10 +156,9 @@ pub fn plan(project: &Project, observed: &Observed, uid: &str, last: Option<&App
             .collect();
         // Keep the best container (current config first, then running), remove the others:
         // duplicates only appear when a pass was cut off mid-recreate by an outside hand.
-        let want = svc.config_hash();
         mine.sort_by_key(|c| {
             (
-                c.config_hash.as_deref() != Some(want.as_str()),
+                !is_current(svc, c, observed),
                 c.state != ContainerState::Running,
                 c.id.clone(),
             )
@@ -175,7 +175,7 @@ pub fn plan(project: &Project, observed: &Observed, uid: &str, last: Option<&App
             None => Some(Action::Create {
                 service: svc.name.clone(),
             }),
-            Some(c) if c.config_hash.as_deref() != Some(want.as_str()) => Some(Action::Recreate {
+            Some(c) if !is_current(svc, c, observed) => Some(Action::Recreate {
                 service: svc.name.clone(),
                 old_id: c.id.clone(),
             }),
@@ -252,6 +252,52 @@ pub fn plan(project: &Project, observed: &Observed, uid: &str, last: Option<&App
     out
 }
 
+/// Why the stack may not touch the project, if it may not: a container of another stack (its
+/// uid label), or one nobody's (no uid: docker-compose's) while the stack neither owns the
+/// project nor was told to adopt it.
+fn conflict(project: &Project, observed: &Observed, claim: &Claim) -> Option<String> {
+    let foreign: Vec<&ObservedContainer> = observed
+        .containers
+        .iter()
+        .filter(|c| !claim.owns(c))
+        .collect();
+    let names = |cs: &[&ObservedContainer]| {
+        cs.iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (others, unowned): (Vec<_>, Vec<_>) = foreign.iter().partition(|c| c.uid.is_some());
+    if !others.is_empty() {
+        return Some(format!(
+            "containers of another ServiceStack already use compose project {:?} ({}); set spec.compose.projectName to another name",
+            project.name,
+            names(&others)
+        ));
+    }
+    if !unowned.is_empty() {
+        return Some(format!(
+            "containers not created by this ServiceStack already use compose project {:?} ({}); to take them over (e.g. a stack started with docker-compose up), set spec.compose.adopt: true: containers matching the compose file keep running, the others are recreated. Otherwise remove them or set spec.compose.projectName to another name",
+            project.name,
+            names(&unowned)
+        ));
+    }
+    None
+}
+
+/// Whether `c` runs `svc`'s current config: by the operator's own hash when the container has
+/// it; by docker-compose's when it does not (docker-compose created it), equal only when
+/// docker-compose created it from this very config and the image it has now.
+pub fn is_current(svc: &ServiceSpec, c: &ObservedContainer, observed: &Observed) -> bool {
+    match &c.config_hash {
+        Some(own) => *own == svc.config_hash(),
+        None => {
+            let image_id = observed.image_ids.get(&svc.image).map(String::as_str);
+            c.compose_hash.as_deref() == Some(svc.compose_hash(image_id).as_str())
+        }
+    }
+}
+
 /// Starts a container that was created but never started (an operator killed between create
 /// and start). A container that ran and stopped is a fault for [`crate::heal`], which restarts
 /// it with backoff and a budget rather than on every pass.
@@ -275,7 +321,7 @@ fn unmet_dependency(
             c.service == dep.service
                 && project
                     .service(&dep.service)
-                    .is_some_and(|d| c.config_hash.as_deref() == Some(d.config_hash().as_str()))
+                    .is_some_and(|d| is_current(d, c, observed))
         });
         let met = match dep.condition {
             DependencyCondition::Started => will_run.contains(dep.service.as_str()),

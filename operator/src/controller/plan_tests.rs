@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use super::plan::{Action, Applied, Hold, Plan};
 use crate::api::{ContainerHealth, ContainerState, Reason, ServiceStack, ServiceStackSpec};
 use crate::compose::{self, HealthcheckSpec, NetworkSpec, Project, VolumeSpec};
-use crate::docker::{Observed, ObservedContainer};
+use crate::docker::{Claim, Observed, ObservedContainer};
 
 /// uid of the ServiceStack doing the planning.
 pub(super) const UID: &str = "7d3c1a52-ours";
@@ -172,6 +172,7 @@ pub(super) fn running(p: &Project, service: &str) -> ObservedContainer {
         service: service.to_owned(),
         uid: Some(UID.to_owned()),
         config_hash: Some(svc.config_hash()),
+        compose_hash: Some(svc.compose_hash(None)),
         revision: Some(1),
         spec_hash: Some(p.spec_hash()),
         state: ContainerState::Running,
@@ -253,6 +254,7 @@ fn bare_engine() -> Observed {
 fn engine_with_images(p: &Project) -> Observed {
     Observed {
         images: images(p),
+        image_ids: Default::default(),
         ..Default::default()
     }
 }
@@ -265,6 +267,7 @@ fn converged(p: &Project) -> Observed {
         networks: p.networks.iter().map(|n| n.name.clone()).collect(),
         volumes: p.volumes.iter().map(|v| v.name.clone()).collect(),
         images: images(p),
+        image_ids: Default::default(),
     }
 }
 
@@ -862,6 +865,7 @@ fn container_without_a_config_hash_label_is_recreated() {
     let p = project(ONE_SERVICE);
     let app = ObservedContainer {
         config_hash: None,
+        compose_hash: None,
         ..running(&p, "app")
     };
     assert_eq!(
@@ -1036,8 +1040,80 @@ fn container_without_a_stackwarden_uid_using_the_project_name_is_a_conflict() {
         },
         UID,
     );
-    assert!(plan.conflict.is_some());
+    let conflict = plan.conflict.expect("a conflict");
+    assert!(conflict.contains("spec.compose.adopt: true"), "{conflict}");
     assert_eq!(plan.actions, []);
+}
+
+/// A container docker-compose created for `service` from the compose file as it is now: its
+/// `com.docker.compose.config-hash` is docker-compose's own, and it has no stackwarden label.
+fn by_docker_compose(p: &Project, service: &str) -> ObservedContainer {
+    ObservedContainer {
+        uid: None,
+        config_hash: None,
+        revision: None,
+        spec_hash: None,
+        compose_hash: Some(p.service(service).unwrap().compose_hash(None)),
+        ..running(p, service)
+    }
+}
+
+fn adopting(uid: &str) -> Claim {
+    Claim {
+        uid: uid.to_owned(),
+        unlabelled: true,
+    }
+}
+
+#[test]
+fn adopting_keeps_docker_compose_containers_that_match_the_file_and_recreates_the_others() {
+    let p = project(TWO_SERVICES);
+    let app = by_docker_compose(&p, "app");
+    let worker = ObservedContainer {
+        compose_hash: Some("an older config".into()),
+        ..by_docker_compose(&p, "worker")
+    };
+    let observed = engine_running(&p, vec![app, worker.clone()]);
+    let plan = super::plan::plan_claimed(&p, &observed, &adopting(UID), None);
+    assert_eq!(plan.conflict, None);
+    assert_eq!(plan.actions, [recreate(&worker)]);
+}
+
+#[test]
+fn an_owned_project_replaced_by_docker_compose_up_is_managed_not_a_conflict() {
+    // `docker-compose up --force-recreate` replaced every container without our labels.
+    let p = project(TWO_SERVICES);
+    let observed = engine_running(
+        &p,
+        vec![
+            by_docker_compose(&p, "app"),
+            by_docker_compose(&p, "worker"),
+        ],
+    );
+    let plan = super::plan::plan_claimed(&p, &observed, &adopting(UID), None);
+    assert_eq!(plan.conflict, None);
+    assert_eq!(plan.actions, []);
+}
+
+#[test]
+fn adopting_never_takes_another_stacks_containers() {
+    let p = project(TWO_SERVICES);
+    let theirs = owned_by(running(&p, "app"), Some("0000-another-stack"));
+    let observed = engine_running(&p, vec![theirs, by_docker_compose(&p, "worker")]);
+    let plan = super::plan::plan_claimed(&p, &observed, &adopting(UID), None);
+    let conflict = plan.conflict.expect("a conflict");
+    assert!(conflict.contains("another ServiceStack"), "{conflict}");
+    assert_eq!(plan.actions, []);
+}
+
+#[test]
+fn the_operators_own_hash_decides_for_its_own_containers_whatever_docker_composes_says() {
+    let p = project(ONE_SERVICE);
+    let app = ObservedContainer {
+        compose_hash: Some("whatever docker-compose would compute".into()),
+        ..running(&p, "app")
+    };
+    assert_eq!(plan(&p, &engine_running(&p, vec![app]), UID).actions, []);
 }
 
 #[test]

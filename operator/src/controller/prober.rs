@@ -81,7 +81,7 @@ impl Probers {
         &self,
         stack: &ServiceStack,
         project: &Project,
-        uid: &str,
+        claim: &crate::docker::Claim,
         engine: &BollardEngine,
         shared: &Shared,
     ) {
@@ -109,6 +109,8 @@ impl Probers {
             h.update(serde_json::to_vec(&stack.spec.variables).expect("serializes"));
             h.update(project.spec_hash());
             h.update(stack.spec.docker.host());
+            // Adopting the project changes which containers are probed.
+            h.update([u8::from(claim.unlabelled)]);
             hex::encode(h.finalize())
         };
         if running
@@ -124,7 +126,7 @@ impl Probers {
         let job = Job {
             stack: key.clone(),
             project: project.clone(),
-            uid: uid.to_owned(),
+            claim: claim.clone(),
             access: stack.spec.health.probe_access,
             variables: stack.spec.variables.clone(),
             services: probed,
@@ -154,7 +156,7 @@ impl Probers {
 struct Job {
     stack: String,
     project: Project,
-    uid: String,
+    claim: crate::docker::Claim,
     access: crate::api::ProbeAccess,
     variables: BTreeMap<String, String>,
     services: BTreeMap<String, ServiceHealthSpec>,
@@ -255,7 +257,7 @@ impl Job {
                     continue;
                 }
             };
-            let targets = Targets::new(&self.project, &containers, self.access, &self.uid);
+            let targets = Targets::new(&self.project, &containers, self.access, &self.claim);
             let rounds = due.iter().map(|svc| self.round(svc, &targets));
             let results: Vec<Round> = futures::future::join_all(rounds).await;
             for (svc, result) in due.iter().zip(results) {

@@ -59,7 +59,7 @@ pub async fn repair(
     ctx: &Context,
     stack: &mut ServiceStack,
     project: &Project,
-    uid: &str,
+    claim: &crate::docker::Claim,
     outcome: &Outcome,
     probes: &BTreeMap<String, ProbeVerdict>,
     engine: &dyn Engine,
@@ -75,13 +75,7 @@ pub async fn repair(
         maintenance: previous.maintenance.clone(),
         ..Default::default()
     };
-    let ours = |name: &str| {
-        outcome
-            .observed
-            .containers
-            .iter()
-            .find(|c| c.service == name && c.uid.as_deref() == Some(uid))
-    };
+    let ours = |name: &str| outcome.container(name, claim);
     // Services the planner changed this pass are in its hands until the next one.
     let touched = |name: &str| {
         outcome

@@ -38,7 +38,7 @@ pub struct Facts<'a> {
 pub fn report(
     project: &Project,
     outcome: &Outcome,
-    uid: &str,
+    claim: &crate::docker::Claim,
     facts: &Facts,
     probes: &BTreeMap<String, crate::heal::ProbeVerdict>,
 ) -> Report {
@@ -48,11 +48,7 @@ pub fn report(
     let mut not_ready: Vec<String> = Vec::new();
     let mut starting = false;
     for svc in &project.services {
-        let container = outcome
-            .observed
-            .containers
-            .iter()
-            .find(|c| c.service == svc.name && c.uid.as_deref() == Some(uid));
+        let container = outcome.container(&svc.name, claim);
         let st = match container {
             None => ServiceStatus::default(),
             Some(c) => ServiceStatus {
@@ -83,8 +79,7 @@ pub fn report(
                 });
             }
         }
-        let current =
-            container.is_some_and(|c| c.config_hash.as_deref() == Some(svc.config_hash().as_str()));
+        let current = container.is_some_and(|c| super::plan::is_current(svc, c, &outcome.observed));
         let problem = match (st.state, st.health) {
             (ContainerState::Missing, _) => Some("no container".to_owned()),
             (ContainerState::Running, Some(ContainerHealth::Starting)) => {

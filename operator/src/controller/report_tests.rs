@@ -21,7 +21,13 @@ fn report(p: &Project, o: &Outcome, required: &[String], suspended: bool) -> Rep
         suspended,
         ..Default::default()
     };
-    super::report::report(p, o, UID, &facts, &Default::default())
+    super::report::report(
+        p,
+        o,
+        &crate::docker::Claim::labelled(UID),
+        &facts,
+        &Default::default(),
+    )
 }
 
 const STACK: &str = r#"
@@ -224,6 +230,43 @@ fn a_required_service_running_an_outdated_config_is_not_ready() {
     assert_eq!(
         verdict(&r, ConditionType::Ready).message,
         "api: running an outdated config"
+    );
+}
+
+#[test]
+fn an_adopted_container_docker_compose_created_from_the_same_file_is_ready() {
+    let p = project(STACK);
+    let adopted = |c: ObservedContainer| {
+        let svc = p.service(&c.service).unwrap();
+        ObservedContainer {
+            uid: None,
+            config_hash: None,
+            compose_hash: Some(svc.compose_hash(None)),
+            ..c
+        }
+    };
+    let containers: Vec<_> = all_up(&p).into_iter().map(adopted).collect();
+    let claim = crate::docker::Claim {
+        uid: UID.to_owned(),
+        unlabelled: true,
+    };
+    let required = all_required(&p);
+    let facts = super::report::Facts {
+        required: &required,
+        ..Default::default()
+    };
+    let r = super::report::report(
+        &p,
+        &outcome(containers),
+        &claim,
+        &facts,
+        &Default::default(),
+    );
+    assert_verdict(
+        &r,
+        ConditionType::Ready,
+        ConditionStatus::True,
+        Reason::AllServicesReady,
     );
 }
 

@@ -25,9 +25,19 @@ fn owner_labels(owner: &Owner) -> HashMap<String, String> {
     ])
 }
 
+/// Networks and volumes carry docker-compose's labels only: it warns "label ... has changed"
+/// on every `up` for any other label than the file's own, and a stack finds its networks and
+/// volumes by project anyway (it owns the project: see [`super::Claim`]).
+fn compose_resource_labels(owner: &Owner, kind: &str, key: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (labels::PROJECT.to_owned(), owner.project.clone()),
+        (kind.to_owned(), key.to_owned()),
+        (labels::VERSION.to_owned(), COMPOSE_VERSION.to_owned()),
+    ])
+}
+
 pub fn network_body(net: &NetworkSpec, owner: &Owner) -> NetworkCreateRequest {
-    let mut l = owner_labels(owner);
-    l.insert(labels::NETWORK.to_owned(), net.key.clone());
+    let mut l = compose_resource_labels(owner, labels::NETWORK, &net.key);
     l.extend(net.labels.clone());
     NetworkCreateRequest {
         name: net.name.clone(),
@@ -40,8 +50,7 @@ pub fn network_body(net: &NetworkSpec, owner: &Owner) -> NetworkCreateRequest {
 }
 
 pub fn volume_body(vol: &VolumeSpec, owner: &Owner) -> VolumeCreateRequest {
-    let mut l = owner_labels(owner);
-    l.insert(labels::VOLUME.to_owned(), vol.key.clone());
+    let mut l = compose_resource_labels(owner, labels::VOLUME, &vol.key);
     l.extend(vol.labels.clone());
     VolumeCreateRequest {
         name: Some(vol.name.clone()),
@@ -57,12 +66,14 @@ pub fn container_body(
     owner: &Owner,
     revision: u64,
     spec_hash: &str,
+    image_id: Option<&str>,
 ) -> ContainerCreateBody {
     let mut l: HashMap<String, String> = svc.labels.clone().into_iter().collect();
     l.extend(owner_labels(owner));
     for (k, v) in [
         (labels::SERVICE, svc.name.clone()),
-        (labels::CONFIG_HASH, svc.config_hash()),
+        (labels::CONFIG_HASH, svc.compose_hash(image_id)),
+        (labels::OWN_CONFIG_HASH, svc.config_hash()),
         (labels::CONTAINER_NUMBER, "1".to_owned()),
         (labels::ONEOFF, "False".to_owned()),
         (labels::VERSION, COMPOSE_VERSION.to_owned()),
@@ -254,7 +265,18 @@ pub fn observed_container(id: String, inspect: ContainerInspectResponse) -> Obse
             .to_owned(),
         service: labels.get(labels::SERVICE).cloned().unwrap_or_default(),
         uid: labels.get(labels::UID).cloned(),
-        config_hash: labels.get(labels::CONFIG_HASH).cloned(),
+        // Containers of operators before the label existed carry the operator's own hash in
+        // docker-compose's label; reading it keeps them from all being recreated on upgrade.
+        config_hash: labels
+            .get(labels::OWN_CONFIG_HASH)
+            .or_else(|| {
+                labels
+                    .contains_key(labels::UID)
+                    .then(|| labels.get(labels::CONFIG_HASH))
+                    .flatten()
+            })
+            .cloned(),
+        compose_hash: labels.get(labels::CONFIG_HASH).cloned(),
         revision: labels.get(labels::REVISION).and_then(|r| r.parse().ok()),
         spec_hash: labels.get(labels::SPEC_HASH).cloned(),
         state: status,

@@ -26,6 +26,8 @@ use crate::compose::{NetworkSpec, ServiceSpec, VolumeSpec};
 pub mod labels {
     pub const PROJECT: &str = "com.docker.compose.project";
     pub const SERVICE: &str = "com.docker.compose.service";
+    /// docker-compose 1.29's hash of the service (see [`crate::compose::ServiceSpec::compose_hash`]):
+    /// equal to what it computes, it recreates nothing on `docker-compose up`.
     pub const CONFIG_HASH: &str = "com.docker.compose.config-hash";
     pub const CONTAINER_NUMBER: &str = "com.docker.compose.container-number";
     pub const ONEOFF: &str = "com.docker.compose.oneoff";
@@ -40,6 +42,39 @@ pub mod labels {
     pub const REVISION: &str = "stackwarden.dev/revision";
     /// Hash of the whole project at that revision.
     pub const SPEC_HASH: &str = "stackwarden.dev/spec-hash";
+    /// The operator's own hash of the service's config: what its change detection compares,
+    /// so nothing it does depends on reproducing docker-compose's hash exactly.
+    pub const OWN_CONFIG_HASH: &str = "stackwarden.dev/config-hash";
+}
+
+/// Which containers of a compose project are a stack's own: those labelled with its uid, and,
+/// once the stack owns the project (it created or adopted it, see
+/// `status.ownedProject`) or is told to adopt it, those labelled with no stack's uid at all
+/// (created by docker-compose, by hand or by a person's `docker-compose up`). Labels cannot be
+/// added to a running container, so for the latter ownership lives in the status, not on
+/// Docker. The one place that rule lives.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Claim {
+    pub uid: String,
+    /// Whether containers without a uid label are the stack's own.
+    pub unlabelled: bool,
+}
+
+impl Claim {
+    /// Only what carries `uid`.
+    pub fn labelled(uid: &str) -> Self {
+        Self {
+            uid: uid.to_owned(),
+            unlabelled: false,
+        }
+    }
+
+    pub fn owns(&self, c: &ObservedContainer) -> bool {
+        match &c.uid {
+            Some(u) => *u == self.uid,
+            None => self.unlabelled,
+        }
+    }
 }
 
 /// Who owns what is created: written into every label set.
@@ -107,7 +142,11 @@ pub struct ObservedContainer {
     pub name: String,
     pub service: String,
     pub uid: Option<String>,
+    /// The operator's own config hash ([`labels::OWN_CONFIG_HASH`]); none on a container
+    /// docker-compose created.
     pub config_hash: Option<String>,
+    /// docker-compose's `com.docker.compose.config-hash`.
+    pub compose_hash: Option<String>,
     pub revision: Option<u64>,
     pub spec_hash: Option<String>,
     pub state: ContainerState,
@@ -149,6 +188,8 @@ pub struct Observed {
     pub volumes: BTreeSet<String>,
     /// Images present on the engine among those the project uses.
     pub images: BTreeSet<String>,
+    /// Their ids (docker-compose's config hash includes the image id).
+    pub image_ids: BTreeMap<String, String>,
 }
 
 /// Container event actions that can change what the operator decides. `health_status`
@@ -224,7 +265,7 @@ pub trait Engine: Send + Sync {
     async fn start_container(&self, id: &str) -> Result<(), EngineError>;
     /// Stops (with the service's grace period) and removes; a missing container is not an error.
     async fn remove_container(&self, id: &str, grace_s: Option<i64>) -> Result<(), EngineError>;
-    /// Networks and volumes labelled with the owner's uid, for cleanup.
+    /// Networks and volumes labelled with the owner's compose project, for cleanup.
     async fn owned_resources(
         &self,
         owner: &Owner,
@@ -390,13 +431,16 @@ impl BollardEngine {
             .collect())
     }
 
-    /// Which of `images` are present.
-    async fn existing_images(&self, images: &[String]) -> Result<BTreeSet<String>, EngineError> {
-        let mut present = BTreeSet::new();
+    /// Which of `images` are present, with their ids.
+    async fn existing_images(
+        &self,
+        images: &[String],
+    ) -> Result<BTreeMap<String, String>, EngineError> {
+        let mut present = BTreeMap::new();
         for image in images {
             match self.docker.inspect_image(image).await {
-                Ok(_) => {
-                    present.insert(image.clone());
+                Ok(i) => {
+                    present.insert(image.clone(), i.id.unwrap_or_default());
                 }
                 Err(e) => {
                     let e = EngineError::from_bollard(&self.host, "inspecting an image", e);
@@ -457,6 +501,16 @@ impl Engine for BollardEngine {
             .map_err(self.err("listing containers"))?;
         let mut containers = Vec::new();
         for summary in list {
+            // One-off containers (`docker-compose run`, a runbook's migration) are a person's,
+            // not a service's: docker-compose leaves them out of `up` and so does the operator.
+            let one_off = summary
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::ONEOFF))
+                .is_some_and(|v| v == "True");
+            if one_off {
+                continue;
+            }
             let Some(id) = summary.id else { continue };
             // Summaries lack health and restart count; inspect gives both. A container removed
             // between list and inspect is simply gone.
@@ -476,11 +530,13 @@ impl Engine for BollardEngine {
             };
             containers.push(create::observed_container(id, inspect));
         }
+        let image_ids = self.existing_images(images).await?;
         Ok(Observed {
             containers,
             networks: self.existing_networks(networks).await?,
             volumes: self.existing_volumes(volumes).await?,
-            images: self.existing_images(images).await?,
+            images: image_ids.keys().cloned().collect(),
+            image_ids,
         })
     }
 
@@ -523,7 +579,11 @@ impl Engine for BollardEngine {
         let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
             .name(&name)
             .build();
-        let body = create::container_body(svc, owner, revision, spec_hash);
+        let image_id = self
+            .existing_images(std::slice::from_ref(&svc.image))
+            .await?
+            .remove(&svc.image);
+        let body = create::container_body(svc, owner, revision, spec_hash, image_id.as_deref());
         let id = self
             .docker
             .create_container(Some(opts), body)
@@ -581,7 +641,7 @@ impl Engine for BollardEngine {
         &self,
         owner: &Owner,
     ) -> Result<(Vec<String>, Vec<String>), EngineError> {
-        let filters = Self::label_filter(labels::UID, &owner.uid);
+        let filters = Self::label_filter(labels::PROJECT, &owner.project);
         let nets = self
             .docker
             .list_networks(Some(

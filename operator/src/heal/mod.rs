@@ -474,6 +474,7 @@ mod tests {
             service: "app".into(),
             uid: Some("u".into()),
             config_hash: None,
+            compose_hash: None,
             revision: None,
             spec_hash: None,
             state,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use super::{ProbeError, ProbeErrorKind};
 use crate::api::{ContainerState, ProbeAccess};
 use crate::compose::Project;
-use crate::docker::ObservedContainer;
+use crate::docker::{Claim, ObservedContainer};
 
 /// The containers of one stack as probes see them, from one observation.
 ///
@@ -30,13 +30,13 @@ struct ServiceTarget {
 }
 
 impl Targets {
-    /// Only containers labelled with the stack's `uid` count: a namesake project's containers
+    /// Only the stack's own containers count (see [`Claim`]): a namesake project's containers
     /// are never probed.
     pub fn new(
         project: &Project,
         containers: &[ObservedContainer],
         access: ProbeAccess,
-        uid: &str,
+        claim: &Claim,
     ) -> Self {
         let services = project
             .services
@@ -47,7 +47,7 @@ impl Targets {
                 // one, then the one created for the current spec.
                 let container = containers
                     .iter()
-                    .filter(|c| c.service == svc.name && c.uid.as_deref() == Some(uid))
+                    .filter(|c| c.service == svc.name && claim.owns(c))
                     .max_by_key(|c| {
                         (
                             c.state == ContainerState::Running,
@@ -173,6 +173,7 @@ networks: {front: {}, back: {}}
                 compose: ComposeSpec {
                     project_name: None,
                     file: file.to_owned(),
+                    adopt: false,
                 },
                 variables: Default::default(),
                 health: Default::default(),
@@ -193,6 +194,7 @@ networks: {front: {}, back: {}}
             service: service.to_owned(),
             uid: Some(uid.to_owned()),
             config_hash: None,
+            compose_hash: None,
             revision: None,
             spec_hash: None,
             state,
@@ -220,7 +222,12 @@ networks: {front: {}, back: {}}
             .insert("bridge".into(), "172.17.0.9".parse().unwrap());
         web.addresses
             .insert("p_back".into(), "10.0.1.2".parse().unwrap());
-        let t = Targets::new(&project(), &[web.clone()], ProbeAccess::Network, "u1");
+        let t = Targets::new(
+            &project(),
+            &[web.clone()],
+            ProbeAccess::Network,
+            &Claim::labelled("u1"),
+        );
         assert_eq!(
             t.address("web", 8000).unwrap(),
             "10.0.1.2:8000".parse().unwrap()
@@ -228,14 +235,24 @@ networks: {front: {}, back: {}}
         // The first of the service's networks wins when it has several.
         web.addresses
             .insert("p_front".into(), "10.0.0.2".parse().unwrap());
-        let t = Targets::new(&project(), &[web.clone()], ProbeAccess::Network, "u1");
+        let t = Targets::new(
+            &project(),
+            &[web.clone()],
+            ProbeAccess::Network,
+            &Claim::labelled("u1"),
+        );
         assert_eq!(
             t.address("web", 8000).unwrap(),
             "10.0.0.2:8000".parse().unwrap()
         );
         // Only on a network the project does not own: no address.
         web.addresses.retain(|k, _| k == "bridge");
-        let t = Targets::new(&project(), &[web], ProbeAccess::Network, "u1");
+        let t = Targets::new(
+            &project(),
+            &[web],
+            ProbeAccess::Network,
+            &Claim::labelled("u1"),
+        );
         let e = t.address("web", 8000).unwrap_err();
         assert_eq!(e.kind, ProbeErrorKind::Unreachable);
         assert!(
@@ -254,7 +271,12 @@ networks: {front: {}, back: {}}
             .insert("8000/tcp".into(), "127.0.0.1:32768".parse().unwrap());
         web.published
             .insert("53/udp".into(), "127.0.0.1:32769".parse().unwrap());
-        let t = Targets::new(&project(), &[web], ProbeAccess::PublishedPorts, "u1");
+        let t = Targets::new(
+            &project(),
+            &[web],
+            ProbeAccess::PublishedPorts,
+            &Claim::labelled("u1"),
+        );
         assert_eq!(t.access(), ProbeAccess::PublishedPorts);
         assert_eq!(
             t.address("web", 8000).unwrap(),
@@ -276,7 +298,12 @@ networks: {front: {}, back: {}}
         other
             .addresses
             .insert("p_front".into(), "10.0.0.66".parse().unwrap());
-        let t = Targets::new(&project(), &[other.clone()], ProbeAccess::Network, "u1");
+        let t = Targets::new(
+            &project(),
+            &[other.clone()],
+            ProbeAccess::Network,
+            &Claim::labelled("u1"),
+        );
         let e = t.address("web", 80).unwrap_err();
         assert_eq!(e.kind, ProbeErrorKind::NotRunning);
         assert!(e.message.contains("no container"), "{}", e.message);
@@ -286,7 +313,7 @@ networks: {front: {}, back: {}}
             &project(),
             &[other.clone(), stopped.clone()],
             ProbeAccess::Network,
-            "u1",
+            &Claim::labelled("u1"),
         );
         let e = t.container("web").unwrap_err();
         assert_eq!(e.kind, ProbeErrorKind::NotRunning);
@@ -304,12 +331,17 @@ networks: {front: {}, back: {}}
             &project(),
             &[stopped, running, other],
             ProbeAccess::Network,
-            "u1",
+            &Claim::labelled("u1"),
         );
         assert_eq!(t.container("web").unwrap().id, "new");
 
         let paused = container("db", "u1", ContainerState::Paused);
-        let t = Targets::new(&project(), &[paused], ProbeAccess::Network, "u1");
+        let t = Targets::new(
+            &project(),
+            &[paused],
+            ProbeAccess::Network,
+            &Claim::labelled("u1"),
+        );
         let e = t.container("db").unwrap_err();
         assert_eq!(e.kind, ProbeErrorKind::NotRunning);
         assert!(e.message.contains("is paused"), "{}", e.message);
@@ -317,7 +349,12 @@ networks: {front: {}, back: {}}
 
     #[test]
     fn unknown_services_are_named_with_the_known_ones() {
-        let t = Targets::new(&project(), &[], ProbeAccess::Network, "u1");
+        let t = Targets::new(
+            &project(),
+            &[],
+            ProbeAccess::Network,
+            &Claim::labelled("u1"),
+        );
         let e = t.address("wbe", 80).unwrap_err();
         assert_eq!(e.kind, ProbeErrorKind::UnknownService);
         assert!(

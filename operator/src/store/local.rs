@@ -843,6 +843,7 @@ mod tests {
             compose: ComposeSpec {
                 project_name: None,
                 file: file.into(),
+                adopt: false,
             },
             variables: Default::default(),
             health: Default::default(),
