@@ -387,14 +387,15 @@ async fn operator_killed_between_create_and_start_converges_without_duplicates()
     );
     assert_eq!(h.status().revision, Some(1));
 
-    // A container stopped behind the operator's back is started again, not replaced.
+    // A container stopped behind the operator's back is started again, not replaced, and
+    // reported as a stop (Docker's `stop` event), not a crash.
     docker(&["stop", "-t", "1", &c["cache"]]);
     h.until_ready(READY_TIMEOUT).await;
     assert_eq!(h.containers(), c);
     assert!(
         h.events()
             .iter()
-            .any(|e| e.reason == "Crashed" && e.note.contains("restarting it")),
+            .any(|e| e.reason == "Stopped" && e.note.contains("starting it again")),
         "{:?}",
         h.events()
     );
