@@ -3,7 +3,8 @@
 //!
 //! Layout of the state directory: `<state>/<namespace>/<name>/record.json` (uid, generation,
 //! the spec last seen, where it came from, status) and `events.jsonl` next to it. Records are
-//! written to a temporary file and renamed, so a kill never leaves half a record.
+//! written to a temporary file and renamed, so a kill never leaves half a record. Records hold
+//! `spec.variables` (passwords): every directory is 0700 and every file 0600 (see [`private`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use super::{StackEvent, Store, StoreError};
+use super::{private, StackEvent, Store, StoreError};
 use crate::api::{
     condition, ConditionStatus, ConditionType, Reason, ServiceStack, ServiceStackSpec,
     ServiceStackStatus, Verdict,
@@ -102,12 +103,10 @@ impl LocalStore {
 
     pub fn save(&self, record: &Record) -> Result<(), StoreError> {
         let dir = self.dir(&record.namespace, &record.name);
-        std::fs::create_dir_all(&dir).map_err(Self::io(&dir))?;
+        private::create_dir(&dir).map_err(Self::io(&dir))?;
         let path = dir.join("record.json");
-        let tmp = dir.join(".record.json.tmp");
         let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
-        std::fs::write(&tmp, bytes).map_err(Self::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(Self::io(&path))
+        private::write_atomic(&path, &bytes).map_err(Self::io(&path))
     }
 
     fn requests(&self, namespace: &str, name: &str) -> BTreeMap<String, String> {
@@ -129,23 +128,16 @@ impl LocalStore {
         let mut requests = self.requests(namespace, name);
         requests.insert(key.to_owned(), value.to_owned());
         let path = dir.join("requests.json");
-        let tmp = dir.join(".requests.json.tmp");
         let bytes = serde_json::to_vec_pretty(&requests).expect("requests serialize");
-        std::fs::write(&tmp, bytes).map_err(Self::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(Self::io(&path))
+        private::write_atomic(&path, &bytes).map_err(Self::io(&path))
     }
 
     /// Takes the lock that makes one `stackwarden local` per state directory: two would both
     /// start every backup job. Held as long as the returned file lives.
     pub fn lock(&self) -> Result<Option<std::fs::File>, StoreError> {
-        std::fs::create_dir_all(&self.root).map_err(Self::io(&self.root))?;
+        private::create_dir(&self.root).map_err(Self::io(&self.root))?;
         let path = self.root.join(".lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(Self::io(&path))?;
+        let file = private::open(&path).map_err(Self::io(&path))?;
         match file.try_lock() {
             Ok(()) => Ok(Some(file)),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
@@ -282,7 +274,7 @@ impl Store for LocalStore {
     async fn record(&self, stack: &ServiceStack, event: &StackEvent) -> Result<(), StoreError> {
         let (ns, name) = names(stack);
         let dir = self.dir(&ns, &name);
-        std::fs::create_dir_all(&dir).map_err(Self::io(&dir))?;
+        private::create_dir(&dir).map_err(Self::io(&dir))?;
         let path = dir.join("events.jsonl");
         let mut lines: Vec<String> = std::fs::read_to_string(&path)
             .unwrap_or_default()
@@ -297,9 +289,8 @@ impl Store for LocalStore {
             .expect("events serialize"),
         );
         let skip = lines.len().saturating_sub(MAX_EVENTS);
-        let tmp = dir.join(".events.jsonl.tmp");
-        std::fs::write(&tmp, lines[skip..].join("\n") + "\n").map_err(Self::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(Self::io(&path))
+        private::write_atomic(&path, (lines[skip..].join("\n") + "\n").as_bytes())
+            .map_err(Self::io(&path))
     }
 }
 
@@ -455,6 +446,19 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
             opts.state_dir.display()
         );
     };
+    // An earlier version wrote records (which hold spec.variables) world-readable.
+    match private::tighten(&opts.state_dir) {
+        Ok(0) => {}
+        Ok(n) => {
+            info!(state = %opts.state_dir.display(), changed = n, "state directory made private to its owner (0700 directories, 0600 files)")
+        }
+        // Not fatal: the stacks are still better looked after than left alone.
+        Err(e) => warn!(
+            state = %opts.state_dir.display(),
+            "cannot make the state directory private to its owner: {e}; it holds spec.variables: chown it to this user, or `chmod -R go= {}`",
+            opts.state_dir.display()
+        ),
+    }
     let ctx = Context::new(Arc::new(store.clone()));
     ctx.metrics.set_leader(true);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
