@@ -9,6 +9,7 @@
 mod interpolate;
 mod model;
 mod translate;
+pub mod warnings;
 
 use std::collections::BTreeMap;
 
