@@ -232,6 +232,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             print!("{}", status_table(&store, &records));
+            if name.is_none() {
+                print!("{}", problems_text(&store.manifest_problems()));
+            }
             Ok(())
         }
         Command::Backup {
@@ -377,6 +380,21 @@ pub fn status_table(store: &LocalStore, records: &[Record]) -> String {
                     e.note
                 ));
             }
+        }
+    }
+    out
+}
+
+/// What is wrong in the manifest files, per file; nothing when all is well.
+pub fn problems_text(problems: &local::Problems) -> String {
+    if problems.is_empty() {
+        return String::new();
+    }
+    let mut out = "\nManifest problems (as `stackwarden local` last read the files):\n".to_owned();
+    for (file, list) in problems {
+        out.push_str(&format!("  {}\n", file.display()));
+        for p in list {
+            out.push_str(&format!("    {p}\n"));
         }
     }
     out

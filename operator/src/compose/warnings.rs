@@ -64,7 +64,10 @@ fn backup_warnings(spec: &ServiceStackSpec, out: &mut Vec<Warning>) {
 
 fn bind_warning(service: &str, source: &str, target: &str) -> Option<Warning> {
     let source = normalize(source);
-    let here = format!("service `{service}` binds `{}` to `{target}`", source.display());
+    let here = format!(
+        "service `{service}` binds `{}` to `{target}`",
+        source.display()
+    );
     if source == Path::new("/") {
         return Some(Warning {
             reason: Reason::HostRootMounted,
@@ -182,7 +185,10 @@ mod tests {
         for (bind, reason) in [
             ("/:/host", Reason::HostRootMounted),
             ("/:/host:ro", Reason::HostRootMounted),
-            ("/var/run/docker.sock:/var/run/docker.sock", Reason::DockerSocketMounted),
+            (
+                "/var/run/docker.sock:/var/run/docker.sock",
+                Reason::DockerSocketMounted,
+            ),
             ("/run/docker.sock:/s:ro", Reason::DockerSocketMounted),
             ("/var//run/./docker.sock:/s", Reason::DockerSocketMounted),
             ("/var/run:/host-run", Reason::DockerSocketMounted),
@@ -196,7 +202,11 @@ mod tests {
             assert_eq!(reasons(&w), vec![reason], "{bind}");
             assert!(w[0].message.contains("service `db`"), "{}", w[0].message);
         }
-        for harmless in ["/run/user/1000:/x", "/srv/run:/x", "/var/lib/docker.sock.d:/x"] {
+        for harmless in [
+            "/run/user/1000:/x",
+            "/srv/run:/x",
+            "/var/lib/docker.sock.d:/x",
+        ] {
             let (spec, project) = stack(
                 &format!("{DB}    volumes: ['{harmless}']\n"),
                 serde_json::json!([]),
@@ -210,7 +220,10 @@ mod tests {
         for (retention, warns) in [
             (serde_json::json!({"daily": 0}), true),
             (serde_json::json!({"daily": 1}), true),
-            (serde_json::json!({"daily": 1, "weekly": 1, "monthly": 1}), true),
+            (
+                serde_json::json!({"daily": 1, "weekly": 1, "monthly": 1}),
+                true,
+            ),
             (serde_json::json!({"daily": 0, "monthly": 2}), false),
             (serde_json::json!({"daily": 2}), false),
             // An empty map sets every count to 0; only a missing one means the default.

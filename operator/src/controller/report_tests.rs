@@ -833,7 +833,11 @@ fn only_conditions_that_mean_trouble_are_told() {
             Reason::EngineUnreachable,
         ),
         (ConditionType::InvalidSpec, True, Reason::ProjectNameInUse),
-        (ConditionType::SpecWarning, True, Reason::DockerSocketMounted),
+        (
+            ConditionType::SpecWarning,
+            True,
+            Reason::DockerSocketMounted,
+        ),
     ] {
         let c = cond(type_, status, reason, "trouble");
         assert_eq!(told(&[], &[c]).len(), 1, "{reason:?}");

@@ -2,7 +2,8 @@
 //! the same reconcile as in a cluster. For the one VM without a cluster.
 //!
 //! Layout of the state directory: `<state>/<namespace>/<name>/record.json` (uid, generation,
-//! the spec last seen, where it came from, status) and `events.jsonl` next to it. Records are
+//! the spec last seen, where it came from, status) and `events.jsonl` next to it;
+//! `<state>/manifests.json` holds what is wrong in the manifest files (see [`Problems`]). Records are
 //! written to a temporary file and renamed, so a kill never leaves half a record. Records hold
 //! `spec.variables` (passwords): every directory is 0700 and every file 0600 (see [`private`]).
 
@@ -62,6 +63,9 @@ impl Record {
     }
 }
 
+/// Beside the namespaces' directories: what is wrong in the manifest files.
+const PROBLEMS_FILE: &str = "manifests.json";
+
 /// [`Store`] on a state directory.
 #[derive(Clone)]
 pub struct LocalStore {
@@ -114,6 +118,21 @@ impl LocalStore {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
+    }
+
+    /// The problems of the manifest files as the running `stackwarden local` last saw them.
+    pub fn manifest_problems(&self) -> Problems {
+        std::fs::read(self.root.join(PROBLEMS_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save_manifest_problems(&self, problems: &Problems) -> Result<(), StoreError> {
+        private::create_dir(&self.root).map_err(Self::io(&self.root))?;
+        let path = self.root.join(PROBLEMS_FILE);
+        let bytes = serde_json::to_vec_pretty(problems).expect("problems serialize");
+        private::write_atomic(&path, &bytes).map_err(Self::io(&path))
     }
 
     /// Sets a request annotation on a stack (what `kubectl annotate` does in a cluster).
@@ -333,6 +352,72 @@ pub enum Manifest {
         name: String,
         error: String,
     },
+    /// A document of another kind (a Deployment, a ConfigMap): nothing to reconcile, but said,
+    /// since a manifest put in the wrong directory is a mistake someone wants to hear of.
+    Ignored(String),
+}
+
+impl Manifest {
+    /// What `stackwarden status` says of this document among its file's problems.
+    fn problem(&self) -> Option<String> {
+        match self {
+            Manifest::Stack(_) => None,
+            Manifest::Ignored(p) => Some(p.clone()),
+            Manifest::Invalid {
+                namespace,
+                name,
+                error,
+            } => Some(format!(
+                "{namespace}/{name} is not a valid ServiceStack: {error}; what runs of it was left as it was"
+            )),
+        }
+    }
+}
+
+/// Per manifest file, what is wrong in it: the file refused whole, or documents ignored or
+/// invalid. Kept in `<state>/manifests.json` for `stackwarden status`.
+pub type Problems = BTreeMap<PathBuf, Vec<String>>;
+
+/// The `apiVersion` of ServiceStack manifests.
+const API_VERSION: &str = "stackwarden.dev/v1alpha1";
+
+/// What a document's `kind` and `apiVersion` say it is.
+enum DocumentKind {
+    ServiceStack,
+    /// Meant as a ServiceStack (its kind or group says so), but not spelled as one.
+    Mistyped(String),
+    /// Something else: `kind Deployment (apps/v1)`.
+    Foreign(String),
+}
+
+impl DocumentKind {
+    fn of(value: &serde_yaml::Value) -> Self {
+        let field = |k: &str| value.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        let (kind, api_version) = (field("kind"), field("apiVersion"));
+        if kind == "ServiceStack" && api_version == API_VERSION {
+            return Self::ServiceStack;
+        }
+        let ours = kind.eq_ignore_ascii_case("ServiceStack")
+            || api_version.starts_with("stackwarden.dev/");
+        let shown = |s: &str| {
+            if s.is_empty() {
+                "none".to_owned()
+            } else {
+                format!("`{s}`")
+            }
+        };
+        if ours {
+            Self::Mistyped(format!(
+                "kind {} and apiVersion {}: a ServiceStack is kind `ServiceStack` in apiVersion `{API_VERSION}`; fix them",
+                shown(kind),
+                shown(api_version)
+            ))
+        } else if kind.is_empty() {
+            Self::Foreign("a document without a kind".to_owned())
+        } else {
+            Self::Foreign(format!("kind {} ({})", shown(kind), shown(api_version)))
+        }
+    }
 }
 
 /// Reads every ServiceStack document from `path` (a file, or the `.yaml`/`.yml` files of a
@@ -381,12 +466,23 @@ fn read_file(path: &Path) -> Result<Vec<Manifest>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut out = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
+    for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
         let value = serde_yaml::Value::deserialize(doc)
             .map_err(|e| format!("{} is not valid YAML: {e}", path.display()))?;
-        if value.is_null() || value.get("kind").and_then(|k| k.as_str()) != Some("ServiceStack") {
+        if value.is_null() {
             continue;
         }
+        let index = i + 1;
+        let meant = match DocumentKind::of(&value) {
+            DocumentKind::ServiceStack => None,
+            DocumentKind::Mistyped(error) => Some(error),
+            DocumentKind::Foreign(what) => {
+                out.push(Manifest::Ignored(format!(
+                    "document {index} is {what}, not a ServiceStack, and was ignored; `stackwarden local` reads only kind ServiceStack ({API_VERSION}): move it out of the manifests"
+                )));
+                continue;
+            }
+        };
         let name = value
             .get("metadata")
             .and_then(|m| m.get("name"))
@@ -407,7 +503,13 @@ fn read_file(path: &Path) -> Result<Vec<Manifest>, String> {
         // Nothing can be recorded under a name that is no name: the file is refused whole.
         crate::api::check_names(&namespace, &name)
             .map_err(|e| format!("{}: {e}; rename the stack", path.display()))?;
-        match crate::api::from_yaml_value(value) {
+        // Meant as a ServiceStack but mistyped: refused, and the stack it names kept running
+        // (skipping it would delete the stack as if its manifest were gone).
+        let parsed = match meant {
+            Some(error) => Err(error),
+            None => crate::api::from_yaml_value(value),
+        };
+        match parsed {
             Ok(mut s) => {
                 s.metadata.namespace = Some(namespace);
                 out.push(Manifest::Stack(Box::new(s)));
@@ -555,6 +657,8 @@ struct Driver {
     cleanup: BTreeMap<Key, (Instant, u32, String)>,
     /// The manifests as the last full pass saw them, and whether every stack was Ready then.
     last: Option<(Fingerprint, bool)>,
+    /// The problems of the manifest files as last logged and saved (none yet: not saved).
+    problems: Option<Problems>,
 }
 
 impl Driver {
@@ -613,25 +717,24 @@ impl Driver {
         let mut valid: BTreeSet<Key> = BTreeSet::new();
         let mut unreadable: Vec<PathBuf> = Vec::new();
         let mut all_ready = true;
+        let mut problems = Problems::new();
+        self.unreadable.clear();
         for (file, docs) in read_manifests(path) {
             let docs = match docs {
-                Ok(d) => {
-                    if self.unreadable.remove(&file).is_some() {
-                        info!("{} can be read again", file.display());
-                    }
-                    d
-                }
+                Ok(d) => d,
                 Err(e) => {
-                    if self.unreadable.get(&file) != Some(&e) {
-                        error!("{e}; the stacks it held are left as they are");
-                        self.unreadable.insert(file.clone(), e);
-                    }
+                    let told = format!("{e}; the stacks it held are left as they are");
+                    problems.insert(file.clone(), vec![told]);
+                    self.unreadable.insert(file.clone(), e);
                     unreadable.push(file);
                     all_ready = false;
                     continue;
                 }
             };
             for doc in docs {
+                if let Some(p) = doc.problem() {
+                    problems.entry(file.clone()).or_default().push(p);
+                }
                 let ready = self
                     .reconcile_doc(store, ctx, doc, &file, &mut seen, &mut valid)
                     .await;
@@ -642,8 +745,35 @@ impl Driver {
         // reconciles (a stack now invalid, deleted or in an unreadable file) would stay in
         // the past, and the loop would spin without a pause.
         self.due.retain(|key, _| valid.contains(key));
+        self.tell_problems(store, problems);
         all_ready &= self.delete_missing(store, ctx, &seen, &unreadable).await;
         all_ready
+    }
+
+    /// Logs what is new among the manifests' problems, once, and keeps them in the state
+    /// directory for `stackwarden status`; a file fixed or removed drops out of both.
+    fn tell_problems(&mut self, store: &LocalStore, problems: Problems) {
+        if self.problems.as_ref() == Some(&problems) {
+            return;
+        }
+        let before = self.problems.take().unwrap_or_default();
+        for (file, list) in &problems {
+            let old = before.get(file);
+            for p in list.iter().filter(|p| old.is_none_or(|o| !o.contains(p))) {
+                if self.unreadable.contains_key(file) {
+                    error!(file = %file.display(), "{p}");
+                } else {
+                    warn!(file = %file.display(), "{p}");
+                }
+            }
+        }
+        for file in before.keys().filter(|f| !problems.contains_key(*f)) {
+            info!(file = %file.display(), "{} is read without problems now", file.display());
+        }
+        if let Err(e) = store.save_manifest_problems(&problems) {
+            error!("{e}");
+        }
+        self.problems = Some(problems);
     }
 
     async fn reconcile_doc(
@@ -656,6 +786,8 @@ impl Driver {
         valid: &mut BTreeSet<Key>,
     ) -> bool {
         let outcome = match doc {
+            // Told with the file's problems; nothing to reconcile.
+            Manifest::Ignored(_) => Ok(true),
             Manifest::Invalid {
                 namespace,
                 name,
@@ -773,8 +905,8 @@ async fn mark_invalid(
     name: &str,
     error: &str,
 ) -> Result<(), StoreError> {
+    // Logged, and shown by `stackwarden status`, with its file's problems.
     let Some(mut record) = store.load(namespace, name)? else {
-        error!("{namespace}/{name}: invalid manifest, nothing deployed: {error}");
         return Ok(());
     };
     let message = format!("the manifest is not a valid ServiceStack: {error}; the running containers were left as they were");
@@ -797,7 +929,6 @@ async fn mark_invalid(
         condition::merge(&before, verdicts, Some(record.generation), Utc::now());
     if record.status.conditions != before {
         store.save(&record)?;
-        warn!("{namespace}/{name}: {message}");
     }
     Ok(())
 }
@@ -876,6 +1007,73 @@ mod tests {
             e.contains("metadata.name") && e.contains("rename the stack"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_mistyped_kind_or_api_version_keeps_its_stack_and_a_foreign_kind_is_ignored_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: stackwarden.dev/v1\nkind: ServiceStack\nmetadata: {name: one}\nspec: {compose: {file: x}}\n---\n\
+             apiVersion: stackwarden.dev/v1alpha1\nkind: Servicestack\nmetadata: {name: two}\nspec: {compose: {file: x}}\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n---\n\
+             just: a map\n",
+        )
+        .unwrap();
+        let docs = read_file(&file).unwrap();
+        let problems: Vec<String> = docs.iter().filter_map(Manifest::problem).collect();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        for (i, name) in [(0, "default/one"), (1, "default/two")] {
+            assert!(
+                matches!(&docs[i], Manifest::Invalid { .. }),
+                "{:?}",
+                docs[i]
+            );
+            assert!(
+                problems[i].contains(name) && problems[i].contains(API_VERSION),
+                "{}",
+                problems[i]
+            );
+        }
+        assert!(
+            problems[2].contains("kind `Deployment` (`apps/v1`)"),
+            "{}",
+            problems[2]
+        );
+        assert!(problems[3].contains("without a kind"), "{}", problems[3]);
+        assert_eq!(
+            API_VERSION,
+            <ServiceStack as kube::Resource>::api_version(&()),
+            "the manifests' apiVersion is the CRD's"
+        );
+    }
+
+    #[tokio::test]
+    async fn file_problems_are_saved_once_per_change_and_cleared_when_the_file_is_fixed_or_removed()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("state"));
+        let ctx = Context::new(Arc::new(store.clone()));
+        let manifests = dir.path().join("manifests");
+        std::fs::create_dir(&manifests).unwrap();
+        let (bad, foreign) = (manifests.join("bad.yaml"), manifests.join("web.yaml"));
+        std::fs::write(&bad, "kind: ServiceStack\nmetadata: {name: [\n").unwrap();
+        std::fs::write(&foreign, "apiVersion: apps/v1\nkind: Deployment\n").unwrap();
+        let mut driver = Driver::default();
+        driver.pass(&store, &ctx, &manifests).await;
+        let problems = store.manifest_problems();
+        assert_eq!(problems.keys().collect::<Vec<_>>(), vec![&bad, &foreign]);
+        assert!(problems[&bad][0].contains("not valid YAML"), "{problems:?}");
+        assert!(problems[&foreign][0].contains("Deployment"), "{problems:?}");
+        let text = crate::cli::problems_text(&problems);
+        assert!(text.contains(&bad.display().to_string()) && text.contains("Deployment"));
+
+        std::fs::remove_file(&foreign).unwrap();
+        std::fs::write(&bad, "# fixed: nothing here yet\n").unwrap();
+        driver.pass(&store, &ctx, &manifests).await;
+        assert_eq!(store.manifest_problems(), Problems::new());
+        assert_eq!(crate::cli::problems_text(&store.manifest_problems()), "");
     }
 
     #[tokio::test]
@@ -1019,7 +1217,14 @@ mod tests {
         let files = read_manifests(dir.path());
         assert_eq!(files.len(), 2, "only .yaml and .yml files are read");
         let docs = files[0].1.as_ref().unwrap();
-        assert_eq!(docs.len(), 2);
+        assert_eq!(docs.len(), 3);
+        match &docs[2] {
+            Manifest::Ignored(p) => assert!(
+                p.contains("document 3") && p.contains("`ConfigMap`") && p.contains("move it out"),
+                "{p}"
+            ),
+            other => panic!("{other:?}"),
+        }
         assert!(
             matches!(&docs[0], Manifest::Stack(s) if s.metadata.namespace.as_deref() == Some("ops"))
         );
