@@ -56,6 +56,14 @@ async fn a_broken_file_and_a_foreign_kind_show_in_status_logged_once_and_clear_w
     )
     .unwrap();
 
+    // A stack that does not parse because a variable is a number: the error quotes it.
+    let pin = manifests.join("pin.yaml");
+    std::fs::write(
+        &pin,
+        "apiVersion: stackwarden.dev/v1alpha1\nkind: ServiceStack\nmetadata: {name: pin}\nspec: {compose: {file: x}, variables: {PIN: 90417733}}\n",
+    )
+    .unwrap();
+
     let op = OperatorProcess::start(
         "local",
         &[
@@ -83,9 +91,13 @@ async fn a_broken_file_and_a_foreign_kind_show_in_status_logged_once_and_clear_w
         "is not valid YAML",
         &deployment.display().to_string(),
         "kind `Deployment` (`apps/v1`)",
+        &pin.display().to_string(),
+        "default/pin is not a valid ServiceStack",
+        "<redacted>",
     ] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
     }
+    assert!(!text.contains("90417733") && !op.log().contains("90417733"));
 
     // The Deployment moved away: it drops out of status; the broken file, re-read on every
     // poll meanwhile, was logged once.
@@ -98,15 +110,16 @@ async fn a_broken_file_and_a_foreign_kind_show_in_status_logged_once_and_clear_w
     assert_eq!(told("is not valid YAML"), 1, "{}", op.log());
     assert_eq!(told("kind `Deployment`"), 1, "{}", op.log());
 
-    // Fixed: no problems left, and the log says so.
+    // Fixed, and the other one removed: no problems left, and the log says so.
     std::fs::write(&broken, "# nothing here yet\n").unwrap();
+    std::fs::remove_file(&pin).unwrap();
     wait_for("the manifest problems to clear", TIMEOUT, || {
         let text = status(&state);
         (!text.contains("Manifest problems"))
             .then_some(())
             .ok_or(text)
     });
-    assert!(op.logged("read without problems now"), "{}", op.log());
+    assert!(op.logged("has no problems now"), "{}", op.log());
     assert!(local_ready(&store, "default", &name));
     assert_eq!(ps(&name, "{{.State}}")["cache"], "running");
 }

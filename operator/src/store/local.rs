@@ -505,6 +505,7 @@ fn read_file(path: &Path) -> Result<Vec<Manifest>, String> {
             .map_err(|e| format!("{}: {e}; rename the stack", path.display()))?;
         // Meant as a ServiceStack but mistyped: refused, and the stack it names kept running
         // (skipping it would delete the stack as if its manifest were gone).
+        let variables = raw_variables(&value);
         let parsed = match meant {
             Some(error) => Err(error),
             None => crate::api::from_yaml_value(value),
@@ -514,14 +515,39 @@ fn read_file(path: &Path) -> Result<Vec<Manifest>, String> {
                 s.metadata.namespace = Some(namespace);
                 out.push(Manifest::Stack(Box::new(s)));
             }
+            // A type error quotes the value it choked on (`invalid type: integer `4711``),
+            // which may be a variable's: the error goes to status, events and the log.
             Err(e) => out.push(Manifest::Invalid {
                 namespace,
                 name,
-                error: e.to_string(),
+                error: crate::compose::mask(&e, &variables, &[]),
             }),
         }
     }
     Ok(out)
+}
+
+/// The values under `spec.variables` as written, whatever their YAML type, to mask them out
+/// of the error of a document that does not parse.
+fn raw_variables(doc: &serde_yaml::Value) -> BTreeMap<String, String> {
+    let Some(vars) = doc
+        .get("spec")
+        .and_then(|s| s.get("variables"))
+        .and_then(|v| v.as_mapping())
+    else {
+        return BTreeMap::new();
+    };
+    vars.iter()
+        .filter_map(|(k, v)| {
+            let value = match v {
+                serde_yaml::Value::String(s) => s.clone(),
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            Some((format!("{k:?}"), value))
+        })
+        .collect()
 }
 
 /// Options of `stackwarden local`.
@@ -768,7 +794,7 @@ impl Driver {
             }
         }
         for file in before.keys().filter(|f| !problems.contains_key(*f)) {
-            info!(file = %file.display(), "{} is read without problems now", file.display());
+            info!(file = %file.display(), "{} has no problems now (fixed or removed)", file.display());
         }
         if let Err(e) = store.save_manifest_problems(&problems) {
             error!("{e}");
@@ -1047,6 +1073,21 @@ mod tests {
             <ServiceStack as kube::Resource>::api_version(&()),
             "the manifests' apiVersion is the CRD's"
         );
+    }
+
+    #[test]
+    fn a_variable_value_in_a_parse_error_is_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: stackwarden.dev/v1alpha1\nkind: ServiceStack\nmetadata: {name: one}\nspec: {compose: {file: x}, variables: {PW: secret-pw, PIN: 4711}}\n",
+        )
+        .unwrap();
+        let docs = read_file(&file).unwrap();
+        let p = docs[0].problem().unwrap();
+        assert!(!p.contains("4711") && !p.contains("secret-pw"), "{p}");
+        assert!(p.contains("<redacted>"), "the error quoted no value: {p}");
     }
 
     #[tokio::test]
