@@ -3,9 +3,10 @@
 //!
 //! Layout of the state directory: `<state>/<namespace>/<name>/record.json` (uid, generation,
 //! the spec last seen, where it came from, status) and `events.jsonl` next to it;
-//! `<state>/manifests.json` holds what is wrong in the manifest files (see [`Problems`]). Records are
-//! written to a temporary file and renamed, so a kill never leaves half a record. Records hold
-//! `spec.variables` (passwords): every directory is 0700 and every file 0600 (see [`private`]).
+//! `<state>/manifests.json` holds what is wrong in the manifest files (see [`Problems`]).
+//! Records are written to a temporary file and renamed, so a kill never leaves half a record.
+//! They hold `spec.variables` (passwords): every directory is 0700 and every file 0600 (see
+//! [`private`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
