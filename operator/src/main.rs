@@ -21,9 +21,10 @@ async fn main() {
 /// Libraries whose debug and trace lines print request and response bodies: container create
 /// and exec bodies (a service's environment, `PGPASSWORD`), Secrets as the API server sends
 /// them. They never log below INFO, whatever RUST_LOG says, so no level leaks a secret.
-const BODY_LOGGERS: [&str; 8] = [
+const BODY_LOGGERS: [&str; 9] = [
     "bollard",
     "hyper",
+    "tower_http",
     "h2",
     "reqwest",
     "kube_client",

@@ -28,6 +28,9 @@ pub enum ConditionType {
     BackupFailed,
     /// Some target's last successful backup is older than its `staleAfterHours`.
     BackupStale,
+    /// The spec is valid and applied, but asks for something risky (the host's root or the
+    /// Docker socket bound into a service, backups to `/`, a retention keeping one backup).
+    SpecWarning,
 }
 
 impl fmt::Display for ConditionType {
@@ -124,6 +127,16 @@ pub enum Reason {
     BackingUpBeforeDeploy,
     /// Progressing: a backup a deploy waited for failed; the deploy did not happen.
     PreDeployBackupFailed,
+    /// SpecWarning: a service binds the host's `/`.
+    HostRootMounted,
+    /// SpecWarning: a service binds the Docker socket (or a directory holding it).
+    DockerSocketMounted,
+    /// SpecWarning: a backup target's `destination.path` is `/`.
+    BackupToRoot,
+    /// SpecWarning: a backup target's retention keeps only the newest backup.
+    SingleBackupKept,
+    /// SpecWarning: nothing risky in the spec.
+    NoSpecWarnings,
 }
 
 impl fmt::Display for Reason {

@@ -87,6 +87,7 @@ pub enum Command {
         /// The stack (`name` or `namespace/name`): a restore always names it.
         stack: String,
         /// The backup, as `stackwarden backups` lists it (e.g. `pg-20260102T020000Z`).
+        #[arg(value_parser = parse_backup_id)]
         backup: String,
         #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
         state_dir: PathBuf,
@@ -102,7 +103,7 @@ pub enum Command {
         /// The backup target (`spec.backups[].name`).
         target: String,
         /// The backup to test (default: the newest).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_backup_id)]
         backup: Option<String>,
         #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
         state_dir: PathBuf,
@@ -195,6 +196,18 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{e}: give whole seconds"))
 }
 
+/// A backup id as `stackwarden backups` lists it: a blank one (an unset shell variable, say)
+/// names no backup, and is refused before any stack is looked up.
+fn parse_backup_id(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() {
+        return Err(
+            "the backup id is empty; give one as `stackwarden backups STACK` lists it (e.g. pg-20260102T020000Z)"
+                .to_owned(),
+        );
+    }
+    Ok(s.to_owned())
+}
+
 /// Outside a pod: the host's name and this process's id, unique enough among operators.
 fn default_identity() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -251,6 +264,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             print!("{}", status_table(&store, &records));
+            if name.is_none() {
+                print!("{}", problems_text(&store.manifest_problems()));
+            }
             Ok(())
         }
         Command::Backup {
@@ -422,6 +438,21 @@ pub fn status_table(store: &LocalStore, records: &[Record]) -> String {
     out
 }
 
+/// What is wrong in the manifest files, per file; nothing when all is well.
+pub fn problems_text(problems: &local::Problems) -> String {
+    if problems.is_empty() {
+        return String::new();
+    }
+    let mut out = "\nManifest problems (as `stackwarden local` last read the files):\n".to_owned();
+    for (file, list) in problems {
+        out.push_str(&format!("  {}\n", file.display()));
+        for p in list {
+            out.push_str(&format!("    {p}\n"));
+        }
+    }
+    out
+}
+
 fn backup_table(
     backups: &std::collections::BTreeMap<String, crate::api::BackupTargetStatus>,
 ) -> String {
@@ -585,6 +616,24 @@ mod tests {
         assert!(
             Cli::try_parse_from(["stackwarden", "local", "x", "--metrics-addr", "nowhere"])
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn a_blank_backup_id_is_refused_with_what_to_give_instead() {
+        for args in [
+            &["stackwarden", "restore", "demo", ""][..],
+            &["stackwarden", "restore", "demo", "  "],
+            &["stackwarden", "verify", "demo", "pg", "--backup", ""],
+        ] {
+            let e = Cli::try_parse_from(args).unwrap_err().to_string();
+            assert!(
+                e.contains("the backup id is empty") && e.contains("stackwarden backups"),
+                "{args:?}: {e}"
+            );
+        }
+        assert!(
+            Cli::try_parse_from(["stackwarden", "restore", "demo", "pg-20260102T020000Z"]).is_ok()
         );
     }
 

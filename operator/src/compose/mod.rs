@@ -10,6 +10,7 @@ mod compose_v1;
 mod interpolate;
 mod model;
 mod translate;
+pub mod warnings;
 
 use std::collections::BTreeMap;
 

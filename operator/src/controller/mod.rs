@@ -400,7 +400,7 @@ async fn apply(
         now,
     )
     .await;
-    let verdicts = verdicts(stack, &report, &repair, &deploy.gate, &status, now);
+    let verdicts = verdicts(stack, project, &report, &repair, &deploy.gate, &status, now);
     // The backups a held deploy waited for are done: deploy now, not at the next requeue.
     let deploy_now = deploy.gate != Gate::Open && deploy.gate_after(stack, &status) == Gate::Open;
     let later = repair
@@ -491,6 +491,7 @@ impl Deploy {
 /// Every condition of a pass on a reachable engine.
 fn verdicts(
     stack: &ServiceStack,
+    project: &Project,
     report: &report::Report,
     repair: &repair::Repair,
     gate: &Gate,
@@ -511,6 +512,7 @@ fn verdicts(
             format!("the Docker engine at {} answers", stack.spec.docker.host()),
         ),
         degraded(&repair.exhausted),
+        compose::warnings::verdict(&compose::warnings::of(&stack.spec, project)),
     ];
     // Later verdicts of a type win: the report's (a project-name conflict is an invalid spec),
     // then a held deploy's Progressing.

@@ -269,7 +269,9 @@ pub fn report(
 fn warns(c: &Condition) -> bool {
     use ConditionType as T;
     match c.type_ {
-        T::InvalidSpec | T::DockerUnreachable | T::Degraded => c.status == ConditionStatus::True,
+        T::InvalidSpec | T::DockerUnreachable | T::Degraded | T::SpecWarning => {
+            c.status == ConditionStatus::True
+        }
         T::Progressing => {
             c.status == ConditionStatus::False
                 && matches!(

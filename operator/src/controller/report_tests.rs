@@ -857,6 +857,12 @@ fn only_conditions_that_mean_trouble_are_told() {
             Reason::EngineReachable,
             "answers",
         ),
+        cond(
+            ConditionType::SpecWarning,
+            False,
+            Reason::NoSpecWarnings,
+            "nothing risky in the spec",
+        ),
     ];
     for c in &quiet {
         assert!(told(&[], std::slice::from_ref(c)).is_empty(), "{c:?}");
@@ -875,6 +881,11 @@ fn only_conditions_that_mean_trouble_are_told() {
             Reason::EngineUnreachable,
         ),
         (ConditionType::InvalidSpec, True, Reason::ProjectNameInUse),
+        (
+            ConditionType::SpecWarning,
+            True,
+            Reason::DockerSocketMounted,
+        ),
     ] {
         let c = cond(type_, status, reason, "trouble");
         assert_eq!(told(&[], &[c]).len(), 1, "{reason:?}");

@@ -2,8 +2,11 @@
 //! the same reconcile as in a cluster. For the one VM without a cluster.
 //!
 //! Layout of the state directory: `<state>/<namespace>/<name>/record.json` (uid, generation,
-//! the spec last seen, where it came from, status) and `events.jsonl` next to it. Records are
-//! written to a temporary file and renamed, so a kill never leaves half a record.
+//! the spec last seen, where it came from, status) and `events.jsonl` next to it;
+//! `<state>/manifests.json` holds what is wrong in the manifest files (see [`Problems`]).
+//! Records are written to a temporary file and renamed, so a kill never leaves half a record.
+//! They hold `spec.variables` (passwords): every directory is 0700 and every file 0600 (see
+//! [`private`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -15,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use super::{StackEvent, Store, StoreError};
+use super::{private, StackEvent, Store, StoreError};
 use crate::api::{
     condition, ConditionStatus, ConditionType, Reason, ServiceStack, ServiceStackSpec,
     ServiceStackStatus, Verdict,
@@ -61,6 +64,9 @@ impl Record {
     }
 }
 
+/// Beside the namespaces' directories: what is wrong in the manifest files.
+const PROBLEMS_FILE: &str = "manifests.json";
+
 /// [`Store`] on a state directory.
 #[derive(Clone)]
 pub struct LocalStore {
@@ -102,12 +108,10 @@ impl LocalStore {
 
     pub fn save(&self, record: &Record) -> Result<(), StoreError> {
         let dir = self.dir(&record.namespace, &record.name);
-        std::fs::create_dir_all(&dir).map_err(Self::io(&dir))?;
+        private::create_dir(&dir).map_err(Self::io(&dir))?;
         let path = dir.join("record.json");
-        let tmp = dir.join(".record.json.tmp");
         let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
-        std::fs::write(&tmp, bytes).map_err(Self::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(Self::io(&path))
+        private::write_atomic(&path, &bytes).map_err(Self::io(&path))
     }
 
     fn requests(&self, namespace: &str, name: &str) -> BTreeMap<String, String> {
@@ -115,6 +119,21 @@ impl LocalStore {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()
+    }
+
+    /// The problems of the manifest files as the running `stackwarden local` last saw them.
+    pub fn manifest_problems(&self) -> Problems {
+        std::fs::read(self.root.join(PROBLEMS_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    fn save_manifest_problems(&self, problems: &Problems) -> Result<(), StoreError> {
+        private::create_dir(&self.root).map_err(Self::io(&self.root))?;
+        let path = self.root.join(PROBLEMS_FILE);
+        let bytes = serde_json::to_vec_pretty(problems).expect("problems serialize");
+        private::write_atomic(&path, &bytes).map_err(Self::io(&path))
     }
 
     /// Sets a request annotation on a stack (what `kubectl annotate` does in a cluster).
@@ -148,14 +167,12 @@ impl LocalStore {
     ) -> Result<(), StoreError> {
         let dir = self.dir(namespace, name);
         let path = dir.join("requests.json");
-        let tmp = dir.join(".requests.json.tmp");
         let bytes = serde_json::to_vec_pretty(requests).expect("requests serialize");
-        std::fs::write(&tmp, bytes).map_err(Self::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(Self::io(&path))?;
+        private::write_atomic(&path, &bytes).map_err(Self::io(&path))?;
         // Tells the running `stackwarden local` at its next poll, without it reading every
         // stack's requests twice a second.
         let stamp = self.requests_stamp();
-        std::fs::write(&stamp, Utc::now().to_rfc3339()).map_err(Self::io(&stamp))
+        private::write_atomic(&stamp, Utc::now().to_rfc3339().as_bytes()).map_err(Self::io(&stamp))
     }
 
     /// Rewritten whenever a request is made or withdrawn.
@@ -166,14 +183,9 @@ impl LocalStore {
     /// Takes the lock that makes one `stackwarden local` per state directory: two would both
     /// start every backup job. Held as long as the returned file lives.
     pub fn lock(&self) -> Result<Option<std::fs::File>, StoreError> {
-        std::fs::create_dir_all(&self.root).map_err(Self::io(&self.root))?;
+        private::create_dir(&self.root).map_err(Self::io(&self.root))?;
         let path = self.root.join(".lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(Self::io(&path))?;
+        let file = private::open(&path).map_err(Self::io(&path))?;
         match file.try_lock() {
             Ok(()) => Ok(Some(file)),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
@@ -310,7 +322,7 @@ impl Store for LocalStore {
     async fn record(&self, stack: &ServiceStack, event: &StackEvent) -> Result<(), StoreError> {
         let (ns, name) = names(stack);
         let dir = self.dir(&ns, &name);
-        std::fs::create_dir_all(&dir).map_err(Self::io(&dir))?;
+        private::create_dir(&dir).map_err(Self::io(&dir))?;
         let path = dir.join("events.jsonl");
         let mut lines: Vec<String> = std::fs::read_to_string(&path)
             .unwrap_or_default()
@@ -325,9 +337,8 @@ impl Store for LocalStore {
             .expect("events serialize"),
         );
         let skip = lines.len().saturating_sub(MAX_EVENTS);
-        let tmp = dir.join(".events.jsonl.tmp");
-        std::fs::write(&tmp, lines[skip..].join("\n") + "\n").map_err(Self::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(Self::io(&path))
+        private::write_atomic(&path, (lines[skip..].join("\n") + "\n").as_bytes())
+            .map_err(Self::io(&path))
     }
 }
 
@@ -370,6 +381,72 @@ pub enum Manifest {
         name: String,
         error: String,
     },
+    /// A document of another kind (a Deployment, a ConfigMap): nothing to reconcile, but said,
+    /// since a manifest put in the wrong directory is a mistake someone wants to hear of.
+    Ignored(String),
+}
+
+impl Manifest {
+    /// What `stackwarden status` says of this document among its file's problems.
+    fn problem(&self) -> Option<String> {
+        match self {
+            Manifest::Stack(_) => None,
+            Manifest::Ignored(p) => Some(p.clone()),
+            Manifest::Invalid {
+                namespace,
+                name,
+                error,
+            } => Some(format!(
+                "{namespace}/{name} is not a valid ServiceStack: {error}; what runs of it was left as it was"
+            )),
+        }
+    }
+}
+
+/// Per manifest file, what is wrong in it: the file refused whole, or documents ignored or
+/// invalid. Kept in `<state>/manifests.json` for `stackwarden status`.
+pub type Problems = BTreeMap<PathBuf, Vec<String>>;
+
+/// The `apiVersion` of ServiceStack manifests.
+const API_VERSION: &str = "stackwarden.dev/v1alpha1";
+
+/// What a document's `kind` and `apiVersion` say it is.
+enum DocumentKind {
+    ServiceStack,
+    /// Meant as a ServiceStack (its kind or group says so), but not spelled as one.
+    Mistyped(String),
+    /// Something else: `kind Deployment (apps/v1)`.
+    Foreign(String),
+}
+
+impl DocumentKind {
+    fn of(value: &serde_yaml::Value) -> Self {
+        let field = |k: &str| value.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        let (kind, api_version) = (field("kind"), field("apiVersion"));
+        if kind == "ServiceStack" && api_version == API_VERSION {
+            return Self::ServiceStack;
+        }
+        let ours = kind.eq_ignore_ascii_case("ServiceStack")
+            || api_version.starts_with("stackwarden.dev/");
+        let shown = |s: &str| {
+            if s.is_empty() {
+                "none".to_owned()
+            } else {
+                format!("`{s}`")
+            }
+        };
+        if ours {
+            Self::Mistyped(format!(
+                "kind {} and apiVersion {}: a ServiceStack is kind `ServiceStack` in apiVersion `{API_VERSION}`; fix them",
+                shown(kind),
+                shown(api_version)
+            ))
+        } else if kind.is_empty() {
+            Self::Foreign("a document without a kind".to_owned())
+        } else {
+            Self::Foreign(format!("kind {} ({})", shown(kind), shown(api_version)))
+        }
+    }
 }
 
 /// Reads every ServiceStack document from `path` (a file, or the `.yaml`/`.yml` files of a
@@ -418,12 +495,23 @@ fn read_file(path: &Path) -> Result<Vec<Manifest>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut out = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&text) {
+    for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
         let value = serde_yaml::Value::deserialize(doc)
             .map_err(|e| format!("{} is not valid YAML: {e}", path.display()))?;
-        if value.is_null() || value.get("kind").and_then(|k| k.as_str()) != Some("ServiceStack") {
+        if value.is_null() {
             continue;
         }
+        let index = i + 1;
+        let meant = match DocumentKind::of(&value) {
+            DocumentKind::ServiceStack => None,
+            DocumentKind::Mistyped(error) => Some(error),
+            DocumentKind::Foreign(what) => {
+                out.push(Manifest::Ignored(format!(
+                    "document {index} is {what}, not a ServiceStack, and was ignored; `stackwarden local` reads only kind ServiceStack ({API_VERSION}): move it out of the manifests"
+                )));
+                continue;
+            }
+        };
         let name = value
             .get("metadata")
             .and_then(|m| m.get("name"))
@@ -444,19 +532,51 @@ fn read_file(path: &Path) -> Result<Vec<Manifest>, String> {
         // Nothing can be recorded under a name that is no name: the file is refused whole.
         crate::api::check_names(&namespace, &name)
             .map_err(|e| format!("{}: {e}; rename the stack", path.display()))?;
-        match crate::api::from_yaml_value(value) {
+        // Meant as a ServiceStack but mistyped: refused, and the stack it names kept running
+        // (skipping it would delete the stack as if its manifest were gone).
+        let variables = raw_variables(&value);
+        let parsed = match meant {
+            Some(error) => Err(error),
+            None => crate::api::from_yaml_value(value),
+        };
+        match parsed {
             Ok(mut s) => {
                 s.metadata.namespace = Some(namespace);
                 out.push(Manifest::Stack(Box::new(s)));
             }
+            // A type error quotes the value it choked on (`invalid type: integer `4711``),
+            // which may be a variable's: the error goes to status, events and the log.
             Err(e) => out.push(Manifest::Invalid {
                 namespace,
                 name,
-                error: e.to_string(),
+                error: crate::compose::mask(&e, &variables, &[]),
             }),
         }
     }
     Ok(out)
+}
+
+/// The values under `spec.variables` as written, whatever their YAML type, to mask them out
+/// of the error of a document that does not parse.
+fn raw_variables(doc: &serde_yaml::Value) -> BTreeMap<String, String> {
+    let Some(vars) = doc
+        .get("spec")
+        .and_then(|s| s.get("variables"))
+        .and_then(|v| v.as_mapping())
+    else {
+        return BTreeMap::new();
+    };
+    vars.iter()
+        .filter_map(|(k, v)| {
+            let value = match v {
+                serde_yaml::Value::String(s) => s.clone(),
+                serde_yaml::Value::Number(n) => n.to_string(),
+                serde_yaml::Value::Bool(b) => b.to_string(),
+                _ => return None,
+            };
+            Some((format!("{k:?}"), value))
+        })
+        .collect()
 }
 
 /// Options of `stackwarden local`.
@@ -483,6 +603,19 @@ pub async fn run(opts: LocalOptions) -> anyhow::Result<()> {
             opts.state_dir.display()
         );
     };
+    // An earlier version wrote records (which hold spec.variables) world-readable.
+    match private::tighten(&opts.state_dir) {
+        Ok(0) => {}
+        Ok(n) => {
+            info!(state = %opts.state_dir.display(), changed = n, "state directory made private to its owner (0700 directories, 0600 files)")
+        }
+        // Not fatal: the stacks are still better looked after than left alone.
+        Err(e) => warn!(
+            state = %opts.state_dir.display(),
+            "cannot make the state directory private to its owner: {e}; it holds spec.variables: chown it to this user, or `chmod -R go= {}`",
+            opts.state_dir.display()
+        ),
+    }
     let ctx = Context::new(Arc::new(store.clone()));
     ctx.metrics.set_leader(true);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -581,6 +714,8 @@ struct Driver {
     last: Option<(Fingerprint, bool)>,
     /// The request annotations each stack was last reconciled with (a new one is due at once).
     requests: BTreeMap<Key, BTreeMap<String, String>>,
+    /// The problems of the manifest files as last logged and saved (none yet: not saved).
+    problems: Option<Problems>,
 }
 
 impl Driver {
@@ -640,25 +775,24 @@ impl Driver {
         let mut valid: BTreeSet<Key> = BTreeSet::new();
         let mut unreadable: Vec<PathBuf> = Vec::new();
         let mut all_ready = true;
+        let mut problems = Problems::new();
+        self.unreadable.clear();
         for (file, docs) in read_manifests(path) {
             let docs = match docs {
-                Ok(d) => {
-                    if self.unreadable.remove(&file).is_some() {
-                        info!("{} can be read again", file.display());
-                    }
-                    d
-                }
+                Ok(d) => d,
                 Err(e) => {
-                    if self.unreadable.get(&file) != Some(&e) {
-                        error!("{e}; the stacks it held are left as they are");
-                        self.unreadable.insert(file.clone(), e);
-                    }
+                    let told = format!("{e}; the stacks it held are left as they are");
+                    problems.insert(file.clone(), vec![told]);
+                    self.unreadable.insert(file.clone(), e);
                     unreadable.push(file);
                     all_ready = false;
                     continue;
                 }
             };
             for doc in docs {
+                if let Some(p) = doc.problem() {
+                    problems.entry(file.clone()).or_default().push(p);
+                }
                 let ready = self
                     .reconcile_doc(store, ctx, doc, &file, &mut seen, &mut valid)
                     .await;
@@ -669,8 +803,35 @@ impl Driver {
         // reconciles (a stack now invalid, deleted or in an unreadable file) would stay in
         // the past, and the loop would spin without a pause.
         self.due.retain(|key, _| valid.contains(key));
+        self.tell_problems(store, problems);
         all_ready &= self.delete_missing(store, ctx, &seen, &unreadable).await;
         all_ready
+    }
+
+    /// Logs what is new among the manifests' problems, once, and keeps them in the state
+    /// directory for `stackwarden status`; a file fixed or removed drops out of both.
+    fn tell_problems(&mut self, store: &LocalStore, problems: Problems) {
+        if self.problems.as_ref() == Some(&problems) {
+            return;
+        }
+        let before = self.problems.take().unwrap_or_default();
+        for (file, list) in &problems {
+            let old = before.get(file);
+            for p in list.iter().filter(|p| old.is_none_or(|o| !o.contains(p))) {
+                if self.unreadable.contains_key(file) {
+                    error!(file = %file.display(), "{p}");
+                } else {
+                    warn!(file = %file.display(), "{p}");
+                }
+            }
+        }
+        for file in before.keys().filter(|f| !problems.contains_key(*f)) {
+            info!(file = %file.display(), "{} has no problems now (fixed or removed)", file.display());
+        }
+        if let Err(e) = store.save_manifest_problems(&problems) {
+            error!("{e}");
+        }
+        self.problems = Some(problems);
     }
 
     async fn reconcile_doc(
@@ -683,6 +844,8 @@ impl Driver {
         valid: &mut BTreeSet<Key>,
     ) -> bool {
         let outcome = match doc {
+            // Told with the file's problems; nothing to reconcile.
+            Manifest::Ignored(_) => Ok(true),
             Manifest::Invalid {
                 namespace,
                 name,
@@ -803,8 +966,8 @@ async fn mark_invalid(
     name: &str,
     error: &str,
 ) -> Result<(), StoreError> {
+    // Logged, and shown by `stackwarden status`, with its file's problems.
     let Some(mut record) = store.load(namespace, name)? else {
-        error!("{namespace}/{name}: invalid manifest, nothing deployed: {error}");
         return Ok(());
     };
     let message = format!("the manifest is not a valid ServiceStack: {error}; the running containers were left as they were");
@@ -827,7 +990,6 @@ async fn mark_invalid(
         condition::merge(&before, verdicts, Some(record.generation), Utc::now());
     if record.status.conditions != before {
         store.save(&record)?;
-        warn!("{namespace}/{name}: {message}");
     }
     Ok(())
 }
@@ -907,6 +1069,88 @@ mod tests {
             e.contains("metadata.name") && e.contains("rename the stack"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_mistyped_kind_or_api_version_keeps_its_stack_and_a_foreign_kind_is_ignored_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: stackwarden.dev/v1\nkind: ServiceStack\nmetadata: {name: one}\nspec: {compose: {file: x}}\n---\n\
+             apiVersion: stackwarden.dev/v1alpha1\nkind: Servicestack\nmetadata: {name: two}\nspec: {compose: {file: x}}\n---\n\
+             apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n---\n\
+             just: a map\n",
+        )
+        .unwrap();
+        let docs = read_file(&file).unwrap();
+        let problems: Vec<String> = docs.iter().filter_map(Manifest::problem).collect();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        for (i, name) in [(0, "default/one"), (1, "default/two")] {
+            assert!(
+                matches!(&docs[i], Manifest::Invalid { .. }),
+                "{:?}",
+                docs[i]
+            );
+            assert!(
+                problems[i].contains(name) && problems[i].contains(API_VERSION),
+                "{}",
+                problems[i]
+            );
+        }
+        assert!(
+            problems[2].contains("kind `Deployment` (`apps/v1`)"),
+            "{}",
+            problems[2]
+        );
+        assert!(problems[3].contains("without a kind"), "{}", problems[3]);
+        assert_eq!(
+            API_VERSION,
+            <ServiceStack as kube::Resource>::api_version(&()),
+            "the manifests' apiVersion is the CRD's"
+        );
+    }
+
+    #[test]
+    fn a_variable_value_in_a_parse_error_is_masked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.yaml");
+        std::fs::write(
+            &file,
+            "apiVersion: stackwarden.dev/v1alpha1\nkind: ServiceStack\nmetadata: {name: one}\nspec: {compose: {file: x}, variables: {PW: secret-pw, PIN: 4711}}\n",
+        )
+        .unwrap();
+        let docs = read_file(&file).unwrap();
+        let p = docs[0].problem().unwrap();
+        assert!(!p.contains("4711") && !p.contains("secret-pw"), "{p}");
+        assert!(p.contains("<redacted>"), "the error quoted no value: {p}");
+    }
+
+    #[tokio::test]
+    async fn file_problems_are_saved_once_per_change_and_cleared_when_the_file_is_fixed_or_removed()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("state"));
+        let ctx = Context::new(Arc::new(store.clone()));
+        let manifests = dir.path().join("manifests");
+        std::fs::create_dir(&manifests).unwrap();
+        let (bad, foreign) = (manifests.join("bad.yaml"), manifests.join("web.yaml"));
+        std::fs::write(&bad, "kind: ServiceStack\nmetadata: {name: [\n").unwrap();
+        std::fs::write(&foreign, "apiVersion: apps/v1\nkind: Deployment\n").unwrap();
+        let mut driver = Driver::default();
+        driver.pass(&store, &ctx, &manifests).await;
+        let problems = store.manifest_problems();
+        assert_eq!(problems.keys().collect::<Vec<_>>(), vec![&bad, &foreign]);
+        assert!(problems[&bad][0].contains("not valid YAML"), "{problems:?}");
+        assert!(problems[&foreign][0].contains("Deployment"), "{problems:?}");
+        let text = crate::cli::problems_text(&problems);
+        assert!(text.contains(&bad.display().to_string()) && text.contains("Deployment"));
+
+        std::fs::remove_file(&foreign).unwrap();
+        std::fs::write(&bad, "# fixed: nothing here yet\n").unwrap();
+        driver.pass(&store, &ctx, &manifests).await;
+        assert_eq!(store.manifest_problems(), Problems::new());
+        assert_eq!(crate::cli::problems_text(&store.manifest_problems()), "");
     }
 
     #[tokio::test]
@@ -1050,7 +1294,14 @@ mod tests {
         let files = read_manifests(dir.path());
         assert_eq!(files.len(), 2, "only .yaml and .yml files are read");
         let docs = files[0].1.as_ref().unwrap();
-        assert_eq!(docs.len(), 2);
+        assert_eq!(docs.len(), 3);
+        match &docs[2] {
+            Manifest::Ignored(p) => assert!(
+                p.contains("document 3") && p.contains("`ConfigMap`") && p.contains("move it out"),
+                "{p}"
+            ),
+            other => panic!("{other:?}"),
+        }
         assert!(
             matches!(&docs[0], Manifest::Stack(s) if s.metadata.namespace.as_deref() == Some("ops"))
         );

@@ -3,6 +3,7 @@
 
 pub mod kube;
 pub mod local;
+pub mod private;
 
 use std::collections::BTreeMap;
 
