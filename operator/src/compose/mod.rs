@@ -7,12 +7,14 @@
 //! [`ServiceSpec`] whose hash decides when a container must be recreated.
 
 mod interpolate;
+mod local;
 mod model;
 mod translate;
 
 use std::collections::BTreeMap;
 
 pub use interpolate::{interpolate, InterpolationError};
+pub use local::{build_tag, parse_env_file, LocalInputs, Origin, References};
 pub use model::*;
 
 use crate::api::{Reason, ServiceStack};
@@ -34,15 +36,77 @@ impl SpecError {
     }
 }
 
-/// Builds the project a stack asks for. Pure: no Docker, no clock.
+/// Builds the project a stack in a cluster asks for. Pure: no Docker, no clock.
 ///
 /// Error messages quote the compose file, and after interpolation the file holds the values of
 /// `spec.variables`: every one of them is masked out of the message, whichever check failed.
 pub fn load(stack: &ServiceStack) -> Result<Project, SpecError> {
-    load_unmasked(stack).map_err(|mut e| {
-        e.message = mask(&e.message, &stack.spec.variables, &[]);
+    load_from(stack, Origin::Cluster)
+}
+
+/// Builds the project of a stack read from a manifest file by `stackwarden local`, with what
+/// the edge read of the env files and build contexts its compose file names (see
+/// [`references`]). Values of env files are masked out of errors like variables are.
+pub fn load_local(stack: &ServiceStack, inputs: &LocalInputs) -> Result<Project, SpecError> {
+    load_from(stack, Origin::Local(inputs))
+}
+
+fn load_from(stack: &ServiceStack, origin: Origin<'_>) -> Result<Project, SpecError> {
+    load_unmasked(stack, origin).map_err(|mut e| {
+        e.message = mask(&e.message, &secrets(stack, origin), &[]);
         e
     })
+}
+
+/// Every value an error must not show: the variables, and in local mode each env file's values.
+fn secrets(stack: &ServiceStack, origin: Origin<'_>) -> BTreeMap<String, String> {
+    let mut all = stack.spec.variables.clone();
+    if let Origin::Local(inputs) = origin {
+        let values = inputs
+            .env_files
+            .values()
+            .filter_map(|t| t.as_ref().ok())
+            .filter_map(|t| parse_env_file(t).ok())
+            .flatten();
+        for (i, (_, v)) in values.enumerate() {
+            all.insert(format!("\0env{i}"), v);
+        }
+    }
+    all
+}
+
+/// The env files and build contexts a local stack's compose file names, resolved against
+/// `dir` (the manifest file's directory), for the edge to read. A compose file that does not
+/// parse names nothing; [`load_local`] then says what is wrong with it.
+pub fn references(stack: &ServiceStack, dir: &std::path::Path) -> References {
+    let Ok(mut doc) = parsed(stack) else {
+        return References::default();
+    };
+    match local::take_extras(&mut doc) {
+        Ok(extras) => local::references_of(&extras, dir),
+        Err(_) => References::default(),
+    }
+}
+
+/// The compose file, parsed and interpolated.
+fn parsed(stack: &ServiceStack) -> Result<serde_yaml::Value, SpecError> {
+    let mut doc: serde_yaml::Value =
+        serde_yaml::from_str(&stack.spec.compose.file).map_err(|e| {
+            SpecError::new(
+                Reason::MalformedCompose,
+                format!("spec.compose.file is not valid YAML: {e}"),
+            )
+        })?;
+    interpolate::interpolate_value(&mut doc, &stack.spec.variables).map_err(|e| {
+        let reason = match e {
+            InterpolationError::Missing { .. } | InterpolationError::Required { .. } => {
+                Reason::MissingVariable
+            }
+            InterpolationError::Syntax { .. } => Reason::MalformedCompose,
+        };
+        SpecError::new(reason, format!("spec.compose.file: {e}"))
+    })?;
+    Ok(doc)
 }
 
 /// Replaces each variable value with `<redacted>`, longest first so one value inside another is
@@ -63,25 +127,11 @@ pub(crate) fn mask(message: &str, variables: &BTreeMap<String, String>, always: 
         .fold(message.to_owned(), |m, v| m.replace(v, "<redacted>"))
 }
 
-fn load_unmasked(stack: &ServiceStack) -> Result<Project, SpecError> {
+fn load_unmasked(stack: &ServiceStack, origin: Origin<'_>) -> Result<Project, SpecError> {
     let project = stack.project_name();
     validate_project_name(&project)?;
-    let mut doc: serde_yaml::Value =
-        serde_yaml::from_str(&stack.spec.compose.file).map_err(|e| {
-            SpecError::new(
-                Reason::MalformedCompose,
-                format!("spec.compose.file is not valid YAML: {e}"),
-            )
-        })?;
-    interpolate::interpolate_value(&mut doc, &stack.spec.variables).map_err(|e| {
-        let reason = match e {
-            InterpolationError::Missing { .. } | InterpolationError::Required { .. } => {
-                Reason::MissingVariable
-            }
-            InterpolationError::Syntax { .. } => Reason::MalformedCompose,
-        };
-        SpecError::new(reason, format!("spec.compose.file: {e}"))
-    })?;
+    let mut doc = parsed(stack)?;
+    let extras = local::take_extras(&mut doc)?;
     translate::check_supported_keys(&doc)?;
     let compose: compose_spec::Compose = serde_yaml::from_value(doc).map_err(|e| {
         SpecError::new(
@@ -89,7 +139,8 @@ fn load_unmasked(stack: &ServiceStack) -> Result<Project, SpecError> {
             format!("spec.compose.file is not a valid compose file: {e}"),
         )
     })?;
-    let project = translate::project(&project, compose)?;
+    let mut project = translate::project(&project, compose)?;
+    apply_extras(&mut project, &extras, origin)?;
     for (i, entry) in stack.spec.maintenance.restarts.iter().enumerate() {
         if project.service(&entry.service).is_none() {
             return Err(SpecError::new(
@@ -125,6 +176,43 @@ fn load_unmasked(stack: &ServiceStack) -> Result<Project, SpecError> {
         }
     }
     Ok(project)
+}
+
+/// Applies `container_name`, `env_file` and `build` to the translated services.
+fn apply_extras(
+    project: &mut Project,
+    extras: &BTreeMap<String, local::Extras>,
+    origin: Origin<'_>,
+) -> Result<(), SpecError> {
+    let name = project.name.clone();
+    for svc in &mut project.services {
+        let Some(e) = extras.get(&svc.name) else {
+            continue;
+        };
+        let applied = local::resolve(&name, &svc.name, e, &svc.image, origin)?;
+        svc.fixed_name = applied.container_name;
+        // Compose's order: env files first, `environment:` over them.
+        for (k, v) in applied.env {
+            svc.environment.0.entry(k).or_insert(v);
+        }
+        if let Some(b) = applied.build {
+            svc.image = b.image.clone();
+            svc.pull_policy = PullPolicy::Never;
+            svc.build = Some(b);
+        }
+    }
+    let mut names: BTreeMap<&str, &str> = BTreeMap::new();
+    for svc in &project.services {
+        if let Some(fixed) = &svc.fixed_name {
+            if let Some(other) = names.insert(fixed, &svc.name) {
+                return Err(SpecError::new(
+                    Reason::InvalidField,
+                    format!("spec.compose.file: services {other} and {} both set container_name {fixed:?}; container names must be unique", svc.name),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The names of services whose health gates `Ready`.

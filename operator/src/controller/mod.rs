@@ -252,7 +252,20 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
         }
         Err(message) => return invalid(ctx, &mut stack, Reason::SecretNotFound, message).await,
     }
-    let project = match compose::load(&stack) {
+    let loaded = match ctx.store.manifest_dir(&stack) {
+        None => compose::load(&stack),
+        Some(dir) => {
+            // Reading env files and hashing build contexts is blocking file I/O.
+            let for_read = stack.clone();
+            let inputs = tokio::task::spawn_blocking(move || {
+                crate::store::local_inputs::gather(&for_read, &dir)
+            })
+            .await
+            .unwrap_or_default();
+            compose::load_local(&stack, &inputs)
+        }
+    };
+    let project = match loaded {
         Ok(p) => p,
         Err(e) => return invalid(ctx, &mut stack, e.reason, e.message).await,
     };

@@ -279,6 +279,17 @@ impl Store for LocalStore {
         }
     }
 
+    fn manifest_dir(&self, stack: &ServiceStack) -> Option<PathBuf> {
+        let (ns, name) = names(stack);
+        let record = self.load(&ns, &name).ok().flatten()?;
+        Some(
+            record
+                .source
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_owned),
+        )
+    }
+
     async fn record(&self, stack: &ServiceStack, event: &StackEvent) -> Result<(), StoreError> {
         let (ns, name) = names(stack);
         let dir = self.dir(&ns, &name);
