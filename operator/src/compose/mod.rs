@@ -599,4 +599,141 @@ volumes:
         s.spec.health.restart.max_restarts_per_hour = 0;
         assert_eq!(load(&s).unwrap_err().reason, Reason::InvalidField);
     }
+
+    fn local(env: &[(&str, Result<&str, &str>)], contexts: &[(&str, &str)]) -> LocalInputs {
+        LocalInputs {
+            dir: "/m".into(),
+            env_files: env
+                .iter()
+                .map(|(p, r)| (p.into(), r.map(str::to_owned).map_err(str::to_owned)))
+                .collect(),
+            contexts: contexts
+                .iter()
+                .map(|(p, d)| (p.into(), Ok(d.to_string())))
+                .collect(),
+        }
+    }
+
+    const RUNBOOK: &str = r#"
+services:
+  backend:
+    build: {context: ./backend, args: {V: "1"}}
+    container_name: tria_aibpo_backend
+    env_file: [.env, /etc/erni/extra.env]
+    environment: {LOG_LEVEL: debug}
+  postgres:
+    image: stackwarden-test/postgres:15
+    container_name: erni-postgres
+"#;
+
+    #[test]
+    fn local_env_files_merge_under_environment_and_later_files_win() {
+        let inputs = local(
+            &[
+                ("/m/.env", Ok("PGPASSWORD=from-env-file\nLOG_LEVEL=info\nA=1\n")),
+                ("/etc/erni/extra.env", Ok("A=2\n")),
+            ],
+            &[("/m/./backend", "digest")],
+        );
+        let p = load_local(&stack(RUNBOOK, &[]), &inputs).unwrap();
+        let b = p.service("backend").unwrap();
+        assert_eq!(b.environment.0["PGPASSWORD"], "from-env-file");
+        assert_eq!(b.environment.0["LOG_LEVEL"], "debug");
+        assert_eq!(b.environment.0["A"], "2");
+        assert_eq!(b.container_name("demo"), "tria_aibpo_backend");
+        assert_eq!(
+            p.service("postgres").unwrap().container_name("demo"),
+            "erni-postgres"
+        );
+        let build = b.build.as_ref().unwrap();
+        assert_eq!(b.image, build.image);
+        assert!(b.image.starts_with("stackwarden-build/demo-backend:"));
+        assert_eq!(build.also_tag, None);
+        assert!(!format!("{p:?}").contains("from-env-file"));
+    }
+
+    #[test]
+    fn a_changed_env_file_or_context_changes_the_config_hash() {
+        let hash = |env: &str, digest: &str| {
+            let inputs = local(
+                &[("/m/.env", Ok(env)), ("/etc/erni/extra.env", Ok(""))],
+                &[("/m/./backend", digest)],
+            );
+            load_local(&stack(RUNBOOK, &[]), &inputs)
+                .unwrap()
+                .service("backend")
+                .unwrap()
+                .config_hash()
+        };
+        assert_eq!(hash("X=1", "d1"), hash("X=1", "d1"));
+        assert_ne!(hash("X=1", "d1"), hash("X=2", "d1"));
+        assert_ne!(hash("X=1", "d1"), hash("X=1", "d2"));
+        assert!(!hash("X=secret-value", "d1").contains("secret-value"));
+    }
+
+    #[test]
+    fn a_missing_env_file_is_named_and_env_values_stay_out_of_errors() {
+        let inputs = local(
+            &[
+                ("/m/.env", Err("No such file or directory (os error 2)")),
+                ("/etc/erni/extra.env", Ok("")),
+            ],
+            &[("/m/./backend", "d")],
+        );
+        let err = load_local(&stack(RUNBOOK, &[]), &inputs).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidField);
+        assert!(err.message.contains("/m/.env"), "{}", err.message);
+
+        let file = "services: {a: {image: x, env_file: .env, command: \"${NOPE}\"}}";
+        let inputs = local(&[("/m/.env", Ok("PW=s3cret-in-file"))], &[]);
+        let mut s = stack(file, &[]);
+        s.spec.compose.file = file.replace("${NOPE}", "s3cret-in-file ${NOPE}");
+        let err = load_local(&s, &inputs).unwrap_err();
+        assert!(!err.message.contains("s3cret-in-file"), "{}", err.message);
+    }
+
+    #[test]
+    fn in_a_cluster_env_file_and_build_say_what_to_use_instead_and_container_name_works() {
+        let err = load(&stack("services: {a: {image: x, env_file: .env}}", &[])).unwrap_err();
+        assert_eq!(err.reason, Reason::UnsupportedComposeKey);
+        assert!(err.message.contains("variablesFrom"), "{}", err.message);
+        let err = load(&stack("services: {a: {build: .}}", &[])).unwrap_err();
+        assert!(err.message.contains("push"), "{}", err.message);
+        let p = load(&stack("services: {a: {image: x, container_name: erni-a}}", &[])).unwrap();
+        assert_eq!(p.services[0].container_name("demo"), "erni-a");
+    }
+
+    #[test]
+    fn two_services_with_one_container_name_are_refused() {
+        let err = load(&stack(
+            "services: {a: {image: x, container_name: same}, b: {image: x, container_name: same}}",
+            &[],
+        ))
+        .unwrap_err();
+        assert!(err.message.contains("\"same\""), "{}", err.message);
+    }
+
+    #[test]
+    fn a_build_with_an_image_is_also_tagged_as_that_image() {
+        let inputs = local(&[], &[("/m/.", "d")]);
+        let p = load_local(
+            &stack("services: {a: {image: erni/backend:v2, build: .}}", &[]),
+            &inputs,
+        )
+        .unwrap();
+        let a = &p.services[0];
+        assert!(a.image.starts_with("stackwarden-build/demo-a:"));
+        assert_eq!(
+            a.build.as_ref().unwrap().also_tag.as_deref(),
+            Some("erni/backend:v2")
+        );
+    }
+
+    #[test]
+    fn existing_services_keep_their_config_hash() {
+        // Containers created before these keys existed must not all be recreated on upgrade.
+        let p = load(&stack("services: {a: {image: x}}", &[])).unwrap();
+        let json = serde_json::to_string(&p.services[0]).unwrap();
+        assert!(!json.contains("fixed_name") && !json.contains("build"), "{json}");
+    }
 }

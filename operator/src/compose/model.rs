@@ -102,7 +102,7 @@ pub struct ServiceSpec {
 }
 
 /// How to build a service's image, resolved: absolute context, and the tag its content gives.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct BuildSpec {
     /// `stackwarden-build/<project>-<service>:<12 hex of content, Dockerfile, args, target>`.
     pub image: String,
@@ -115,6 +115,19 @@ pub struct BuildSpec {
     /// The service's `image:` when it has one besides `build:`: the build is tagged so too, as
     /// `docker-compose build` does, so the runbooks' `docker run IMAGE` finds the latest build.
     pub also_tag: Option<String>,
+}
+
+impl fmt::Debug for BuildSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Build args are often tokens: their names only.
+        f.debug_struct("BuildSpec")
+            .field("image", &self.image)
+            .field("context", &self.context)
+            .field("dockerfile", &self.dockerfile)
+            .field("args", &self.args.keys().collect::<Vec<_>>())
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServiceSpec {

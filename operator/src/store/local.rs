@@ -562,6 +562,9 @@ struct Driver {
     cleanup: BTreeMap<Key, (Instant, u32, String)>,
     /// The manifests as the last full pass saw them, and whether every stack was Ready then.
     last: Option<(Fingerprint, bool)>,
+    /// The env files and build contexts each stack's compose file names, stamped when the
+    /// stack was last reconciled: an edit to one makes the stack due, its manifest unchanged.
+    inputs: BTreeMap<Key, (crate::compose::References, super::local_inputs::Stamp)>,
 }
 
 impl Driver {
@@ -604,6 +607,7 @@ impl Driver {
         // and no manifest touched, reading and parsing every manifest and state record again
         // would change nothing (and was most of an idle operator's CPU).
         let files = fingerprint(path);
+        self.due_on_edited_inputs();
         let nothing_due = self.next_due().is_none_or(|t| t > Instant::now());
         if let Some((last, ready)) = &self.last {
             if *last == files && nothing_due && self.unreadable.is_empty() {
@@ -613,6 +617,17 @@ impl Driver {
         let all_ready = self.full_pass(store, ctx, path).await;
         self.last = Some((files, all_ready));
         all_ready
+    }
+
+    /// Makes due now each stack whose env files or build context changed since it was last
+    /// reconciled.
+    fn due_on_edited_inputs(&mut self) {
+        let now = Instant::now();
+        for (key, (refs, stamp)) in &self.inputs {
+            if super::local_inputs::stamp(refs) != *stamp {
+                self.due.insert(key.clone(), now);
+            }
+        }
     }
 
     async fn full_pass(&mut self, store: &LocalStore, ctx: &Context, path: &Path) -> bool {
@@ -649,6 +664,7 @@ impl Driver {
         // reconciles (a stack now invalid, deleted or in an unreadable file) would stay in
         // the past, and the loop would spin without a pause.
         self.due.retain(|key, _| valid.contains(key));
+        self.inputs.retain(|key, _| valid.contains(key));
         all_ready &= self.delete_missing(store, ctx, &seen, &unreadable).await;
         all_ready
     }
@@ -753,6 +769,11 @@ impl Driver {
         if changed || is_due {
             self.generation.insert(key.clone(), record.generation);
             let stack = record.to_stack();
+            // Stamped before the reconcile reads them: an edit in between is seen next poll.
+            let dir = file.parent().unwrap_or(Path::new("."));
+            let refs = crate::compose::references(&stack, dir);
+            let stamp = super::local_inputs::stamp(&refs);
+            self.inputs.insert(key.clone(), (refs, stamp));
             match controller::reconcile(&stack, &record.uid, ctx).await {
                 Ok(r) => {
                     self.due.insert(key.clone(), Instant::now() + r.0);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use crate::api::ServiceStack;
-use crate::compose::{self, LocalInputs};
+use crate::compose::{self, LocalInputs, References};
 
 /// Reads the env files and digests the build contexts `stack`'s compose file names. Errors are
 /// kept per file (the I/O error's text names no content) for `load_local` to report.
@@ -54,8 +54,8 @@ fn context_digest(ctx: &Path, dockerfile: &str) -> Result<String, String> {
 /// file's size and modification time, each context's files' too.
 pub type Stamp = Vec<(PathBuf, Option<(u64, Option<SystemTime>)>, crate::build_context::Stamp)>;
 
-pub fn stamp(stack: &ServiceStack, dir: &Path) -> Stamp {
-    let refs = compose::references(stack, dir);
+/// Stamps the files `refs` names; cheap enough for every poll (no content is read).
+pub fn stamp(refs: &References) -> Stamp {
     let file = |f: &Path| {
         std::fs::metadata(f)
             .ok()
@@ -63,15 +63,11 @@ pub fn stamp(stack: &ServiceStack, dir: &Path) -> Stamp {
     };
     let mut out: Stamp = refs
         .env_files
-        .into_iter()
-        .map(|f| {
-            let s = file(&f);
-            (f, s, Vec::new())
-        })
+        .iter()
+        .map(|f| (f.clone(), file(f), Vec::new()))
         .collect();
-    for (ctx, _) in refs.contexts {
-        let s = crate::build_context::stamp(&ctx);
-        out.push((ctx, None, s));
+    for (ctx, _) in &refs.contexts {
+        out.push((ctx.clone(), None, crate::build_context::stamp(ctx)));
     }
     out
 }
