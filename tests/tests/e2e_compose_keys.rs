@@ -10,6 +10,7 @@ use stackwarden::api::{condition, Condition, ConditionType};
 use stackwarden_tests::harness::{docker, run_busy, wait_for, Containers, Harness, LocalDriver};
 use stackwarden_tests::images::BASE_IMAGE;
 
+/// The harness's `wait_for` blocks its thread: the driver runs on the other worker.
 const TIMEOUT: Duration = Duration::from_secs(180);
 
 /// A ServiceStack `keys/NAME` in project `project` with this compose file, as JSON.
@@ -99,7 +100,7 @@ fn state_text(driver: &LocalDriver) -> String {
     out
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn container_name_is_honoured_and_kept_across_a_recreate() {
     let h = Harness::new("cname");
     let name = format!("swt-erni-box-{}", std::process::id());
@@ -122,7 +123,7 @@ async fn container_name_is_honoured_and_kept_across_a_recreate() {
     assert_eq!(h.containers().len(), 1, "{:?}", h.containers());
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_container_name_taken_by_a_stranger_is_reported_and_the_stranger_left_alone() {
     let h = Harness::new("cname-taken");
     let name = format!("swt-stranger-{}", std::process::id());
@@ -147,7 +148,7 @@ async fn a_container_name_taken_by_a_stranger_is_reported_and_the_stranger_left_
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn env_file_values_reach_the_container_stay_out_of_state_and_an_edit_recreates_it() {
     let h = Harness::new("envfile");
     let name = format!("swt-envfile-{}", std::process::id());
@@ -223,7 +224,7 @@ fn built_events(driver: &LocalDriver) -> usize {
         .count()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_stack_is_built_once_and_rebuilt_when_its_context_changes() {
     let h = Harness::new("build");
     let _images = BuiltImages(format!("stackwarden-build/{}-box", h.project));
