@@ -193,7 +193,13 @@ mod tests {
         ] {
             assert!(ig.excludes(excluded), "{excluded}");
         }
-        for kept in ["keep.log", "src/main.rs", "docs/sub/a.md", "src/x.log", "Dockerfile"] {
+        for kept in [
+            "keep.log",
+            "src/main.rs",
+            "docs/sub/a.md",
+            "src/x.log",
+            "Dockerfile",
+        ] {
             assert!(!ig.excludes(kept), "{kept}");
         }
     }

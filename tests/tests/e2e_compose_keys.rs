@@ -49,13 +49,17 @@ fn exec(name: &str, args: &[&str]) -> Result<String, String> {
 
 /// Waits until `docker exec NAME ARGS` prints `want`.
 fn exec_until(name: &str, args: &[&str], want: &str) {
-    wait_for(&format!("`docker exec {name} {args:?}` to print {want:?}"), TIMEOUT, || {
-        exec(name, args).and_then(|o| if o == want { Ok(()) } else { Err(o) })
-    });
+    wait_for(
+        &format!("`docker exec {name} {args:?}` to print {want:?}"),
+        TIMEOUT,
+        || exec(name, args).and_then(|o| if o == want { Ok(()) } else { Err(o) }),
+    );
 }
 
 fn id_of(name: &str) -> String {
-    docker(&["inspect", "-f", "{{.Id}}", name]).trim().to_owned()
+    docker(&["inspect", "-f", "{{.Id}}", name])
+        .trim()
+        .to_owned()
 }
 
 fn condition_of(driver: &LocalDriver, name: &str, t: ConditionType) -> Option<Condition> {
@@ -95,7 +99,13 @@ fn state_text(driver: &LocalDriver) -> String {
         }
     }
     let mut out = String::new();
-    let state = driver.manifest.parent().unwrap().parent().unwrap().join("state");
+    let state = driver
+        .manifest
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("state");
     walk(&state, &mut out);
     out
 }
@@ -193,7 +203,10 @@ async fn env_file_values_reach_the_container_stay_out_of_state_and_an_edit_recre
     assert_eq!(id_of(&name), running);
     let state = state_text(&driver);
     for secret in [token("one"), token("two")] {
-        assert!(!state.contains(&secret), "the state directory holds {secret}");
+        assert!(
+            !state.contains(&secret),
+            "the state directory holds {secret}"
+        );
     }
 }
 
@@ -239,7 +252,9 @@ async fn a_build_stack_is_built_once_and_rebuilt_when_its_context_changes() {
     std::fs::create_dir(&app).unwrap();
     std::fs::write(
         app.join("Dockerfile"),
-        format!("FROM {BASE_IMAGE}\nCOPY version.txt /version.txt\nCMD [\"sleep\", \"infinity\"]\n"),
+        format!(
+            "FROM {BASE_IMAGE}\nCOPY version.txt /version.txt\nCMD [\"sleep\", \"infinity\"]\n"
+        ),
     )
     .unwrap();
     std::fs::write(app.join("version.txt"), "v1\n").unwrap();
@@ -266,7 +281,10 @@ async fn a_build_stack_is_built_once_and_rebuilt_when_its_context_changes() {
     // The context changes (a `git pull`): the poll notices, rebuilds and recreates.
     std::fs::write(app.join("version.txt"), "v2\n").unwrap();
     exec_until(&name, &["cat", "/version.txt"], "v2");
-    assert_ne!(docker(&["inspect", "-f", "{{.Config.Image}}", &name]), image);
+    assert_ne!(
+        docker(&["inspect", "-f", "{{.Config.Image}}", &name]),
+        image
+    );
     assert_eq!(built_events(&driver), 2);
     ready(&driver, "build");
 
@@ -284,6 +302,10 @@ async fn a_build_stack_is_built_once_and_rebuilt_when_its_context_changes() {
         "the build failed",
     );
     assert!(message.contains("the-step-that-breaks"), "{message}");
-    assert_eq!(id_of(&name), running, "a failed build replaced the container");
+    assert_eq!(
+        id_of(&name),
+        running,
+        "a failed build replaced the container"
+    );
     exec_until(&name, &["cat", "/version.txt"], "v2");
 }

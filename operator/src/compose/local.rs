@@ -135,7 +135,10 @@ fn container_name(v: &Value, what: &str) -> Result<String, SpecError> {
 fn string_or_list(v: &Value) -> Option<Vec<String>> {
     match v {
         Value::String(s) => Some(vec![s.clone()]),
-        Value::Sequence(items) => items.iter().map(|i| i.as_str().map(str::to_owned)).collect(),
+        Value::Sequence(items) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_owned))
+            .collect(),
         _ => None,
     }
 }
@@ -158,7 +161,10 @@ fn raw_build(v: &Value, what: &str) -> Result<RawBuild, SpecError> {
         if !BUILD_KEYS.contains(&key) && !key.starts_with("x-") {
             return Err(SpecError::new(
                 Reason::UnsupportedComposeKey,
-                format!("{what}.{key} is not supported by stackwarden yet (it supports {}); remove it", BUILD_KEYS.join(", ")),
+                format!(
+                    "{what}.{key} is not supported by stackwarden yet (it supports {}); remove it",
+                    BUILD_KEYS.join(", ")
+                ),
             ));
         }
     }
@@ -177,7 +183,11 @@ fn raw_build(v: &Value, what: &str) -> Result<RawBuild, SpecError> {
                 None => (s.to_owned(), String::new()),
             })
             .collect(),
-        Some(_) => return Err(malformed(format!("{what}.args must be a mapping or a list"))),
+        Some(_) => {
+            return Err(malformed(format!(
+                "{what}.args must be a mapping or a list"
+            )))
+        }
     };
     Ok(RawBuild {
         context: text("context").unwrap_or_else(|| ".".to_owned()),
@@ -216,7 +226,9 @@ pub(super) fn references_of(extras: &BTreeMap<String, Extras>, dir: &Path) -> Re
 }
 
 fn dockerfile(b: &RawBuild) -> String {
-    b.dockerfile.clone().unwrap_or_else(|| "Dockerfile".to_owned())
+    b.dockerfile
+        .clone()
+        .unwrap_or_else(|| "Dockerfile".to_owned())
 }
 
 /// What a service gets from its extras: the container name, the variables of its env files
@@ -282,7 +294,14 @@ pub(super) fn resolve(
             None => return Err(context_unreadable(&ctx("build"), &context, "not read")),
         };
         out.build = Some(BuildSpec {
-            image: build_tag(project, service, digest, &dockerfile, &b.args, b.target.as_deref()),
+            image: build_tag(
+                project,
+                service,
+                digest,
+                &dockerfile,
+                &b.args,
+                b.target.as_deref(),
+            ),
             context,
             dockerfile,
             args: b.args.clone(),

@@ -630,7 +630,10 @@ services:
     fn local_env_files_merge_under_environment_and_later_files_win() {
         let inputs = local(
             &[
-                ("/m/.env", Ok("PGPASSWORD=from-env-file\nLOG_LEVEL=info\nA=1\n")),
+                (
+                    "/m/.env",
+                    Ok("PGPASSWORD=from-env-file\nLOG_LEVEL=info\nA=1\n"),
+                ),
                 ("/etc/erni/extra.env", Ok("A=2\n")),
             ],
             &[("/m/./backend", "digest")],
@@ -699,7 +702,11 @@ services:
         assert!(err.message.contains("variablesFrom"), "{}", err.message);
         let err = load(&stack("services: {a: {build: .}}", &[])).unwrap_err();
         assert!(err.message.contains("push"), "{}", err.message);
-        let p = load(&stack("services: {a: {image: x, container_name: erni-a}}", &[])).unwrap();
+        let p = load(&stack(
+            "services: {a: {image: x, container_name: erni-a}}",
+            &[],
+        ))
+        .unwrap();
         assert_eq!(p.services[0].container_name("demo"), "erni-a");
     }
 
@@ -734,6 +741,9 @@ services:
         // Containers created before these keys existed must not all be recreated on upgrade.
         let p = load(&stack("services: {a: {image: x}}", &[])).unwrap();
         let json = serde_json::to_string(&p.services[0]).unwrap();
-        assert!(!json.contains("fixed_name") && !json.contains("build"), "{json}");
+        assert!(
+            !json.contains("fixed_name") && !json.contains("build"),
+            "{json}"
+        );
     }
 }

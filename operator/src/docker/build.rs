@@ -40,11 +40,9 @@ impl BollardEngine {
         if let Some(target) = &build.target {
             opts = opts.target(target);
         }
-        let mut stream = self.docker.build_image(
-            opts.build(),
-            None,
-            Some(bollard::body_full(tar.into())),
-        );
+        let mut stream =
+            self.docker
+                .build_image(opts.build(), None, Some(bollard::body_full(tar.into())));
         let mut tail: Vec<String> = Vec::new();
         while let Some(item) = stream.next().await {
             let info = match item {
@@ -58,14 +56,21 @@ impl BollardEngine {
                 return Err(api(failure(&tail, &detail)));
             }
             if let Some(line) = info.stream {
-                tail.extend(line.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned));
+                tail.extend(
+                    line.lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .map(str::to_owned),
+                );
                 let skip = tail.len().saturating_sub(TAIL_LINES);
                 tail.drain(..skip);
             }
         }
         if let Some(also) = &build.also_tag {
             let (repo, tag) = split_tag(also);
-            let opts = TagImageOptionsBuilder::default().repo(repo).tag(tag).build();
+            let opts = TagImageOptionsBuilder::default()
+                .repo(repo)
+                .tag(tag)
+                .build();
             self.docker
                 .tag_image(&build.image, Some(opts))
                 .await
@@ -99,6 +104,9 @@ mod tests {
     fn an_image_name_splits_into_repo_and_tag_past_a_registry_port() {
         assert_eq!(split_tag("erni/backend"), ("erni/backend", "latest"));
         assert_eq!(split_tag("erni/backend:v2"), ("erni/backend", "v2"));
-        assert_eq!(split_tag("reg:5000/erni/backend"), ("reg:5000/erni/backend", "latest"));
+        assert_eq!(
+            split_tag("reg:5000/erni/backend"),
+            ("reg:5000/erni/backend", "latest")
+        );
     }
 }

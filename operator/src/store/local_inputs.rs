@@ -52,7 +52,11 @@ fn context_digest(ctx: &Path, dockerfile: &str) -> Result<String, String> {
 
 /// What may change a local stack's project without its manifest changing: each referenced
 /// file's size and modification time, each context's files' too.
-pub type Stamp = Vec<(PathBuf, Option<(u64, Option<SystemTime>)>, crate::build_context::Stamp)>;
+pub type Stamp = Vec<(
+    PathBuf,
+    Option<(u64, Option<SystemTime>)>,
+    crate::build_context::Stamp,
+)>;
 
 /// Stamps the files `refs` names; cheap enough for every poll (no content is read).
 pub fn stamp(refs: &References) -> Stamp {
