@@ -309,3 +309,25 @@ async fn a_build_stack_is_built_once_and_rebuilt_when_its_context_changes() {
     );
     exec_until(&name, &["cat", "/version.txt"], "v2");
 }
+
+#[tokio::test]
+async fn a_recreate_cut_off_between_remove_and_create_converges_under_the_same_name() {
+    let h = Harness::new("cname-cut");
+    let name = format!("swt-cut-{}", std::process::id());
+    let compose = |v: &str| {
+        format!(
+            "services:\n  box:\n    image: {BASE_IMAGE}\n    pull_policy: never\n    container_name: {name}\n    command: [sleep, infinity]\n    environment: {{VERSION: \"{v}\"}}\n"
+        )
+    };
+    h.apply(h.spec(&compose("1")));
+    h.until_ready(TIMEOUT).await;
+    // The config changes, and the operator is killed right after removing the old container,
+    // before creating the new one: the state a cut-off recreate leaves.
+    h.apply(h.spec(&compose("2")));
+    docker(&["rm", "-f", &name]);
+    h.until("the container back under its name", TIMEOUT, |h| {
+        exec(&name, &["printenv", "VERSION"]).is_ok_and(|v| v == "2") && h.containers().len() == 1
+    })
+    .await;
+    h.until_ready(TIMEOUT).await;
+}
