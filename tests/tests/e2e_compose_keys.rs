@@ -210,20 +210,20 @@ async fn env_file_values_reach_the_container_stay_out_of_state_and_an_edit_recre
     }
 }
 
-/// Removes the images the build test made, by repository.
-struct BuiltImages(String);
+/// Removes the images the build test made (project, repository). Dropped before the Harness,
+/// so it removes the project's containers first: an image a container uses cannot be removed.
+struct BuiltImages(String, String);
 
 impl Drop for BuiltImages {
     fn drop(&mut self) {
+        stackwarden_tests::harness::remove_project(&self.0);
         let out = Command::new("docker")
-            .args(["images", "-q", &self.0])
+            .args(["images", "--format", "{{.Repository}}:{{.Tag}}", &self.1])
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
-        let mut ids: Vec<&str> = out.lines().collect();
-        ids.dedup();
-        for id in ids {
-            let _ = Command::new("docker").args(["rmi", "-f", id]).output();
+        for reference in out.lines() {
+            let _ = Command::new("docker").args(["rmi", reference]).output();
         }
     }
 }
@@ -240,7 +240,10 @@ fn built_events(driver: &LocalDriver) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_build_stack_is_built_once_and_rebuilt_when_its_context_changes() {
     let h = Harness::new("build");
-    let _images = BuiltImages(format!("stackwarden-build/{}-box", h.project));
+    let _images = BuiltImages(
+        h.project.clone(),
+        format!("stackwarden-build/{}-box", h.project),
+    );
     let name = format!("swt-build-{}", std::process::id());
     let compose = |v: &str| {
         format!(
