@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod backup;
+pub mod build_context;
 pub mod cli;
 pub mod compose;
 pub mod controller;

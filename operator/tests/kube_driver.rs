@@ -42,7 +42,7 @@ const SCENARIO_TIMEOUT: Duration = Duration::from_secs(60);
 // Fixtures
 // ---------------------------------------------------------------------------------------------
 
-/// A compose file the operator refuses: `build:` is not supported. The secret is used the way
+/// A compose file the operator refuses: `build:` is not supported in a cluster. The secret is used the way
 /// real stacks use one (environment, a command line, a connection string).
 fn invalid_compose() -> String {
     r#"services:

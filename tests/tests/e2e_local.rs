@@ -158,10 +158,10 @@ async fn bad_input_gives_a_condition_and_leaves_running_containers_alone() {
                 s.compose.file = s
                     .compose
                     .file
-                    .replace("pull_policy: never", "pull_policy: never\n    build: ./app")
+                    .replace("pull_policy: never", "pull_policy: never\n    scale: 2")
             }),
             Reason::UnsupportedComposeKey,
-            "services.cache.build",
+            "services.cache.scale",
         ),
         (
             "unknown health service",

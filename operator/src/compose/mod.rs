@@ -8,6 +8,7 @@
 
 mod compose_v1;
 mod interpolate;
+mod local;
 mod model;
 mod translate;
 pub mod warnings;
@@ -15,6 +16,7 @@ pub mod warnings;
 use std::collections::BTreeMap;
 
 pub use interpolate::{interpolate, InterpolationError};
+pub use local::{build_tag, parse_env_file, LocalInputs, Origin, References};
 pub use model::*;
 
 use crate::api::{Reason, ServiceStack};
@@ -36,15 +38,77 @@ impl SpecError {
     }
 }
 
-/// Builds the project a stack asks for. Pure: no Docker, no clock.
+/// Builds the project a stack in a cluster asks for. Pure: no Docker, no clock.
 ///
 /// Error messages quote the compose file, and after interpolation the file holds the values of
 /// `spec.variables`: every one of them is masked out of the message, whichever check failed.
 pub fn load(stack: &ServiceStack) -> Result<Project, SpecError> {
-    load_unmasked(stack).map_err(|mut e| {
-        e.message = mask(&e.message, &stack.spec.variables, &[]);
+    load_from(stack, Origin::Cluster)
+}
+
+/// Builds the project of a stack read from a manifest file by `stackwarden local`, with what
+/// the edge read of the env files and build contexts its compose file names (see
+/// [`references`]). Values of env files are masked out of errors like variables are.
+pub fn load_local(stack: &ServiceStack, inputs: &LocalInputs) -> Result<Project, SpecError> {
+    load_from(stack, Origin::Local(inputs))
+}
+
+fn load_from(stack: &ServiceStack, origin: Origin<'_>) -> Result<Project, SpecError> {
+    load_unmasked(stack, origin).map_err(|mut e| {
+        e.message = mask(&e.message, &secrets(stack, origin), &[]);
         e
     })
+}
+
+/// Every value an error must not show: the variables, and in local mode each env file's values.
+fn secrets(stack: &ServiceStack, origin: Origin<'_>) -> BTreeMap<String, String> {
+    let mut all = stack.spec.variables.clone();
+    if let Origin::Local(inputs) = origin {
+        let values = inputs
+            .env_files
+            .values()
+            .filter_map(|t| t.as_ref().ok())
+            .filter_map(|t| parse_env_file(t).ok())
+            .flatten();
+        for (i, (_, v)) in values.enumerate() {
+            all.insert(format!("\0env{i}"), v);
+        }
+    }
+    all
+}
+
+/// The env files and build contexts a local stack's compose file names, resolved against
+/// `dir` (the manifest file's directory), for the edge to read. A compose file that does not
+/// parse names nothing; [`load_local`] then says what is wrong with it.
+pub fn references(stack: &ServiceStack, dir: &std::path::Path) -> References {
+    let Ok(mut doc) = parsed(stack) else {
+        return References::default();
+    };
+    match local::take_extras(&mut doc) {
+        Ok(extras) => local::references_of(&extras, dir),
+        Err(_) => References::default(),
+    }
+}
+
+/// The compose file, parsed and interpolated.
+fn parsed(stack: &ServiceStack) -> Result<serde_yaml::Value, SpecError> {
+    let mut doc: serde_yaml::Value =
+        serde_yaml::from_str(&stack.spec.compose.file).map_err(|e| {
+            SpecError::new(
+                Reason::MalformedCompose,
+                format!("spec.compose.file is not valid YAML: {e}"),
+            )
+        })?;
+    interpolate::interpolate_value(&mut doc, &stack.spec.variables).map_err(|e| {
+        let reason = match e {
+            InterpolationError::Missing { .. } | InterpolationError::Required { .. } => {
+                Reason::MissingVariable
+            }
+            InterpolationError::Syntax { .. } => Reason::MalformedCompose,
+        };
+        SpecError::new(reason, format!("spec.compose.file: {e}"))
+    })?;
+    Ok(doc)
 }
 
 /// Replaces each variable value with `<redacted>`, longest first so one value inside another is
@@ -65,27 +129,15 @@ pub(crate) fn mask(message: &str, variables: &BTreeMap<String, String>, always: 
         .fold(message.to_owned(), |m, v| m.replace(v, "<redacted>"))
 }
 
-fn load_unmasked(stack: &ServiceStack) -> Result<Project, SpecError> {
+fn load_unmasked(stack: &ServiceStack, origin: Origin<'_>) -> Result<Project, SpecError> {
     let project = stack.project_name();
     validate_project_name(&project)?;
-    let mut doc: serde_yaml::Value =
-        serde_yaml::from_str(&stack.spec.compose.file).map_err(|e| {
-            SpecError::new(
-                Reason::MalformedCompose,
-                format!("spec.compose.file is not valid YAML: {e}"),
-            )
-        })?;
-    interpolate::interpolate_value(&mut doc, &stack.spec.variables).map_err(|e| {
-        let reason = match e {
-            InterpolationError::Missing { .. } | InterpolationError::Required { .. } => {
-                Reason::MissingVariable
-            }
-            InterpolationError::Syntax { .. } => Reason::MalformedCompose,
-        };
-        SpecError::new(reason, format!("spec.compose.file: {e}"))
-    })?;
-    translate::check_supported_keys(&doc)?;
+    let mut doc = parsed(stack)?;
+    // docker-compose's view of each service is taken with every key it has: compose_v1 falls
+    // back to the operator's own hash for keys it does not reproduce (env_file, build).
     let services_doc = doc.get("services").cloned();
+    let extras = local::take_extras(&mut doc)?;
+    translate::check_supported_keys(&doc)?;
     let compose: compose_spec::Compose = serde_yaml::from_value(doc).map_err(|e| {
         SpecError::new(
             Reason::MalformedCompose,
@@ -93,6 +145,7 @@ fn load_unmasked(stack: &ServiceStack) -> Result<Project, SpecError> {
         )
     })?;
     let mut project = translate::project(&project, compose)?;
+    apply_extras(&mut project, &extras, origin)?;
     attach_compose_v1(&mut project, services_doc.as_ref());
     for (i, entry) in stack.spec.maintenance.restarts.iter().enumerate() {
         if project.service(&entry.service).is_none() {
@@ -129,6 +182,43 @@ fn load_unmasked(stack: &ServiceStack) -> Result<Project, SpecError> {
         }
     }
     Ok(project)
+}
+
+/// Applies `container_name`, `env_file` and `build` to the translated services.
+fn apply_extras(
+    project: &mut Project,
+    extras: &BTreeMap<String, local::Extras>,
+    origin: Origin<'_>,
+) -> Result<(), SpecError> {
+    let name = project.name.clone();
+    for svc in &mut project.services {
+        let Some(e) = extras.get(&svc.name) else {
+            continue;
+        };
+        let applied = local::resolve(&name, &svc.name, e, &svc.image, origin)?;
+        svc.fixed_name = applied.container_name;
+        // Compose's order: env files first, `environment:` over them.
+        for (k, v) in applied.env {
+            svc.environment.0.entry(k).or_insert(v);
+        }
+        if let Some(b) = applied.build {
+            svc.image = b.image.clone();
+            svc.pull_policy = PullPolicy::Never;
+            svc.build = Some(b);
+        }
+    }
+    let mut names: BTreeMap<&str, &str> = BTreeMap::new();
+    for svc in &project.services {
+        if let Some(fixed) = &svc.fixed_name {
+            if let Some(other) = names.insert(fixed, &svc.name) {
+                return Err(SpecError::new(
+                    Reason::InvalidField,
+                    format!("spec.compose.file: services {other} and {} both set container_name {fixed:?}; container names must be unique", svc.name),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Gives each service docker-compose 1.29's view of it (see [`compose_v1`]).
@@ -535,5 +625,152 @@ volumes:
         assert!(load(&s).is_ok());
         s.spec.health.restart.max_restarts_per_hour = 0;
         assert_eq!(load(&s).unwrap_err().reason, Reason::InvalidField);
+    }
+
+    fn local(env: &[(&str, Result<&str, &str>)], contexts: &[(&str, &str)]) -> LocalInputs {
+        LocalInputs {
+            dir: "/m".into(),
+            env_files: env
+                .iter()
+                .map(|(p, r)| (p.into(), r.map(str::to_owned).map_err(str::to_owned)))
+                .collect(),
+            contexts: contexts
+                .iter()
+                .map(|(p, d)| (p.into(), Ok(d.to_string())))
+                .collect(),
+        }
+    }
+
+    const RUNBOOK: &str = r#"
+services:
+  backend:
+    build: {context: ./backend, args: {V: "1"}}
+    container_name: tria_aibpo_backend
+    env_file: [.env, /etc/erni/extra.env]
+    environment: {LOG_LEVEL: debug}
+  postgres:
+    image: stackwarden-test/postgres:15
+    container_name: erni-postgres
+"#;
+
+    #[test]
+    fn local_env_files_merge_under_environment_and_later_files_win() {
+        let inputs = local(
+            &[
+                (
+                    "/m/.env",
+                    Ok("PGPASSWORD=from-env-file\nLOG_LEVEL=info\nA=1\n"),
+                ),
+                ("/etc/erni/extra.env", Ok("A=2\n")),
+            ],
+            &[("/m/./backend", "digest")],
+        );
+        let p = load_local(&stack(RUNBOOK, &[]), &inputs).unwrap();
+        let b = p.service("backend").unwrap();
+        assert_eq!(b.environment.0["PGPASSWORD"], "from-env-file");
+        assert_eq!(b.environment.0["LOG_LEVEL"], "debug");
+        assert_eq!(b.environment.0["A"], "2");
+        assert_eq!(b.container_name("demo"), "tria_aibpo_backend");
+        assert_eq!(
+            p.service("postgres").unwrap().container_name("demo"),
+            "erni-postgres"
+        );
+        let build = b.build.as_ref().unwrap();
+        assert_eq!(b.image, build.image);
+        assert!(b.image.starts_with("stackwarden-build/demo-backend:"));
+        assert_eq!(build.also_tag, None);
+        assert!(!format!("{p:?}").contains("from-env-file"));
+    }
+
+    #[test]
+    fn a_changed_env_file_or_context_changes_the_config_hash() {
+        let hash = |env: &str, digest: &str| {
+            let inputs = local(
+                &[("/m/.env", Ok(env)), ("/etc/erni/extra.env", Ok(""))],
+                &[("/m/./backend", digest)],
+            );
+            load_local(&stack(RUNBOOK, &[]), &inputs)
+                .unwrap()
+                .service("backend")
+                .unwrap()
+                .config_hash()
+        };
+        assert_eq!(hash("X=1", "d1"), hash("X=1", "d1"));
+        assert_ne!(hash("X=1", "d1"), hash("X=2", "d1"));
+        assert_ne!(hash("X=1", "d1"), hash("X=1", "d2"));
+        assert!(!hash("X=secret-value", "d1").contains("secret-value"));
+    }
+
+    #[test]
+    fn a_missing_env_file_is_named_and_env_values_stay_out_of_errors() {
+        let inputs = local(
+            &[
+                ("/m/.env", Err("No such file or directory (os error 2)")),
+                ("/etc/erni/extra.env", Ok("")),
+            ],
+            &[("/m/./backend", "d")],
+        );
+        let err = load_local(&stack(RUNBOOK, &[]), &inputs).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidField);
+        assert!(err.message.contains("/m/.env"), "{}", err.message);
+
+        let file = "services: {a: {image: x, env_file: .env, command: \"${NOPE}\"}}";
+        let inputs = local(&[("/m/.env", Ok("PW=s3cret-in-file"))], &[]);
+        let mut s = stack(file, &[]);
+        s.spec.compose.file = file.replace("${NOPE}", "s3cret-in-file ${NOPE}");
+        let err = load_local(&s, &inputs).unwrap_err();
+        assert!(!err.message.contains("s3cret-in-file"), "{}", err.message);
+    }
+
+    #[test]
+    fn in_a_cluster_env_file_and_build_say_what_to_use_instead_and_container_name_works() {
+        let err = load(&stack("services: {a: {image: x, env_file: .env}}", &[])).unwrap_err();
+        assert_eq!(err.reason, Reason::UnsupportedComposeKey);
+        assert!(err.message.contains("variablesFrom"), "{}", err.message);
+        let err = load(&stack("services: {a: {build: .}}", &[])).unwrap_err();
+        assert!(err.message.contains("push"), "{}", err.message);
+        let p = load(&stack(
+            "services: {a: {image: x, container_name: erni-a}}",
+            &[],
+        ))
+        .unwrap();
+        assert_eq!(p.services[0].container_name("demo"), "erni-a");
+    }
+
+    #[test]
+    fn two_services_with_one_container_name_are_refused() {
+        let err = load(&stack(
+            "services: {a: {image: x, container_name: same}, b: {image: x, container_name: same}}",
+            &[],
+        ))
+        .unwrap_err();
+        assert!(err.message.contains("\"same\""), "{}", err.message);
+    }
+
+    #[test]
+    fn a_build_with_an_image_is_also_tagged_as_that_image() {
+        let inputs = local(&[], &[("/m/.", "d")]);
+        let p = load_local(
+            &stack("services: {a: {image: erni/backend:v2, build: .}}", &[]),
+            &inputs,
+        )
+        .unwrap();
+        let a = &p.services[0];
+        assert!(a.image.starts_with("stackwarden-build/demo-a:"));
+        assert_eq!(
+            a.build.as_ref().unwrap().also_tag.as_deref(),
+            Some("erni/backend:v2")
+        );
+    }
+
+    #[test]
+    fn existing_services_keep_their_config_hash() {
+        // Containers created before these keys existed must not all be recreated on upgrade.
+        let p = load(&stack("services: {a: {image: x}}", &[])).unwrap();
+        let json = serde_json::to_string(&p.services[0]).unwrap();
+        assert!(
+            !json.contains("fixed_name") && !json.contains("build"),
+            "{json}"
+        );
     }
 }

@@ -95,6 +95,43 @@ pub struct ServiceSpec {
     pub tty: bool,
     pub stdin_open: bool,
     pub extra_hosts: Vec<String>,
+    /// `container_name:`: the container is named exactly so, instead of `<project>-<service>-1`.
+    /// Left out of the hash when unset, so containers created before it existed keep theirs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_name: Option<String>,
+    /// `build:` (local mode only): `image` is then the build's content tag, which already stands
+    /// for everything here, so the build itself stays out of the config hash.
+    #[serde(skip)]
+    pub build: Option<BuildSpec>,
+}
+
+/// How to build a service's image, resolved: absolute context, and the tag its content gives.
+#[derive(Clone, PartialEq)]
+pub struct BuildSpec {
+    /// `stackwarden-build/<project>-<service>:<12 hex of content, Dockerfile, args, target>`.
+    pub image: String,
+    pub context: std::path::PathBuf,
+    /// Path of the Dockerfile inside the context.
+    pub dockerfile: String,
+    /// Build args; may hold variable values, so never logged.
+    pub args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    /// The service's `image:` when it has one besides `build:`: the build is tagged so too, as
+    /// `docker-compose build` does, so the runbooks' `docker run IMAGE` finds the latest build.
+    pub also_tag: Option<String>,
+}
+
+impl fmt::Debug for BuildSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Build args are often tokens: their names only.
+        f.debug_struct("BuildSpec")
+            .field("image", &self.image)
+            .field("context", &self.context)
+            .field("dockerfile", &self.dockerfile)
+            .field("args", &self.args.keys().collect::<Vec<_>>())
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServiceSpec {
@@ -114,10 +151,13 @@ impl ServiceSpec {
             .map_or_else(|| self.config_hash(), |c| c.hash(image_id))
     }
 
-    /// Docker container name, in Compose v2 style so `docker compose` and `docker-compose` both
-    /// recognise it.
+    /// Docker container name: `container_name:` when given, else in Compose v2 style so
+    /// `docker compose` and `docker-compose` both recognise it.
     pub fn container_name(&self, project: &str) -> String {
-        format!("{project}-{}-1", self.name)
+        match &self.fixed_name {
+            Some(name) => name.clone(),
+            None => format!("{project}-{}-1", self.name),
+        }
     }
 }
 

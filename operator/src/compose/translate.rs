@@ -116,9 +116,7 @@ fn check_keys(map: &serde_yaml::Mapping, allowed: &[&str], prefix: &str) -> Resu
             continue;
         }
         let hint = match key.as_str() {
-            "build" => " (no image is built by the operator: build and load it, then set `image:`)",
-            "env_file" => " (the compose file is inline: move the values to `environment:` and spec.variables)",
-            "container_name" => " (container names are derived from the project; remove it)",
+            "scale" => " (one container per service; `container_name` and the probes rely on it)",
             _ => "",
         };
         return Err(SpecError::new(
@@ -361,6 +359,8 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, SpecError> {
             tty: svc.tty,
             stdin_open: svc.stdin_open,
             extra_hosts: svc.extra_hosts.iter().map(|(h, ip)| format!("{h}:{ip}")).collect(),
+            fixed_name: None,
+            build: None,
         });
     }
 

@@ -271,7 +271,20 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
         }
         Err(message) => return invalid(ctx, &mut stack, Reason::SecretNotFound, message).await,
     }
-    let project = match compose::load(&stack) {
+    let loaded = match ctx.store.manifest_dir(&stack) {
+        None => compose::load(&stack),
+        Some(dir) => {
+            // Reading env files and hashing build contexts is blocking file I/O.
+            let for_read = stack.clone();
+            let inputs = tokio::task::spawn_blocking(move || {
+                crate::store::local_inputs::gather(&for_read, &dir)
+            })
+            .await
+            .unwrap_or_default();
+            compose::load_local(&stack, &inputs)
+        }
+    };
+    let project = match loaded {
         Ok(p) => p,
         Err(e) => return invalid(ctx, &mut stack, e.reason, e.message).await,
     };
@@ -803,7 +816,9 @@ pub async fn converge(
             // Told once through Progressing (ApplyFailed), not at every retry.
             Err(e) => {
                 let service = action.service().unwrap_or("*").to_owned();
-                failures.push((service, e.to_string()));
+                // A build's output can echo its args, which may carry variable values.
+                let message = compose::mask(&e.to_string(), &stack.spec.variables, &[]);
+                failures.push((service, message));
                 if action.service().is_none() {
                     break;
                 }
@@ -850,6 +865,10 @@ async fn act(
             })?;
             ("ImagePulled", "Pull")
         }
+        Action::BuildImage { build, .. } => {
+            engine.build_image(build).await?;
+            ("ImageBuilt", "Build")
+        }
         Action::Create { service } => {
             let id = engine
                 .create_container(svc(service), owner, revision, spec_hash)
@@ -861,6 +880,9 @@ async fn act(
             engine.start_container(id).await?;
             ("Started", "Start")
         }
+        // The old container goes first: with `container_name` the new one needs its name, and
+        // the default name is fixed too. Killed between the two, the next pass finds no
+        // container for the service and plans a Create: the same end, nothing duplicated.
         Action::Recreate { service, old_id } => {
             let s = svc(service);
             engine
@@ -890,6 +912,11 @@ fn describe(action: &Action) -> String {
         Action::CreateNetwork(n) => format!("network {}: create", n.name),
         Action::CreateVolume(v) => format!("volume {}: create", v.name),
         Action::PullImage { service, image } => format!("service {service}: pull image {image}"),
+        Action::BuildImage { service, build } => format!(
+            "service {service}: build image {} from {}",
+            build.image,
+            build.context.display()
+        ),
         Action::Create { service } => format!("service {service}: create and start its container"),
         Action::Start { service, id } => format!(
             "service {service}: start container {}",

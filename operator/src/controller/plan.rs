@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use crate::api::{ContainerHealth, ContainerState, Reason};
 use crate::compose::{
-    DependencyCondition, NetworkSpec, Project, PullPolicy, ServiceSpec, VolumeSpec,
+    BuildSpec, DependencyCondition, NetworkSpec, Project, PullPolicy, ServiceSpec, VolumeSpec,
 };
 use crate::docker::{Claim, Observed, ObservedContainer};
 
@@ -20,6 +20,11 @@ pub enum Action {
     PullImage {
         service: String,
         image: String,
+    },
+    /// Build the service's image from its context (local mode), tagged by the context's content.
+    BuildImage {
+        service: String,
+        build: BuildSpec,
     },
     /// Create and start the service's container.
     Create {
@@ -48,6 +53,7 @@ impl Action {
         match self {
             Action::CreateNetwork(_) | Action::CreateVolume(_) => None,
             Action::PullImage { service, .. }
+            | Action::BuildImage { service, .. }
             | Action::Create { service }
             | Action::Start { service, .. }
             | Action::Recreate { service, .. }
@@ -213,6 +219,15 @@ pub fn plan_claimed(
         if !matches!(change, Action::Start { .. }) {
             let present = observed.images.contains(&svc.image);
             match svc.pull_policy {
+                // The tag is the content's: present means built from this very context.
+                _ if svc.build.is_some() => {
+                    if let Some(build) = svc.build.as_ref().filter(|_| !present) {
+                        out.actions.push(Action::BuildImage {
+                            service: svc.name.clone(),
+                            build: build.clone(),
+                        });
+                    }
+                }
                 PullPolicy::Never if !present => {
                     blocked.insert(svc.name.clone());
                     out.blocked.push(Hold {
@@ -315,7 +330,8 @@ fn unmet_dependency(
 ) -> Option<String> {
     for dep in &svc.depends_on {
         let touched = planned.iter().any(|a| {
-            a.service() == Some(dep.service.as_str()) && !matches!(a, Action::PullImage { .. })
+            a.service() == Some(dep.service.as_str())
+                && !matches!(a, Action::PullImage { .. } | Action::BuildImage { .. })
         });
         let container = observed.containers.iter().find(|c| {
             c.service == dep.service

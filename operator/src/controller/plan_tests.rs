@@ -1414,3 +1414,53 @@ fn network_and_volume_actions_belong_to_no_single_service() {
     assert_eq!(create("db").service(), Some("db"));
     assert_eq!(pull(&p, "db").service(), Some("db"));
 }
+
+/// A local project whose service `app` is built from a context whose digest is `digest`.
+fn built(digest: &str) -> Project {
+    let stack = stack_with(
+        "services:\n  app:\n    build: ./app\n    container_name: erni-app\n",
+        serde_json::json!({}),
+    );
+    let inputs = compose::LocalInputs {
+        dir: "/m".into(),
+        env_files: Default::default(),
+        contexts: [("/m/./app".into(), Ok(digest.to_owned()))].into(),
+    };
+    compose::load_local(&stack, &inputs).expect("test compose file is valid")
+}
+
+#[test]
+fn a_build_whose_tag_is_missing_is_built_before_its_container_is_created() {
+    let p = built("one");
+    let plan = plan(&p, &bare_engine(), UID);
+    let build = p.service("app").unwrap().build.clone().unwrap();
+    assert_eq!(
+        actions_for(&plan, "app"),
+        [
+            &Action::BuildImage {
+                service: "app".into(),
+                build
+            },
+            &create("app")
+        ]
+    );
+}
+
+#[test]
+fn an_unchanged_context_is_not_rebuilt_and_a_changed_one_is_rebuilt_and_recreated() {
+    let before = built("one");
+    let running_one = engine_running(&before, vec![running(&before, "app")]);
+    assert!(plan(&before, &running_one, UID).actions.is_empty());
+    let after = built("two");
+    let plan = plan_after(&after, &running_one, UID, &before, 1);
+    let c = running(&before, "app");
+    assert!(
+        matches!(
+            actions_for(&plan, "app")[..],
+            [Action::BuildImage { .. }, Action::Recreate { .. }]
+        ),
+        "{:#?}",
+        plan.actions
+    );
+    assert_eq!(actions_for(&plan, "app")[1], &recreate(&c));
+}

@@ -3,6 +3,7 @@
 //! here, so a restarted operator rebuilds its view from Docker alone.
 
 mod archive;
+mod build;
 mod create;
 mod stream;
 
@@ -20,7 +21,7 @@ use futures::StreamExt;
 use tokio::sync::Mutex;
 
 use crate::api::{ContainerHealth, ContainerState};
-use crate::compose::{NetworkSpec, ServiceSpec, VolumeSpec};
+use crate::compose::{BuildSpec, NetworkSpec, ServiceSpec, VolumeSpec};
 
 /// Labels docker-compose itself writes and reads; `docker-compose -p NAME ps` finds containers by them.
 pub mod labels {
@@ -254,6 +255,9 @@ pub trait Engine: Send + Sync {
     async fn create_network(&self, net: &NetworkSpec, owner: &Owner) -> Result<(), EngineError>;
     async fn create_volume(&self, vol: &VolumeSpec, owner: &Owner) -> Result<(), EngineError>;
     async fn pull_image(&self, image: &str) -> Result<(), EngineError>;
+    /// Builds a service's image from its context and tags it `build.image` (and
+    /// `build.also_tag`); the error holds the end of the build's output.
+    async fn build_image(&self, build: &BuildSpec) -> Result<(), EngineError>;
     /// Creates (not starts) the container; returns its id.
     async fn create_container(
         &self,
@@ -568,6 +572,10 @@ impl Engine for BollardEngine {
         Ok(())
     }
 
+    async fn build_image(&self, build: &BuildSpec) -> Result<(), EngineError> {
+        self.build(build).await
+    }
+
     async fn create_container(
         &self,
         svc: &ServiceSpec,
@@ -584,12 +592,23 @@ impl Engine for BollardEngine {
             .await?
             .remove(&svc.image);
         let body = create::container_body(svc, owner, revision, spec_hash, image_id.as_deref());
-        let id = self
-            .docker
-            .create_container(Some(opts), body)
-            .await
-            .map_err(self.err(format!("creating container {name}")))?
-            .id;
+        let id = match self.docker.create_container(Some(opts), body).await {
+            Ok(created) => created.id,
+            // The planner removes this stack's own container before creating its successor,
+            // so a name still taken belongs to someone else: say whose and what to do.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => {
+                return Err(EngineError::Api {
+                    context: format!("creating container {name} for service {}", svc.name),
+                    status: Some(409),
+                    message: format!(
+                        "the name {name} is already used by a container this stack does not manage; remove or rename that container (docker rm / docker rename), or change container_name"
+                    ),
+                })
+            }
+            Err(e) => return Err(self.err(format!("creating container {name}"))(e)),
+        };
         // API 1.41 takes one network at create time; the rest are connected before start.
         for net in svc.networks.iter().skip(1) {
             let req = bollard::models::NetworkConnectRequest {

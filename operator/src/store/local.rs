@@ -319,6 +319,17 @@ impl Store for LocalStore {
         }
     }
 
+    fn manifest_dir(&self, stack: &ServiceStack) -> Option<PathBuf> {
+        let (ns, name) = names(stack);
+        let record = self.load(&ns, &name).ok().flatten()?;
+        Some(
+            record
+                .source
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_owned),
+        )
+    }
+
     async fn record(&self, stack: &ServiceStack, event: &StackEvent) -> Result<(), StoreError> {
         let (ns, name) = names(stack);
         let dir = self.dir(&ns, &name);
@@ -716,6 +727,9 @@ struct Driver {
     requests: BTreeMap<Key, BTreeMap<String, String>>,
     /// The problems of the manifest files as last logged and saved (none yet: not saved).
     problems: Option<Problems>,
+    /// The env files and build contexts each stack's compose file names, stamped when the
+    /// stack was last reconciled: an edit to one makes the stack due, its manifest unchanged.
+    inputs: BTreeMap<Key, (crate::compose::References, super::local_inputs::Stamp)>,
 }
 
 impl Driver {
@@ -759,6 +773,7 @@ impl Driver {
         // would change nothing (and was most of an idle operator's CPU).
         let mut files = fingerprint(path);
         files.extend(fingerprint(&store.requests_stamp()));
+        self.due_on_edited_inputs();
         let nothing_due = self.next_due().is_none_or(|t| t > Instant::now());
         if let Some((last, ready)) = &self.last {
             if *last == files && nothing_due && self.unreadable.is_empty() {
@@ -768,6 +783,17 @@ impl Driver {
         let all_ready = self.full_pass(store, ctx, path).await;
         self.last = Some((files, all_ready));
         all_ready
+    }
+
+    /// Makes due now each stack whose env files or build context changed since it was last
+    /// reconciled.
+    fn due_on_edited_inputs(&mut self) {
+        let now = Instant::now();
+        for (key, (refs, stamp)) in &self.inputs {
+            if super::local_inputs::stamp(refs) != *stamp {
+                self.due.insert(key.clone(), now);
+            }
+        }
     }
 
     async fn full_pass(&mut self, store: &LocalStore, ctx: &Context, path: &Path) -> bool {
@@ -804,6 +830,7 @@ impl Driver {
         // the past, and the loop would spin without a pause.
         self.due.retain(|key, _| valid.contains(key));
         self.tell_problems(store, problems);
+        self.inputs.retain(|key, _| valid.contains(key));
         all_ready &= self.delete_missing(store, ctx, &seen, &unreadable).await;
         all_ready
     }
@@ -939,6 +966,11 @@ impl Driver {
             self.requests
                 .insert(key.clone(), record.annotations.clone());
             let stack = record.to_stack();
+            // Stamped before the reconcile reads them: an edit in between is seen next poll.
+            let dir = file.parent().unwrap_or(Path::new("."));
+            let refs = crate::compose::references(&stack, dir);
+            let stamp = super::local_inputs::stamp(&refs);
+            self.inputs.insert(key.clone(), (refs, stamp));
             match controller::reconcile(&stack, &record.uid, ctx).await {
                 Ok(r) => {
                     self.due.insert(key.clone(), Instant::now() + r.0);

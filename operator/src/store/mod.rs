@@ -3,6 +3,7 @@
 
 pub mod kube;
 pub mod local;
+pub mod local_inputs;
 pub mod private;
 
 use std::collections::BTreeMap;
@@ -50,6 +51,11 @@ pub trait Store: Send + Sync {
         &self,
         stack: &ServiceStack,
     ) -> Result<BTreeMap<String, String>, String>;
+    /// The directory of the manifest file the stack was read from: relative `env_file` and
+    /// `build` paths are taken from it. None in a cluster, where the compose file is inline.
+    fn manifest_dir(&self, _stack: &ServiceStack) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,77 @@
+//! The local driver's edge for the files a compose file names outside itself: env files and
+//! build contexts, relative to the manifest file's directory. Reads them for
+//! [`crate::compose::load_local`] (which decides everything on what was read), and stamps them
+//! (sizes and modification times) so the poll notices an edit without reading content.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::api::ServiceStack;
+use crate::compose::{self, LocalInputs, References};
+
+/// Reads the env files and digests the build contexts `stack`'s compose file names. Errors are
+/// kept per file (the I/O error's text names no content) for `load_local` to report.
+pub fn gather(stack: &ServiceStack, dir: &Path) -> LocalInputs {
+    let refs = compose::references(stack, dir);
+    LocalInputs {
+        dir: dir.to_owned(),
+        env_files: refs
+            .env_files
+            .into_iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(&f).map_err(|e| e.to_string());
+                (f, text)
+            })
+            .collect(),
+        contexts: refs
+            .contexts
+            .into_iter()
+            .map(|(ctx, dockerfile)| {
+                let digest = context_digest(&ctx, &dockerfile);
+                (ctx, digest)
+            })
+            .collect(),
+    }
+}
+
+fn context_digest(ctx: &Path, dockerfile: &str) -> Result<String, String> {
+    let digest = crate::build_context::digest(ctx).map_err(|e| e.to_string())?;
+    // The Dockerfile is sent inside the context; one `.dockerignore` left out cannot be built.
+    let listed = crate::build_context::files(ctx)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .any(|f| f.rel == dockerfile.trim_start_matches("./"));
+    if listed {
+        Ok(digest)
+    } else {
+        Err(format!(
+            "it has no {dockerfile} (or .dockerignore leaves it out); the Dockerfile must be inside the context"
+        ))
+    }
+}
+
+/// What may change a local stack's project without its manifest changing: each referenced
+/// file's size and modification time, each context's files' too.
+pub type Stamp = Vec<(
+    PathBuf,
+    Option<(u64, Option<SystemTime>)>,
+    crate::build_context::Stamp,
+)>;
+
+/// Stamps the files `refs` names; cheap enough for every poll (no content is read).
+pub fn stamp(refs: &References) -> Stamp {
+    let file = |f: &Path| {
+        std::fs::metadata(f)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok()))
+    };
+    let mut out: Stamp = refs
+        .env_files
+        .iter()
+        .map(|f| (f.clone(), file(f), Vec::new()))
+        .collect();
+    for (ctx, _) in &refs.contexts {
+        out.push((ctx.clone(), None, crate::build_context::stamp(ctx)));
+    }
+    out
+}
