@@ -860,6 +860,36 @@ async fn a_service_removed_from_the_compose_file_is_removed_from_status() {
     .await;
 }
 
+/// The hold annotation, as `kubectl annotate sst shop hold.stackwarden.dev/web="by=alice"` sets
+/// it, reaches the status the driver patches: who holds the service, and Ready says why.
+#[tokio::test]
+async fn a_hold_annotation_is_in_the_status_patch_with_who_holds_the_service() {
+    within(async {
+        let project = format!("swkubehold{}", std::process::id());
+        let mut spec = json!({
+            "compose": { "projectName": project, "file": "services:\n  web:\n    image: stackwarden-test/demo-app:latest\n" },
+            "suspend": true,
+        });
+        spec["docker"] = json!({ "host": stackwarden::api::DEFAULT_DOCKER_HOST });
+        let mut object = stack_json(spec, &[FINALIZER], false);
+        object["metadata"]["annotations"] = json!({ "hold.stackwarden.dev/web": "by=alice" });
+        let sc = Scenario::new(&object);
+        sc.reconcile(&object).await.expect("a suspended pass on the local engine succeeds");
+        let seen = sc.finish().await;
+        let patch = seen
+            .iter()
+            .find(|s| s.is(&Method::PATCH, STATUS_PATH))
+            .unwrap_or_else(|| panic!("no status patch:\n{}", describe(&seen)));
+        let written = assert_status_patch(patch);
+        assert_eq!(written["services"]["web"]["hold"]["by"], "alice", "{written}");
+        assert!(
+            conditions(&written).contains(&cond("Ready", "False", "ServicesHeld")),
+            "{written}"
+        );
+    })
+    .await;
+}
+
 /// `spec.variables` are documented as possibly secret and never to appear in status or events,
 /// and `SpecError` as never holding variable values. Interpolation runs before validation, so an
 /// invalid *interpolated value* would be quoted back in the InvalidSpec message (by stackwarden's

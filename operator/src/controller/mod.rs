@@ -361,7 +361,9 @@ async fn apply(
         publish(ctx, stack, event.clone()).await?;
     }
     let mut outcome = outcome;
-    if !ctx.draining() && hold::act(ctx, stack, project, &claim, &holds, &outcome, engine).await? {
+    // Suspended: holds are recorded and reported, but nothing is stopped or started.
+    let may_act = !ctx.draining() && !stack.spec.suspend;
+    if may_act && hold::act(ctx, stack, project, &claim, &holds, &outcome, engine).await? {
         // What the status reports must be what runs after the stop or start.
         match observe(engine, project).await {
             Ok(o) => outcome.observed = o,
