@@ -817,17 +817,37 @@ async fn a_new_problem_with_the_same_reason_is_reported_with_its_own_note() {
 /// The status is applied whole (server-side apply by its only manager), so a service removed
 /// from the compose file must be absent from what is applied, and nothing else kept of it.
 /// Uses the real engine, read-only (`suspend: true`, a project nobody else uses).
-#[tokio::test]
+/// A suspended stack with one service `web`, in `project` on the local engine (read only).
+fn suspended_web_on_local_engine(project: &str) -> Value {
+    let mut spec = json!({
+        "compose": { "projectName": project, "file": "services:\n  web:\n    image: stackwarden-test/demo-app:latest\n" },
+        "suspend": true,
+    });
+    spec["docker"] = json!({ "host": stackwarden::api::DEFAULT_DOCKER_HOST });
+    stack_json(spec, &[FINALIZER], false)
+}
 
+/// One pass of a suspended stack: the status patch it made, and the status it wrote.
+async fn suspended_pass(object: &Value) -> (Seen, Value) {
+    let sc = Scenario::new(object);
+    sc.reconcile(object)
+        .await
+        .expect("a suspended pass on the local engine succeeds");
+    let seen = sc.finish().await;
+    let patch = seen
+        .iter()
+        .find(|s| s.is(&Method::PATCH, STATUS_PATH))
+        .cloned()
+        .unwrap_or_else(|| panic!("no status patch:\n{}", describe(&seen)));
+    let written = assert_status_patch(&patch);
+    (patch, written)
+}
+
+#[tokio::test]
 async fn a_service_removed_from_the_compose_file_is_removed_from_status() {
     within(async {
         let project = format!("swkubedriver{}", std::process::id());
-        let mut spec = json!({
-            "compose": { "projectName": project, "file": "services:\n  web:\n    image: stackwarden-test/demo-app:latest\n" },
-            "suspend": true,
-        });
-        spec["docker"] = json!({ "host": stackwarden::api::DEFAULT_DOCKER_HOST });
-        let mut object = stack_json(spec, &[FINALIZER], false);
+        let mut object = suspended_web_on_local_engine(&project);
         // What an earlier pass wrote, when the file still had a `worker` service.
         object["status"] = json!({
             "observedGeneration": GENERATION - 1,
@@ -837,19 +857,13 @@ async fn a_service_removed_from_the_compose_file_is_removed_from_status() {
                 "worker": { "state": "running", "restarts": 0 },
             },
         });
-        let sc = Scenario::new(&object);
-        sc.reconcile(&object).await.expect("a suspended pass on the local engine succeeds");
-        let seen = sc.finish().await;
-        let patch = seen
-            .iter()
-            .find(|s| s.is(&Method::PATCH, STATUS_PATH))
-            .unwrap_or_else(|| panic!("no status patch:\n{}", describe(&seen)));
-        let written = assert_status_patch(patch);
+        let (patch, written) = suspended_pass(&object).await;
         assert!(
             conditions(&written).contains(&cond("DockerUnreachable", "False", "EngineReachable")),
             "this test needs the local Docker engine: {written}"
         );
-        let services: BTreeMap<String, Value> = serde_json::from_value(written["services"].clone()).unwrap();
+        let services: BTreeMap<String, Value> =
+            serde_json::from_value(written["services"].clone()).unwrap();
         assert_eq!(
             services.keys().collect::<Vec<_>>(),
             ["web"],
@@ -866,22 +880,13 @@ async fn a_service_removed_from_the_compose_file_is_removed_from_status() {
 async fn a_hold_annotation_is_in_the_status_patch_with_who_holds_the_service() {
     within(async {
         let project = format!("swkubehold{}", std::process::id());
-        let mut spec = json!({
-            "compose": { "projectName": project, "file": "services:\n  web:\n    image: stackwarden-test/demo-app:latest\n" },
-            "suspend": true,
-        });
-        spec["docker"] = json!({ "host": stackwarden::api::DEFAULT_DOCKER_HOST });
-        let mut object = stack_json(spec, &[FINALIZER], false);
+        let mut object = suspended_web_on_local_engine(&project);
         object["metadata"]["annotations"] = json!({ "hold.stackwarden.dev/web": "by=alice" });
-        let sc = Scenario::new(&object);
-        sc.reconcile(&object).await.expect("a suspended pass on the local engine succeeds");
-        let seen = sc.finish().await;
-        let patch = seen
-            .iter()
-            .find(|s| s.is(&Method::PATCH, STATUS_PATH))
-            .unwrap_or_else(|| panic!("no status patch:\n{}", describe(&seen)));
-        let written = assert_status_patch(patch);
-        assert_eq!(written["services"]["web"]["hold"]["by"], "alice", "{written}");
+        let (_, written) = suspended_pass(&object).await;
+        assert_eq!(
+            written["services"]["web"]["hold"]["by"], "alice",
+            "{written}"
+        );
         assert!(
             conditions(&written).contains(&cond("Ready", "False", "ServicesHeld")),
             "{written}"
