@@ -602,6 +602,11 @@ async fn a_held_service_stays_stopped_and_unrepaired_until_resumed_and_is_not_co
         "{}",
         ready.message
     );
+    assert_eq!(
+        h.status().services["cache"].health,
+        None,
+        "a held service has no health"
+    );
     // Neither started (Docker's `restart: always` included) nor repaired while held.
     for _ in 0..6 {
         h.pass().await;

@@ -106,6 +106,11 @@ pub fn report(
             _ => problem,
         };
         let hold = facts.holds.get(&svc.name);
+        if hold.is_some() && st.state != ContainerState::Running {
+            // Docker keeps the last healthcheck verdict of a stopped container; for a service
+            // stopped on purpose it says nothing.
+            st.health = None;
+        }
         if let (Some(p), true) = (problem, required.contains(&svc.name)) {
             match hold {
                 Some(h) if st.state != ContainerState::Running => {
