@@ -327,19 +327,18 @@ impl Fixture {
 
     /// `kubectl wait --for=condition=Ready`, failing with the status it saw.
     fn wait_ready(&self, name: &str) {
+        self.wait_condition(name, "Ready");
+    }
+
+    /// Until `kubectl wait --for=condition=COND` (e.g. `Ready`, `Progressing=False`) holds.
+    fn wait_condition(&self, name: &str, cond: &str) {
         let target = format!("servicestack/{name}");
         let timeout = format!("--timeout={}s", READY_TIMEOUT.as_secs());
-        let args = [
-            "wait",
-            "-n",
-            &self.ns,
-            "--for=condition=Ready",
-            &target,
-            &timeout,
-        ];
+        let what = format!("--for=condition={cond}");
+        let args = ["wait", "-n", &self.ns, &what, &target, &timeout];
         if let Err(e) = kubectl(&args) {
             panic!(
-                "{}/{name} not Ready: {e}\nstatus: {:#}",
+                "{}/{name} not {cond}: {e}\nstatus: {:#}",
                 self.ns,
                 self.get(name)["status"]
             );
@@ -648,6 +647,9 @@ fn a_ready_stack_is_not_written_to_for_60_seconds() {
     let name = f.unique("demo");
     f.apply(&f.demo(&name));
     f.wait_ready(&name);
+    // The pass that created the containers may report Ready while Progressing still says
+    // Applying; the next one says Converged (a change a person reads). Quiet starts after it.
+    f.wait_condition(&name, "Progressing=False");
     let before = f.get(&name);
     let uid = before["metadata"]["uid"].as_str().unwrap().to_owned();
     let events = f.events(&uid).len();
