@@ -251,15 +251,6 @@ pub struct Pass {
     pub next: Option<DateTime<Utc>>,
 }
 
-/// Services kept stopped by a running restore: the reconcile must not start (or heal) them.
-pub fn paused(statuses: &BTreeMap<String, BackupTargetStatus>) -> BTreeSet<String> {
-    statuses
-        .values()
-        .filter_map(|s| s.running.as_ref())
-        .flat_map(|r| r.paused_services.iter().cloned())
-        .collect()
-}
-
 /// The services a running restore keeps stopped, with the backup it restores: they are held
 /// (`heal::hold`) until it ends.
 pub fn restoring(statuses: &BTreeMap<String, BackupTargetStatus>) -> BTreeMap<String, String> {

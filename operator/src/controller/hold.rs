@@ -24,7 +24,7 @@ pub async fn act(
     engine: &dyn Engine,
 ) -> Result<bool, Error> {
     let key = stack.key();
-    if !holds.problems.is_empty() && ctx.first_telling(&key, "hold", &holds.problems) {
+    if !holds.problems.is_empty() && ctx.first_telling(&key, &holds.problems) {
         for p in &holds.problems {
             warn!(stack = %key, "{p}");
         }

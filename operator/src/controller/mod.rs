@@ -83,8 +83,8 @@ pub struct Context {
     /// Consecutive failed passes per stack, for backoff. Memory only: after a restart the
     /// operator simply retries at once, which is what one wants after a restart anyway.
     failures: Mutex<HashMap<String, u32>>,
-    /// Warnings already logged, per stack and topic, so each is logged once per change.
-    told: std::sync::Mutex<HashMap<(String, &'static str), Vec<String>>>,
+    /// Hold warnings already logged, per stack, so each is logged once per change.
+    told: std::sync::Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// What the driver should look at now.
@@ -178,15 +178,14 @@ impl Context {
         })
     }
 
-    /// Whether `messages` differ from what was last told for this stack and topic (and
-    /// remembers them): warnings a pass finds again and again are logged once per change.
-    pub fn first_telling(&self, stack: &str, topic: &'static str, messages: &[String]) -> bool {
+    /// Whether `messages` differ from what was last told for this stack (and remembers them):
+    /// warnings a pass finds again and again are logged once per change.
+    pub fn first_telling(&self, stack: &str, messages: &[String]) -> bool {
         let mut told = self.told.lock().expect("told lock");
-        let key = (stack.to_owned(), topic);
-        if told.get(&key).map(Vec::as_slice) == Some(messages) {
+        if told.get(stack).map(Vec::as_slice) == Some(messages) {
             return false;
         }
-        told.insert(key, messages.to_vec());
+        told.insert(stack.to_owned(), messages.to_vec());
         true
     }
 
