@@ -577,7 +577,9 @@ async fn a_database_outage_does_not_restart_the_services_that_depend_on_it() {
 #[tokio::test]
 async fn a_held_service_stays_stopped_and_unrepaired_until_resumed_and_is_not_counted_a_crash() {
     let h = Harness::new("healhold");
-    h.apply(h.spec("services:\n  cache:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n    restart: always\n  other:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n"));
+    // A Docker healthcheck: Docker keeps its last verdict on the stopped container, which a
+    // held service must not show.
+    h.apply(h.spec("services:\n  cache:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n    restart: always\n    healthcheck:\n      test: [\"CMD-SHELL\", \"true\"]\n      interval: 1s\n  other:\n    image: stackwarden-test/redis:7\n    pull_policy: never\n"));
     h.until_ready(TIMEOUT).await;
     let id = h.containers()["cache"].clone();
     let key = "hold.stackwarden.dev/cache";
