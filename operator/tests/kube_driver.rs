@@ -896,7 +896,7 @@ async fn a_hold_annotation_is_in_the_status_patch_with_who_holds_the_service() {
 }
 
 /// `spec.variables` are documented as possibly secret and never to appear in status or events,
-/// and `SpecError` as never holding variable values. Interpolation runs before validation, so an
+/// and `Failure` as never holding variable values. Interpolation runs before validation, so an
 /// invalid *interpolated value* would be quoted back in the InvalidSpec message (by stackwarden's
 /// own checks and by compose_spec's parse errors); the guarantee is unconditional.
 #[tokio::test]

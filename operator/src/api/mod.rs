@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod condition;
+pub mod failure;
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,7 @@ pub use backup::{
     RunningJob, S3Destination, Trigger, VerificationRecord, VerifySpec,
 };
 pub use condition::{Condition, ConditionStatus, ConditionType, Reason, Verdict};
+pub use failure::{mask, Failure};
 
 /// Docker engine used when `spec.docker.host` is not set.
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";

@@ -4,8 +4,9 @@
 use std::collections::BTreeSet;
 
 use super::schedule::SlotSchedule;
+use crate::api::Failure;
 use crate::api::{BackupTarget, Reason, ServiceStackSpec};
-use crate::compose::{Project, SpecError};
+use crate::compose::Project;
 
 /// Longest target name: it prefixes backup names and object keys, and appears in annotation
 /// keys (`backup.stackwarden.dev/NAME`, whose name part allows 63 characters).
@@ -22,7 +23,7 @@ const MAX_NAME: usize = 40;
 ///   never a value);
 /// - schedules and the time zone parse; `compressionLevel` is 1 to 19; `staleAfterHours` is
 ///   at least 1.
-pub fn validate(spec: &ServiceStackSpec, project: &Project) -> Result<(), SpecError> {
+pub fn validate(spec: &ServiceStackSpec, project: &Project) -> Result<(), Failure> {
     let mut names = BTreeSet::new();
     for (i, t) in spec.backups.iter().enumerate() {
         let here = format!("spec.backups[{i}]");
@@ -51,11 +52,11 @@ pub fn validate(spec: &ServiceStackSpec, project: &Project) -> Result<(), SpecEr
     Ok(())
 }
 
-fn invalid(message: String) -> SpecError {
-    SpecError::new(Reason::InvalidField, message)
+fn invalid(message: String) -> Failure {
+    Failure::new(Reason::InvalidField, message)
 }
 
-fn name(here: &str, name: &str) -> Result<(), SpecError> {
+fn name(here: &str, name: &str) -> Result<(), Failure> {
     let label = !name.is_empty()
         && name.len() <= MAX_NAME
         && name
@@ -77,7 +78,7 @@ fn source(
     t: &BackupTarget,
     spec: &ServiceStackSpec,
     project: &Project,
-) -> Result<(), SpecError> {
+) -> Result<(), Failure> {
     let (service, password, field) = match (&t.postgres, &t.redis) {
         (Some(pg), None) => {
             for (f, v) in [("database", &pg.database), ("user", &pg.user)] {
@@ -95,7 +96,7 @@ fn source(
         }
     };
     if project.service(service).is_none() {
-        return Err(SpecError::new(
+        return Err(Failure::new(
             Reason::UnknownService,
             format!(
                 "{here}.{field}.service names service `{service}`, which the compose file does not define (it has: {}); fix the name or add the service",
@@ -109,18 +110,18 @@ fn source(
     Ok(())
 }
 
-fn variable(here: &str, name: &str, spec: &ServiceStackSpec) -> Result<(), SpecError> {
+fn variable(here: &str, name: &str, spec: &ServiceStackSpec) -> Result<(), Failure> {
     if spec.variables.contains_key(name) {
         Ok(())
     } else {
-        Err(SpecError::new(
+        Err(Failure::new(
             Reason::MissingVariable,
             format!("{here} names variable `{name}`, which spec.variables does not define; add it (or fix the name)"),
         ))
     }
 }
 
-fn destination(here: &str, t: &BackupTarget, spec: &ServiceStackSpec) -> Result<(), SpecError> {
+fn destination(here: &str, t: &BackupTarget, spec: &ServiceStackSpec) -> Result<(), Failure> {
     match (&t.destination.path, &t.destination.s3) {
         (Some(p), None) if std::path::Path::new(p).is_absolute() => Ok(()),
         (Some(p), None) => Err(invalid(format!(
@@ -154,7 +155,7 @@ fn destination(here: &str, t: &BackupTarget, spec: &ServiceStackSpec) -> Result<
     }
 }
 
-fn schedules(here: &str, t: &BackupTarget) -> Result<(), SpecError> {
+fn schedules(here: &str, t: &BackupTarget) -> Result<(), Failure> {
     let tz = t.time_zone.as_deref();
     if let Some(s) = &t.schedule {
         SlotSchedule::parse(s, tz).map_err(|e| invalid(format!("{here}.schedule: {e}")))?;

@@ -18,7 +18,7 @@ use serde_yaml::Value;
 use sha2::{Digest, Sha256};
 
 use super::model::BuildSpec;
-use super::SpecError;
+use crate::api::Failure;
 use crate::api::Reason;
 
 /// Where a stack's compose file lives, which decides what `env_file` and `build` may refer to.
@@ -75,7 +75,7 @@ const BUILD_KEYS: &[&str] = &["context", "dockerfile", "args", "target"];
 /// Takes `container_name`, `env_file` and `build` out of each service of `doc` (so the rest is
 /// parsed as before), checking their shape. A service with `build:` and no `image:` is given a
 /// placeholder image, replaced by the build's tag in [`apply`].
-pub(super) fn take_extras(doc: &mut Value) -> Result<BTreeMap<String, Extras>, SpecError> {
+pub(super) fn take_extras(doc: &mut Value) -> Result<BTreeMap<String, Extras>, Failure> {
     let mut out = BTreeMap::new();
     let Some(Value::Mapping(services)) = doc.get_mut("services") else {
         return Ok(out);
@@ -112,7 +112,7 @@ pub(super) fn take_extras(doc: &mut Value) -> Result<BTreeMap<String, Extras>, S
 }
 
 /// Docker's own rule for container names, so a bad one is refused here, not by a 400 later.
-fn container_name(v: &Value, what: &str) -> Result<String, SpecError> {
+fn container_name(v: &Value, what: &str) -> Result<String, Failure> {
     let name = v.as_str().unwrap_or_default();
     let valid = name
         .chars()
@@ -125,7 +125,7 @@ fn container_name(v: &Value, what: &str) -> Result<String, SpecError> {
     if valid {
         Ok(name.to_owned())
     } else {
-        Err(SpecError::new(
+        Err(Failure::new(
             Reason::InvalidField,
             format!("{what} {name:?} is not a valid container name: use letters, digits, '_', '.' and '-', starting with a letter or digit, at least 2 characters"),
         ))
@@ -143,7 +143,7 @@ fn string_or_list(v: &Value) -> Option<Vec<String>> {
     }
 }
 
-fn raw_build(v: &Value, what: &str) -> Result<RawBuild, SpecError> {
+fn raw_build(v: &Value, what: &str) -> Result<RawBuild, Failure> {
     let map = match v {
         Value::String(context) => {
             return Ok(RawBuild {
@@ -159,7 +159,7 @@ fn raw_build(v: &Value, what: &str) -> Result<RawBuild, SpecError> {
     for key in map.keys() {
         let key = key.as_str().unwrap_or_default();
         if !BUILD_KEYS.contains(&key) && !key.starts_with("x-") {
-            return Err(SpecError::new(
+            return Err(Failure::new(
                 Reason::UnsupportedComposeKey,
                 format!(
                     "{what}.{key} is not supported by stackwarden yet (it supports {}); remove it",
@@ -208,8 +208,8 @@ fn scalar(v: &Value) -> String {
     }
 }
 
-fn malformed(message: String) -> SpecError {
-    SpecError::new(Reason::MalformedCompose, message)
+fn malformed(message: String) -> Failure {
+    Failure::new(Reason::MalformedCompose, message)
 }
 
 /// The files `extras` name, resolved against `dir`.
@@ -248,7 +248,7 @@ pub(super) fn resolve(
     extras: &Extras,
     image: &str,
     origin: Origin<'_>,
-) -> Result<Applied, SpecError> {
+) -> Result<Applied, Failure> {
     let ctx = |key: &str| format!("spec.compose.file: services.{service}.{key}");
     let mut out = Applied {
         container_name: extras.container_name.clone(),
@@ -257,13 +257,13 @@ pub(super) fn resolve(
     let inputs = match origin {
         Origin::Local(inputs) => inputs,
         Origin::Cluster if !extras.env_files.is_empty() => {
-            return Err(SpecError::new(
+            return Err(Failure::new(
                 Reason::UnsupportedComposeKey,
                 format!("{} is not supported in a cluster (there is no directory to read the file from): put the values in a Secret and name it in spec.variablesFrom, then use `environment:` with ${{VAR}}", ctx("env_file")),
             ))
         }
         Origin::Cluster if extras.build.is_some() => {
-            return Err(SpecError::new(
+            return Err(Failure::new(
                 Reason::UnsupportedComposeKey,
                 format!("{} is not supported in a cluster (the operator builds no images there): build and push the image to a registry, then set `image:` to it", ctx("build")),
             ))
@@ -278,7 +278,7 @@ pub(super) fn resolve(
             None => return Err(env_file_missing(&ctx("env_file"), &path, "not read")),
         };
         let vars = parse_env_file(text).map_err(|e| {
-            SpecError::new(
+            Failure::new(
                 Reason::InvalidField,
                 format!("{}: {}: {e}", ctx("env_file"), path.display()),
             )
@@ -312,15 +312,15 @@ pub(super) fn resolve(
     Ok(out)
 }
 
-fn env_file_missing(what: &str, path: &Path, why: &str) -> SpecError {
-    SpecError::new(
+fn env_file_missing(what: &str, path: &Path, why: &str) -> Failure {
+    Failure::new(
         Reason::InvalidField,
         format!("{what}: env file {} cannot be read ({why}); create it or fix the path (relative paths are taken from the manifest file's directory)", path.display()),
     )
 }
 
-fn context_unreadable(what: &str, path: &Path, why: &str) -> SpecError {
-    SpecError::new(
+fn context_unreadable(what: &str, path: &Path, why: &str) -> Failure {
+    Failure::new(
         Reason::InvalidField,
         format!("{what}: build context {} cannot be read ({why}); fix the path (relative paths are taken from the manifest file's directory)", path.display()),
     )

@@ -19,41 +19,24 @@ pub use interpolate::{interpolate, InterpolationError};
 pub use local::{build_tag, parse_env_file, LocalInputs, Origin, References};
 pub use model::*;
 
-use crate::api::{Reason, ServiceStack};
-
-/// Why a spec cannot be applied. `message` says what to change; it never holds variable values.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct SpecError {
-    pub reason: Reason,
-    pub message: String,
-}
-
-impl SpecError {
-    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
-    }
-}
+use crate::api::{Failure, Reason, ServiceStack};
 
 /// Builds the project a stack in a cluster asks for. Pure: no Docker, no clock.
 ///
 /// Error messages quote the compose file, and after interpolation the file holds the values of
 /// `spec.variables`: every one of them is masked out of the message, whichever check failed.
-pub fn load(stack: &ServiceStack) -> Result<Project, SpecError> {
+pub fn load(stack: &ServiceStack) -> Result<Project, Failure> {
     load_from(stack, Origin::Cluster)
 }
 
 /// Builds the project of a stack read from a manifest file by `stackwarden local`, with what
 /// the edge read of the env files and build contexts its compose file names (see
 /// [`references`]). Values of env files are masked out of errors like variables are.
-pub fn load_local(stack: &ServiceStack, inputs: &LocalInputs) -> Result<Project, SpecError> {
+pub fn load_local(stack: &ServiceStack, inputs: &LocalInputs) -> Result<Project, Failure> {
     load_from(stack, Origin::Local(inputs))
 }
 
-fn load_from(stack: &ServiceStack, origin: Origin<'_>) -> Result<Project, SpecError> {
+fn load_from(stack: &ServiceStack, origin: Origin<'_>) -> Result<Project, Failure> {
     load_unmasked(stack, origin).map_err(|mut e| {
         e.message = mask(&e.message, &secrets(stack, origin), &[]);
         e
@@ -91,10 +74,10 @@ pub fn references(stack: &ServiceStack, dir: &std::path::Path) -> References {
 }
 
 /// The compose file, parsed and interpolated.
-fn parsed(stack: &ServiceStack) -> Result<serde_yaml::Value, SpecError> {
+fn parsed(stack: &ServiceStack) -> Result<serde_yaml::Value, Failure> {
     let mut doc: serde_yaml::Value =
         serde_yaml::from_str(&stack.spec.compose.file).map_err(|e| {
-            SpecError::new(
+            Failure::new(
                 Reason::MalformedCompose,
                 format!("spec.compose.file is not valid YAML: {e}"),
             )
@@ -106,30 +89,14 @@ fn parsed(stack: &ServiceStack) -> Result<serde_yaml::Value, SpecError> {
             }
             InterpolationError::Syntax { .. } => Reason::MalformedCompose,
         };
-        SpecError::new(reason, format!("spec.compose.file: {e}"))
+        Failure::new(reason, format!("spec.compose.file: {e}"))
     })?;
     Ok(doc)
 }
 
-/// Replaces each variable value with `<redacted>`, longest first so one value inside another is
-/// not half-masked. Values shorter than 3 characters are left alone (masking every `1` or `on`
-/// would garble the message and protect nothing), except those in `always` (a probe's own
-/// password), masked whatever their length. The one place that rule lives.
-pub(crate) fn mask(message: &str, variables: &BTreeMap<String, String>, always: &[&str]) -> String {
-    let mut values: Vec<&str> = variables
-        .values()
-        .map(String::as_str)
-        .filter(|v| v.len() >= 3)
-        .chain(always.iter().copied().filter(|v| !v.is_empty()))
-        .collect();
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    values.dedup();
-    values
-        .iter()
-        .fold(message.to_owned(), |m, v| m.replace(v, "<redacted>"))
-}
+pub(crate) use crate::api::mask;
 
-fn load_unmasked(stack: &ServiceStack, origin: Origin<'_>) -> Result<Project, SpecError> {
+fn load_unmasked(stack: &ServiceStack, origin: Origin<'_>) -> Result<Project, Failure> {
     let project = stack.project_name();
     validate_project_name(&project)?;
     let mut doc = parsed(stack)?;
@@ -139,7 +106,7 @@ fn load_unmasked(stack: &ServiceStack, origin: Origin<'_>) -> Result<Project, Sp
     let extras = local::take_extras(&mut doc)?;
     translate::check_supported_keys(&doc)?;
     let compose: compose_spec::Compose = serde_yaml::from_value(doc).map_err(|e| {
-        SpecError::new(
+        Failure::new(
             Reason::MalformedCompose,
             format!("spec.compose.file is not a valid compose file: {e}"),
         )
@@ -149,13 +116,13 @@ fn load_unmasked(stack: &ServiceStack, origin: Origin<'_>) -> Result<Project, Sp
     attach_compose_v1(&mut project, services_doc.as_ref());
     for (i, entry) in stack.spec.maintenance.restarts.iter().enumerate() {
         if project.service(&entry.service).is_none() {
-            return Err(SpecError::new(
+            return Err(Failure::new(
                 Reason::UnknownService,
                 format!("spec.maintenance.restarts[{i}].service {:?} is not a service of the compose file", entry.service),
             ));
         }
         crate::heal::Schedule::parse(entry).map_err(|e| {
-            SpecError::new(
+            Failure::new(
                 Reason::InvalidField,
                 format!("spec.maintenance.restarts[{i}]: {e}"),
             )
@@ -165,14 +132,14 @@ fn load_unmasked(stack: &ServiceStack, origin: Origin<'_>) -> Result<Project, Sp
     crate::backup::validate::validate(&stack.spec, &project)?;
     let restart = &stack.spec.health.restart;
     if restart.max_restarts_per_hour == 0 || restart.max_backoff_seconds < restart.backoff_seconds {
-        return Err(SpecError::new(
+        return Err(Failure::new(
             Reason::InvalidField,
             "spec.health.restart: maxRestartsPerHour must be at least 1 and maxBackoffSeconds at least backoffSeconds",
         ));
     }
     for name in stack.spec.health.services.keys() {
         if project.service(name).is_none() {
-            return Err(SpecError::new(
+            return Err(Failure::new(
                 Reason::UnknownService,
                 format!(
                     "spec.health.services.{name} names a service the compose file does not define (it has: {}); fix the name or add the service",
@@ -189,7 +156,7 @@ fn apply_extras(
     project: &mut Project,
     extras: &BTreeMap<String, local::Extras>,
     origin: Origin<'_>,
-) -> Result<(), SpecError> {
+) -> Result<(), Failure> {
     let name = project.name.clone();
     for svc in &mut project.services {
         let Some(e) = extras.get(&svc.name) else {
@@ -211,7 +178,7 @@ fn apply_extras(
     for svc in &project.services {
         if let Some(fixed) = &svc.fixed_name {
             if let Some(other) = names.insert(fixed, &svc.name) {
-                return Err(SpecError::new(
+                return Err(Failure::new(
                     Reason::InvalidField,
                     format!("spec.compose.file: services {other} and {} both set container_name {fixed:?}; container names must be unique", svc.name),
                 ));
@@ -259,7 +226,7 @@ pub fn required_services(stack: &ServiceStack, project: &Project) -> Vec<String>
 }
 
 /// Compose's own rule, so `docker-compose -p NAME` accepts the same name.
-fn validate_project_name(name: &str) -> Result<(), SpecError> {
+fn validate_project_name(name: &str) -> Result<(), Failure> {
     let valid = name
         .chars()
         .next()
@@ -270,7 +237,7 @@ fn validate_project_name(name: &str) -> Result<(), SpecError> {
     if valid {
         Ok(())
     } else {
-        Err(SpecError::new(
+        Err(Failure::new(
             Reason::InvalidField,
             format!(
                 "compose project name {name:?} is invalid: use lowercase letters, digits, '-' and '_', starting with a letter or digit (set spec.compose.projectName)"

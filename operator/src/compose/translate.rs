@@ -10,7 +10,7 @@ use compose_spec::{Compose, ListOrMap, Resource, ShortOrLong};
 use serde_yaml::Value;
 
 use super::model::*;
-use super::SpecError;
+use crate::api::Failure;
 use crate::api::Reason;
 
 /// Service keys the operator honours. Anything else is refused by name.
@@ -54,9 +54,9 @@ const VOLUME_KEYS: &[&str] = &["driver", "driver_opts", "labels", "external", "n
 
 /// Refuses keys the operator would otherwise have to ignore. Extension keys (`x-...`) are
 /// ignored by definition of the compose spec, so they pass.
-pub fn check_supported_keys(doc: &Value) -> Result<(), SpecError> {
+pub fn check_supported_keys(doc: &Value) -> Result<(), Failure> {
     let top = doc.as_mapping().ok_or_else(|| {
-        SpecError::new(
+        Failure::new(
             Reason::MalformedCompose,
             "spec.compose.file must be a YAML mapping with a `services` key",
         )
@@ -72,7 +72,7 @@ pub fn check_supported_keys(doc: &Value) -> Result<(), SpecError> {
         }
     }
     let Some(Value::Mapping(services)) = top.get("services") else {
-        return Err(SpecError::new(
+        return Err(Failure::new(
             Reason::MalformedCompose,
             "spec.compose.file has no `services` mapping",
         ));
@@ -109,7 +109,7 @@ pub fn check_supported_keys(doc: &Value) -> Result<(), SpecError> {
     Ok(())
 }
 
-fn check_keys(map: &serde_yaml::Mapping, allowed: &[&str], prefix: &str) -> Result<(), SpecError> {
+fn check_keys(map: &serde_yaml::Mapping, allowed: &[&str], prefix: &str) -> Result<(), Failure> {
     for key in map.keys() {
         let key = key_str(key);
         if key.starts_with("x-") || allowed.contains(&key.as_str()) {
@@ -119,7 +119,7 @@ fn check_keys(map: &serde_yaml::Mapping, allowed: &[&str], prefix: &str) -> Resu
             "scale" => " (one container per service; `container_name` and the probes rely on it)",
             _ => "",
         };
-        return Err(SpecError::new(
+        return Err(Failure::new(
             Reason::UnsupportedComposeKey,
             format!("spec.compose.file: `{prefix}{key}` is not supported by stackwarden yet{hint}; remove it or change it to a supported form"),
         ));
@@ -137,9 +137,9 @@ fn key_str(v: &Value) -> String {
     }
 }
 
-pub fn project(name: &str, compose: Compose) -> Result<Project, SpecError> {
+pub fn project(name: &str, compose: Compose) -> Result<Project, Failure> {
     if compose.services.is_empty() {
-        return Err(SpecError::new(
+        return Err(Failure::new(
             Reason::MalformedCompose,
             "spec.compose.file defines no services",
         ));
@@ -205,7 +205,7 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, SpecError> {
         let svc_name = svc_name.to_string();
         let ctx = |what: &str| format!("services.{svc_name}.{what}");
         let image = svc.image.as_ref().map(|i| i.to_string()).ok_or_else(|| {
-            SpecError::new(
+            Failure::new(
                 Reason::MalformedCompose,
                 format!("spec.compose.file: {} is required", ctx("image")),
             )
@@ -220,7 +220,7 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, SpecError> {
                 }]
             }
             Some(NetworkConfig::NetworkMode(_)) => {
-                return Err(SpecError::new(
+                return Err(Failure::new(
                     Reason::UnsupportedComposeKey,
                     format!(
                     "spec.compose.file: `{}` is not supported by stackwarden yet; use `networks:`",
@@ -255,7 +255,7 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, SpecError> {
                             .find(|n| n.key == key)
                             .map(|n| n.name.clone())
                             .ok_or_else(|| {
-                                SpecError::new(
+                                Failure::new(
                                     Reason::MalformedCompose,
                                     format!("spec.compose.file: {} uses network `{key}`, which the top-level `networks:` does not define", ctx("networks")),
                                 )
@@ -293,7 +293,7 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, SpecError> {
         };
         for (dep, condition) in deps {
             if !service_names.contains(&dep) {
-                return Err(SpecError::new(
+                return Err(Failure::new(
                     Reason::UnknownService,
                     format!(
                         "spec.compose.file: {} names `{dep}`, which is not a service of this file",
@@ -326,7 +326,7 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, SpecError> {
                 Some(service::PullPolicy::Never) => PullPolicy::Never,
                 Some(service::PullPolicy::Always) => PullPolicy::Always,
                 Some(other) => {
-                    return Err(SpecError::new(
+                    return Err(Failure::new(
                         Reason::UnsupportedComposeKey,
                         format!("spec.compose.file: {} `{other:?}` is not supported; use missing, never or always", ctx("pull_policy")),
                     ))
@@ -398,7 +398,7 @@ impl NetworkSpec {
 }
 
 /// Orders services so each comes after its dependencies; a cycle is a spec error.
-fn start_order(services: Vec<ServiceSpec>) -> Result<Vec<ServiceSpec>, SpecError> {
+fn start_order(services: Vec<ServiceSpec>) -> Result<Vec<ServiceSpec>, Failure> {
     let mut remaining = services;
     let mut ordered: Vec<ServiceSpec> = Vec::with_capacity(remaining.len());
     while !remaining.is_empty() {
@@ -411,7 +411,7 @@ fn start_order(services: Vec<ServiceSpec>) -> Result<Vec<ServiceSpec>, SpecError
             Some(i) => ordered.push(remaining.remove(i)),
             None => {
                 let names: Vec<_> = remaining.iter().map(|s| s.name.as_str()).collect();
-                return Err(SpecError::new(
+                return Err(Failure::new(
                     Reason::MalformedCompose,
                     format!(
                         "spec.compose.file: depends_on forms a cycle among: {}",
@@ -424,12 +424,12 @@ fn start_order(services: Vec<ServiceSpec>) -> Result<Vec<ServiceSpec>, SpecError
     Ok(ordered)
 }
 
-fn command(c: &service::Command, what: &str) -> Result<Vec<String>, SpecError> {
+fn command(c: &service::Command, what: &str) -> Result<Vec<String>, Failure> {
     match c {
         service::Command::List(v) => Ok(v.clone()),
         // Compose splits a string command shell-style into argv; it does not wrap it in `sh -c`.
         service::Command::String(s) => shlex::split(s).ok_or_else(|| {
-            SpecError::new(
+            Failure::new(
                 Reason::MalformedCompose,
                 format!("spec.compose.file: {what} has unbalanced quotes"),
             )
@@ -437,9 +437,9 @@ fn command(c: &service::Command, what: &str) -> Result<Vec<String>, SpecError> {
     }
 }
 
-fn environment(env: &ListOrMap, what: &str) -> Result<BTreeMap<String, String>, SpecError> {
+fn environment(env: &ListOrMap, what: &str) -> Result<BTreeMap<String, String>, Failure> {
     let map = env.clone().into_map().map_err(|e| {
-        SpecError::new(
+        Failure::new(
             Reason::MalformedCompose,
             format!("spec.compose.file: {what}: {e}"),
         )
@@ -452,7 +452,7 @@ fn environment(env: &ListOrMap, what: &str) -> Result<BTreeMap<String, String>, 
         .collect())
 }
 
-fn list_or_map(labels: &ListOrMap, what: &str) -> Result<BTreeMap<String, String>, SpecError> {
+fn list_or_map(labels: &ListOrMap, what: &str) -> Result<BTreeMap<String, String>, Failure> {
     environment(labels, what)
 }
 
@@ -471,7 +471,7 @@ fn ports(ports: &service::Ports) -> Vec<PortSpec> {
         .collect()
 }
 
-fn mount(m: Mount, volumes: &[VolumeSpec], what: &str) -> Result<MountSpec, SpecError> {
+fn mount(m: Mount, volumes: &[VolumeSpec], what: &str) -> Result<MountSpec, Failure> {
     match m {
         Mount::Volume(v) => {
             let target = v.common.target.as_path().display().to_string();
@@ -480,7 +480,7 @@ fn mount(m: Mount, volumes: &[VolumeSpec], what: &str) -> Result<MountSpec, Spec
                 Some(src) => {
                     let src = src.to_string();
                     let vol = volumes.iter().find(|vs| vs.key == src).ok_or_else(|| {
-                        SpecError::new(
+                        Failure::new(
                             Reason::MalformedCompose,
                             format!("spec.compose.file: {what} uses volume `{src}`, which the top-level `volumes:` does not define"),
                         )
@@ -496,7 +496,7 @@ fn mount(m: Mount, volumes: &[VolumeSpec], what: &str) -> Result<MountSpec, Spec
         Mount::Bind(b) => {
             let source = b.source.as_path().display().to_string();
             if !source.starts_with('/') {
-                return Err(SpecError::new(
+                return Err(Failure::new(
                     Reason::InvalidField,
                     format!("spec.compose.file: {what}: bind mount source `{source}` must be an absolute path (the compose file is inline, so there is no directory to resolve it against)"),
                 ));
@@ -510,7 +510,7 @@ fn mount(m: Mount, volumes: &[VolumeSpec], what: &str) -> Result<MountSpec, Spec
         Mount::Tmpfs(t) => Ok(MountSpec::Tmpfs {
             target: t.common.target.as_path().display().to_string(),
         }),
-        other => Err(SpecError::new(
+        other => Err(Failure::new(
             Reason::UnsupportedComposeKey,
             format!(
                 "spec.compose.file: {what}: mount type `{}` is not supported by stackwarden yet",
@@ -520,10 +520,7 @@ fn mount(m: Mount, volumes: &[VolumeSpec], what: &str) -> Result<MountSpec, Spec
     }
 }
 
-fn limits(
-    svc: &compose_spec::Service,
-    what: &str,
-) -> Result<(Option<i64>, Option<i64>), SpecError> {
+fn limits(svc: &compose_spec::Service, what: &str) -> Result<(Option<i64>, Option<i64>), Failure> {
     let deploy_limits: Option<&Limits> = svc
         .deploy
         .as_ref()
@@ -546,7 +543,7 @@ fn limits(
             n.checked_mul(unit)
                 .and_then(|b| i64::try_from(b).ok())
                 .ok_or_else(|| {
-                    SpecError::new(
+                    Failure::new(
                         Reason::InvalidField,
                         format!("spec.compose.file: {what}.memory is too large"),
                     )

@@ -2,8 +2,9 @@
 //! timings make no sense, so the user learns it from `kubectl describe` before anything runs,
 //! rather than from a service restarted for a typo.
 
+use crate::api::Failure;
 use crate::api::{Probe, ProbeAccess, Reason, ServiceHealthSpec, ServiceStackSpec};
-use crate::compose::{Project, SpecError};
+use crate::compose::Project;
 
 /// Checks `spec.health` against the project (`compose::load`'s result).
 ///
@@ -23,14 +24,14 @@ use crate::compose::{Project, SpecError};
 /// - An exec command is not empty.
 /// - Ports are not 0, and with `probeAccess: PublishedPorts` every probed port is published by
 ///   its service (`ports:` in the compose file), or the probe could never connect.
-pub fn validate(spec: &ServiceStackSpec, project: &Project) -> Result<(), SpecError> {
+pub fn validate(spec: &ServiceStackSpec, project: &Project) -> Result<(), Failure> {
     validate_unmasked(spec, project).map_err(|mut e| {
         e.message = super::mask(&e.message, &spec.variables, &[]);
         e
     })
 }
 
-fn validate_unmasked(spec: &ServiceStackSpec, project: &Project) -> Result<(), SpecError> {
+fn validate_unmasked(spec: &ServiceStackSpec, project: &Project) -> Result<(), Failure> {
     for (service, health) in &spec.health.services {
         let here = format!("spec.health.services.{service}");
         if project.service(service).is_none() {
@@ -50,12 +51,12 @@ fn validate_unmasked(spec: &ServiceStackSpec, project: &Project) -> Result<(), S
     Ok(())
 }
 
-fn invalid(message: String) -> SpecError {
-    SpecError::new(Reason::InvalidField, message)
+fn invalid(message: String) -> Failure {
+    Failure::new(Reason::InvalidField, message)
 }
 
-fn unknown_service(here: &str, service: &str, project: &Project) -> SpecError {
-    SpecError::new(
+fn unknown_service(here: &str, service: &str, project: &Project) -> Failure {
+    Failure::new(
         Reason::UnknownService,
         format!(
             "{here} names service `{service}`, which the compose file does not define (it has: {}); fix the name or add the service",
@@ -64,7 +65,7 @@ fn unknown_service(here: &str, service: &str, project: &Project) -> SpecError {
     )
 }
 
-fn timings(here: &str, h: &ServiceHealthSpec) -> Result<(), SpecError> {
+fn timings(here: &str, h: &ServiceHealthSpec) -> Result<(), Failure> {
     for (field, value) in [
         ("periodSeconds", h.period_seconds),
         ("timeoutSeconds", h.timeout_seconds),
@@ -93,8 +94,8 @@ fn probe_target(
     service: &str,
     spec: &ServiceStackSpec,
     project: &Project,
-) -> Result<Option<(String, u16)>, SpecError> {
-    let port = |field: &str, port: Option<u16>, default: u16| -> Result<u16, SpecError> {
+) -> Result<Option<(String, u16)>, Failure> {
+    let port = |field: &str, port: Option<u16>, default: u16| -> Result<u16, Failure> {
         match port {
             Some(0) => Err(invalid(format!(
                 "{here}.{field} is 0; give a container port"
@@ -103,7 +104,7 @@ fn probe_target(
             None => Ok(default),
         }
     };
-    let password = |name: &Option<String>| -> Result<(), SpecError> {
+    let password = |name: &Option<String>| -> Result<(), Failure> {
         match name {
             Some(name) if !spec.variables.contains_key(name) => Err(invalid(format!(
                 "{here}.passwordVariable names `{name}`, which spec.variables does not define (it has: {}); add it or fix the name",
@@ -116,7 +117,7 @@ fn probe_target(
             _ => Ok(()),
         }
     };
-    let not_empty = |field: &str, value: &str| -> Result<(), SpecError> {
+    let not_empty = |field: &str, value: &str| -> Result<(), Failure> {
         if value.trim().is_empty() {
             Err(invalid(format!("{here}.{field} is empty")))
         } else {
@@ -197,7 +198,7 @@ fn probe_target(
     }
 }
 
-fn published(here: &str, service: &str, port: u16, project: &Project) -> Result<(), SpecError> {
+fn published(here: &str, service: &str, port: u16, project: &Project) -> Result<(), Failure> {
     let svc = project
         .service(service)
         .expect("probe targets are checked to be services first");
@@ -237,7 +238,7 @@ services:
         serde_json::from_value(value).unwrap_or_else(|e| panic!("{health}: {e}"))
     }
 
-    fn run(health: &str) -> Result<(), SpecError> {
+    fn run(health: &str) -> Result<(), Failure> {
         let spec = spec(health);
         // The project alone: `compose::load` refuses unknown health services itself.
         let mut bare = spec.clone();
