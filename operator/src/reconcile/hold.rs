@@ -3,85 +3,96 @@
 //! as a resume rather than a crash repair.
 
 use chrono::{DateTime, Utc};
-use tracing::{info, warn};
+use tracing::warn;
 
-use super::{Context, Error, Outcome};
-use crate::api::{ContainerState, ServiceStack, ServiceStackStatus};
-use crate::compose::Project;
-use crate::docker::Engine;
+use super::{Error, Outcome, Pass};
+use crate::api::{ContainerState, ServiceStackStatus};
 use crate::heal::hold::{describe, Holds};
 use crate::store::{EventType, StackEvent};
 
 /// Stops what is held and still runs, and starts what was held and is not any more; whether
 /// it did either.
-pub async fn act(
-    ctx: &Context,
-    stack: &mut ServiceStack,
-    project: &Project,
-    claim: &crate::docker::Claim,
+pub(super) async fn act(
+    pass: &mut Pass<'_>,
     holds: &Holds,
     outcome: &Outcome,
-    engine: &dyn Engine,
 ) -> Result<bool, Error> {
-    let key = stack.key();
-    if !holds.problems.is_empty() && ctx.first_telling(&key, &holds.problems) {
+    let key = pass.stack.key();
+    if !holds.problems.is_empty() && pass.ctx.first_telling(&key, &holds.problems) {
         for p in &holds.problems {
-            warn!(stack = %key, "{p}");
+            warn!("{p}");
         }
     }
-    let previous = stack.status.clone().unwrap_or_default();
-    let ours = |name: &str| outcome.container(name, claim);
+    let stopped = stop_held(pass, holds, outcome).await?;
+    let resumed = resume_ended(pass, holds, outcome).await?;
+    Ok(stopped || resumed)
+}
+
+/// Stops the held services still up, their holds written into the status first: a stopped
+/// service whose hold the status does not show would be repaired as a crash by the next
+/// operator.
+async fn stop_held(pass: &mut Pass<'_>, holds: &Holds, outcome: &Outcome) -> Result<bool, Error> {
+    let claim = pass.claim.clone();
     // A restore stops and starts its services itself, in its own order.
     let to_stop: Vec<_> = holds
         .active
         .keys()
         .filter(|s| !holds.by_restore.contains(*s))
-        .filter_map(|s| ours(s).filter(|c| is_up(c.state)).map(|c| (s, c)))
+        .filter_map(|s| {
+            outcome
+                .container(s, &claim)
+                .filter(|c| is_up(c.state))
+                .map(|c| (s, c))
+        })
         .collect();
-    if !to_stop.is_empty() {
-        // Intent first: a stopped service whose hold the status does not show would be
-        // repaired as a crash by the next operator.
-        let mut interim: ServiceStackStatus = previous.clone();
-        record(&mut interim, holds);
-        ctx.store.write_status(stack, interim).await?;
-        ctx.metrics.status_written(&key);
+    if to_stop.is_empty() {
+        return Ok(false);
     }
-    let mut acted = !to_stop.is_empty();
+    let mut interim: ServiceStackStatus = pass.stack.status.clone().unwrap_or_default();
+    record(&mut interim, holds);
+    pass.ctx.store.write_status(pass.stack, interim).await?;
+    pass.ctx.metrics.status_written(&pass.stack.key());
     for (service, c) in to_stop {
-        let grace = project.service(service).and_then(|s| s.stop_grace_period_s);
+        let grace = pass
+            .project
+            .service(service)
+            .and_then(|s| s.stop_grace_period_s);
         let note = format!(
             "{}: stopping its container",
             describe(service, &holds.active[service])
         );
+        let engine: &dyn crate::docker::Engine = pass.engine;
         let note = match engine.stop_container(&c.id, grace).await {
             Ok(()) => note,
             Err(e) => format!("{note}; stopping it failed: {e}"),
         };
-        info!(stack = %key, "{note}");
-        super::publish(
-            ctx,
-            stack,
-            StackEvent::new(EventType::Normal, "Held", "Stop", note),
-        )
-        .await?;
+        let event = StackEvent::new(EventType::Normal, "Held", "Stop", note);
+        super::status::publish(pass.ctx, pass.stack, event).await?;
     }
+    Ok(true)
+}
+
+/// Starts the services whose hold ended: a resume, not a crash repair.
+async fn resume_ended(
+    pass: &mut Pass<'_>,
+    holds: &Holds,
+    outcome: &Outcome,
+) -> Result<bool, Error> {
+    let mut acted = false;
     for service in &holds.ended {
-        let Some(c) = ours(service) else { continue };
+        let Some(c) = outcome.container(service, &pass.claim) else {
+            continue;
+        };
         acted = true;
         let mut note = format!("service {service}: its hold ended");
         if !is_up(c.state) {
             note.push_str("; starting it again");
-            if let Err(e) = engine.start_container(&c.id).await {
+            if let Err(e) = crate::docker::Engine::start_container(pass.engine, &c.id).await {
                 note = format!("{note}; starting it failed: {e} (the repair pass will try)");
             }
         }
-        info!(stack = %key, "{note}");
-        super::publish(
-            ctx,
-            stack,
-            StackEvent::new(EventType::Normal, "Resumed", "Start", note),
-        )
-        .await?;
+        let event = StackEvent::new(EventType::Normal, "Resumed", "Start", note);
+        super::status::publish(pass.ctx, pass.stack, event).await?;
     }
     Ok(acted)
 }
