@@ -10,6 +10,7 @@ pub mod cli;
 pub mod compose;
 pub mod docker;
 pub mod heal;
+pub mod jobs;
 pub mod metrics;
 pub mod probe;
 pub mod reconcile;

@@ -207,8 +207,8 @@ async fn apply(
         &ctx.wake,
         &ctx.stops,
     );
-    ctx.probers
-        .ensure(stack, project, &claim, engine, &ctx.prober_shared());
+    let shared = ctx.prober_shared();
+    prober::ensure(&ctx.jobs, stack, project, &claim, engine, &shared);
     let mut pass = Pass {
         ctx,
         stack,

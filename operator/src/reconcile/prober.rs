@@ -13,6 +13,7 @@ use crate::api::{ContainerState, ProbeRecord, ServiceHealthSpec, ServiceStack};
 use crate::compose::Project;
 use crate::docker::{BollardEngine, Engine, ObservedContainer};
 use crate::heal::ProbeVerdict;
+use crate::jobs::{JobKey, Kind, Registry};
 use crate::metrics::Metrics;
 use crate::probe::{self, Targets};
 
@@ -52,20 +53,6 @@ impl Board {
     }
 }
 
-/// The running probers, by stack key, with a fingerprint of what they probe.
-#[derive(Default)]
-pub struct Probers {
-    running: Mutex<HashMap<String, (String, tokio::task::JoinHandle<()>)>>,
-}
-
-impl Drop for Probers {
-    fn drop(&mut self) {
-        for (_, (_, task)) in self.running.lock().expect("probers lock").drain() {
-            task.abort();
-        }
-    }
-}
-
 /// What a prober task needs; cheap to clone.
 #[derive(Clone)]
 pub struct Shared {
@@ -74,83 +61,69 @@ pub struct Shared {
     pub wake: super::Waker,
 }
 
-impl Probers {
-    /// Makes sure the stack's probes run as its spec says: starts, restarts (after a change) or
-    /// stops its prober.
-    pub fn ensure(
-        &self,
-        stack: &ServiceStack,
-        project: &Project,
-        claim: &crate::docker::Claim,
-        engine: &BollardEngine,
-        shared: &Shared,
-    ) {
-        let key = stack.key();
-        let probed: BTreeMap<String, ServiceHealthSpec> = stack
-            .spec
-            .health
-            .services
-            .iter()
-            .filter(|(_, h)| !h.probes.is_empty())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let mut running = self.running.lock().expect("probers lock");
-        if probed.is_empty() || stack.spec.suspend {
-            if let Some((_, task)) = running.remove(&key) {
-                task.abort();
-                shared.board.clear(&key);
-            }
-            return;
-        }
-        let fingerprint = {
-            let mut h = Sha256::new();
-            h.update(serde_json::to_vec(&probed).expect("health spec serializes"));
-            h.update(serde_json::to_vec(&stack.spec.health.probe_access).expect("serializes"));
-            h.update(serde_json::to_vec(&stack.spec.variables).expect("serializes"));
-            h.update(project.spec_hash());
-            h.update(stack.spec.docker.host());
-            // Adopting the project changes which containers are probed.
-            h.update([u8::from(claim.unlabelled)]);
-            hex::encode(h.finalize())
-        };
-        if running
-            .get(&key)
-            .is_some_and(|(f, task)| *f == fingerprint && !task.is_finished())
-        {
-            return;
-        }
-        if let Some((_, task)) = running.remove(&key) {
-            task.abort();
+/// The prober of a stack in the job registry.
+fn job_key(stack: &str) -> JobKey {
+    JobKey::new(stack, Kind::Prober, "")
+}
+
+/// Makes sure the stack's probes run as its spec says: starts, restarts (after a change) or
+/// stops its prober.
+pub fn ensure(
+    jobs: &Registry,
+    stack: &ServiceStack,
+    project: &Project,
+    claim: &crate::docker::Claim,
+    engine: &BollardEngine,
+    shared: &Shared,
+) {
+    let key = stack.key();
+    let probed: BTreeMap<String, ServiceHealthSpec> = stack
+        .spec
+        .health
+        .services
+        .iter()
+        .filter(|(_, h)| !h.probes.is_empty())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if probed.is_empty() || stack.spec.suspend {
+        if jobs.cancel(&job_key(&key)) {
             shared.board.clear(&key);
         }
-        let job = Job {
-            stack: key.clone(),
-            project: project.clone(),
-            claim: claim.clone(),
-            access: stack.spec.health.probe_access,
-            variables: stack.spec.variables.clone(),
-            services: probed,
-            engine: engine.clone(),
-            shared: shared.clone(),
-        };
-        running.insert(key, (fingerprint, tokio::spawn(job.run())));
+        return;
     }
+    let fingerprint = {
+        let mut h = Sha256::new();
+        h.update(serde_json::to_vec(&probed).expect("health spec serializes"));
+        h.update(serde_json::to_vec(&stack.spec.health.probe_access).expect("serializes"));
+        h.update(serde_json::to_vec(&stack.spec.variables).expect("serializes"));
+        h.update(project.spec_hash());
+        h.update(stack.spec.docker.host());
+        // Adopting the project changes which containers are probed.
+        h.update([u8::from(claim.unlabelled)]);
+        hex::encode(h.finalize())
+    };
+    let job = Job {
+        stack: key.clone(),
+        project: project.clone(),
+        claim: claim.clone(),
+        access: stack.spec.health.probe_access,
+        variables: stack.spec.variables.clone(),
+        services: probed,
+        engine: engine.clone(),
+        shared: shared.clone(),
+    };
+    let board = shared.board.clone();
+    jobs.ensure(job_key(&key), &fingerprint, move |_| {
+        // The verdicts of what was probed before are withdrawn with it.
+        board.clear(&key);
+        job.run()
+    });
+}
 
-    /// Stops every prober (shutdown, or leadership lost).
-    pub fn stop_all(&self, board: &Board) {
-        for (stack, (_, task)) in self.running.lock().expect("probers lock").drain() {
-            task.abort();
-            board.clear(&stack);
-        }
-    }
-
-    /// Stops a deleted stack's prober.
-    pub fn stop(&self, stack: &str, board: &Board) {
-        if let Some((_, task)) = self.running.lock().expect("probers lock").remove(stack) {
-            task.abort();
-        }
-        board.clear(stack);
-    }
+/// Stops a deleted stack's prober and withdraws its verdicts.
+pub fn stop(jobs: &Registry, stack: &str, board: &Board) {
+    jobs.cancel(&job_key(stack));
+    board.clear(stack);
 }
 
 struct Job {
