@@ -150,15 +150,18 @@ mod tests {
     fn endless(
         dropped: Arc<AtomicBool>,
     ) -> impl FnOnce(CancellationToken) -> futures::future::BoxFuture<'static, ()> {
+        struct Flag(Arc<AtomicBool>);
+        impl Drop for Flag {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
         move |_token| {
+            // Made before the future is first polled: a job cancelled before it ever ran is
+            // dropped all the same.
+            let flag = Flag(dropped);
             Box::pin(async move {
-                struct Flag(Arc<AtomicBool>);
-                impl Drop for Flag {
-                    fn drop(&mut self) {
-                        self.0.store(true, Ordering::SeqCst);
-                    }
-                }
-                let _flag = Flag(dropped);
+                let _flag = flag;
                 std::future::pending::<()>().await;
             })
         }
