@@ -9,9 +9,11 @@ pub mod build_context;
 pub mod cli;
 pub mod compose;
 pub mod controller;
+pub mod decide;
 pub mod docker;
 pub mod heal;
 pub mod metrics;
+pub mod observe;
 pub mod probe;
 pub mod store;
 

@@ -10,7 +10,7 @@ use crate::api::{ContainerHealth, ContainerState, Reason};
 use crate::compose::{
     BuildSpec, DependencyCondition, NetworkSpec, Project, PullPolicy, ServiceSpec, VolumeSpec,
 };
-use crate::docker::{Claim, Observed, ObservedContainer};
+use crate::observe::{Claim, Observed, ObservedContainer};
 
 /// One change to make on the engine, in the order given.
 #[derive(Clone, Debug, PartialEq)]

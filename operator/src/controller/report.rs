@@ -10,7 +10,7 @@ use crate::api::{
     StackHealth, Verdict,
 };
 use crate::compose::Project;
-use crate::docker::short_id;
+use crate::observe::short_id;
 use crate::store::{EventType, StackEvent};
 
 pub struct Report {
@@ -38,7 +38,7 @@ pub struct Facts<'a> {
 pub fn report(
     project: &Project,
     outcome: &Outcome,
-    claim: &crate::docker::Claim,
+    claim: &crate::observe::Claim,
     facts: &Facts,
     probes: &BTreeMap<String, crate::heal::ProbeVerdict>,
 ) -> Report {
