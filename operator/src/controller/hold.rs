@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use super::{Context, Error, Outcome};
+use crate::api::EventReason;
 use crate::api::{ContainerState, ServiceStack, ServiceStackStatus};
 use crate::compose::Project;
 use crate::docker::Engine;
@@ -61,7 +62,7 @@ pub async fn act(
         super::publish(
             ctx,
             stack,
-            StackEvent::new(EventType::Normal, "Held", "Stop", note),
+            StackEvent::new(EventType::Normal, EventReason::Held, "Stop", note),
         )
         .await?;
     }
@@ -79,7 +80,7 @@ pub async fn act(
         super::publish(
             ctx,
             stack,
-            StackEvent::new(EventType::Normal, "Resumed", "Start", note),
+            StackEvent::new(EventType::Normal, EventReason::Resumed, "Start", note),
         )
         .await?;
     }

@@ -443,12 +443,7 @@ fn count_docker_restarts(
             "exited"
         }
     );
-    Some(StackEvent::new(
-        EventType::Warning,
-        &reason.to_string(),
-        "Restart",
-        note,
-    ))
+    Some(StackEvent::new(EventType::Warning, reason, "Restart", note))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -494,7 +489,7 @@ async fn restart(
     } else {
         EventType::Warning
     };
-    let event = StackEvent::new(kind, &reason.to_string(), "Restart", note);
+    let event = StackEvent::new(kind, reason, "Restart", note);
     super::publish(ctx, stack, event).await?;
     ctx.metrics
         .restarted(&stack.key(), service, reason.as_str());

@@ -371,12 +371,7 @@ pub fn transition_events(previous: &[Condition], current: &[Condition]) -> Vec<S
                 Reason::PreDeployBackupFailed => "Deploy",
                 _ => "Reconcile",
             };
-            StackEvent::new(
-                EventType::Warning,
-                &c.reason.to_string(),
-                action,
-                c.message.clone(),
-            )
+            StackEvent::new(EventType::Warning, c.reason, action, c.message.clone())
         })
         .collect()
 }
