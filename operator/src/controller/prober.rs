@@ -217,7 +217,7 @@ impl Job {
         }
     }
 
-    /// Applies a round's result to the service's track ([`probe::step`]) and posts the verdict.
+    /// Applies a round's result to the service's track ([`decide::step`]) and posts the verdict.
     fn record(&self, svc: &str, track: &mut Track, result: &Round, targets: &Targets) {
         let run = targets.container(svc).ok().map(|c| Run {
             container: c.id.clone(),
