@@ -625,7 +625,11 @@ async fn a_held_service_stays_stopped_and_unrepaired_until_resumed_and_is_not_co
     assert_eq!(h.containers()["cache"], id, "resumed in place");
     let cache = h.status().services["cache"].clone();
     assert_eq!((cache.restarts, cache.hold), (0, None));
-    let reasons: Vec<_> = h.events().into_iter().map(|e| e.reason).collect();
+    let reasons: Vec<_> = h
+        .events()
+        .into_iter()
+        .map(|e| e.reason.to_string())
+        .collect();
     assert!(
         reasons.contains(&"Held".to_owned()) && reasons.contains(&"Resumed".to_owned()),
         "{reasons:?}"

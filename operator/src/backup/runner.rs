@@ -24,6 +24,7 @@ use crate::api::{
     BackupRecord, BackupTarget, BackupTargetStatus, DeployBackup, DeployBackupState, FailureRecord,
     Job, RestoreRecord, RunningJob, ServiceStack, Trigger, VerificationRecord,
 };
+use crate::api::{EventReason, Reason};
 use crate::compose::Project;
 use crate::docker::{BollardEngine, Engine as _, Observed};
 use crate::store::{EventType, StackEvent};
@@ -332,7 +333,7 @@ pub async fn reconcile(
                     );
                     pass.events.push(StackEvent::new(
                         EventType::Warning,
-                        "BackupSlotMissed",
+                        EventReason::BackupSlotMissed,
                         "Backup",
                         note,
                     ));
@@ -487,7 +488,7 @@ async fn recover(ctx: &Ctx<'_>, st: &mut BackupTargetStatus, now: DateTime<Utc>,
     );
     pass.events.push(StackEvent::new(
         EventType::Warning,
-        "BackupRetried",
+        EventReason::BackupRetried,
         "Backup",
         note,
     ));
@@ -663,14 +664,14 @@ fn fold(
             });
             events.push(StackEvent::new(
                 EventType::Normal,
-                "BackupSucceeded",
+                EventReason::BackupSucceeded,
                 "Backup",
                 note,
             ));
             if !pruned.deleted.is_empty() {
                 events.push(StackEvent::new(
                     EventType::Normal,
-                    "BackupsPruned",
+                    EventReason::BackupsPruned,
                     "Backup",
                     format!(
                         "{name}: retention removed {} old backup(s): {}",
@@ -682,7 +683,7 @@ fn fold(
             if let Some(e) = pruned.error {
                 events.push(StackEvent::new(
                     EventType::Warning,
-                    "PruneFailed",
+                    EventReason::PruneFailed,
                     "Backup",
                     format!("{name}: the backup succeeded but retention could not finish: {e}; it is tried again after the next backup"),
                 ));
@@ -698,7 +699,7 @@ fn fold(
             });
             events.push(StackEvent::new(
                 EventType::Normal,
-                "BackupVerified",
+                EventReason::BackupVerified,
                 "Verify",
                 format!("{name}: restore test of {id} passed: {message}"),
             ));
@@ -712,7 +713,7 @@ fn fold(
             });
             events.push(StackEvent::new(
                 EventType::Normal,
-                "Restored",
+                EventReason::Restored,
                 "Restore",
                 format!("{name}: restored {id}: {message}"),
             ));
@@ -755,9 +756,9 @@ fn fold(
                 message: message.clone(),
             });
             let event_reason = match running.job {
-                Job::Backup => "BackupFailed",
-                Job::Verify => "VerificationFailed",
-                Job::Restore => "RestoreFailed",
+                Job::Backup => EventReason::BackupFailed,
+                Job::Verify => Reason::VerificationFailed.into(),
+                Job::Restore => Reason::RestoreFailed.into(),
             };
             events.push(StackEvent::new(
                 EventType::Warning,
