@@ -74,9 +74,9 @@ pub fn references(stack: &ServiceStack, dir: &std::path::Path) -> References {
 }
 
 /// The compose file, parsed and interpolated.
-fn parsed(stack: &ServiceStack) -> Result<serde_yaml::Value, Failure> {
-    let mut doc: serde_yaml::Value =
-        serde_yaml::from_str(&stack.spec.compose.file).map_err(|e| {
+fn parsed(stack: &ServiceStack) -> Result<yaml_serde::Value, Failure> {
+    let mut doc: yaml_serde::Value =
+        yaml_serde::from_str(&stack.spec.compose.file).map_err(|e| {
             Failure::new(
                 Reason::MalformedCompose,
                 format!("spec.compose.file is not valid YAML: {e}"),
@@ -105,7 +105,7 @@ fn load_unmasked(stack: &ServiceStack, origin: Origin<'_>) -> Result<Project, Fa
     let services_doc = doc.get("services").cloned();
     let extras = local::take_extras(&mut doc)?;
     translate::check_supported_keys(&doc)?;
-    let compose: compose_spec::Compose = serde_yaml::from_value(doc).map_err(|e| {
+    let compose: compose_spec::Compose = yaml_serde::from_value(doc).map_err(|e| {
         Failure::new(
             Reason::MalformedCompose,
             format!("spec.compose.file is not a valid compose file: {e}"),
@@ -189,7 +189,7 @@ fn apply_extras(
 }
 
 /// Gives each service docker-compose 1.29's view of it (see [`compose_v1`]).
-fn attach_compose_v1(project: &mut Project, services: Option<&serde_yaml::Value>) {
+fn attach_compose_v1(project: &mut Project, services: Option<&yaml_serde::Value>) {
     let names = compose_v1::Names {
         networks: &project.networks,
         volumes: &project.volumes,

@@ -7,7 +7,7 @@ use compose_spec::service::{
     Healthcheck, NetworkConfig,
 };
 use compose_spec::{Compose, ListOrMap, Resource, ShortOrLong};
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use super::model::*;
 use crate::api::Failure;
@@ -109,7 +109,7 @@ pub fn check_supported_keys(doc: &Value) -> Result<(), Failure> {
     Ok(())
 }
 
-fn check_keys(map: &serde_yaml::Mapping, allowed: &[&str], prefix: &str) -> Result<(), Failure> {
+fn check_keys(map: &yaml_serde::Mapping, allowed: &[&str], prefix: &str) -> Result<(), Failure> {
     for key in map.keys() {
         let key = key_str(key);
         if key.starts_with("x-") || allowed.contains(&key.as_str()) {
@@ -130,7 +130,7 @@ fn check_keys(map: &serde_yaml::Mapping, allowed: &[&str], prefix: &str) -> Resu
 fn key_str(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        other => serde_yaml::to_string(other)
+        other => yaml_serde::to_string(other)
             .unwrap_or_default()
             .trim()
             .to_owned(),

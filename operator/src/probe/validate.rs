@@ -231,10 +231,10 @@ services:
         let yaml = format!(
             "compose: {{file: {FILE:?}}}\nvariables: {{DB_PASSWORD: pg-secret-value, REDIS_PASSWORD: redis-secret-value}}\nhealth: {health}"
         );
-        // Through JSON, as the API server hands specs over: serde_yaml 0.9 reads enums only
+        // Through JSON, as the API server hands specs over: the serde_yaml family (yaml_serde) reads enums only
         // from YAML tags (`!http {...}`), not from the `http: {...}` form of the manifests.
         let value: serde_json::Value =
-            serde_yaml::from_str(&yaml).unwrap_or_else(|e| panic!("{health}: {e}"));
+            yaml_serde::from_str(&yaml).unwrap_or_else(|e| panic!("{health}: {e}"));
         serde_json::from_value(value).unwrap_or_else(|e| panic!("{health}: {e}"))
     }
 
