@@ -19,6 +19,7 @@ use chrono::Utc;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
+use crate::admit;
 use crate::api::{
     condition, ConditionStatus, ConditionType, DeletionPolicy, Reason, ServiceStack,
     ServiceStackStatus, Verdict,
@@ -271,7 +272,7 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
         Err(message) => return invalid(ctx, &mut stack, Reason::SecretNotFound, message).await,
     }
     let loaded = match ctx.store.manifest_dir(&stack) {
-        None => compose::load(&stack),
+        None => admit::admit(&stack, admit::Origin::Cluster).map(|a| a.project),
         Some(dir) => {
             // Reading env files and hashing build contexts is blocking file I/O.
             let for_read = stack.clone();
@@ -280,7 +281,7 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
             })
             .await
             .unwrap_or_default();
-            compose::load_local(&stack, &inputs)
+            admit::admit(&stack, admit::Origin::Local(&inputs)).map(|a| a.project)
         }
     };
     let project = match loaded {
@@ -377,7 +378,7 @@ async fn apply(
         ctx, stack, project, &claim, &outcome, &probes, engine, &hands_off, now,
     )
     .await?;
-    let required = compose::required_services(stack, project);
+    let required = admit::required_services(stack, project);
     let facts = report::Facts {
         required: &required,
         suspended: stack.spec.suspend,
@@ -526,7 +527,7 @@ fn verdicts(
             format!("the Docker engine at {} answers", stack.spec.docker.host()),
         ),
         degraded(&repair.exhausted),
-        compose::warnings::verdict(&compose::warnings::of(&stack.spec, project)),
+        admit::warnings::verdict(&admit::warnings::of(&stack.spec, project)),
     ];
     // Later verdicts of a type win: the report's (a project-name conflict is an invalid spec),
     // then a held deploy's Progressing.

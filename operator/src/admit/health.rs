@@ -6,7 +6,7 @@ use crate::api::Failure;
 use crate::api::{Probe, ProbeAccess, Reason, ServiceHealthSpec, ServiceStackSpec};
 use crate::compose::Project;
 
-/// Checks `spec.health` against the project (`compose::load`'s result).
+/// Checks `spec.health` against the project the compose file gave.
 ///
 /// The rules, and why:
 /// - `periodSeconds`, `timeoutSeconds`, `failureThreshold`, `successThreshold` are at least 1:
@@ -26,7 +26,7 @@ use crate::compose::Project;
 ///   its service (`ports:` in the compose file), or the probe could never connect.
 pub fn validate(spec: &ServiceStackSpec, project: &Project) -> Result<(), Failure> {
     validate_unmasked(spec, project).map_err(|mut e| {
-        e.message = super::mask(&e.message, &spec.variables, &[]);
+        e.message = crate::api::mask(&e.message, &spec.variables, &[]);
         e
     })
 }
@@ -39,7 +39,7 @@ fn validate_unmasked(spec: &ServiceStackSpec, project: &Project) -> Result<(), F
         }
         timings(&here, health)?;
         for (i, probe) in health.probes.iter().enumerate() {
-            let here = format!("{here}.probes[{i}].{}", super::kind_name(probe));
+            let here = format!("{here}.probes[{i}].{}", crate::probe::kind_name(probe));
             let target = probe_target(&here, probe, service, spec, project)?;
             if let (Some((target_service, port)), ProbeAccess::PublishedPorts) =
                 (target, spec.health.probe_access)
@@ -240,7 +240,7 @@ services:
 
     fn run(health: &str) -> Result<(), Failure> {
         let spec = spec(health);
-        // The project alone: `compose::load` refuses unknown health services itself.
+        // The project alone, without the health spec under test.
         let mut bare = spec.clone();
         bare.health = Default::default();
         let project = crate::compose::load(&ServiceStack::new("p", bare)).unwrap();
