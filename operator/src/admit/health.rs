@@ -3,7 +3,7 @@
 //! rather than from a service restarted for a typo.
 
 use crate::api::Failure;
-use crate::api::{Probe, ProbeAccess, Reason, ServiceHealthSpec, ServiceStackSpec};
+use crate::api::{HttpProbe, Probe, ProbeAccess, Reason, ServiceHealthSpec, ServiceStackSpec};
 use crate::compose::Project;
 
 /// Checks `spec.health` against the project the compose file gave.
@@ -95,97 +95,27 @@ fn probe_target(
     spec: &ServiceStackSpec,
     project: &Project,
 ) -> Result<Option<(String, u16)>, Failure> {
-    let port = |field: &str, port: Option<u16>, default: u16| -> Result<u16, Failure> {
-        match port {
-            Some(0) => Err(invalid(format!(
-                "{here}.{field} is 0; give a container port"
-            ))),
-            Some(p) => Ok(p),
-            None => Ok(default),
-        }
-    };
-    let password = |name: &Option<String>| -> Result<(), Failure> {
-        match name {
-            Some(name) if !spec.variables.contains_key(name) => Err(invalid(format!(
-                "{here}.passwordVariable names `{name}`, which spec.variables does not define (it has: {}); add it or fix the name",
-                if spec.variables.is_empty() {
-                    "no variables".to_owned()
-                } else {
-                    spec.variables.keys().cloned().collect::<Vec<_>>().join(", ")
-                }
-            ))),
-            _ => Ok(()),
-        }
-    };
-    let not_empty = |field: &str, value: &str| -> Result<(), Failure> {
-        if value.trim().is_empty() {
-            Err(invalid(format!("{here}.{field} is empty")))
-        } else {
-            Ok(())
-        }
-    };
     match probe {
-        Probe::Http(p) => {
-            let url_here = format!("{here}.url");
-            let url = reqwest::Url::parse(&p.url).map_err(|e| {
-                invalid(format!(
-                    "{url_here} {:?} is not a URL ({e}); write it as http://SERVICE:PORT/PATH",
-                    p.url
-                ))
-            })?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(invalid(format!(
-                    "{url_here} {:?} uses scheme `{}`; use http or https",
-                    p.url,
-                    url.scheme()
-                )));
-            }
-            if !url.username().is_empty() || url.password().is_some() {
-                return Err(invalid(format!(
-                    "{url_here} carries credentials; they would show in status messages, and probes do not support them"
-                )));
-            }
-            let Some(host) = url.host_str() else {
-                return Err(invalid(format!(
-                    "{url_here} {:?} has no host; write it as http://SERVICE:PORT/PATH",
-                    p.url
-                )));
-            };
-            if project.service(host).is_none() {
-                return Err(unknown_service(&url_here, host, project));
-            }
-            if let Some(status) = p.expect_status {
-                if !(100..=599).contains(&status) {
-                    return Err(invalid(format!(
-                        "{here}.expectStatus is {status}; an HTTP status is between 100 and 599"
-                    )));
-                }
-            }
-            if let Some(field) = &p.json_field {
-                if field.path.split('.').any(str::is_empty) {
-                    return Err(invalid(format!(
-                        "{here}.jsonField.path {:?} has an empty segment; write it as `a.b.c`",
-                        field.path
-                    )));
-                }
-            }
-            let port = port(
-                "url port",
-                url.port(),
-                url.port_or_known_default().unwrap_or(80),
-            )?;
-            Ok(Some((host.to_owned(), port)))
-        }
-        Probe::Tcp(p) => Ok(Some((service.to_owned(), port("port", Some(p.port), 0)?))),
+        Probe::Http(p) => http_target(here, p, project).map(Some),
+        Probe::Tcp(p) => Ok(Some((
+            service.to_owned(),
+            port(here, "port", Some(p.port), 0)?,
+        ))),
         Probe::Postgres(p) => {
-            not_empty("user", &p.user)?;
-            not_empty("database", &p.database)?;
-            password(&p.password_variable)?;
-            Ok(Some((service.to_owned(), port("port", p.port, 5432)?)))
+            not_empty(here, "user", &p.user)?;
+            not_empty(here, "database", &p.database)?;
+            password(here, &p.password_variable, spec)?;
+            Ok(Some((
+                service.to_owned(),
+                port(here, "port", p.port, 5432)?,
+            )))
         }
         Probe::Redis(p) => {
-            password(&p.password_variable)?;
-            Ok(Some((service.to_owned(), port("port", p.port, 6379)?)))
+            password(here, &p.password_variable, spec)?;
+            Ok(Some((
+                service.to_owned(),
+                port(here, "port", p.port, 6379)?,
+            )))
         }
         Probe::Exec(p) => {
             if p.command.first().is_none_or(|c| c.trim().is_empty()) {
@@ -196,6 +126,99 @@ fn probe_target(
             Ok(None)
         }
     }
+}
+
+/// A probe's port, or its default when none is given; 0 is refused.
+fn port(here: &str, field: &str, port: Option<u16>, default: u16) -> Result<u16, Failure> {
+    match port {
+        Some(0) => Err(invalid(format!(
+            "{here}.{field} is 0; give a container port"
+        ))),
+        Some(p) => Ok(p),
+        None => Ok(default),
+    }
+}
+
+fn password(here: &str, name: &Option<String>, spec: &ServiceStackSpec) -> Result<(), Failure> {
+    match name {
+        Some(name) if !spec.variables.contains_key(name) => Err(invalid(format!(
+            "{here}.passwordVariable names `{name}`, which spec.variables does not define (it has: {}); add it or fix the name",
+            if spec.variables.is_empty() {
+                "no variables".to_owned()
+            } else {
+                spec.variables.keys().cloned().collect::<Vec<_>>().join(", ")
+            }
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn not_empty(here: &str, field: &str, value: &str) -> Result<(), Failure> {
+    if value.trim().is_empty() {
+        Err(invalid(format!("{here}.{field} is empty")))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks an http probe; returns the service its URL names and the port it connects to.
+fn http_target(here: &str, p: &HttpProbe, project: &Project) -> Result<(String, u16), Failure> {
+    let url_here = format!("{here}.url");
+    let url = reqwest::Url::parse(&p.url).map_err(|e| {
+        invalid(format!(
+            "{url_here} {:?} is not a URL ({e}); write it as http://SERVICE:PORT/PATH",
+            p.url
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "{url_here} {:?} uses scheme `{}`; use http or https",
+            p.url,
+            url.scheme()
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(format!(
+            "{url_here} carries credentials; they would show in status messages, and probes do not support them"
+        )));
+    }
+    let Some(host) = url.host_str() else {
+        return Err(invalid(format!(
+            "{url_here} {:?} has no host; write it as http://SERVICE:PORT/PATH",
+            p.url
+        )));
+    };
+    if project.service(host).is_none() {
+        return Err(unknown_service(&url_here, host, project));
+    }
+    http_expectations(here, p)?;
+    let port = port(
+        here,
+        "url port",
+        url.port(),
+        url.port_or_known_default().unwrap_or(80),
+    )?;
+    Ok((host.to_owned(), port))
+}
+
+/// The expected status is an HTTP status, and the JSON field's path has no empty segment.
+fn http_expectations(here: &str, p: &HttpProbe) -> Result<(), Failure> {
+    if let Some(status) = p.expect_status {
+        if !(100..=599).contains(&status) {
+            return Err(invalid(format!(
+                "{here}.expectStatus is {status}; an HTTP status is between 100 and 599"
+            )));
+        }
+    }
+    if let Some(field) = &p.json_field {
+        if field.path.split('.').any(str::is_empty) {
+            return Err(invalid(format!(
+                "{here}.jsonField.path {:?} has an empty segment; write it as `a.b.c`",
+                field.path
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn published(here: &str, service: &str, port: u16, project: &Project) -> Result<(), Failure> {
