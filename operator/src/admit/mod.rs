@@ -167,4 +167,50 @@ mod tests {
         s.spec.health.restart.max_restarts_per_hour = 0;
         assert_eq!(load(&s).unwrap_err().reason, Reason::InvalidField);
     }
+
+    #[test]
+    fn each_backup_target_comes_out_with_its_one_source_and_one_destination() {
+        let mut s = stack(DEMO, &[("DB_PASSWORD", "x"), ("KEY", "k"), ("SECRET", "s")]);
+        s.spec.backups = serde_json::from_value(serde_json::json!([
+            {"name": "pg", "postgres": {"service": "postgres", "database": "app", "user": "app"},
+             "destination": {"path": "/backups"}},
+            {"name": "cache", "redis": {"service": "redis"},
+             "destination": {"s3": {"bucket": "b", "accessKeyIdVariable": "KEY",
+                                    "secretAccessKeyVariable": "SECRET"}}}
+        ]))
+        .unwrap();
+        let admitted = admit(&s, Origin::Cluster).unwrap();
+        let [pg, cache] = &admitted.backups[..] else {
+            panic!("{:?}", admitted.backups);
+        };
+        assert!(matches!(&pg.source, Source::Postgres(p) if p.database == "app"));
+        assert_eq!(pg.destination, Destination::Path("/backups".into()));
+        assert!(matches!(&cache.source, Source::Redis(r) if r.service == "redis"));
+        assert!(matches!(&cache.destination, Destination::S3(d) if d.bucket == "b"));
+    }
+
+    #[test]
+    fn the_admitted_value_carries_the_required_services_warnings_and_parsed_restarts() {
+        let mut s = stack(DEMO, &[("DB_PASSWORD", "x")]);
+        s.spec.maintenance.restarts = vec![crate::api::ScheduledRestart {
+            service: "backend".into(),
+            schedule: "0 3 * * *".into(),
+            time_zone: None,
+        }];
+        let admitted = admit(&s, Origin::Cluster).unwrap();
+        assert_eq!(admitted.required, ["postgres", "redis", "backend"]);
+        assert_eq!(admitted.maintenance.len(), 1);
+        assert_eq!(admitted.maintenance[0].service, "backend");
+        // DEMO binds /etc/hosts only: nothing risky.
+        assert_eq!(admitted.warnings, Vec::<Warning>::new());
+    }
+
+    #[test]
+    fn a_failed_check_after_the_compose_file_still_masks_every_variable_value() {
+        let mut s = stack(DEMO, &[("DB_PASSWORD", "x"), ("BACKEND", "s3cret-name")]);
+        s.spec.health.services = [("s3cret-name".to_owned(), ServiceHealthSpec::default())].into();
+        let err = admit(&s, Origin::Cluster).unwrap_err();
+        assert_eq!(err.reason, Reason::UnknownService);
+        assert!(!err.message.contains("s3cret-name"), "{}", err.message);
+    }
 }
