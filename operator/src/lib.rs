@@ -1,7 +1,8 @@
 //! stackwarden: a reconciling operator for Docker Compose stacks.
 //!
-//! `plan` decides, the edges act: [`compose`] turns a spec into a project, [`docker`] observes
-//! and changes the engine, [`controller`] runs one reconcile for either [`store`] driver.
+//! `plan` decides, the edges act: [`admit`] checks the whole spec and gives the project
+//! [`compose`] builds from it, [`docker`] observes and changes the engine, [`controller`] runs
+//! one reconcile for either [`store`] driver.
 
 pub mod admit;
 pub mod api;
