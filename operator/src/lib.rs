@@ -1,8 +1,11 @@
 //! stackwarden: a reconciling operator for Docker Compose stacks.
 //!
-//! `plan` decides, the edges act: [`compose`] turns a spec into a project, [`docker`] observes
-//! and changes the engine, [`reconcile`] runs one reconcile for either [`store`] driver.
+//! Data flows one way: [`admit`] checks the whole spec and gives the project [`compose`] builds
+//! from it; [`reconcile`] observes Docker ([`observe`]), asks the pure modules ([`decide`],
+//! [`heal`], the planner) what to do, acts through [`docker`] and the [`jobs`] registry, and
+//! reports through either [`store`] driver.
 
+pub mod admit;
 pub mod api;
 pub mod backup;
 pub mod build_context;

@@ -48,7 +48,7 @@ fn committed_crd_matches_generated() {
 ///   and `additionalProperties: false` is not allowed (unknown fields are pruned instead).
 #[test]
 fn crd_passes_kubectl_and_api_server_validation() {
-    let crd: Value = serde_yaml::from_str(&stackwarden::api::crd_yaml()).unwrap();
+    let crd: Value = yaml_serde::from_str(&stackwarden::api::crd_yaml()).unwrap();
     let problems = lint_crd(&crd);
     assert!(
         problems.is_empty(),

@@ -507,6 +507,7 @@ async fn http_probe_checks_status_and_json_field_of_the_demo_app() {
 
     // The health switch: /health answers 503, and the message quotes the body's reason.
     let published = t.address("backend", 8000).unwrap();
+    stackwarden::install_crypto_provider();
     let admin = reqwest::Client::builder().no_proxy().build().unwrap();
     let switch = |on: bool| {
         admin

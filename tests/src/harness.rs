@@ -18,7 +18,7 @@ use stackwarden::store::StackEvent;
 pub fn demo_manifest() -> ServiceStack {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo/stack.yaml");
     let text = std::fs::read_to_string(path).expect("examples/demo/stack.yaml");
-    stackwarden::api::from_yaml_value(serde_yaml::from_str(&text).expect("YAML"))
+    stackwarden::api::from_yaml_value(yaml_serde::from_str(&text).expect("YAML"))
         .expect("the demo manifest parses")
 }
 
@@ -52,15 +52,15 @@ pub fn demo_stack(namespace: &str, name: &str) -> ServiceStack {
 
 /// Writes `stack` as a manifest file, as a person would for `stackwarden local`.
 pub fn write_manifest(path: &std::path::Path, stack: &ServiceStack) -> anyhow::Result<()> {
-    let yaml = serde_yaml::to_string(&serde_json::to_value(stack)?)?;
+    let yaml = yaml_serde::to_string(&serde_json::to_value(stack)?)?;
     std::fs::write(path, yaml)?;
     Ok(())
 }
 
 /// A one-service stack: quick to start, for tests that are about the loop, not the app.
 pub fn redis_spec(project: &str, extra_env: &str) -> ServiceStackSpec {
-    serde_yaml::from_value(
-        serde_json::from_value::<serde_yaml::Value>(serde_json::json!({
+    yaml_serde::from_value(
+        serde_json::from_value::<yaml_serde::Value>(serde_json::json!({
             "compose": {"projectName": project, "file": redis_compose(extra_env)},
             "variables": {"REDIS_PASSWORD": "test-redis-password"},
         }))
@@ -424,7 +424,7 @@ impl LocalDriver {
         let manifests = dir.path().join("manifests");
         std::fs::create_dir(&manifests).unwrap();
         let manifest = manifests.join("stack.yaml");
-        std::fs::write(&manifest, serde_yaml::to_string(stack).unwrap()).unwrap();
+        std::fs::write(&manifest, yaml_serde::to_string(stack).unwrap()).unwrap();
         let state = dir.path().join("state");
         let task = tokio::spawn(stackwarden::store::local::run(
             stackwarden::store::local::LocalOptions {

@@ -296,7 +296,7 @@ impl Fixture {
     /// backend on a port Docker picks, its backups written into the test's directory.
     fn demo(&self, name: &str) -> Value {
         let text = std::fs::read_to_string(DEMO).expect("examples/demo/stack.yaml");
-        let mut m: Value = serde_yaml::from_str(&text).expect("the demo is YAML");
+        let mut m: Value = yaml_serde::from_str(&text).expect("the demo is YAML");
         m["metadata"] = json!({"name": name, "namespace": self.ns});
         let compose = &mut m["spec"]["compose"];
         compose["projectName"] = json!(project(name));

@@ -24,7 +24,7 @@ fn stack(name: &str, project: &str, compose: &str) -> serde_json::Value {
 }
 
 fn rewrite(driver: &LocalDriver, stack: &serde_json::Value) {
-    std::fs::write(&driver.manifest, serde_yaml::to_string(stack).unwrap()).unwrap();
+    std::fs::write(&driver.manifest, yaml_serde::to_string(stack).unwrap()).unwrap();
 }
 
 /// The manifest's directory: relative `env_file` and `build` paths start there.

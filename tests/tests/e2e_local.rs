@@ -414,7 +414,7 @@ async fn local_driver_follows_manifest_files_and_keeps_stacks_whose_file_breaks(
     let manifest = |spec: &ServiceStackSpec| {
         let mut s = stackwarden::api::ServiceStack::new("driver", spec.clone());
         s.metadata.namespace = Some("ops".into());
-        serde_yaml::to_string(&serde_json::to_value(&s).unwrap()).unwrap()
+        yaml_serde::to_string(&serde_json::to_value(&s).unwrap()).unwrap()
     };
     let file = manifests.join("driver.yaml");
     std::fs::write(&file, manifest(&spec)).unwrap();

@@ -744,10 +744,10 @@ fn dns1123_label_format(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-/// Reads a ServiceStack from parsed YAML. Through JSON, because serde_yaml 0.9 reads an enum
+/// Reads a ServiceStack from parsed YAML. Through JSON, because yaml_serde (like serde_yaml) reads an enum
 /// only from a YAML tag (`!http`), while manifests write probes as `- http: {...}`, the way
 /// the Kubernetes API (JSON) reads them too.
-pub fn from_yaml_value(value: serde_yaml::Value) -> Result<ServiceStack, String> {
+pub fn from_yaml_value(value: yaml_serde::Value) -> Result<ServiceStack, String> {
     let json =
         serde_json::to_value(value).map_err(|e| format!("not a JSON-compatible document: {e}"))?;
     serde_json::from_value(json).map_err(|e| e.to_string())
@@ -762,7 +762,7 @@ pub fn crd_yaml() -> String {
     {
         fit_for_kubectl(&mut version["schema"]["openAPIV3Schema"]);
     }
-    serde_yaml::to_string(&crd).expect("CRD renders as YAML")
+    yaml_serde::to_string(&crd).expect("CRD renders as YAML")
 }
 
 /// Removes, in a schema node and every node below it, what schemars emits but a CRD cannot
@@ -845,7 +845,7 @@ spec:
           - http: {url: "http://backend:8000/health", expectStatus: 200}
           - tcp: {port: 8000}
 "#;
-        let s = from_yaml_value(serde_yaml::from_str(yaml).unwrap()).unwrap();
+        let s = from_yaml_value(yaml_serde::from_str(yaml).unwrap()).unwrap();
         assert_eq!(s.spec.health.services["backend"].probes.len(), 2);
         assert!(matches!(
             s.spec.health.services["backend"].probes[1],
@@ -863,7 +863,7 @@ spec:
   compose: {file: "services: {}"}
   backupz: {}
 "#;
-        let err = serde_yaml::from_str::<ServiceStack>(yaml)
+        let err = yaml_serde::from_str::<ServiceStack>(yaml)
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `backupz`"), "{err}");
@@ -873,7 +873,7 @@ spec:
     fn crd_schema_is_structural_and_documented() {
         let yaml = crd_yaml();
         assert!(!yaml.contains("additionalProperties: false"));
-        let crd: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+        let crd: serde_json::Value = yaml_serde::from_str(&yaml).unwrap();
         let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
         // Every property of the spec has a description, recursively, so `kubectl explain` helps.
         fn check(path: &str, schema: &serde_json::Value) {

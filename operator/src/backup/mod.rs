@@ -15,7 +15,6 @@ pub mod redis;
 pub mod retention;
 pub mod runner;
 pub mod schedule;
-pub mod validate;
 
 use std::collections::BTreeMap;
 

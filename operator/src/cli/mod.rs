@@ -151,29 +151,33 @@ pub enum Command {
     },
     /// Run in a Kubernetes cluster: watch ServiceStacks through the API server. Several may
     /// run; the one holding the Lease acts, the others stand by.
-    Controller {
-        /// Only watch this namespace (default: all).
-        #[arg(long)]
-        namespace: Option<String>,
-        /// Serve /metrics, /healthz and /readyz here (`off` for none).
-        #[arg(long, default_value = "0.0.0.0:8080", value_parser = parse_addr)]
-        metrics_addr: Endpoint,
-        /// The Lease (coordination.k8s.io) the operators elect their leader with.
-        #[arg(long, default_value = "stackwarden-controller")]
-        lease_name: String,
-        /// Namespace of the Lease (default: the pod's, else the kubeconfig's namespace).
-        #[arg(long, env = "POD_NAMESPACE")]
-        lease_namespace: Option<String>,
-        /// This operator's name in the election (default: the pod's name, else host and pid).
-        #[arg(long, env = "POD_NAME")]
-        identity: Option<String>,
-        /// Seconds a leader that stopped renewing keeps the Lease; a standby takes over within it.
-        #[arg(long, default_value = "15", value_parser = parse_seconds)]
-        lease_duration: Duration,
-        /// Seconds a stopping leader waits for running backup jobs before it lets go.
-        #[arg(long, default_value = "20", value_parser = parse_seconds)]
-        shutdown_timeout: Duration,
-    },
+    Controller(ControllerArgs),
+}
+
+/// The flags of `stackwarden controller`.
+#[derive(clap::Args, Debug)]
+pub struct ControllerArgs {
+    /// Only watch this namespace (default: all).
+    #[arg(long)]
+    namespace: Option<String>,
+    /// Serve /metrics, /healthz and /readyz here (`off` for none).
+    #[arg(long, default_value = "0.0.0.0:8080", value_parser = parse_addr)]
+    metrics_addr: Endpoint,
+    /// The Lease (coordination.k8s.io) the operators elect their leader with.
+    #[arg(long, default_value = "stackwarden-controller")]
+    lease_name: String,
+    /// Namespace of the Lease (default: the pod's, else the kubeconfig's namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// This operator's name in the election (default: the pod's name, else host and pid).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a leader that stopped renewing keeps the Lease; a standby takes over within it.
+    #[arg(long, default_value = "15", value_parser = parse_seconds)]
+    lease_duration: Duration,
+    /// Seconds a stopping leader waits for running backup jobs before it lets go.
+    #[arg(long, default_value = "20", value_parser = parse_seconds)]
+    shutdown_timeout: Duration,
 }
 
 /// Where to serve the operator's endpoints, or nowhere (`off`). A newtype because clap reads an
@@ -252,23 +256,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
-        Command::Status { name, state_dir } => {
-            let store = LocalStore::new(&state_dir);
-            let mut records = store.list()?;
-            if let Some(n) = &name {
-                records.retain(|r| &r.name == n || &format!("{}/{}", r.namespace, r.name) == n);
-                anyhow::ensure!(
-                    !records.is_empty(),
-                    "no stack named {n} in {}",
-                    state_dir.display()
-                );
-            }
-            print!("{}", status_table(&store, &records));
-            if name.is_none() {
-                print!("{}", problems_text(&store.manifest_problems()));
-            }
-            Ok(())
-        }
+        Command::Status { name, state_dir } => status(name.as_deref(), &state_dir),
         Command::Backup {
             stack,
             target,
@@ -311,37 +299,53 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             state_dir,
             timeout,
         } => hold_cli::resume(&LocalStore::new(&state_dir), &stack, &service, timeout).await,
-        Command::Controller {
-            namespace,
-            metrics_addr,
-            lease_name,
-            lease_namespace,
-            identity,
-            lease_duration,
-            shutdown_timeout,
-        } => {
-            let client = kube::Client::try_default().await?;
-            anyhow::ensure!(
-                lease_duration >= Duration::from_secs(4),
-                "--lease-duration must be at least 4 seconds (the leader renews 2 s before it ends)"
-            );
-            let lease = crate::store::kube::LeaseOptions {
-                name: lease_name,
-                namespace: lease_namespace.unwrap_or_else(|| client.default_namespace().to_owned()),
-                identity: identity.unwrap_or_else(default_identity),
-                duration: lease_duration,
-                // The renewal margin: a third of the Lease, at least 2 s.
-                grace: (lease_duration / 3).max(Duration::from_secs(2)),
-                shutdown_timeout,
-            };
-            let opts = crate::store::kube::ControllerOptions {
-                namespace,
-                metrics_addr: metrics_addr.0,
-                lease,
-            };
-            crate::store::kube::run(client, opts).await
-        }
+        Command::Controller(args) => controller(args).await,
     }
+}
+
+/// `stackwarden status`: every stack's table, or one stack's.
+fn status(name: Option<&str>, state_dir: &std::path::Path) -> anyhow::Result<()> {
+    let store = LocalStore::new(state_dir);
+    let mut records = store.list()?;
+    if let Some(n) = name {
+        records.retain(|r| r.name == n || format!("{}/{}", r.namespace, r.name) == n);
+        anyhow::ensure!(
+            !records.is_empty(),
+            "no stack named {n} in {}",
+            state_dir.display()
+        );
+    }
+    print!("{}", status_table(&store, &records));
+    if name.is_none() {
+        print!("{}", problems_text(&store.manifest_problems()));
+    }
+    Ok(())
+}
+
+/// `stackwarden controller`: the kube driver, with the Lease its flags describe.
+async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await?;
+    anyhow::ensure!(
+        args.lease_duration >= Duration::from_secs(4),
+        "--lease-duration must be at least 4 seconds (the leader renews 2 s before it ends)"
+    );
+    let lease = crate::store::kube::LeaseOptions {
+        name: args.lease_name,
+        namespace: args
+            .lease_namespace
+            .unwrap_or_else(|| client.default_namespace().to_owned()),
+        identity: args.identity.unwrap_or_else(default_identity),
+        duration: args.lease_duration,
+        // The renewal margin: a third of the Lease, at least 2 s.
+        grace: (args.lease_duration / 3).max(Duration::from_secs(2)),
+        shutdown_timeout: args.shutdown_timeout,
+    };
+    let opts = crate::store::kube::ControllerOptions {
+        namespace: args.namespace,
+        metrics_addr: args.metrics_addr.0,
+        lease,
+    };
+    crate::store::kube::run(client, opts).await
 }
 
 /// The text `stackwarden status` prints.
@@ -374,68 +378,78 @@ pub fn status_table(store: &LocalStore, records: &[Record]) -> String {
     }
     let mut out = table(&rows);
     for r in records {
-        out.push_str(&format!(
-            "\n{}/{} (project {})\n",
-            r.namespace,
-            r.name,
-            r.status.project.as_deref().unwrap_or("-")
-        ));
-        let mut svc = vec![[
-            "  SERVICE",
-            "STATE",
-            "HEALTH",
-            "CONTAINER",
-            "RESTARTS",
-            "IMAGE",
-        ]
+        out.push_str(&stack_details(store, r));
+    }
+    out
+}
+
+/// One stack's part below the table: its services, conditions, backups and recent events.
+fn stack_details(store: &LocalStore, r: &Record) -> String {
+    let mut out = format!(
+        "\n{}/{} (project {})\n",
+        r.namespace,
+        r.name,
+        r.status.project.as_deref().unwrap_or("-")
+    );
+    out.push_str(&services_table(r));
+    let mut cond = vec![["  CONDITION", "STATUS", "REASON", "MESSAGE"]
         .map(str::to_owned)
         .to_vec()];
-        for (name, s) in &r.status.services {
-            svc.push(vec![
-                format!("  {name}"),
-                match (&s.hold, &s.waiting_for) {
-                    (Some(h), _) => format!("{} (held by {})", s.state.as_str(), h.by),
-                    (None, Some(w)) => format!("{} (waiting for {})", s.state.as_str(), w.service),
-                    (None, None) => s.state.as_str().to_owned(),
-                },
-                s.health
-                    .map_or("-".to_owned(), |h| format!("{h:?}").to_lowercase()),
-                s.container_id.clone().unwrap_or_else(|| "-".into()),
-                s.restarts.to_string(),
-                s.image.clone().unwrap_or_else(|| "-".into()),
-            ]);
-        }
-        out.push_str(&table(&svc));
-        let mut cond = vec![["  CONDITION", "STATUS", "REASON", "MESSAGE"]
-            .map(str::to_owned)
-            .to_vec()];
-        for c in &r.status.conditions {
-            cond.push(vec![
-                format!("  {}", c.type_),
-                c.status.to_string(),
-                c.reason.to_string(),
-                c.message.clone(),
-            ]);
-        }
-        out.push_str(&table(&cond));
-        if !r.status.backups.is_empty() {
-            out.push_str(&backup_table(&r.status.backups));
-        }
-        let events = store.events(&r.namespace, &r.name);
-        if !events.is_empty() {
-            out.push_str("  Recent events:\n");
-            for (t, e) in events.iter().rev().take(5).rev() {
-                out.push_str(&format!(
-                    "    {} {:?} {}: {}\n",
-                    t.format("%H:%M:%S"),
-                    e.type_,
-                    e.reason,
-                    e.note
-                ));
-            }
+    for c in &r.status.conditions {
+        cond.push(vec![
+            format!("  {}", c.type_),
+            c.status.to_string(),
+            c.reason.to_string(),
+            c.message.clone(),
+        ]);
+    }
+    out.push_str(&table(&cond));
+    if !r.status.backups.is_empty() {
+        out.push_str(&backup_table(&r.status.backups));
+    }
+    let events = store.events(&r.namespace, &r.name);
+    if !events.is_empty() {
+        out.push_str("  Recent events:\n");
+        for (t, e) in events.iter().rev().take(5).rev() {
+            out.push_str(&format!(
+                "    {} {:?} {}: {}\n",
+                t.format("%H:%M:%S"),
+                e.type_,
+                e.reason,
+                e.note
+            ));
         }
     }
     out
+}
+
+fn services_table(r: &Record) -> String {
+    let mut svc = vec![[
+        "  SERVICE",
+        "STATE",
+        "HEALTH",
+        "CONTAINER",
+        "RESTARTS",
+        "IMAGE",
+    ]
+    .map(str::to_owned)
+    .to_vec()];
+    for (name, s) in &r.status.services {
+        svc.push(vec![
+            format!("  {name}"),
+            match (&s.hold, &s.waiting_for) {
+                (Some(h), _) => format!("{} (held by {})", s.state.as_str(), h.by),
+                (None, Some(w)) => format!("{} (waiting for {})", s.state.as_str(), w.service),
+                (None, None) => s.state.as_str().to_owned(),
+            },
+            s.health
+                .map_or("-".to_owned(), |h| format!("{h:?}").to_lowercase()),
+            s.container_id.clone().unwrap_or_else(|| "-".into()),
+            s.restarts.to_string(),
+            s.image.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    table(&svc)
 }
 
 /// What is wrong in the manifest files, per file; nothing when all is well.
@@ -588,13 +602,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match parse(&["stackwarden", "controller", "--lease-duration", "30"]).command {
-            Command::Controller {
+            Command::Controller(ControllerArgs {
                 metrics_addr,
                 namespace,
                 lease_name,
                 lease_duration,
                 ..
-            } => {
+            }) => {
                 assert_eq!(
                     metrics_addr,
                     Endpoint(Some("0.0.0.0:8080".parse().unwrap()))

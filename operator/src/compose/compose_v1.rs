@@ -29,8 +29,8 @@
 //! that the container was created from this very config.
 
 use serde_json::{json, Map, Value as Json};
-use serde_yaml::Value;
 use sha2::{Digest, Sha256};
+use yaml_serde::Value;
 
 use super::model::{NetworkSpec, VolumeSpec};
 

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 /// Why a string could not be interpolated. Never carries a variable's value: it may be a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -258,7 +258,7 @@ mod tests {
     #[test]
     fn walks_yaml_strings_only() {
         let mut doc: Value =
-            serde_yaml::from_str("a: [\"$USER\", 5, true]\nb: {c: \"${PORT}\"}\n$USER: k").unwrap();
+            yaml_serde::from_str("a: [\"$USER\", 5, true]\nb: {c: \"${PORT}\"}\n$USER: k").unwrap();
         interpolate_value(&mut doc, &vars()).unwrap();
         assert_eq!(doc["a"][0], Value::from("erni"));
         assert_eq!(doc["b"]["c"], Value::from("8000"));

@@ -14,8 +14,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use serde_yaml::Value;
 use sha2::{Digest, Sha256};
+use yaml_serde::Value;
 
 use super::model::BuildSpec;
 use crate::api::Failure;
@@ -201,7 +201,7 @@ fn scalar(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
-        other => serde_yaml::to_string(other)
+        other => yaml_serde::to_string(other)
             .unwrap_or_default()
             .trim()
             .to_owned(),
@@ -457,7 +457,7 @@ mod tests {
 
     #[test]
     fn extras_are_taken_out_and_a_build_without_image_gets_a_placeholder() {
-        let mut doc: Value = serde_yaml::from_str(
+        let mut doc: Value = yaml_serde::from_str(
             "services:\n  a: {container_name: erni-a, env_file: [.env, /abs/x.env], build: {context: ./app, args: [V=1]}}\n  b: {image: x, build: ., container_name: b1}",
         )
         .unwrap();
@@ -480,12 +480,12 @@ mod tests {
     #[test]
     fn bad_container_names_and_unknown_build_keys_are_refused_by_name() {
         let mut doc: Value =
-            serde_yaml::from_str("services: {a: {image: x, container_name: \"-bad name\"}}")
+            yaml_serde::from_str("services: {a: {image: x, container_name: \"-bad name\"}}")
                 .unwrap();
         let err = take_extras(&mut doc).unwrap_err();
         assert!(err.message.contains("container_name"), "{}", err.message);
         let mut doc: Value =
-            serde_yaml::from_str("services: {a: {build: {context: ., ssh: [default]}}}").unwrap();
+            yaml_serde::from_str("services: {a: {build: {context: ., ssh: [default]}}}").unwrap();
         let err = take_extras(&mut doc).unwrap_err();
         assert_eq!(err.reason, Reason::UnsupportedComposeKey);
         assert!(err.message.contains("build.ssh"), "{}", err.message);

@@ -11,7 +11,6 @@ mod interpolate;
 mod local;
 mod model;
 mod translate;
-pub mod warnings;
 
 use std::collections::BTreeMap;
 
@@ -21,7 +20,9 @@ pub use model::*;
 
 use crate::api::{Failure, Reason, ServiceStack};
 
-/// Builds the project a stack in a cluster asks for. Pure: no Docker, no clock.
+/// Builds the project a stack in a cluster asks for. Pure: no Docker, no clock. This is the
+/// compose file's part of the spec check only: [`crate::admit::admit`] runs it and then checks
+/// the rest of the spec (health, backups, maintenance) against the project.
 ///
 /// Error messages quote the compose file, and after interpolation the file holds the values of
 /// `spec.variables`: every one of them is masked out of the message, whichever check failed.
@@ -36,7 +37,7 @@ pub fn load_local(stack: &ServiceStack, inputs: &LocalInputs) -> Result<Project,
     load_from(stack, Origin::Local(inputs))
 }
 
-fn load_from(stack: &ServiceStack, origin: Origin<'_>) -> Result<Project, Failure> {
+pub(crate) fn load_from(stack: &ServiceStack, origin: Origin<'_>) -> Result<Project, Failure> {
     load_unmasked(stack, origin).map_err(|mut e| {
         e.message = mask(&e.message, &secrets(stack, origin), &[]);
         e
@@ -44,7 +45,7 @@ fn load_from(stack: &ServiceStack, origin: Origin<'_>) -> Result<Project, Failur
 }
 
 /// Every value an error must not show: the variables, and in local mode each env file's values.
-fn secrets(stack: &ServiceStack, origin: Origin<'_>) -> BTreeMap<String, String> {
+pub(crate) fn secrets(stack: &ServiceStack, origin: Origin<'_>) -> BTreeMap<String, String> {
     let mut all = stack.spec.variables.clone();
     if let Origin::Local(inputs) = origin {
         let values = inputs
@@ -74,9 +75,9 @@ pub fn references(stack: &ServiceStack, dir: &std::path::Path) -> References {
 }
 
 /// The compose file, parsed and interpolated.
-fn parsed(stack: &ServiceStack) -> Result<serde_yaml::Value, Failure> {
-    let mut doc: serde_yaml::Value =
-        serde_yaml::from_str(&stack.spec.compose.file).map_err(|e| {
+fn parsed(stack: &ServiceStack) -> Result<yaml_serde::Value, Failure> {
+    let mut doc: yaml_serde::Value =
+        yaml_serde::from_str(&stack.spec.compose.file).map_err(|e| {
             Failure::new(
                 Reason::MalformedCompose,
                 format!("spec.compose.file is not valid YAML: {e}"),
@@ -105,7 +106,7 @@ fn load_unmasked(stack: &ServiceStack, origin: Origin<'_>) -> Result<Project, Fa
     let services_doc = doc.get("services").cloned();
     let extras = local::take_extras(&mut doc)?;
     translate::check_supported_keys(&doc)?;
-    let compose: compose_spec::Compose = serde_yaml::from_value(doc).map_err(|e| {
+    let compose: compose_spec::Compose = yaml_serde::from_value(doc).map_err(|e| {
         Failure::new(
             Reason::MalformedCompose,
             format!("spec.compose.file is not a valid compose file: {e}"),
@@ -114,40 +115,6 @@ fn load_unmasked(stack: &ServiceStack, origin: Origin<'_>) -> Result<Project, Fa
     let mut project = translate::project(&project, compose)?;
     apply_extras(&mut project, &extras, origin)?;
     attach_compose_v1(&mut project, services_doc.as_ref());
-    for (i, entry) in stack.spec.maintenance.restarts.iter().enumerate() {
-        if project.service(&entry.service).is_none() {
-            return Err(Failure::new(
-                Reason::UnknownService,
-                format!("spec.maintenance.restarts[{i}].service {:?} is not a service of the compose file", entry.service),
-            ));
-        }
-        crate::heal::Schedule::parse(entry).map_err(|e| {
-            Failure::new(
-                Reason::InvalidField,
-                format!("spec.maintenance.restarts[{i}]: {e}"),
-            )
-        })?;
-    }
-    crate::probe::validate(&stack.spec, &project)?;
-    crate::backup::validate::validate(&stack.spec, &project)?;
-    let restart = &stack.spec.health.restart;
-    if restart.max_restarts_per_hour == 0 || restart.max_backoff_seconds < restart.backoff_seconds {
-        return Err(Failure::new(
-            Reason::InvalidField,
-            "spec.health.restart: maxRestartsPerHour must be at least 1 and maxBackoffSeconds at least backoffSeconds",
-        ));
-    }
-    for name in stack.spec.health.services.keys() {
-        if project.service(name).is_none() {
-            return Err(Failure::new(
-                Reason::UnknownService,
-                format!(
-                    "spec.health.services.{name} names a service the compose file does not define (it has: {}); fix the name or add the service",
-                    project.service_names().join(", ")
-                ),
-            ));
-        }
-    }
     Ok(project)
 }
 
@@ -189,7 +156,7 @@ fn apply_extras(
 }
 
 /// Gives each service docker-compose 1.29's view of it (see [`compose_v1`]).
-fn attach_compose_v1(project: &mut Project, services: Option<&serde_yaml::Value>) {
+fn attach_compose_v1(project: &mut Project, services: Option<&yaml_serde::Value>) {
     let names = compose_v1::Names {
         networks: &project.networks,
         volumes: &project.volumes,
@@ -206,23 +173,6 @@ fn attach_compose_v1(project: &mut Project, services: Option<&serde_yaml::Value>
     for (svc, config) in project.services.iter_mut().zip(configs) {
         svc.compose_v1 = config;
     }
-}
-
-/// The names of services whose health gates `Ready`.
-pub fn required_services(stack: &ServiceStack, project: &Project) -> Vec<String> {
-    let optional: BTreeMap<&str, bool> = stack
-        .spec
-        .health
-        .services
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.optional))
-        .collect();
-    project
-        .services
-        .iter()
-        .filter(|s| !optional.get(s.name.as_str()).copied().unwrap_or(false))
-        .map(|s| s.name.clone())
-        .collect()
 }
 
 /// Compose's own rule, so `docker-compose -p NAME` accepts the same name.
@@ -247,11 +197,11 @@ fn validate_project_name(name: &str) -> Result<(), Failure> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::api::{ComposeSpec, HealthSpec, ServiceHealthSpec, ServiceStackSpec};
+    use crate::api::{ComposeSpec, ServiceStackSpec};
 
-    fn stack(file: &str, vars: &[(&str, &str)]) -> ServiceStack {
+    pub(crate) fn stack(file: &str, vars: &[(&str, &str)]) -> ServiceStack {
         let mut s = ServiceStack::new(
             "demo",
             ServiceStackSpec {
@@ -277,7 +227,7 @@ mod tests {
         s
     }
 
-    const DEMO: &str = r#"
+    pub(crate) const DEMO: &str = r#"
 services:
   backend:
     image: stackwarden-test/demo-app:latest
@@ -489,36 +439,6 @@ volumes:
     }
 
     #[test]
-    fn health_must_name_real_services_and_optional_ones_do_not_gate_ready() {
-        let mut s = stack(DEMO, &[("DB_PASSWORD", "x")]);
-        s.spec.health = HealthSpec {
-            services: [("backnd".to_owned(), ServiceHealthSpec::default())].into(),
-            ..Default::default()
-        };
-        let err = load(&s).unwrap_err();
-        assert_eq!(err.reason, Reason::UnknownService);
-        assert!(
-            err.message.contains("spec.health.services.backnd") && err.message.contains("backend"),
-            "{}",
-            err.message
-        );
-
-        s.spec.health = HealthSpec {
-            services: [(
-                "redis".to_owned(),
-                ServiceHealthSpec {
-                    optional: true,
-                    ..Default::default()
-                },
-            )]
-            .into(),
-            ..Default::default()
-        };
-        let p = load(&s).unwrap();
-        assert_eq!(required_services(&s, &p), ["postgres", "backend"]);
-    }
-
-    #[test]
     fn project_names_follow_compose_rules() {
         let mut s = stack(DEMO, &[("DB_PASSWORD", "x")]);
         s.spec.compose.project_name = Some("Bad Name".into());
@@ -551,47 +471,6 @@ volumes:
         assert_eq!(shared.name, "corp-net");
         assert!(p.volumes[0].external);
         assert_eq!(p.volumes[0].name, "ext");
-    }
-
-    #[test]
-    fn maintenance_and_restart_settings_are_validated() {
-        let mut s = stack(DEMO, &[("DB_PASSWORD", "x")]);
-        let entry = |svc: &str, sched: &str, tz: Option<&str>| crate::api::ScheduledRestart {
-            service: svc.into(),
-            schedule: sched.into(),
-            time_zone: tz.map(Into::into),
-        };
-        for (e, reason, needle) in [
-            (
-                entry("backnd", "0 3 * * *", None),
-                Reason::UnknownService,
-                "\"backnd\"",
-            ),
-            (
-                entry("backend", "nightly", None),
-                Reason::InvalidField,
-                "cron",
-            ),
-            (
-                entry("backend", "0 3 * * *", Some("Europe/Zurch")),
-                Reason::InvalidField,
-                "IANA",
-            ),
-        ] {
-            s.spec.maintenance.restarts = vec![e];
-            let err = load(&s).unwrap_err();
-            assert_eq!(err.reason, reason, "{}", err.message);
-            assert!(
-                err.message.contains(needle)
-                    && err.message.contains("spec.maintenance.restarts[0]"),
-                "{}",
-                err.message
-            );
-        }
-        s.spec.maintenance.restarts = vec![entry("backend", "0 3 * * *", Some("Europe/Zurich"))];
-        assert!(load(&s).is_ok());
-        s.spec.health.restart.max_restarts_per_hour = 0;
-        assert_eq!(load(&s).unwrap_err().reason, Reason::InvalidField);
     }
 
     fn local(env: &[(&str, Result<&str, &str>)], contexts: &[(&str, &str)]) -> LocalInputs {

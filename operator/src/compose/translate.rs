@@ -7,7 +7,7 @@ use compose_spec::service::{
     Healthcheck, NetworkConfig,
 };
 use compose_spec::{Compose, ListOrMap, Resource, ShortOrLong};
-use serde_yaml::Value;
+use yaml_serde::Value;
 
 use super::model::*;
 use crate::api::Failure;
@@ -109,7 +109,7 @@ pub fn check_supported_keys(doc: &Value) -> Result<(), Failure> {
     Ok(())
 }
 
-fn check_keys(map: &serde_yaml::Mapping, allowed: &[&str], prefix: &str) -> Result<(), Failure> {
+fn check_keys(map: &yaml_serde::Mapping, allowed: &[&str], prefix: &str) -> Result<(), Failure> {
     for key in map.keys() {
         let key = key_str(key);
         if key.starts_with("x-") || allowed.contains(&key.as_str()) {
@@ -130,7 +130,7 @@ fn check_keys(map: &serde_yaml::Mapping, allowed: &[&str], prefix: &str) -> Resu
 fn key_str(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
-        other => serde_yaml::to_string(other)
+        other => yaml_serde::to_string(other)
             .unwrap_or_default()
             .trim()
             .to_owned(),
@@ -144,11 +144,36 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, Failure> {
             "spec.compose.file defines no services",
         ));
     }
-    let mut networks: Vec<NetworkSpec> = Vec::new();
+    let mut networks = networks(name, &compose.networks)?;
+    let volumes = volumes(name, &compose.volumes)?;
+    let service_names: BTreeSet<String> = compose.services.keys().map(|k| k.to_string()).collect();
     let mut uses_default_network = false;
-    let mut volumes: Vec<VolumeSpec> = Vec::new();
+    let mut services = Vec::new();
+    for (svc_name, svc) in compose.services {
+        let names = Names {
+            project: name,
+            service: svc_name.to_string(),
+            services: &service_names,
+            networks: &networks,
+            volumes: &volumes,
+        };
+        let (spec, uses_default) = service(&names, &svc)?;
+        uses_default_network |= uses_default;
+        services.push(spec);
+    }
+    keep_default_network(name, &mut networks, uses_default_network, &services);
+    Ok(Project {
+        name: name.to_owned(),
+        networks,
+        volumes,
+        services: start_order(services)?,
+    })
+}
 
-    for (key, net) in &compose.networks {
+/// The top-level `networks:`, each named as docker-compose names it.
+fn networks(name: &str, declared: &compose_spec::Networks) -> Result<Vec<NetworkSpec>, Failure> {
+    let mut networks = Vec::new();
+    for (key, net) in declared {
         let key = key.to_string();
         let spec = match net {
             None => NetworkSpec::owned(name, &key),
@@ -168,7 +193,13 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, Failure> {
         };
         networks.push(spec);
     }
-    for (key, vol) in &compose.volumes {
+    Ok(networks)
+}
+
+/// The top-level `volumes:`, each named as docker-compose names it.
+fn volumes(name: &str, declared: &compose_spec::Volumes) -> Result<Vec<VolumeSpec>, Failure> {
+    let mut volumes = Vec::new();
+    for (key, vol) in declared {
         let key = key.to_string();
         let owned = VolumeSpec {
             key: key.clone(),
@@ -198,172 +229,224 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, Failure> {
             },
         });
     }
+    Ok(volumes)
+}
 
-    let service_names: BTreeSet<String> = compose.services.keys().map(|k| k.to_string()).collect();
-    let mut services = Vec::new();
-    for (svc_name, svc) in compose.services {
-        let svc_name = svc_name.to_string();
-        let ctx = |what: &str| format!("services.{svc_name}.{what}");
-        let image = svc.image.as_ref().map(|i| i.to_string()).ok_or_else(|| {
-            Failure::new(
-                Reason::MalformedCompose,
-                format!("spec.compose.file: {} is required", ctx("image")),
-            )
-        })?;
+/// What a service's keys may refer to: the project, the other services, the top-level networks
+/// and volumes.
+struct Names<'a> {
+    project: &'a str,
+    service: String,
+    services: &'a BTreeSet<String>,
+    networks: &'a [NetworkSpec],
+    volumes: &'a [VolumeSpec],
+}
 
-        let service_networks = match &svc.network_config {
-            None => {
-                uses_default_network = true;
-                vec![ServiceNetwork {
-                    network: format!("{name}_default"),
-                    aliases: vec![svc_name.clone()],
-                }]
-            }
-            Some(NetworkConfig::NetworkMode(_)) => {
-                return Err(Failure::new(
-                    Reason::UnsupportedComposeKey,
-                    format!(
+impl Names<'_> {
+    /// Where a key of this service is, for messages: `services.NAME.KEY`.
+    fn at(&self, what: &str) -> String {
+        format!("services.{}.{what}", self.service)
+    }
+}
+
+/// One service, and whether it joins the project's default network.
+fn service(names: &Names<'_>, svc: &service::Service) -> Result<(ServiceSpec, bool), Failure> {
+    let ctx = |what: &str| names.at(what);
+    let image = svc.image.as_ref().map(|i| i.to_string()).ok_or_else(|| {
+        Failure::new(
+            Reason::MalformedCompose,
+            format!("spec.compose.file: {} is required", ctx("image")),
+        )
+    })?;
+    let (service_networks, uses_default) = service_networks(names, &svc.network_config)?;
+    let depends_on = depends_on(names, &svc.depends_on)?;
+    let mut mounts = Vec::new();
+    for v in svc.volumes.iter().cloned().map(|v| match v {
+        ShortOrLong::Short(s) => s.into_long(),
+        ShortOrLong::Long(m) => m,
+    }) {
+        mounts.push(mount(v, names.volumes, &ctx("volumes"))?);
+    }
+    let (memory_bytes, nano_cpus) = limits(svc, &ctx("deploy.resources.limits"))?;
+    let spec = ServiceSpec {
+        name: names.service.clone(),
+        image,
+        compose_v1: None,
+        pull_policy: pull_policy(svc.pull_policy.as_ref(), &ctx("pull_policy"))?,
+        command: svc
+            .command
+            .as_ref()
+            .map(|c| command(c, &ctx("command")))
+            .transpose()?,
+        entrypoint: svc
+            .entrypoint
+            .as_ref()
+            .map(|c| command(c, &ctx("entrypoint")))
+            .transpose()?,
+        environment: Environment(environment(&svc.environment, &ctx("environment"))?),
+        ports: ports(&svc.ports),
+        expose: svc.expose.iter().map(|e| e.to_string()).collect(),
+        mounts,
+        networks: service_networks,
+        depends_on,
+        healthcheck: svc.healthcheck.as_ref().map(healthcheck),
+        restart: match svc.restart {
+            None | Some(service::Restart::No) => RestartPolicy::No,
+            Some(service::Restart::Always) => RestartPolicy::Always,
+            Some(service::Restart::OnFailure) => RestartPolicy::OnFailure,
+            Some(service::Restart::UnlessStopped) => RestartPolicy::UnlessStopped,
+        },
+        labels: list_or_map(&svc.labels, &ctx("labels"))?,
+        user: svc.user.as_ref().map(|u| u.to_string()),
+        working_dir: svc
+            .working_dir
+            .as_ref()
+            .map(|p| p.as_path().display().to_string()),
+        hostname: svc.hostname.as_ref().map(|h| h.to_string()),
+        memory_bytes,
+        nano_cpus,
+        stop_signal: svc.stop_signal.clone(),
+        stop_grace_period_s: svc.stop_grace_period.map(|d| d.as_secs() as i64),
+        init: svc.init,
+        tty: svc.tty,
+        stdin_open: svc.stdin_open,
+        extra_hosts: svc
+            .extra_hosts
+            .iter()
+            .map(|(h, ip)| format!("{h}:{ip}"))
+            .collect(),
+        fixed_name: None,
+        build: None,
+    };
+    Ok((spec, uses_default))
+}
+
+fn pull_policy(policy: Option<&service::PullPolicy>, at: &str) -> Result<PullPolicy, Failure> {
+    match policy {
+        None | Some(service::PullPolicy::Missing) => Ok(PullPolicy::Missing),
+        Some(service::PullPolicy::Never) => Ok(PullPolicy::Never),
+        Some(service::PullPolicy::Always) => Ok(PullPolicy::Always),
+        Some(other) => Err(Failure::new(
+            Reason::UnsupportedComposeKey,
+            format!("spec.compose.file: {at} `{other:?}` is not supported; use missing, never or always"),
+        )),
+    }
+}
+
+/// The networks a service joins, each with its aliases (the service's name first), and
+/// whether one of them is the project's default network.
+fn service_networks(
+    names: &Names<'_>,
+    config: &Option<NetworkConfig>,
+) -> Result<(Vec<ServiceNetwork>, bool), Failure> {
+    let name = names.project;
+    let entries: Vec<(String, Vec<String>)> = match config {
+        None => {
+            let default = ServiceNetwork {
+                network: format!("{name}_default"),
+                aliases: vec![names.service.clone()],
+            };
+            return Ok((vec![default], true));
+        }
+        Some(NetworkConfig::NetworkMode(_)) => {
+            return Err(Failure::new(
+                Reason::UnsupportedComposeKey,
+                format!(
                     "spec.compose.file: `{}` is not supported by stackwarden yet; use `networks:`",
-                    ctx("network_mode")
+                    names.at("network_mode")
                 ),
-                ))
-            }
-            Some(NetworkConfig::Networks(nets)) => {
-                let entries: Vec<(String, Vec<String>)> = match nets {
-                    ShortOrLong::Short(list) => {
-                        list.iter().map(|n| (n.to_string(), Vec::new())).collect()
-                    }
-                    ShortOrLong::Long(map) => map
-                        .iter()
-                        .map(|(n, cfg)| {
-                            let aliases = cfg
-                                .as_ref()
-                                .map(|c| c.aliases.iter().map(|a| a.to_string()).collect())
-                                .unwrap_or_default();
-                            (n.to_string(), aliases)
-                        })
-                        .collect(),
-                };
-                let mut out = Vec::new();
-                for (key, mut aliases) in entries {
-                    let net = if key == "default" && !networks.iter().any(|n| n.key == "default") {
-                        uses_default_network = true;
-                        format!("{name}_default")
-                    } else {
-                        networks
-                            .iter()
-                            .find(|n| n.key == key)
-                            .map(|n| n.name.clone())
-                            .ok_or_else(|| {
-                                Failure::new(
-                                    Reason::MalformedCompose,
-                                    format!("spec.compose.file: {} uses network `{key}`, which the top-level `networks:` does not define", ctx("networks")),
-                                )
-                            })?
-                    };
-                    aliases.insert(0, svc_name.clone());
-                    out.push(ServiceNetwork {
-                        network: net,
-                        aliases,
-                    });
-                }
-                out
-            }
-        };
-
-        let mut depends_on = Vec::new();
-        let deps: Vec<(String, DependencyCondition)> = match &svc.depends_on {
-            ShortOrLong::Short(list) => list
-                .iter()
-                .map(|d| (d.to_string(), DependencyCondition::Started))
-                .collect(),
-            ShortOrLong::Long(map) => map
-                .iter()
-                .map(|(d, dep)| {
-                    let cond = match dep.condition {
-                        service::Condition::ServiceStarted => DependencyCondition::Started,
-                        service::Condition::ServiceHealthy => DependencyCondition::Healthy,
-                        service::Condition::ServiceCompletedSuccessfully => {
-                            DependencyCondition::CompletedSuccessfully
-                        }
-                    };
-                    (d.to_string(), cond)
-                })
-                .collect(),
-        };
-        for (dep, condition) in deps {
-            if !service_names.contains(&dep) {
-                return Err(Failure::new(
-                    Reason::UnknownService,
-                    format!(
-                        "spec.compose.file: {} names `{dep}`, which is not a service of this file",
-                        ctx("depends_on")
-                    ),
-                ));
-            }
-            depends_on.push(Dependency {
-                service: dep,
-                condition,
-            });
+            ))
         }
-
-        let mut mounts = Vec::new();
-        for v in svc.volumes.iter().cloned().map(|v| match v {
-            ShortOrLong::Short(s) => s.into_long(),
-            ShortOrLong::Long(m) => m,
-        }) {
-            mounts.push(mount(v, &volumes, &ctx("volumes"))?);
+        Some(NetworkConfig::Networks(ShortOrLong::Short(list))) => {
+            list.iter().map(|n| (n.to_string(), Vec::new())).collect()
         }
-
-        let (memory_bytes, nano_cpus) = limits(&svc, &ctx("deploy.resources.limits"))?;
-
-        services.push(ServiceSpec {
-            name: svc_name.clone(),
-            image,
-            compose_v1: None,
-            pull_policy: match svc.pull_policy {
-                None | Some(service::PullPolicy::Missing) => PullPolicy::Missing,
-                Some(service::PullPolicy::Never) => PullPolicy::Never,
-                Some(service::PullPolicy::Always) => PullPolicy::Always,
-                Some(other) => {
-                    return Err(Failure::new(
-                        Reason::UnsupportedComposeKey,
-                        format!("spec.compose.file: {} `{other:?}` is not supported; use missing, never or always", ctx("pull_policy")),
-                    ))
-                }
-            },
-            command: svc.command.as_ref().map(|c| command(c, &ctx("command"))).transpose()?,
-            entrypoint: svc.entrypoint.as_ref().map(|c| command(c, &ctx("entrypoint"))).transpose()?,
-            environment: Environment(environment(&svc.environment, &ctx("environment"))?),
-            ports: ports(&svc.ports),
-            expose: svc.expose.iter().map(|e| e.to_string()).collect(),
-            mounts,
-            networks: service_networks,
-            depends_on,
-            healthcheck: svc.healthcheck.as_ref().map(healthcheck),
-            restart: match svc.restart {
-                None | Some(service::Restart::No) => RestartPolicy::No,
-                Some(service::Restart::Always) => RestartPolicy::Always,
-                Some(service::Restart::OnFailure) => RestartPolicy::OnFailure,
-                Some(service::Restart::UnlessStopped) => RestartPolicy::UnlessStopped,
-            },
-            labels: list_or_map(&svc.labels, &ctx("labels"))?,
-            user: svc.user.as_ref().map(|u| u.to_string()),
-            working_dir: svc.working_dir.as_ref().map(|p| p.as_path().display().to_string()),
-            hostname: svc.hostname.as_ref().map(|h| h.to_string()),
-            memory_bytes,
-            nano_cpus,
-            stop_signal: svc.stop_signal.clone(),
-            stop_grace_period_s: svc.stop_grace_period.map(|d| d.as_secs() as i64),
-            init: svc.init,
-            tty: svc.tty,
-            stdin_open: svc.stdin_open,
-            extra_hosts: svc.extra_hosts.iter().map(|(h, ip)| format!("{h}:{ip}")).collect(),
-            fixed_name: None,
-            build: None,
+        Some(NetworkConfig::Networks(ShortOrLong::Long(map))) => map
+            .iter()
+            .map(|(n, cfg)| {
+                let aliases = cfg
+                    .as_ref()
+                    .map(|c| c.aliases.iter().map(|a| a.to_string()).collect())
+                    .unwrap_or_default();
+                (n.to_string(), aliases)
+            })
+            .collect(),
+    };
+    let mut uses_default = false;
+    let mut out = Vec::new();
+    for (key, mut aliases) in entries {
+        let net = if key == "default" && !names.networks.iter().any(|n| n.key == "default") {
+            uses_default = true;
+            format!("{name}_default")
+        } else {
+            names
+                .networks
+                .iter()
+                .find(|n| n.key == key)
+                .map(|n| n.name.clone())
+                .ok_or_else(|| {
+                    Failure::new(
+                        Reason::MalformedCompose,
+                        format!("spec.compose.file: {} uses network `{key}`, which the top-level `networks:` does not define", names.at("networks")),
+                    )
+                })?
+        };
+        aliases.insert(0, names.service.clone());
+        out.push(ServiceNetwork {
+            network: net,
+            aliases,
         });
     }
+    Ok((out, uses_default))
+}
 
+/// A service's `depends_on`, each naming a service of this file.
+fn depends_on(names: &Names<'_>, deps: &service::DependsOn) -> Result<Vec<Dependency>, Failure> {
+    let deps: Vec<(String, DependencyCondition)> = match deps {
+        ShortOrLong::Short(list) => list
+            .iter()
+            .map(|d| (d.to_string(), DependencyCondition::Started))
+            .collect(),
+        ShortOrLong::Long(map) => map
+            .iter()
+            .map(|(d, dep)| {
+                let cond = match dep.condition {
+                    service::Condition::ServiceStarted => DependencyCondition::Started,
+                    service::Condition::ServiceHealthy => DependencyCondition::Healthy,
+                    service::Condition::ServiceCompletedSuccessfully => {
+                        DependencyCondition::CompletedSuccessfully
+                    }
+                };
+                (d.to_string(), cond)
+            })
+            .collect(),
+    };
+    let mut depends_on = Vec::new();
+    for (dep, condition) in deps {
+        if !names.services.contains(&dep) {
+            return Err(Failure::new(
+                Reason::UnknownService,
+                format!(
+                    "spec.compose.file: {} names `{dep}`, which is not a service of this file",
+                    names.at("depends_on")
+                ),
+            ));
+        }
+        depends_on.push(Dependency {
+            service: dep,
+            condition,
+        });
+    }
+    Ok(depends_on)
+}
+
+/// Adds the default network when a service joins it and the file does not declare it, and
+/// drops a declared `default` nothing uses, as docker-compose does.
+fn keep_default_network(
+    name: &str,
+    networks: &mut Vec<NetworkSpec>,
+    uses_default_network: bool,
+    services: &[ServiceSpec],
+) {
     if uses_default_network && !networks.iter().any(|n| n.key == "default") {
         networks.insert(0, NetworkSpec::owned(name, "default"));
     }
@@ -374,13 +457,6 @@ pub fn project(name: &str, compose: Compose) -> Result<Project, Failure> {
                 .iter()
                 .any(|s| s.networks.iter().any(|sn| sn.network == n.name))
     });
-
-    Ok(Project {
-        name: name.to_owned(),
-        networks,
-        volumes,
-        services: start_order(services)?,
-    })
 }
 
 impl NetworkSpec {

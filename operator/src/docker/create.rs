@@ -68,108 +68,8 @@ pub fn container_body(
     spec_hash: &str,
     image_id: Option<&str>,
 ) -> ContainerCreateBody {
-    let mut l: HashMap<String, String> = svc.labels.clone().into_iter().collect();
-    l.extend(owner_labels(owner));
-    for (k, v) in [
-        (labels::SERVICE, svc.name.clone()),
-        (labels::CONFIG_HASH, svc.compose_hash(image_id)),
-        (labels::OWN_CONFIG_HASH, svc.config_hash()),
-        (labels::CONTAINER_NUMBER, "1".to_owned()),
-        (labels::ONEOFF, "False".to_owned()),
-        (labels::VERSION, COMPOSE_VERSION.to_owned()),
-        (labels::REVISION, revision.to_string()),
-        (labels::SPEC_HASH, spec_hash.to_owned()),
-    ] {
-        l.insert(k.to_owned(), v);
-    }
-
-    let mut exposed: Vec<String> = svc
-        .expose
-        .iter()
-        .map(|e| {
-            if e.contains('/') {
-                e.clone()
-            } else {
-                format!("{e}/tcp")
-            }
-        })
-        .collect();
-    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-    for p in &svc.ports {
-        let key = format!("{}/{}", p.container_port, p.protocol);
-        exposed.push(key.clone());
-        bindings
-            .entry(key)
-            .or_insert_with(|| Some(Vec::new()))
-            .get_or_insert_with(Vec::new)
-            .push(PortBinding {
-                host_ip: p.host_ip.clone(),
-                host_port: p.host_port.map(|h| h.to_string()),
-            });
-    }
-    exposed.sort();
-    exposed.dedup();
-
-    let mounts = svc
-        .mounts
-        .iter()
-        .map(|m| match m {
-            MountSpec::Volume {
-                source,
-                target,
-                read_only,
-            } => Mount {
-                typ: Some(MountType::VOLUME),
-                source: Some(source.clone()),
-                target: Some(target.clone()),
-                read_only: Some(*read_only),
-                ..Default::default()
-            },
-            MountSpec::Anonymous { target } => Mount {
-                typ: Some(MountType::VOLUME),
-                target: Some(target.clone()),
-                ..Default::default()
-            },
-            MountSpec::Bind {
-                source,
-                target,
-                read_only,
-            } => Mount {
-                typ: Some(MountType::BIND),
-                source: Some(source.clone()),
-                target: Some(target.clone()),
-                read_only: Some(*read_only),
-                ..Default::default()
-            },
-            MountSpec::Tmpfs { target } => Mount {
-                typ: Some(MountType::TMPFS),
-                target: Some(target.clone()),
-                ..Default::default()
-            },
-        })
-        .collect();
-
-    let healthcheck = svc.healthcheck.as_ref().map(|h| match h {
-        HealthcheckSpec::Disabled => HealthConfig {
-            test: Some(vec!["NONE".to_owned()]),
-            ..Default::default()
-        },
-        HealthcheckSpec::Check {
-            test,
-            interval_ns,
-            timeout_ns,
-            retries,
-            start_period_ns,
-        } => HealthConfig {
-            test: (!test.is_empty()).then(|| test.clone()),
-            interval: *interval_ns,
-            timeout: *timeout_ns,
-            retries: *retries,
-            start_period: *start_period_ns,
-            ..Default::default()
-        },
-    });
-
+    let labels = container_labels(svc, owner, revision, spec_hash, image_id);
+    let (exposed, bindings) = ports(svc);
     let first_network = svc.networks.first();
     ContainerCreateBody {
         image: Some(svc.image.clone()),
@@ -182,19 +82,19 @@ pub fn container_body(
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect(),
         ),
-        labels: Some(l),
+        labels: Some(labels),
         user: svc.user.clone(),
         working_dir: svc.working_dir.clone(),
         hostname: svc.hostname.clone(),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
-        healthcheck,
+        healthcheck: svc.healthcheck.as_ref().map(health_config),
         tty: Some(svc.tty),
         open_stdin: Some(svc.stdin_open),
         stop_signal: svc.stop_signal.clone(),
         stop_timeout: svc.stop_grace_period_s,
         host_config: Some(HostConfig {
             port_bindings: (!bindings.is_empty()).then_some(bindings),
-            mounts: Some(mounts),
+            mounts: Some(svc.mounts.iter().map(mount).collect()),
             restart_policy: Some(restart_policy(svc.restart)),
             memory: svc.memory_bytes,
             nano_cpus: svc.nano_cpus,
@@ -213,6 +113,126 @@ pub fn container_body(
             )])),
         }),
         ..Default::default()
+    }
+}
+
+/// The file's labels, then the ones docker-compose and the operator read back: the owner, the
+/// service, both config hashes, the revision and spec hash it was created for.
+fn container_labels(
+    svc: &ServiceSpec,
+    owner: &Owner,
+    revision: u64,
+    spec_hash: &str,
+    image_id: Option<&str>,
+) -> HashMap<String, String> {
+    let mut l: HashMap<String, String> = svc.labels.clone().into_iter().collect();
+    l.extend(owner_labels(owner));
+    for (k, v) in [
+        (labels::SERVICE, svc.name.clone()),
+        (labels::CONFIG_HASH, svc.compose_hash(image_id)),
+        (labels::OWN_CONFIG_HASH, svc.config_hash()),
+        (labels::CONTAINER_NUMBER, "1".to_owned()),
+        (labels::ONEOFF, "False".to_owned()),
+        (labels::VERSION, COMPOSE_VERSION.to_owned()),
+        (labels::REVISION, revision.to_string()),
+        (labels::SPEC_HASH, spec_hash.to_owned()),
+    ] {
+        l.insert(k.to_owned(), v);
+    }
+    l
+}
+
+type PortBindings = HashMap<String, Option<Vec<PortBinding>>>;
+
+/// The exposed ports (`expose:` and the published ones, sorted, once each) and the bindings
+/// of the published ones.
+fn ports(svc: &ServiceSpec) -> (Vec<String>, PortBindings) {
+    let mut exposed: Vec<String> = svc
+        .expose
+        .iter()
+        .map(|e| {
+            if e.contains('/') {
+                e.clone()
+            } else {
+                format!("{e}/tcp")
+            }
+        })
+        .collect();
+    let mut bindings: PortBindings = HashMap::new();
+    for p in &svc.ports {
+        let key = format!("{}/{}", p.container_port, p.protocol);
+        exposed.push(key.clone());
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: p.host_ip.clone(),
+                host_port: p.host_port.map(|h| h.to_string()),
+            });
+    }
+    exposed.sort();
+    exposed.dedup();
+    (exposed, bindings)
+}
+
+fn mount(m: &MountSpec) -> Mount {
+    match m {
+        MountSpec::Volume {
+            source,
+            target,
+            read_only,
+        } => Mount {
+            typ: Some(MountType::VOLUME),
+            source: Some(source.clone()),
+            target: Some(target.clone()),
+            read_only: Some(*read_only),
+            ..Default::default()
+        },
+        MountSpec::Anonymous { target } => Mount {
+            typ: Some(MountType::VOLUME),
+            target: Some(target.clone()),
+            ..Default::default()
+        },
+        MountSpec::Bind {
+            source,
+            target,
+            read_only,
+        } => Mount {
+            typ: Some(MountType::BIND),
+            source: Some(source.clone()),
+            target: Some(target.clone()),
+            read_only: Some(*read_only),
+            ..Default::default()
+        },
+        MountSpec::Tmpfs { target } => Mount {
+            typ: Some(MountType::TMPFS),
+            target: Some(target.clone()),
+            ..Default::default()
+        },
+    }
+}
+
+fn health_config(h: &HealthcheckSpec) -> HealthConfig {
+    match h {
+        HealthcheckSpec::Disabled => HealthConfig {
+            test: Some(vec!["NONE".to_owned()]),
+            ..Default::default()
+        },
+        HealthcheckSpec::Check {
+            test,
+            interval_ns,
+            timeout_ns,
+            retries,
+            start_period_ns,
+        } => HealthConfig {
+            test: (!test.is_empty()).then(|| test.clone()),
+            interval: *interval_ns,
+            timeout: *timeout_ns,
+            retries: *retries,
+            start_period: *start_period_ns,
+            ..Default::default()
+        },
     }
 }
 
@@ -237,24 +257,6 @@ pub fn observed_container(id: String, inspect: ContainerInspectResponse) -> Obse
         .unwrap_or_default();
     let state = inspect.state.as_ref();
     let settings = inspect.network_settings.as_ref();
-    let status = match state.and_then(|s| s.status) {
-        Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
-        Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
-        Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Restarting,
-        Some(ContainerStateStatusEnum::PAUSED) => ContainerState::Paused,
-        Some(ContainerStateStatusEnum::REMOVING) => ContainerState::Removing,
-        Some(ContainerStateStatusEnum::DEAD) => ContainerState::Dead,
-        _ => ContainerState::Exited,
-    };
-    let health = state
-        .and_then(|s| s.health.as_ref())
-        .and_then(|h| h.status)
-        .and_then(|h| match h {
-            HealthStatusEnum::STARTING => Some(ContainerHealth::Starting),
-            HealthStatusEnum::HEALTHY => Some(ContainerHealth::Healthy),
-            HealthStatusEnum::UNHEALTHY => Some(ContainerHealth::Unhealthy),
-            _ => None,
-        });
     ObservedContainer {
         id,
         name: inspect
@@ -265,22 +267,15 @@ pub fn observed_container(id: String, inspect: ContainerInspectResponse) -> Obse
             .to_owned(),
         service: labels.get(labels::SERVICE).cloned().unwrap_or_default(),
         uid: labels.get(labels::UID).cloned(),
-        // Containers of operators before the label existed carry the operator's own hash in
-        // docker-compose's label; reading it keeps them from all being recreated on upgrade.
-        config_hash: labels
-            .get(labels::OWN_CONFIG_HASH)
-            .or_else(|| {
-                labels
-                    .contains_key(labels::UID)
-                    .then(|| labels.get(labels::CONFIG_HASH))
-                    .flatten()
-            })
-            .cloned(),
+        config_hash: own_config_hash(&labels),
         compose_hash: labels.get(labels::CONFIG_HASH).cloned(),
         revision: labels.get(labels::REVISION).and_then(|r| r.parse().ok()),
         spec_hash: labels.get(labels::SPEC_HASH).cloned(),
-        state: status,
-        health,
+        state: container_state(state.and_then(|s| s.status)),
+        health: state
+            .and_then(|s| s.health.as_ref())
+            .and_then(|h| h.status)
+            .and_then(container_health),
         image: inspect
             .config
             .as_ref()
@@ -290,36 +285,11 @@ pub fn observed_container(id: String, inspect: ContainerInspectResponse) -> Obse
         restart_count: inspect.restart_count.unwrap_or(0),
         addresses: settings
             .and_then(|n| n.networks.as_ref())
-            .map(|nets| {
-                nets.iter()
-                    .filter_map(|(name, ep)| {
-                        Some((name.clone(), ep.ip_address.as_deref()?.parse().ok()?))
-                    })
-                    .collect()
-            })
+            .map(addresses)
             .unwrap_or_default(),
         published: settings
             .and_then(|n| n.ports.as_ref())
-            .map(|ports| {
-                ports
-                    .iter()
-                    .filter_map(|(port, bindings)| {
-                        // Prefer the IPv4 binding; 0.0.0.0 means "every address", so loopback works.
-                        let b = bindings
-                            .as_ref()?
-                            .iter()
-                            .find(|b| b.host_ip.as_deref().is_none_or(|ip| !ip.contains(':')))?;
-                        let ip = match b.host_ip.as_deref() {
-                            None | Some("") | Some("0.0.0.0") => "127.0.0.1",
-                            Some(ip) => ip,
-                        };
-                        Some((
-                            port.clone(),
-                            format!("{ip}:{}", b.host_port.as_deref()?).parse().ok()?,
-                        ))
-                    })
-                    .collect()
-            })
+            .map(published)
             .unwrap_or_default(),
         oom_killed: state.and_then(|s| s.oom_killed).unwrap_or(false),
         started_at: state.and_then(|s| docker_time(s.started_at.as_deref())),
@@ -336,6 +306,76 @@ pub fn observed_container(id: String, inspect: ContainerInspectResponse) -> Obse
                 _ => Restart::No,
             }),
     }
+}
+
+/// The operator's own config hash of a container.
+fn own_config_hash(labels: &HashMap<String, String>) -> Option<String> {
+    // Containers of operators before the label existed carry the operator's own hash in
+    // docker-compose's label; reading it keeps them from all being recreated on upgrade.
+    labels
+        .get(labels::OWN_CONFIG_HASH)
+        .or_else(|| {
+            labels
+                .contains_key(labels::UID)
+                .then(|| labels.get(labels::CONFIG_HASH))
+                .flatten()
+        })
+        .cloned()
+}
+
+fn container_state(status: Option<ContainerStateStatusEnum>) -> ContainerState {
+    match status {
+        Some(ContainerStateStatusEnum::RUNNING) => ContainerState::Running,
+        Some(ContainerStateStatusEnum::CREATED) => ContainerState::Created,
+        Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Restarting,
+        Some(ContainerStateStatusEnum::PAUSED) => ContainerState::Paused,
+        Some(ContainerStateStatusEnum::REMOVING) => ContainerState::Removing,
+        Some(ContainerStateStatusEnum::DEAD) => ContainerState::Dead,
+        _ => ContainerState::Exited,
+    }
+}
+
+fn container_health(h: HealthStatusEnum) -> Option<ContainerHealth> {
+    match h {
+        HealthStatusEnum::STARTING => Some(ContainerHealth::Starting),
+        HealthStatusEnum::HEALTHY => Some(ContainerHealth::Healthy),
+        HealthStatusEnum::UNHEALTHY => Some(ContainerHealth::Unhealthy),
+        _ => None,
+    }
+}
+
+/// The container's address on each network it is on.
+fn addresses(
+    networks: &HashMap<String, EndpointSettings>,
+) -> std::collections::BTreeMap<String, std::net::IpAddr> {
+    networks
+        .iter()
+        .filter_map(|(name, ep)| Some((name.clone(), ep.ip_address.as_deref()?.parse().ok()?)))
+        .collect()
+}
+
+/// Where each published port is reachable from the operator's host.
+fn published(
+    ports: &HashMap<String, Option<Vec<PortBinding>>>,
+) -> std::collections::BTreeMap<String, std::net::SocketAddr> {
+    ports
+        .iter()
+        .filter_map(|(port, bindings)| {
+            // Prefer the IPv4 binding; 0.0.0.0 means "every address", so loopback works.
+            let b = bindings
+                .as_ref()?
+                .iter()
+                .find(|b| b.host_ip.as_deref().is_none_or(|ip| !ip.contains(':')))?;
+            let ip = match b.host_ip.as_deref() {
+                None | Some("") | Some("0.0.0.0") => "127.0.0.1",
+                Some(ip) => ip,
+            };
+            Some((
+                port.clone(),
+                format!("{ip}:{}", b.host_port.as_deref()?).parse().ok()?,
+            ))
+        })
+        .collect()
 }
 
 /// Docker reports times as RFC 3339, and "0001-01-01T00:00:00Z" for "never".

@@ -458,7 +458,7 @@ mod tests {
     fn project(file: &str) -> Project {
         let stack = crate::api::ServiceStack::new(
             "s",
-            serde_yaml::from_str(&format!(
+            yaml_serde::from_str(&format!(
                 "compose: {{file: {}}}",
                 serde_json::to_string(file).unwrap()
             ))

@@ -72,6 +72,9 @@ async fn http(p: &HttpProbe, targets: &Targets) -> Result<(), ProbeError> {
     // The URL keeps the service name, resolved to the address found, so the request carries the
     // Host header (and, with https, the server name) the service sees from its own network.
     url.set_port(Some(addr.port())).ok();
+    // reqwest is built without a crypto provider of its own (see operator/Cargo.toml); the
+    // binary installs one at start, a library caller (tests) may not have.
+    crate::install_crypto_provider();
     let client = reqwest::Client::builder()
         // A probe checks the service itself: no proxy from the operator's environment, no
         // redirect to a URL that names a host the operator may not resolve.

@@ -6,14 +6,13 @@
 //!   on the Docker host) or the port the engine's host publishes (`probeAccess: PublishedPorts`,
 //!   for an operator elsewhere).
 //! - [`check`] runs one probe, bounded by its timeout, and says what failed and what to check.
-//! - [`validate`] refuses, before anything runs, the probe specs that could never pass.
+//! - [`crate::admit`] refuses, before anything runs, the probe specs that could never pass.
 //!
 //! Probe messages go into status, events and logs, and a probe handles passwords: every value of
 //! `spec.variables` is masked out of every message, in one place ([`check`]'s last step).
 
 mod checks;
 mod targets;
-mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,7 +22,6 @@ use crate::api::Probe;
 use crate::docker::Engine;
 
 pub use targets::Targets;
-pub use validate::validate;
 
 /// Why a probe failed. Stable names: metrics and status carry them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -50,7 +48,7 @@ pub enum ProbeErrorKind {
     /// The probe names a service the compose file does not define.
     UnknownService,
     /// The probe itself cannot be run as written (e.g. its password variable is not defined).
-    /// [`validate`] rejects these before they get here.
+    /// [`crate::admit`] rejects these before they get here.
     Misconfigured,
 }
 

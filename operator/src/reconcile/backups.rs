@@ -19,6 +19,7 @@ pub(super) async fn step(
         project,
         ref claim,
         engine,
+        ..
     } = *pass;
     let key = stack.key();
     let backups = crate::backup::runner::reconcile(

@@ -38,9 +38,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::admit::{self, Admitted};
 use crate::api::{Reason, ServiceStack, ServiceStackStatus};
 use crate::backup::plan::Gate;
-use crate::compose::{self, Project};
+use crate::compose::Project;
 use crate::docker::{BollardEngine, Claim, EngineError};
 use crate::heal::hold::Holds;
 use crate::heal::ProbeVerdict;
@@ -80,6 +81,9 @@ pub(crate) struct Pass<'a> {
     /// The stack as last written: a step that records intent writes its status, and the copy
     /// carries the resource version forward to the next write.
     pub stack: &'a mut ServiceStack,
+    /// The spec as admitted: everything in it checked, every choice typed.
+    pub admitted: &'a Admitted,
+    /// `admitted.project`, the compose file as the engine gets it.
     pub project: &'a Project,
     /// Which containers are the stack's own.
     pub claim: Claim,
@@ -109,20 +113,23 @@ pub async fn reconcile(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result
 async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result<Requeue, Error> {
     // The copy carries the resource version forward across this pass's own status writes.
     let mut stack = stack.clone();
-    let project = match admit(ctx, &mut stack).await {
-        Ok(p) => p,
+    let admitted = match admitted(ctx, &mut stack).await {
+        Ok(a) => a,
         Err(e) => return invalid(ctx, &mut stack, e).await,
     };
     let host = stack.spec.docker.host().to_owned();
     match ctx.engines.get(&host).await {
-        Ok(engine) => apply(ctx, &mut stack, &project, uid, &engine).await,
+        Ok(engine) => apply(ctx, &mut stack, &admitted, uid, &engine).await,
         Err(e) => unreachable(ctx, &mut stack, e).await,
     }
 }
 
 /// The admit step: variables from Secrets join the spec's own (which win) before anything
 /// reads them, then the compose file (with what the local driver read beside the manifest).
-async fn admit(ctx: &Context, stack: &mut ServiceStack) -> Result<Project, crate::api::Failure> {
+async fn admitted(
+    ctx: &Context,
+    stack: &mut ServiceStack,
+) -> Result<Admitted, crate::api::Failure> {
     let from_secrets = ctx
         .store
         .referenced_variables(stack)
@@ -132,7 +139,7 @@ async fn admit(ctx: &Context, stack: &mut ServiceStack) -> Result<Project, crate
         stack.spec.variables.entry(k).or_insert(v);
     }
     let Some(dir) = ctx.store.manifest_dir(stack) else {
-        return compose::load(stack);
+        return admit::admit(stack, admit::Origin::Cluster);
     };
     // Reading env files and hashing build contexts is blocking file I/O.
     let for_read = stack.clone();
@@ -140,7 +147,7 @@ async fn admit(ctx: &Context, stack: &mut ServiceStack) -> Result<Project, crate
         tokio::task::spawn_blocking(move || crate::store::local_inputs::gather(&for_read, &dir))
             .await
             .unwrap_or_default();
-    compose::load_local(stack, &inputs)
+    admit::admit(stack, admit::Origin::Local(&inputs))
 }
 
 /// What the pass may do, decided before it does anything.
@@ -194,10 +201,11 @@ impl Intent {
 async fn apply(
     ctx: &Context,
     stack: &mut ServiceStack,
-    project: &Project,
+    admitted: &Admitted,
     uid: &str,
     engine: &BollardEngine,
 ) -> Result<Requeue, Error> {
+    let project = &admitted.project;
     let previous = stack.status.clone().unwrap_or_default();
     let intent = Intent::of(ctx, stack, project, &previous);
     let claim = claim(stack, project, uid, &previous);
@@ -212,6 +220,7 @@ async fn apply(
     let mut pass = Pass {
         ctx,
         stack,
+        admitted,
         project,
         claim,
         engine,
@@ -286,9 +295,8 @@ async fn finish_pass(
 ) -> Result<Requeue, Error> {
     let (ctx, project, now) = (pass.ctx, pass.project, snapshot.now);
     let key = pass.stack.key();
-    let required = compose::required_services(pass.stack, project);
     let facts = report::Facts {
-        required: &required,
+        required: &pass.admitted.required,
         suspended: pass.stack.spec.suspend,
         deploy_held: intent.deploy.gate != Gate::Open,
         holds: intent.holds.active.clone(),
@@ -300,7 +308,7 @@ async fn finish_pass(
     let deploying = intent.deploy.deploying();
     let backups = backups::step(&pass, &outcome, &mut status, deploying, now).await;
     let gate = &intent.deploy.gate;
-    let verdicts = verdicts::applied(pass.stack, project, &report, &repair, gate, &status, now);
+    let verdicts = verdicts::applied(&pass, &report, &repair, gate, &status, now);
     // The backups a held deploy waited for are done: deploy now, not at the next requeue.
     let deploy_now =
         *gate != Gate::Open && intent.deploy.gate_after(pass.stack, &status) == Gate::Open;

@@ -262,7 +262,7 @@ async fn maintenance<'a>(
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
     for entry in &pass.stack.spec.maintenance.restarts.clone() {
-        // Validated by compose::load, so a parse error here cannot happen; skip rather than panic.
+        // Validated by admit, so a parse error here cannot happen; skip rather than panic.
         let Ok(schedule) = Schedule::parse(entry) else {
             continue;
         };

@@ -315,7 +315,7 @@ fn an_optional_service_being_down_keeps_the_stack_ready() {
         serde_json::json!({ "health": { "services": { "cache": { "optional": true } } } }),
     );
     let p = compose::load(&stack).expect("valid");
-    let required = compose::required_services(&stack, &p);
+    let required = crate::admit::required_services(&stack, &p);
     assert_eq!(required, ["db", "api"]);
     let r = report(
         &p,

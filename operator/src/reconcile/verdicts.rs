@@ -2,17 +2,13 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{repair, report};
-use crate::api::{
-    ConditionStatus, ConditionType, Reason, ServiceStack, ServiceStackStatus, Verdict,
-};
+use super::{repair, report, Pass};
+use crate::api::{ConditionStatus, ConditionType, Reason, ServiceStackStatus, Verdict};
 use crate::backup::plan::Gate;
-use crate::compose::{self, Project};
 
 /// Every condition of a pass on a reachable engine.
 pub(super) fn applied(
-    stack: &ServiceStack,
-    project: &Project,
+    pass: &Pass<'_>,
     report: &report::Report,
     repair: &repair::Repair,
     gate: &Gate,
@@ -30,10 +26,13 @@ pub(super) fn applied(
             ConditionType::DockerUnreachable,
             ConditionStatus::False,
             Reason::EngineReachable,
-            format!("the Docker engine at {} answers", stack.spec.docker.host()),
+            format!(
+                "the Docker engine at {} answers",
+                pass.stack.spec.docker.host()
+            ),
         ),
         degraded(&repair.exhausted),
-        compose::warnings::verdict(&compose::warnings::of(&stack.spec, project)),
+        crate::admit::warnings::verdict(&pass.admitted.warnings),
     ];
     // Later verdicts of a type win: the report's (a project-name conflict is an invalid spec),
     // then a held deploy's Progressing.
@@ -42,7 +41,7 @@ pub(super) fn applied(
         verdicts.push(v);
     }
     verdicts.extend(crate::backup::plan::conditions(
-        &stack.spec.backups,
+        &pass.stack.spec.backups,
         &status.backups,
         now,
     ));

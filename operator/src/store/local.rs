@@ -431,7 +431,7 @@ enum DocumentKind {
 }
 
 impl DocumentKind {
-    fn of(value: &serde_yaml::Value) -> Self {
+    fn of(value: &yaml_serde::Value) -> Self {
         let field = |k: &str| value.get(k).and_then(|v| v.as_str()).unwrap_or("");
         let (kind, api_version) = (field("kind"), field("apiVersion"));
         if kind == "ServiceStack" && api_version == API_VERSION {
@@ -506,8 +506,8 @@ fn read_file(path: &Path) -> Result<Vec<Manifest>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut out = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
-        let value = serde_yaml::Value::deserialize(doc)
+    for (i, doc) in yaml_serde::Deserializer::from_str(&text).enumerate() {
+        let value = yaml_serde::Value::deserialize(doc)
             .map_err(|e| format!("{} is not valid YAML: {e}", path.display()))?;
         if value.is_null() {
             continue;
@@ -569,7 +569,7 @@ fn read_file(path: &Path) -> Result<Vec<Manifest>, String> {
 
 /// The values under `spec.variables` as written, whatever their YAML type, to mask them out
 /// of the error of a document that does not parse.
-fn raw_variables(doc: &serde_yaml::Value) -> BTreeMap<String, String> {
+fn raw_variables(doc: &yaml_serde::Value) -> BTreeMap<String, String> {
     let Some(vars) = doc
         .get("spec")
         .and_then(|s| s.get("variables"))
@@ -580,9 +580,9 @@ fn raw_variables(doc: &serde_yaml::Value) -> BTreeMap<String, String> {
     vars.iter()
         .filter_map(|(k, v)| {
             let value = match v {
-                serde_yaml::Value::String(s) => s.clone(),
-                serde_yaml::Value::Number(n) => n.to_string(),
-                serde_yaml::Value::Bool(b) => b.to_string(),
+                yaml_serde::Value::String(s) => s.clone(),
+                yaml_serde::Value::Number(n) => n.to_string(),
+                yaml_serde::Value::Bool(b) => b.to_string(),
                 _ => return None,
             };
             Some((format!("{k:?}"), value))

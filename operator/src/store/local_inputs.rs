@@ -1,6 +1,6 @@
 //! The local driver's edge for the files a compose file names outside itself: env files and
 //! build contexts, relative to the manifest file's directory. Reads them for
-//! [`crate::compose::load_local`] (which decides everything on what was read), and stamps them
+//! [`crate::admit::admit`] (which decides everything on what was read), and stamps them
 //! (sizes and modification times) so the poll notices an edit without reading content.
 
 use std::path::{Path, PathBuf};

@@ -3,10 +3,10 @@
 //! rather than from a service restarted for a typo.
 
 use crate::api::Failure;
-use crate::api::{Probe, ProbeAccess, Reason, ServiceHealthSpec, ServiceStackSpec};
+use crate::api::{HttpProbe, Probe, ProbeAccess, Reason, ServiceHealthSpec, ServiceStackSpec};
 use crate::compose::Project;
 
-/// Checks `spec.health` against the project (`compose::load`'s result).
+/// Checks `spec.health` against the project the compose file gave.
 ///
 /// The rules, and why:
 /// - `periodSeconds`, `timeoutSeconds`, `failureThreshold`, `successThreshold` are at least 1:
@@ -26,7 +26,7 @@ use crate::compose::Project;
 ///   its service (`ports:` in the compose file), or the probe could never connect.
 pub fn validate(spec: &ServiceStackSpec, project: &Project) -> Result<(), Failure> {
     validate_unmasked(spec, project).map_err(|mut e| {
-        e.message = super::mask(&e.message, &spec.variables, &[]);
+        e.message = crate::api::mask(&e.message, &spec.variables, &[]);
         e
     })
 }
@@ -39,7 +39,7 @@ fn validate_unmasked(spec: &ServiceStackSpec, project: &Project) -> Result<(), F
         }
         timings(&here, health)?;
         for (i, probe) in health.probes.iter().enumerate() {
-            let here = format!("{here}.probes[{i}].{}", super::kind_name(probe));
+            let here = format!("{here}.probes[{i}].{}", crate::probe::kind_name(probe));
             let target = probe_target(&here, probe, service, spec, project)?;
             if let (Some((target_service, port)), ProbeAccess::PublishedPorts) =
                 (target, spec.health.probe_access)
@@ -95,97 +95,27 @@ fn probe_target(
     spec: &ServiceStackSpec,
     project: &Project,
 ) -> Result<Option<(String, u16)>, Failure> {
-    let port = |field: &str, port: Option<u16>, default: u16| -> Result<u16, Failure> {
-        match port {
-            Some(0) => Err(invalid(format!(
-                "{here}.{field} is 0; give a container port"
-            ))),
-            Some(p) => Ok(p),
-            None => Ok(default),
-        }
-    };
-    let password = |name: &Option<String>| -> Result<(), Failure> {
-        match name {
-            Some(name) if !spec.variables.contains_key(name) => Err(invalid(format!(
-                "{here}.passwordVariable names `{name}`, which spec.variables does not define (it has: {}); add it or fix the name",
-                if spec.variables.is_empty() {
-                    "no variables".to_owned()
-                } else {
-                    spec.variables.keys().cloned().collect::<Vec<_>>().join(", ")
-                }
-            ))),
-            _ => Ok(()),
-        }
-    };
-    let not_empty = |field: &str, value: &str| -> Result<(), Failure> {
-        if value.trim().is_empty() {
-            Err(invalid(format!("{here}.{field} is empty")))
-        } else {
-            Ok(())
-        }
-    };
     match probe {
-        Probe::Http(p) => {
-            let url_here = format!("{here}.url");
-            let url = reqwest::Url::parse(&p.url).map_err(|e| {
-                invalid(format!(
-                    "{url_here} {:?} is not a URL ({e}); write it as http://SERVICE:PORT/PATH",
-                    p.url
-                ))
-            })?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(invalid(format!(
-                    "{url_here} {:?} uses scheme `{}`; use http or https",
-                    p.url,
-                    url.scheme()
-                )));
-            }
-            if !url.username().is_empty() || url.password().is_some() {
-                return Err(invalid(format!(
-                    "{url_here} carries credentials; they would show in status messages, and probes do not support them"
-                )));
-            }
-            let Some(host) = url.host_str() else {
-                return Err(invalid(format!(
-                    "{url_here} {:?} has no host; write it as http://SERVICE:PORT/PATH",
-                    p.url
-                )));
-            };
-            if project.service(host).is_none() {
-                return Err(unknown_service(&url_here, host, project));
-            }
-            if let Some(status) = p.expect_status {
-                if !(100..=599).contains(&status) {
-                    return Err(invalid(format!(
-                        "{here}.expectStatus is {status}; an HTTP status is between 100 and 599"
-                    )));
-                }
-            }
-            if let Some(field) = &p.json_field {
-                if field.path.split('.').any(str::is_empty) {
-                    return Err(invalid(format!(
-                        "{here}.jsonField.path {:?} has an empty segment; write it as `a.b.c`",
-                        field.path
-                    )));
-                }
-            }
-            let port = port(
-                "url port",
-                url.port(),
-                url.port_or_known_default().unwrap_or(80),
-            )?;
-            Ok(Some((host.to_owned(), port)))
-        }
-        Probe::Tcp(p) => Ok(Some((service.to_owned(), port("port", Some(p.port), 0)?))),
+        Probe::Http(p) => http_target(here, p, project).map(Some),
+        Probe::Tcp(p) => Ok(Some((
+            service.to_owned(),
+            port(here, "port", Some(p.port), 0)?,
+        ))),
         Probe::Postgres(p) => {
-            not_empty("user", &p.user)?;
-            not_empty("database", &p.database)?;
-            password(&p.password_variable)?;
-            Ok(Some((service.to_owned(), port("port", p.port, 5432)?)))
+            not_empty(here, "user", &p.user)?;
+            not_empty(here, "database", &p.database)?;
+            password(here, &p.password_variable, spec)?;
+            Ok(Some((
+                service.to_owned(),
+                port(here, "port", p.port, 5432)?,
+            )))
         }
         Probe::Redis(p) => {
-            password(&p.password_variable)?;
-            Ok(Some((service.to_owned(), port("port", p.port, 6379)?)))
+            password(here, &p.password_variable, spec)?;
+            Ok(Some((
+                service.to_owned(),
+                port(here, "port", p.port, 6379)?,
+            )))
         }
         Probe::Exec(p) => {
             if p.command.first().is_none_or(|c| c.trim().is_empty()) {
@@ -196,6 +126,99 @@ fn probe_target(
             Ok(None)
         }
     }
+}
+
+/// A probe's port, or its default when none is given; 0 is refused.
+fn port(here: &str, field: &str, port: Option<u16>, default: u16) -> Result<u16, Failure> {
+    match port {
+        Some(0) => Err(invalid(format!(
+            "{here}.{field} is 0; give a container port"
+        ))),
+        Some(p) => Ok(p),
+        None => Ok(default),
+    }
+}
+
+fn password(here: &str, name: &Option<String>, spec: &ServiceStackSpec) -> Result<(), Failure> {
+    match name {
+        Some(name) if !spec.variables.contains_key(name) => Err(invalid(format!(
+            "{here}.passwordVariable names `{name}`, which spec.variables does not define (it has: {}); add it or fix the name",
+            if spec.variables.is_empty() {
+                "no variables".to_owned()
+            } else {
+                spec.variables.keys().cloned().collect::<Vec<_>>().join(", ")
+            }
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn not_empty(here: &str, field: &str, value: &str) -> Result<(), Failure> {
+    if value.trim().is_empty() {
+        Err(invalid(format!("{here}.{field} is empty")))
+    } else {
+        Ok(())
+    }
+}
+
+/// Checks an http probe; returns the service its URL names and the port it connects to.
+fn http_target(here: &str, p: &HttpProbe, project: &Project) -> Result<(String, u16), Failure> {
+    let url_here = format!("{here}.url");
+    let url = reqwest::Url::parse(&p.url).map_err(|e| {
+        invalid(format!(
+            "{url_here} {:?} is not a URL ({e}); write it as http://SERVICE:PORT/PATH",
+            p.url
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "{url_here} {:?} uses scheme `{}`; use http or https",
+            p.url,
+            url.scheme()
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(format!(
+            "{url_here} carries credentials; they would show in status messages, and probes do not support them"
+        )));
+    }
+    let Some(host) = url.host_str() else {
+        return Err(invalid(format!(
+            "{url_here} {:?} has no host; write it as http://SERVICE:PORT/PATH",
+            p.url
+        )));
+    };
+    if project.service(host).is_none() {
+        return Err(unknown_service(&url_here, host, project));
+    }
+    http_expectations(here, p)?;
+    let port = port(
+        here,
+        "url port",
+        url.port(),
+        url.port_or_known_default().unwrap_or(80),
+    )?;
+    Ok((host.to_owned(), port))
+}
+
+/// The expected status is an HTTP status, and the JSON field's path has no empty segment.
+fn http_expectations(here: &str, p: &HttpProbe) -> Result<(), Failure> {
+    if let Some(status) = p.expect_status {
+        if !(100..=599).contains(&status) {
+            return Err(invalid(format!(
+                "{here}.expectStatus is {status}; an HTTP status is between 100 and 599"
+            )));
+        }
+    }
+    if let Some(field) = &p.json_field {
+        if field.path.split('.').any(str::is_empty) {
+            return Err(invalid(format!(
+                "{here}.jsonField.path {:?} has an empty segment; write it as `a.b.c`",
+                field.path
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn published(here: &str, service: &str, port: u16, project: &Project) -> Result<(), Failure> {
@@ -231,16 +254,16 @@ services:
         let yaml = format!(
             "compose: {{file: {FILE:?}}}\nvariables: {{DB_PASSWORD: pg-secret-value, REDIS_PASSWORD: redis-secret-value}}\nhealth: {health}"
         );
-        // Through JSON, as the API server hands specs over: serde_yaml 0.9 reads enums only
+        // Through JSON, as the API server hands specs over: the serde_yaml family (yaml_serde) reads enums only
         // from YAML tags (`!http {...}`), not from the `http: {...}` form of the manifests.
         let value: serde_json::Value =
-            serde_yaml::from_str(&yaml).unwrap_or_else(|e| panic!("{health}: {e}"));
+            yaml_serde::from_str(&yaml).unwrap_or_else(|e| panic!("{health}: {e}"));
         serde_json::from_value(value).unwrap_or_else(|e| panic!("{health}: {e}"))
     }
 
     fn run(health: &str) -> Result<(), Failure> {
         let spec = spec(health);
-        // The project alone: `compose::load` refuses unknown health services itself.
+        // The project alone, without the health spec under test.
         let mut bare = spec.clone();
         bare.health = Default::default();
         let project = crate::compose::load(&ServiceStack::new("p", bare)).unwrap();

@@ -3,10 +3,36 @@
 
 use std::collections::BTreeSet;
 
-use super::schedule::SlotSchedule;
 use crate::api::Failure;
-use crate::api::{BackupTarget, Reason, ServiceStackSpec};
+use crate::api::{
+    BackupTarget, PostgresSource, Reason, RedisSource, S3Destination, ServiceStackSpec,
+};
+use crate::backup::schedule::SlotSchedule;
 use crate::compose::Project;
+
+/// A backup target as admitted: the spec's target with its one source and its one destination
+/// chosen, so no later step decides again which of two optional fields is set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backup {
+    pub target: BackupTarget,
+    pub source: Source,
+    pub destination: Destination,
+}
+
+/// What a target backs up: exactly one of the spec's `postgres` and `redis`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    Postgres(PostgresSource),
+    Redis(RedisSource),
+}
+
+/// Where a target's backups go: exactly one of the spec's `destination.path` and `.s3`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Destination {
+    /// An absolute directory on the operator's host.
+    Path(String),
+    S3(S3Destination),
+}
 
 /// Longest target name: it prefixes backup names and object keys, and appears in annotation
 /// keys (`backup.stackwarden.dev/NAME`, whose name part allows 63 characters).
@@ -23,8 +49,9 @@ const MAX_NAME: usize = 40;
 ///   never a value);
 /// - schedules and the time zone parse; `compressionLevel` is 1 to 19; `staleAfterHours` is
 ///   at least 1.
-pub fn validate(spec: &ServiceStackSpec, project: &Project) -> Result<(), Failure> {
+pub fn validate(spec: &ServiceStackSpec, project: &Project) -> Result<Vec<Backup>, Failure> {
     let mut names = BTreeSet::new();
+    let mut admitted = Vec::with_capacity(spec.backups.len());
     for (i, t) in spec.backups.iter().enumerate() {
         let here = format!("spec.backups[{i}]");
         name(&here, &t.name)?;
@@ -34,8 +61,8 @@ pub fn validate(spec: &ServiceStackSpec, project: &Project) -> Result<(), Failur
                 t.name
             )));
         }
-        source(&here, t, spec, project)?;
-        destination(&here, t, spec)?;
+        let source = source(&here, t, spec, project)?;
+        let destination = destination(&here, t, spec)?;
         schedules(&here, t)?;
         if !(1..=19).contains(&t.compression_level) {
             return Err(invalid(format!(
@@ -48,8 +75,13 @@ pub fn validate(spec: &ServiceStackSpec, project: &Project) -> Result<(), Failur
                 "{here}.staleAfterHours is 0; it must be at least 1"
             )));
         }
+        admitted.push(Backup {
+            target: t.clone(),
+            source,
+            destination,
+        });
     }
-    Ok(())
+    Ok(admitted)
 }
 
 fn invalid(message: String) -> Failure {
@@ -78,22 +110,26 @@ fn source(
     t: &BackupTarget,
     spec: &ServiceStackSpec,
     project: &Project,
-) -> Result<(), Failure> {
-    let (service, password, field) = match (&t.postgres, &t.redis) {
+) -> Result<Source, Failure> {
+    let source = match (&t.postgres, &t.redis) {
         (Some(pg), None) => {
             for (f, v) in [("database", &pg.database), ("user", &pg.user)] {
                 if v.is_empty() {
                     return Err(invalid(format!("{here}.postgres.{f} is empty")));
                 }
             }
-            (&pg.service, &pg.password_variable, "postgres")
+            Source::Postgres(pg.clone())
         }
-        (None, Some(r)) => (&r.service, &r.password_variable, "redis"),
+        (None, Some(r)) => Source::Redis(r.clone()),
         _ => {
             return Err(invalid(format!(
                 "{here} must set exactly one of `postgres` and `redis`"
             )))
         }
+    };
+    let (service, password, field) = match &source {
+        Source::Postgres(pg) => (&pg.service, &pg.password_variable, "postgres"),
+        Source::Redis(r) => (&r.service, &r.password_variable, "redis"),
     };
     if project.service(service).is_none() {
         return Err(Failure::new(
@@ -107,7 +143,7 @@ fn source(
     if let Some(v) = password {
         variable(&format!("{here}.{field}.passwordVariable"), v, spec)?;
     }
-    Ok(())
+    Ok(source)
 }
 
 fn variable(here: &str, name: &str, spec: &ServiceStackSpec) -> Result<(), Failure> {
@@ -121,9 +157,15 @@ fn variable(here: &str, name: &str, spec: &ServiceStackSpec) -> Result<(), Failu
     }
 }
 
-fn destination(here: &str, t: &BackupTarget, spec: &ServiceStackSpec) -> Result<(), Failure> {
+fn destination(
+    here: &str,
+    t: &BackupTarget,
+    spec: &ServiceStackSpec,
+) -> Result<Destination, Failure> {
     match (&t.destination.path, &t.destination.s3) {
-        (Some(p), None) if std::path::Path::new(p).is_absolute() => Ok(()),
+        (Some(p), None) if std::path::Path::new(p).is_absolute() => {
+            Ok(Destination::Path(p.clone()))
+        }
         (Some(p), None) => Err(invalid(format!(
             "{here}.destination.path `{p}` is relative; give an absolute path"
         ))),
@@ -147,7 +189,8 @@ fn destination(here: &str, t: &BackupTarget, spec: &ServiceStackSpec) -> Result<
                 &format!("{here}.destination.s3.secretAccessKeyVariable"),
                 &s3.secret_access_key_variable,
                 spec,
-            )
+            )?;
+            Ok(Destination::S3(s3.clone()))
         }
         _ => Err(invalid(format!(
             "{here}.destination must set exactly one of `path` and `s3`"

@@ -1,11 +1,11 @@
 //! Specs that are valid but risky: applied as written, and said out loud as the `SpecWarning`
 //! condition (and a Warning event when it changes) instead of passing in silence. Pure, like
-//! the validation in [`super::load`] that runs first.
+//! the checks in [`super::admit`] that run first.
 
 use std::path::{Component, Path, PathBuf};
 
-use super::{MountSpec, Project};
 use crate::api::{ConditionStatus, ConditionType, Reason, ServiceStackSpec, Verdict};
+use crate::compose::{MountSpec, Project};
 
 /// Where Docker's API socket lives on common hosts (`/var/run` is a symlink to `/run`).
 const DOCKER_SOCKETS: [&str; 2] = ["/var/run/docker.sock", "/run/docker.sock"];
@@ -36,7 +36,7 @@ pub fn of(spec: &ServiceStackSpec, project: &Project) -> Vec<Warning> {
     backup_warnings(spec, &mut out);
     // A bind source can come from a variable: its value stays out of status like any other.
     for w in &mut out {
-        w.message = super::mask(&w.message, &spec.variables, &[]);
+        w.message = crate::api::mask(&w.message, &spec.variables, &[]);
     }
     out
 }
@@ -138,7 +138,7 @@ mod tests {
             "backups": backups,
         }))
         .unwrap();
-        let project = super::super::load(&ServiceStack::new("s", spec.clone())).unwrap();
+        let project = crate::compose::load(&ServiceStack::new("s", spec.clone())).unwrap();
         (spec, project)
     }
 
