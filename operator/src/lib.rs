@@ -3,6 +3,7 @@
 //! `plan` decides, the edges act: [`compose`] turns a spec into a project, [`docker`] observes
 //! and changes the engine, [`controller`] runs one reconcile for either [`store`] driver.
 
+pub mod act;
 pub mod api;
 pub mod backup;
 pub mod build_context;

@@ -15,11 +15,12 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::destination::Upload;
 use super::pipeline::{self, Sealed};
 use super::{BackupError, Manifest};
+use crate::act::chain;
 use crate::docker::{short_id, BollardEngine, EngineError};
 
 /// Scratch databases of restore tests are named `stackwarden_verify_PID_MICROS`.
@@ -661,32 +662,22 @@ impl Postgres<'_> {
 
     /// A session on `database`, its connection driven by a task that ends with the client.
     async fn connect(&self, database: &str) -> Result<Client, BackupError> {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(self.addr.ip().to_string())
-            .port(self.addr.port())
-            .user(&self.user)
-            .dbname(database)
-            .application_name("stackwarden-backup")
-            .connect_timeout(CONNECT_TIMEOUT);
-        if let Some(p) = &self.password {
-            config.password(p);
-        }
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+        let login = crate::act::postgres::Login {
+            addr: self.addr,
+            user: &self.user,
+            password: self.password.as_deref(),
+            database,
+            application: "stackwarden-backup",
+            timeout: Some(CONNECT_TIMEOUT),
+        };
+        crate::act::postgres::connect(&login).await.map_err(|e| {
             BackupError::DatabaseUnreachable(format!(
-                "cannot log in to PostgreSQL as {} to database {database} at {}: {}; {}",
+                "cannot log in to PostgreSQL as {} to database {database} at {}: {e}; {}",
                 self.user,
                 self.addr,
-                chain(&e),
                 self.hint()
             ))
-        })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("backup connection ended: {e}");
-            }
-        });
-        Ok(client)
+        })
     }
 
     /// A session for CREATE/DROP/ALTER DATABASE: on `postgres`, else `template1`, else the
@@ -755,20 +746,6 @@ fn tail(stderr: &str) -> String {
         .find(|&i| t.is_char_boundary(i))
         .unwrap_or(0);
     t[start..].replace('\n', " | ")
-}
-
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 /// The first error a reader returned.

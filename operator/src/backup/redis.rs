@@ -487,27 +487,14 @@ async fn connect(r: &Redis<'_>) -> Result<MultiplexedConnection, BackupError> {
 async fn connect_at(
     addr: SocketAddr,
     password: Option<&str>,
-) -> Result<MultiplexedConnection, redis::RedisError> {
-    let info = redis::IntoConnectionInfo::into_connection_info((
-        addr.ip().to_string().as_str(),
-        addr.port(),
-    ))?
-    // No CLIENT SETINFO before AUTH: it would fail with NOAUTH and hide the real answer.
-    .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
-    let client = redis::Client::open(info)?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(10)))
-        .set_response_timeout(Some(Duration::from_secs(60)));
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    if let Some(p) = password {
-        redis::cmd("AUTH")
-            .arg(p)
-            .query_async::<()>(&mut conn)
-            .await?;
-    }
-    Ok(conn)
+) -> Result<MultiplexedConnection, crate::act::redis::Error> {
+    crate::act::redis::connect(&crate::act::redis::Login {
+        addr,
+        password,
+        connect_timeout: Some(Duration::from_secs(10)),
+        response_timeout: Some(Duration::from_secs(60)),
+    })
+    .await
 }
 
 async fn query<T: redis::FromRedisValue>(
