@@ -21,7 +21,7 @@ use super::destination::Upload;
 use super::pipeline::{self, Sealed};
 use super::{BackupError, Manifest};
 use crate::act::chain;
-use crate::docker::{short_id, BollardEngine, EngineError};
+use crate::docker::{short_id, Engine, EngineError};
 
 /// Scratch databases of restore tests are named `stackwarden_verify_PID_MICROS`.
 const SCRATCH_PREFIX: &str = "stackwarden_verify_";
@@ -35,7 +35,7 @@ type Reader = Box<dyn AsyncRead + Send + Unpin>;
 
 /// The database of one backup target and how to reach it.
 pub struct Postgres<'a> {
-    pub engine: &'a BollardEngine,
+    pub engine: &'a dyn Engine,
     /// Container id of the database service.
     pub container: String,
     /// Where the operator reaches the server over TCP.

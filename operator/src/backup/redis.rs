@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use super::destination::Upload;
 use super::pipeline::{self, Sealed};
 use super::{BackupError, Manifest};
-use crate::docker::{short_id, BollardEngine, Engine, EngineError};
+use crate::docker::{short_id, Engine, EngineError, FileStat};
 
 /// How long a `BGSAVE` (and, after a restore or in a restore test, loading the dump) may take.
 const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -30,7 +30,7 @@ const VERIFY_FILE: &str = "stackwarden-verify.rdb";
 
 /// One Redis service to back up or restore.
 pub struct Redis<'a> {
-    pub engine: &'a BollardEngine,
+    pub engine: &'a dyn Engine,
     /// Container id of the Redis service.
     pub container: String,
     /// Where the operator reaches Redis over TCP.
@@ -88,8 +88,9 @@ async fn snapshot(
     let path = dump_path(r, &mut conn).await?;
     let source = r
         .engine
-        .download_file(&r.container, &path)
+        .open_file(&r.container, &path)
         .await
+        .map(|(_, bytes)| bytes)
         .map_err(|e| {
             BackupError::DumpFailed(format!(
                 "the save completed but its file could not be read: {e}"
@@ -239,7 +240,13 @@ async fn verify_in(
     let what = format!("restore test of {}", manifest.id);
     let failed = |m: String| BackupError::VerificationFailed(format!("{what}: {m}"));
     let path = format!("{VERIFY_DIR}/{VERIFY_FILE}");
-    put_backup(r, scratch, &path, stored, manifest, 0, 0, progress, &what)
+    let to = Put {
+        container: scratch,
+        path: &path,
+        owner: (0, 0),
+        what: &what,
+    };
+    put_backup(r, &to, stored, manifest, progress)
         .await
         .map_err(|e| e.into_error(failed))?;
     r.engine
@@ -338,26 +345,20 @@ pub async fn restore(
     };
 
     // 1. The backup goes in beside the dump while Redis runs; a damaged one stops here.
-    if let Err(e) = put_backup(
-        r,
-        &r.container,
-        &staged,
-        stored,
-        manifest,
-        uid,
-        gid,
-        progress,
-        &what,
-    )
-    .await
-    {
+    let to = Put {
+        container: &r.container,
+        path: &staged,
+        owner: (uid, gid),
+        what: &what,
+    };
+    if let Err(e) = put_backup(r, &to, stored, manifest, progress).await {
         remove_staged(r, &staged).await;
         return Err(e.into_error(failed));
     }
 
     // 2. Stop, keep the current dump, put the backup in its place.
     r.engine
-        .stop_container(&r.container, STOP_GRACE_S)
+        .stop_container(&r.container, Some(STOP_GRACE_S))
         .await
         .map_err(|e| failed(format!("stopping Redis failed: {e}")))?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
@@ -594,34 +595,39 @@ impl PutError {
     }
 }
 
-/// Decompresses `stored` into file `path` of container `id` (mode 0644), then checks the digest.
-/// The length written is the manifest's `raw_size`.
-#[allow(clippy::too_many_arguments)]
+/// Where [`put_backup`] writes, and what its messages call the job.
+struct Put<'a> {
+    container: &'a str,
+    path: &'a str,
+    /// uid and gid of the file written.
+    owner: (u64, u64),
+    what: &'a str,
+}
+
+/// Decompresses `stored` into the file `to` names (mode 0644), then checks the digest. The
+/// length written is the manifest's `raw_size`.
 async fn put_backup(
     r: &Redis<'_>,
-    id: &str,
-    path: &str,
+    to: &Put<'_>,
     stored: Box<dyn AsyncRead + Send + Unpin>,
     manifest: &Manifest,
-    uid: u64,
-    gid: u64,
     progress: &AtomicU64,
-    what: &str,
 ) -> Result<(), PutError> {
+    let what = to.what;
     let source = Watch::new(stored);
     let (source_read, source_err) = (source.count.clone(), source.error.clone());
     let (decoded, digest) = pipeline::restored(Box::new(source));
     let decoded = Watch::new(decoded);
     let (decoded_count, decoded_err) = (decoded.count.clone(), decoded.error.clone());
-    let upload = r.engine.upload_file(
-        id,
-        path,
-        Box::new(decoded),
-        manifest.raw_size,
-        uid,
-        gid,
-        0o644,
-    );
+    let stat = FileStat {
+        size: manifest.raw_size,
+        uid: to.owner.0,
+        gid: to.owner.1,
+        mode: 0o644,
+    };
+    let upload = r
+        .engine
+        .upload_file(to.container, to.path, Box::new(decoded), stat);
     tokio::pin!(upload);
     let result = loop {
         tokio::select! {
@@ -681,17 +687,7 @@ async fn copy_within(r: &Redis<'_>, from: &str, to: &str) -> Result<bool, Engine
         Err(e) if e.is_missing() => return Ok(false),
         Err(e) => return Err(e),
     };
-    r.engine
-        .upload_file(
-            &r.container,
-            to,
-            data,
-            stat.size,
-            stat.uid,
-            stat.gid,
-            stat.mode,
-        )
-        .await?;
+    r.engine.upload_file(&r.container, to, data, stat).await?;
     Ok(true)
 }
 

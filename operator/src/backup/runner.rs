@@ -25,7 +25,7 @@ use crate::api::{
     Job, RestoreRecord, RunningJob, ServiceStack, Trigger, VerificationRecord,
 };
 use crate::compose::Project;
-use crate::docker::{BollardEngine, Engine as _, Observed};
+use crate::docker::{Engine, Observed};
 use crate::store::{EventType, StackEvent};
 
 /// Attempts of one job: the first, and one retry after an operator restart cut it off.
@@ -167,7 +167,7 @@ pub struct Spawn {
 struct Work {
     stack: String,
     target: BackupTarget,
-    engine: BollardEngine,
+    engine: Arc<dyn Engine>,
     source: Source,
     destination: DestinationConfig,
     /// Containers to stop before a restore.
@@ -271,7 +271,7 @@ pub async fn reconcile(
     stack: &ServiceStack,
     project: &Project,
     claim: &crate::docker::Claim,
-    engine: &BollardEngine,
+    engine: &Arc<dyn Engine>,
     observed: &Observed,
     statuses: &mut BTreeMap<String, BackupTargetStatus>,
     deploy: Option<&str>,
@@ -403,7 +403,7 @@ struct Ctx<'a> {
     stack: &'a ServiceStack,
     project: &'a Project,
     targets: &'a crate::probe::Targets,
-    engine: &'a BollardEngine,
+    engine: &'a Arc<dyn Engine>,
     target: &'a BackupTarget,
     observed: &'a Observed,
     claim: &'a crate::docker::Claim,
@@ -940,7 +940,7 @@ async fn backup(
             password,
         } => {
             let pg = postgres::Postgres {
-                engine: &work.engine,
+                engine: work.engine.as_ref(),
                 container: container.clone(),
                 addr: *addr,
                 database: database.clone(),
@@ -960,7 +960,7 @@ async fn backup(
             image,
         } => {
             let r = redis::Redis {
-                engine: &work.engine,
+                engine: work.engine.as_ref(),
                 container: container.clone(),
                 addr: *addr,
                 password: password.clone(),
@@ -1059,7 +1059,7 @@ async fn test_or_restore(
     if job == Job::Restore {
         for (container, grace) in &work.stop {
             work.engine
-                .stop_container(container, grace.unwrap_or(10))
+                .stop_container(container, *grace)
                 .await
                 .map_err(|e| {
                     BackupError::RestoreFailed(format!(
@@ -1097,7 +1097,7 @@ async fn run_test_or_restore(
             password,
         } => {
             let pg = postgres::Postgres {
-                engine: &work.engine,
+                engine: work.engine.as_ref(),
                 container: container.clone(),
                 addr: *addr,
                 database: database.clone(),
@@ -1123,7 +1123,7 @@ async fn run_test_or_restore(
             image,
         } => {
             let r = redis::Redis {
-                engine: &work.engine,
+                engine: work.engine.as_ref(),
                 container: container.clone(),
                 addr: *addr,
                 password: password.clone(),

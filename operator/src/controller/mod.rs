@@ -332,8 +332,10 @@ async fn apply(
         &ctx.stops,
     );
     let claim = claim(stack, project, uid, &previous);
+    // Probers and backup jobs outlive the pass: they hold the engine behind its trait.
+    let held: Arc<dyn Engine> = Arc::new(engine.clone());
     ctx.probers
-        .ensure(stack, project, &claim, engine, &ctx.prober_shared());
+        .ensure(stack, project, &claim, &held, &ctx.prober_shared());
     let last = previous
         .revision
         .zip(previous.spec_hash.clone())
@@ -407,7 +409,7 @@ async fn apply(
         stack,
         project,
         &claim,
-        engine,
+        &held,
         &outcome,
         &mut status,
         deploying,
@@ -572,7 +574,7 @@ async fn back_up(
     stack: &ServiceStack,
     project: &Project,
     claim: &Claim,
-    engine: &BollardEngine,
+    engine: &Arc<dyn Engine>,
     outcome: &Outcome,
     status: &mut ServiceStackStatus,
     deploying: Option<&str>,

@@ -12,15 +12,14 @@ use std::task::{Context, Poll};
 
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, StopContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio_tar as tar;
 
-use super::{short_id, BollardEngine, Engine, EngineError, ExecOutcome};
+use super::{short_id, BollardEngine, EngineError, ExecOutcome};
 
 /// Label of every scratch container, so leftovers can be found and removed.
 pub const SCRATCH_LABEL: &str = "stackwarden.dev/scratch";
@@ -31,7 +30,7 @@ const CHUNK: usize = 256 * 1024;
 const BLOCK: u64 = 512;
 
 /// What the archive API says about a file it streams.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileStat {
     pub size: u64,
     pub uid: u64,
@@ -50,19 +49,11 @@ pub struct Brief {
 }
 
 impl BollardEngine {
-    /// Streams one regular file out of a container (running or stopped) via the archive API:
-    /// the tar stream is unpacked on the fly, so only the file's bytes come out, with bounded
-    /// memory. A stream that ends before the file's recorded size is an error, not a short file.
-    pub async fn download_file(
-        &self,
-        id: &str,
-        path: &str,
-    ) -> Result<Box<dyn AsyncRead + Send + Unpin>, EngineError> {
-        Ok(self.open_file(id, path).await?.1)
-    }
-
-    /// [`download_file`](Self::download_file), with the file's size, owner and mode.
-    pub async fn open_file(
+    /// Streams one regular file out of a container (running or stopped) via the archive API,
+    /// with its size, owner and mode: the tar stream is unpacked on the fly, so only the file's
+    /// bytes come out, with bounded memory. A stream that ends before the file's recorded size
+    /// is an error, not a short file.
+    pub(super) async fn open_file(
         &self,
         id: &str,
         path: &str,
@@ -118,21 +109,23 @@ impl BollardEngine {
         Ok((stat, Box::new(exact)))
     }
 
-    /// Writes `data`, which must be exactly `size` bytes long, as file `path` (owner and mode
-    /// given) into a container, running or stopped. The tar stream is generated on the fly: a
+    /// Writes `data`, which must be exactly `stat.size` bytes long, as file `path` (owner and
+    /// mode from `stat`) into a container, running or stopped. The tar stream is generated on the fly: a
     /// header, the bytes as they are read, padding. If `data` fails or its length is not `size`,
     /// the upload is cut off and fails with that reason; Docker may have left a partial file.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn upload_file(
+    pub(super) async fn upload_file(
         &self,
         id: &str,
         path: &str,
         data: Box<dyn AsyncRead + Send + Unpin>,
-        size: u64,
-        uid: u64,
-        gid: u64,
-        mode: u32,
+        stat: FileStat,
     ) -> Result<(), EngineError> {
+        let FileStat {
+            size,
+            uid,
+            gid,
+            mode,
+        } = stat;
         let context = format!("writing {path} into container {}", short_id(id));
         let api = |message: String| EngineError::Api {
             context: context.clone(),
@@ -226,18 +219,8 @@ impl BollardEngine {
         res.map_err(self.err(context.clone()))
     }
 
-    /// Stops a container (`grace_s` seconds before SIGKILL) without removing it; one already
-    /// stopped is fine.
-    pub async fn stop_container(&self, id: &str, grace_s: i64) -> Result<(), EngineError> {
-        let opts = StopContainerOptionsBuilder::default()
-            .t(grace_s as i32)
-            .build();
-        let res = self.docker.stop_container(id, Some(opts)).await;
-        self.settled(res, &[304], format!("stopping container {}", short_id(id)))
-    }
-
     /// Whether a container runs, and where it can be reached.
-    pub async fn brief(&self, id: &str) -> Result<Brief, EngineError> {
+    pub(super) async fn brief(&self, id: &str) -> Result<Brief, EngineError> {
         let i = self
             .docker
             .inspect_container(id, None::<InspectContainerOptions>)
@@ -262,7 +245,7 @@ impl BollardEngine {
     /// Creates (does not start) a throwaway container from `image` running `cmd`: no network,
     /// labelled [`SCRATCH_LABEL`]`=true`, not auto-removed (so its logs can be read when it
     /// fails; [`remove_container`](Engine::remove_container) it when done). Returns its id.
-    pub async fn create_scratch(
+    pub(super) async fn create_scratch(
         &self,
         image: &str,
         name: &str,
@@ -294,24 +277,11 @@ impl BollardEngine {
             .id)
     }
 
-    /// [`create_scratch`](Self::create_scratch), then starts it.
-    pub async fn run_scratch(
-        &self,
-        image: &str,
-        name: &str,
-        cmd: &[String],
-        entrypoint: Option<&[String]>,
-    ) -> Result<String, EngineError> {
-        let id = self.create_scratch(image, name, cmd, entrypoint).await?;
-        if let Err(e) = self.start_container(&id).await {
-            let _ = self.remove_container(&id, Some(0)).await;
-            return Err(e);
-        }
-        Ok(id)
-    }
-
     /// Ids of the scratch containers (any state) whose name starts with `prefix`.
-    pub async fn scratch_containers(&self, prefix: &str) -> Result<Vec<String>, EngineError> {
+    pub(super) async fn scratch_containers(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<String>, EngineError> {
         let filters = Self::label_filter(SCRATCH_LABEL, "true");
         let list = self
             .docker
@@ -336,7 +306,7 @@ impl BollardEngine {
     }
 
     /// The last `lines` lines of a container's output, for a failure message.
-    pub async fn logs_tail(&self, id: &str, lines: usize) -> Result<String, EngineError> {
+    pub(super) async fn logs_tail(&self, id: &str, lines: usize) -> Result<String, EngineError> {
         let opts = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
@@ -353,9 +323,9 @@ impl BollardEngine {
         Ok(out)
     }
 
-    /// Like [`exec`](Engine::exec), keeping up to `limit` bytes of output instead of a message's
+    /// Like [`super::Engine::exec`], keeping up to `limit` bytes of output instead of a message's
     /// worth (command output that is parsed, such as `INFO`).
-    pub async fn exec_capture(
+    pub(super) async fn exec_capture(
         &self,
         id: &str,
         command: &[String],
