@@ -3,6 +3,7 @@
 //! rotation) log in with. Both mask the password out of every message they make.
 
 pub mod postgres;
+pub mod reading;
 pub mod redis;
 
 /// An error and its causes on one line: the outer messages of these clients are often only

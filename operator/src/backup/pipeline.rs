@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 
 use super::destination::{DestinationError, Upload};
 use super::BackupError;
+use crate::act::reading::{poll_seen, Seen, Tally};
 
 /// Size of the chunks handed to the destination.
 const CHUNK: usize = 1 << 20;
@@ -42,8 +43,8 @@ pub async fn store(
     upload: &mut dyn Upload,
     progress: &AtomicU64,
 ) -> Result<Sealed, BackupError> {
-    let raw = Counted::new(source);
-    let raw_count = raw.count.clone();
+    let raw = Tally::new(source);
+    let raw_count = raw.count();
     let mut encoder =
         ZstdEncoder::with_quality(BufReader::with_capacity(CHUNK, raw), Level::Precise(level));
     let mut hasher = Sha256::new();
@@ -127,35 +128,6 @@ pub fn restored(
     (decoder, digest)
 }
 
-/// Counts the bytes read through it.
-struct Counted<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
-}
-
-impl<R> Counted<R> {
-    fn new(inner: R) -> Self {
-        Self {
-            inner,
-            count: Arc::default(),
-        }
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        r
-    }
-}
-
 /// Hashes the bytes read through it; publishes the digest at end of stream.
 struct Hashing<R> {
     inner: R,
@@ -165,23 +137,25 @@ struct Hashing<R> {
 
 impl<R: AsyncRead + Unpin> AsyncRead for Hashing<R> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r {
-            let new = &buf.filled()[before..];
-            if new.is_empty() {
-                if let Some(h) = self.hasher.take() {
-                    *self.out.0.lock().expect("digest lock") = Some(hex::encode(h.finalize()));
+        let this = self.get_mut();
+        let (hasher, out) = (&mut this.hasher, &this.out);
+        poll_seen(&mut this.inner, cx, buf, |seen| match seen {
+            Seen::Bytes([]) => {
+                if let Some(h) = hasher.take() {
+                    *out.0.lock().expect("digest lock") = Some(hex::encode(h.finalize()));
                 }
-            } else if let Some(h) = self.hasher.as_mut() {
-                h.update(new);
             }
-        }
-        r
+            Seen::Bytes(new) => {
+                if let Some(h) = hasher.as_mut() {
+                    h.update(new);
+                }
+            }
+            Seen::Failed(_) => {}
+        })
     }
 }
 

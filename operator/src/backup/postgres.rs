@@ -21,6 +21,7 @@ use super::destination::Upload;
 use super::pipeline::{self, Sealed};
 use super::{BackupError, Manifest};
 use crate::act::chain;
+use crate::act::reading::{FirstError, Tally};
 use crate::docker::{short_id, Engine, EngineError};
 
 /// Scratch databases of restore tests are named `stackwarden_verify_PID_MICROS`.
@@ -158,26 +159,9 @@ async fn dump(
             chain(&e)
         ))
     };
-    let server_version: String = client
-        .query_one("SHOW server_version", &[])
+    let snapshot = Snapshot::take(&client)
         .await
-        .map_err(|e| failed("SHOW server_version", e))?
-        .get(0);
-    // The dump and the row counts see the same snapshot: this transaction exports it, pg_dump
-    // imports it, and it stays open until the dump has finished.
-    client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .await
-        .map_err(|e| failed("starting the snapshot transaction", e))?;
-    let snapshot: String = client
-        .query_one("SELECT pg_export_snapshot()", &[])
-        .await
-        .map_err(|e| failed("exporting the snapshot", e))?
-        .get(0);
-    let tables = list_tables(&client)
-        .await
-        .map_err(|e| failed("listing the tables", e))?;
-
+        .map_err(|(what, e)| failed(what, e))?;
     // -Fc: the custom format pg_restore reads from a pipe. -Z0: uncompressed, because the
     // pipeline compresses with zstd; compressing twice costs CPU and gains nothing (zstd cannot
     // shrink what gzip already packed).
@@ -187,7 +171,7 @@ async fn dump(
         "-Z0",
         "--no-password",
         "--snapshot",
-        &snapshot,
+        &snapshot.id,
         "-U",
         &pg.user,
         "-d",
@@ -202,11 +186,67 @@ async fn dump(
         .map_err(|e| pg.exec_unreachable(e))?;
     let (stored, counts) = tokio::join!(
         pipeline::store(exec.stdout, level, upload, progress),
-        count_rows(&client, &tables),
+        count_rows(&client, &snapshot.tables),
     );
     // Dropping `exec.done` on the way out closes the connection, which ends pg_dump.
     let sealed = stored?;
-    let (code, stderr) = exec.done.wait().await.map_err(|e| {
+    dump_ended(pg, exec.done.wait().await, &sealed)?;
+    let row_counts = counts.map_err(|e| failed("counting rows", e))?;
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(|e| failed("ending the snapshot transaction", e))?;
+    Ok(Dumped {
+        sealed,
+        row_counts,
+        server_version: snapshot.server_version,
+    })
+}
+
+/// The snapshot a dump is taken from, exported by a transaction left open until the dump ends.
+struct Snapshot {
+    server_version: String,
+    id: String,
+    tables: Vec<(String, String)>,
+}
+
+impl Snapshot {
+    /// The dump and the row counts see the same snapshot: this transaction exports it, pg_dump
+    /// imports it. The error names the step that failed.
+    async fn take(client: &Client) -> Result<Self, (&'static str, tokio_postgres::Error)> {
+        let server_version: String = client
+            .query_one("SHOW server_version", &[])
+            .await
+            .map_err(|e| ("SHOW server_version", e))?
+            .get(0);
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+            .map_err(|e| ("starting the snapshot transaction", e))?;
+        let id: String = client
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(|e| ("exporting the snapshot", e))?
+            .get(0);
+        let tables = list_tables(client)
+            .await
+            .map_err(|e| ("listing the tables", e))?;
+        Ok(Self {
+            server_version,
+            id,
+            tables,
+        })
+    }
+}
+
+/// Whether pg_dump's exit (and what it wrote) makes the dump good.
+fn dump_ended(
+    pg: &Postgres<'_>,
+    exited: crate::docker::Exited,
+    sealed: &pipeline::Sealed,
+) -> Result<(), BackupError> {
+    let db = &pg.database;
+    let (code, stderr) = exited.map_err(|e| {
         BackupError::DumpFailed(format!(
             "backup of database {db}: {e}; check that the database service is running"
         ))
@@ -229,16 +269,7 @@ async fn dump(
             tail(&stderr)
         )));
     }
-    let row_counts = counts.map_err(|e| failed("counting rows", e))?;
-    client
-        .batch_execute("COMMIT")
-        .await
-        .map_err(|e| failed("ending the snapshot transaction", e))?;
-    Ok(Dumped {
-        sealed,
-        row_counts,
-        server_version,
-    })
+    Ok(())
 }
 
 async fn verify_inner(
@@ -413,87 +444,8 @@ async fn load(
     progress: &AtomicU64,
     fail: fn(String) -> BackupError,
 ) -> Result<String, BackupError> {
-    let source_error = Slot::default();
-    let decode_error = Slot::default();
-    let fed = Arc::new(AtomicU64::new(0));
-    let (decoded, digest) = pipeline::restored(Box::new(Noting {
-        inner: stored,
-        error: source_error.clone(),
-        count: None,
-    }));
-    let feed = Handoff(Arc::new(Mutex::new(Some(Box::new(Noting {
-        inner: decoded,
-        error: decode_error.clone(),
-        count: Some(fed.clone()),
-    })))));
-    let command: Vec<String> = [
-        "pg_restore",
-        "--no-owner",
-        "--exit-on-error",
-        "--no-password",
-        "-U",
-        &pg.user,
-        "-d",
-        database,
-    ]
-    .map(String::from)
-    .to_vec();
-    let exec = pg
-        .engine
-        .exec_stream(
-            &pg.container,
-            &command,
-            &pg.env(),
-            Some(Box::new(feed.clone())),
-        )
-        .await
-        .map_err(|e| pg.exec_unreachable(e))?;
-    drop(exec.stdout);
-    let wait = exec.done.wait();
-    tokio::pin!(wait);
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let waited = loop {
-        tokio::select! {
-            r = &mut wait => break r,
-            _ = tick.tick() => progress.store(fed.load(Ordering::Relaxed), Ordering::Relaxed),
-        }
-    };
-    progress.store(fed.load(Ordering::Relaxed), Ordering::Relaxed);
-    // pg_restore may have stopped reading early (it failed, or needed no more): read the rest
-    // so the checksum is known, and damage is reported as damage.
-    if digest.get().is_none() {
-        if let Some(mut rest) = feed.take() {
-            let _ = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await;
-        }
-    }
-    if let Some(e) = source_error.get() {
-        return Err(BackupError::DestinationUnreachable(format!(
-            "reading backup {} from the destination failed: {e}",
-            manifest.id
-        )));
-    }
-    if digest.get().is_some_and(|d| d != manifest.sha256) {
-        return digest
-            .check(&manifest.sha256, &manifest.id)
-            .map(|()| String::new());
-    }
-    if let Some(e) = decode_error.get() {
-        return Err(BackupError::ChecksumMismatch(format!(
-            "backup {}: the stored object does not decompress ({e}); the backup is damaged, use an older one",
-            manifest.id
-        )));
-    }
-    let (code, stderr) =
-        waited.map_err(|e| fail(format!("pg_restore of backup {}: {e}", manifest.id)))?;
-    if code != 0 {
-        return Err(fail(format!(
-            "pg_restore of backup {} into database {database} exited with code {code}: {}",
-            manifest.id,
-            tail(&stderr)
-        )));
-    }
-    digest.check(&manifest.sha256, &manifest.id)?;
-
+    let fed = feed(pg, database, stored, progress).await?;
+    fed.intact(manifest, database, fail)?;
     let client = pg.connect(database).await?;
     let counted = async {
         let tables = list_tables(&client).await?;
@@ -520,6 +472,116 @@ async fn load(
         "restored {} tables, {rows} rows; counts match",
         counted.len()
     ))
+}
+
+/// What feeding a stored backup to pg_restore came to.
+struct Fed {
+    exited: crate::docker::Exited,
+    digest: pipeline::Digest256,
+    /// Reading the stored object failed.
+    source_error: FirstError,
+    /// Decompressing it failed.
+    decode_error: FirstError,
+}
+
+/// Runs pg_restore into `database` with the decompressed backup on its stdin, and reads what
+/// it left of the stream so the checksum is known.
+async fn feed(
+    pg: &Postgres<'_>,
+    database: &str,
+    stored: Reader,
+    progress: &AtomicU64,
+) -> Result<Fed, BackupError> {
+    let source = Tally::new(stored);
+    let source_error = source.error();
+    let (decoded, digest) = pipeline::restored(Box::new(source));
+    let decoded = Tally::new(decoded);
+    let (fed, decode_error) = (decoded.count(), decoded.error());
+    let feed = Handoff(Arc::new(Mutex::new(Some(Box::new(decoded)))));
+    let command: Vec<String> = [
+        "pg_restore",
+        "--no-owner",
+        "--exit-on-error",
+        "--no-password",
+        "-U",
+        &pg.user,
+        "-d",
+        database,
+    ]
+    .map(String::from)
+    .to_vec();
+    let exec = pg
+        .engine
+        .exec_stream(
+            &pg.container,
+            &command,
+            &pg.env(),
+            Some(Box::new(feed.clone())),
+        )
+        .await
+        .map_err(|e| pg.exec_unreachable(e))?;
+    drop(exec.stdout);
+    let wait = exec.done.wait();
+    tokio::pin!(wait);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let exited = loop {
+        tokio::select! {
+            r = &mut wait => break r,
+            _ = tick.tick() => progress.store(fed.load(Ordering::Relaxed), Ordering::Relaxed),
+        }
+    };
+    progress.store(fed.load(Ordering::Relaxed), Ordering::Relaxed);
+    // pg_restore may have stopped reading early (it failed, or needed no more): read the rest
+    // so the checksum is known, and damage is reported as damage.
+    if digest.get().is_none() {
+        if let Some(mut rest) = feed.take() {
+            let _ = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await;
+        }
+    }
+    Ok(Fed {
+        exited,
+        digest,
+        source_error,
+        decode_error,
+    })
+}
+
+impl Fed {
+    /// Whether the backup went in whole and undamaged: a failed read, a wrong checksum or a
+    /// stream that does not decompress come before pg_restore's own exit.
+    fn intact(
+        self,
+        manifest: &Manifest,
+        database: &str,
+        fail: fn(String) -> BackupError,
+    ) -> Result<(), BackupError> {
+        if let Some(e) = self.source_error.get() {
+            return Err(BackupError::DestinationUnreachable(format!(
+                "reading backup {} from the destination failed: {e}",
+                manifest.id
+            )));
+        }
+        if self.digest.get().is_some_and(|d| d != manifest.sha256) {
+            return self.digest.check(&manifest.sha256, &manifest.id);
+        }
+        if let Some(e) = self.decode_error.get() {
+            return Err(BackupError::ChecksumMismatch(format!(
+                "backup {}: the stored object does not decompress ({e}); the backup is damaged, use an older one",
+                manifest.id
+            )));
+        }
+        let (code, stderr) = self
+            .exited
+            .map_err(|e| fail(format!("pg_restore of backup {}: {e}", manifest.id)))?;
+        if code != 0 {
+            return Err(fail(format!(
+                "pg_restore of backup {} into database {database} exited with code {code}: {}",
+                manifest.id,
+                tail(&stderr)
+            )));
+        }
+        self.digest.check(&manifest.sha256, &manifest.id)
+    }
 }
 
 /// Tables whose counts differ, as `schema.table: backup N, restored M`.
@@ -746,50 +808,6 @@ fn tail(stderr: &str) -> String {
         .find(|&i| t.is_char_boundary(i))
         .unwrap_or(0);
     t[start..].replace('\n', " | ")
-}
-
-/// The first error a reader returned.
-#[derive(Clone, Default)]
-struct Slot(Arc<Mutex<Option<String>>>);
-
-impl Slot {
-    fn get(&self) -> Option<String> {
-        self.0.lock().expect("slot lock").clone()
-    }
-}
-
-/// Notes the first error of `inner`, and counts its bytes.
-struct Noting<R> {
-    inner: R,
-    error: Slot,
-    count: Option<Arc<AtomicU64>>,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Noting<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        match &r {
-            Poll::Ready(Ok(())) => {
-                if let Some(c) = &self.count {
-                    c.fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
-                }
-            }
-            Poll::Ready(Err(e)) => {
-                self.error
-                    .0
-                    .lock()
-                    .expect("slot lock")
-                    .get_or_insert_with(|| e.to_string());
-            }
-            Poll::Pending => {}
-        }
-        r
-    }
 }
 
 /// A reader lent to the stdin copy and taken back afterwards, to read what it left.

@@ -4,18 +4,16 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::AsyncRead;
 
 use super::destination::Upload;
 use super::pipeline::{self, Sealed};
 use super::{BackupError, Manifest};
+use crate::act::reading::Tally;
 use crate::docker::{short_id, Engine, EngineError, FileStat};
 
 /// How long a `BGSAVE` (and, after a restore or in a restore test, loading the dump) may take.
@@ -326,18 +324,12 @@ pub async fn restore(
         short_id(&r.container)
     );
     let failed = |m: String| BackupError::RestoreFailed(format!("{what}: {m}"));
-    let mut conn = connect(r).await?;
-    let aof = config_get(r, &mut conn, "appendonly").await?;
-    if aof == "yes" {
-        return Err(failed(
-            "appendonly is on, so at startup Redis would load its AOF and ignore the restored dump; turn appendonly off in the service's configuration (and with CONFIG SET appendonly no) and restore again".into(),
-        ));
-    }
-    let dir = config_get(r, &mut conn, "dir").await?;
-    let file = config_get(r, &mut conn, "dbfilename").await?;
-    drop(conn);
-    let dump = format!("{dir}/{file}");
-    let staged = format!("{dir}/.{file}.stackwarden-restore");
+    let Files {
+        dir,
+        dump,
+        staged,
+        kept,
+    } = Files::of(r, &failed).await?;
     // Owner of what is written: that of the current dump, else of the directory.
     let (uid, gid) = match r.engine.open_file(&r.container, &dump).await {
         Ok((stat, _)) => (stat.uid, stat.gid),
@@ -361,34 +353,7 @@ pub async fn restore(
         .stop_container(&r.container, Some(STOP_GRACE_S))
         .await
         .map_err(|e| failed(format!("stopping Redis failed: {e}")))?;
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
-    let kept_name = format!("{file}.before-restore-{stamp}");
-    let kept = format!("{dir}/{kept_name}");
-    let had_dump = match copy_within(r, &dump, &kept).await {
-        Ok(had) => had,
-        Err(e) => {
-            let started = restart_note(r).await;
-            return Err(failed(format!(
-                "keeping the current dump as {kept} failed ({e}); nothing was replaced, {started}"
-            )));
-        }
-    };
-    if let Err(e) = copy_within(r, &staged, &dump).await {
-        let back = if had_dump {
-            match copy_within(r, &kept, &dump).await {
-                Ok(_) => "the previous dump was put back".to_owned(),
-                Err(e2) => format!(
-                    "putting the previous dump back failed too ({e2}): copy {kept} to {dump} by hand"
-                ),
-            }
-        } else {
-            "there was no previous dump".to_owned()
-        };
-        let started = restart_note(r).await;
-        return Err(failed(format!(
-            "writing the backup as {dump} failed ({e}); {back}, {started}"
-        )));
-    }
+    let had_dump = swap_in(r, &dump, &staged, &kept).await.map_err(failed)?;
 
     // 3. Start and check.
     r.engine
@@ -418,6 +383,74 @@ pub async fn restore(
         short_id(&r.container),
         counts(&found)
     ))
+}
+
+/// The files a restore touches in the server's data directory.
+struct Files {
+    dir: String,
+    /// The dump Redis loads at startup.
+    dump: String,
+    /// The backup, put in beside it while Redis still runs.
+    staged: String,
+    /// Where the current dump is kept.
+    kept: String,
+}
+
+impl Files {
+    /// Reads where the dump lives; refuses when `appendonly` is on (Redis would load the AOF,
+    /// not the dump).
+    async fn of(
+        r: &Redis<'_>,
+        failed: &(dyn Fn(String) -> BackupError + Sync),
+    ) -> Result<Self, BackupError> {
+        let mut conn = connect(r).await?;
+        let aof = config_get(r, &mut conn, "appendonly").await?;
+        if aof == "yes" {
+            return Err(failed(
+                "appendonly is on, so at startup Redis would load its AOF and ignore the restored dump; turn appendonly off in the service's configuration (and with CONFIG SET appendonly no) and restore again".into(),
+            ));
+        }
+        let dir = config_get(r, &mut conn, "dir").await?;
+        let file = config_get(r, &mut conn, "dbfilename").await?;
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+        Ok(Self {
+            dump: format!("{dir}/{file}"),
+            staged: format!("{dir}/.{file}.stackwarden-restore"),
+            kept: format!("{dir}/{file}.before-restore-{stamp}"),
+            dir,
+        })
+    }
+}
+
+/// With Redis stopped: keeps the current dump as `kept` and puts `staged` in its place; on a
+/// failure puts the previous dump back and starts Redis again. Whether there was a dump.
+async fn swap_in(r: &Redis<'_>, dump: &str, staged: &str, kept: &str) -> Result<bool, String> {
+    let had_dump = match copy_within(r, dump, kept).await {
+        Ok(had) => had,
+        Err(e) => {
+            let started = restart_note(r).await;
+            return Err(format!(
+                "keeping the current dump as {kept} failed ({e}); nothing was replaced, {started}"
+            ));
+        }
+    };
+    if let Err(e) = copy_within(r, staged, dump).await {
+        let back = if had_dump {
+            match copy_within(r, kept, dump).await {
+                Ok(_) => "the previous dump was put back".to_owned(),
+                Err(e2) => format!(
+                    "putting the previous dump back failed too ({e2}): copy {kept} to {dump} by hand"
+                ),
+            }
+        } else {
+            "there was no previous dump".to_owned()
+        };
+        let started = restart_note(r).await;
+        return Err(format!(
+            "writing the backup as {dump} failed ({e}); {back}, {started}"
+        ));
+    }
+    Ok(had_dump)
 }
 
 /// Removes the scratch containers of this service's restore tests left by an operator that was
@@ -614,11 +647,11 @@ async fn put_backup(
     progress: &AtomicU64,
 ) -> Result<(), PutError> {
     let what = to.what;
-    let source = Watch::new(stored);
-    let (source_read, source_err) = (source.count.clone(), source.error.clone());
+    let source = Tally::new(stored);
+    let (source_read, source_err) = (source.count(), source.error());
     let (decoded, digest) = pipeline::restored(Box::new(source));
-    let decoded = Watch::new(decoded);
-    let (decoded_count, decoded_err) = (decoded.count.clone(), decoded.error.clone());
+    let decoded = Tally::new(decoded);
+    let (decoded_count, decoded_err) = (decoded.count(), decoded.error());
     let stat = FileStat {
         size: manifest.raw_size,
         uid: to.owner.0,
@@ -638,7 +671,7 @@ async fn put_backup(
         }
     };
     progress.store(source_read.load(Ordering::Relaxed), Ordering::Relaxed);
-    if let Some(e) = source_err.lock().expect("watch lock").take() {
+    if let Some(e) = source_err.get() {
         return Err(PutError::Destination(BackupError::DestinationUnreachable(
             format!("{what}: reading the stored backup failed: {e}"),
         )));
@@ -649,7 +682,7 @@ async fn put_backup(
             .check(&manifest.sha256, what)
             .map_err(PutError::Damaged)?;
     }
-    if let Some(e) = decoded_err.lock().expect("watch lock").take() {
+    if let Some(e) = decoded_err.get() {
         return Err(PutError::Damaged(BackupError::ChecksumMismatch(format!(
             "{what}: the stored backup does not decompress ({e}); it is damaged, use an older one"
         ))));
@@ -771,49 +804,6 @@ async fn wait_ready(r: &Redis<'_>) -> Result<BTreeMap<u32, u64>, String> {
             )));
         }
         tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Counts the bytes read through it and keeps the first error, so a failure deep inside an
-/// upload can be told apart: the stored object, the decompression, or Docker.
-struct Watch<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
-    error: Arc<Mutex<Option<String>>>,
-}
-
-impl<R> Watch<R> {
-    fn new(inner: R) -> Self {
-        Self {
-            inner,
-            count: Arc::default(),
-            error: Arc::default(),
-        }
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Watch<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        match &r {
-            Poll::Ready(Ok(())) => {
-                let n = buf.filled().len() - before;
-                self.count.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Poll::Ready(Err(e)) => {
-                let mut slot = self.error.lock().expect("watch lock");
-                if slot.is_none() {
-                    *slot = Some(e.to_string());
-                }
-            }
-            Poll::Pending => {}
-        }
-        r
     }
 }
 

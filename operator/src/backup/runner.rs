@@ -174,6 +174,45 @@ struct Work {
     stop: Vec<(String, Option<i64>)>,
 }
 
+/// The database a job works on, as its module takes it.
+enum Client<'a> {
+    Postgres(postgres::Postgres<'a>),
+    Redis(redis::Redis<'a>),
+}
+
+impl Work {
+    fn client(&self) -> Client<'_> {
+        match &self.source {
+            Source::Postgres {
+                container,
+                addr,
+                database,
+                user,
+                password,
+            } => Client::Postgres(postgres::Postgres {
+                engine: self.engine.as_ref(),
+                container: container.clone(),
+                addr: *addr,
+                database: database.clone(),
+                user: user.clone(),
+                password: password.clone(),
+            }),
+            Source::Redis {
+                container,
+                addr,
+                password,
+                image,
+            } => Client::Redis(redis::Redis {
+                engine: self.engine.as_ref(),
+                container: container.clone(),
+                addr: *addr,
+                password: password.clone(),
+                image: image.clone(),
+            }),
+        }
+    }
+}
+
 enum Source {
     Postgres {
         container: String,
@@ -261,32 +300,37 @@ pub fn restoring(statuses: &BTreeMap<String, BackupTargetStatus>) -> BTreeMap<St
         .collect()
 }
 
+/// The stack a pass backs up and what the pass saw of it: the same for every target.
+pub struct Scope<'a> {
+    pub stack: &'a ServiceStack,
+    pub project: &'a Project,
+    pub claim: &'a crate::docker::Claim,
+    pub engine: &'a Arc<dyn Engine>,
+    pub observed: &'a Observed,
+}
+
 /// Folds finished jobs into `statuses`, recovers jobs cut off by a restart, and decides
 /// which job each idle target starts now. `deploy` is the spec hash of a deploy waiting for
 /// the `beforeDeploy` targets' backups, if one is. Without `may_start` (shutting down), no job
 /// is started or retried; finished ones are still folded.
-#[allow(clippy::too_many_arguments)]
 pub async fn reconcile(
     jobs: &Jobs,
-    stack: &ServiceStack,
-    project: &Project,
-    claim: &crate::docker::Claim,
-    engine: &Arc<dyn Engine>,
-    observed: &Observed,
+    scope: &Scope<'_>,
     statuses: &mut BTreeMap<String, BackupTargetStatus>,
     deploy: Option<&str>,
     may_start: bool,
     now: DateTime<Utc>,
 ) -> Pass {
+    let stack = scope.stack;
     let key = stack.key();
     let declared: BTreeSet<String> = stack.spec.backups.iter().map(|t| t.name.clone()).collect();
     jobs.stop(&key, &declared);
     statuses.retain(|name, _| declared.contains(name));
     let targets = crate::probe::Targets::new(
-        project,
-        &observed.containers,
+        scope.project,
+        &scope.observed.containers,
         stack.spec.health.probe_access,
-        claim,
+        scope.claim,
     );
     let mut pass = Pass::default();
     for target in &stack.spec.backups {
@@ -294,12 +338,12 @@ pub async fn reconcile(
         st.since.get_or_insert(now);
         let ctx = Ctx {
             stack,
-            project,
+            project: scope.project,
             targets: &targets,
-            engine,
+            engine: scope.engine,
             target,
-            observed,
-            claim,
+            observed: scope.observed,
+            claim: scope.claim,
         };
         if let Some(f) = jobs.finished(&key, &target.name) {
             fold(st, target, f, now, &mut pass);
@@ -317,77 +361,7 @@ pub async fn reconcile(
             }
         } else if may_start {
             let requests = requests(stack, &target.name, deploy);
-            match plan::decide(target, st, &requests, now) {
-                Decision::Idle => {}
-                Decision::SkipSlot { job, slot } => {
-                    match job {
-                        Job::Verify => st.last_verify_slot = Some(slot),
-                        _ => st.last_slot = Some(slot),
-                    }
-                    let note = format!(
-                        "{}: the {} slot of {slot} was missed by more than startingDeadlineSeconds ({}) while the operator was not running; it was skipped",
-                        target.name,
-                        job_word(job),
-                        target.starting_deadline_seconds
-                    );
-                    pass.events.push(StackEvent::new(
-                        EventType::Warning,
-                        "BackupSlotMissed",
-                        "Backup",
-                        note,
-                    ));
-                }
-                Decision::Start {
-                    job,
-                    trigger,
-                    slot,
-                    backup,
-                } => {
-                    let id = match (job, backup) {
-                        (Job::Backup, _) => backup_id(&target.name, now),
-                        (_, Some(id)) => id,
-                        // The newest backup, found by the job itself.
-                        (_, None) => String::new(),
-                    };
-                    match (job, trigger) {
-                        (Job::Restore, _) => st.handled_restore_request = requests.restore.clone(),
-                        (Job::Backup, Trigger::Manual) => {
-                            st.handled_backup_request = requests.backup.clone()
-                        }
-                        (Job::Verify, Trigger::Manual) => {
-                            st.handled_verify_request = requests.verify.clone()
-                        }
-                        (Job::Backup, Trigger::PreDeploy) => {
-                            st.deploy_backup =
-                                requests.deploy.clone().map(|spec_hash| DeployBackup {
-                                    spec_hash,
-                                    requested: now,
-                                    id: id.clone(),
-                                    state: DeployBackupState::Running,
-                                    message: None,
-                                })
-                        }
-                        (Job::Verify, _) if slot.is_some() => st.last_verify_slot = slot,
-                        _ if slot.is_some() => st.last_slot = slot,
-                        _ => {}
-                    }
-                    let running = RunningJob {
-                        job,
-                        id,
-                        trigger,
-                        slot,
-                        started: now,
-                        attempt: 1,
-                        bytes: 0,
-                        paused_services: if job == Job::Restore {
-                            to_pause(project, target)
-                        } else {
-                            Vec::new()
-                        },
-                    };
-                    start(&ctx, st, running, now, &mut pass);
-                }
-            }
+            decide(&ctx, st, &requests, now, &mut pass);
         }
         st.next_run = plan::next_run(target, now);
         pass.next = [pass.next, plan::next_wake(target, now)]
@@ -396,6 +370,95 @@ pub async fn reconcile(
             .min();
     }
     pass
+}
+
+/// What an idle target does now, as the plan decides.
+fn decide(
+    ctx: &Ctx<'_>,
+    st: &mut BackupTargetStatus,
+    requests: &Requests,
+    now: DateTime<Utc>,
+    pass: &mut Pass,
+) {
+    let target = ctx.target;
+    match plan::decide(target, st, requests, now) {
+        Decision::Idle => {}
+        Decision::SkipSlot { job, slot } => {
+            match job {
+                Job::Verify => st.last_verify_slot = Some(slot),
+                _ => st.last_slot = Some(slot),
+            }
+            let note = format!(
+                "{}: the {} slot of {slot} was missed by more than startingDeadlineSeconds ({}) while the operator was not running; it was skipped",
+                target.name,
+                job_word(job),
+                target.starting_deadline_seconds
+            );
+            pass.events.push(StackEvent::new(
+                EventType::Warning,
+                "BackupSlotMissed",
+                "Backup",
+                note,
+            ));
+        }
+        Decision::Start {
+            job,
+            trigger,
+            slot,
+            backup,
+        } => {
+            let id = match (job, backup) {
+                (Job::Backup, _) => backup_id(&target.name, now),
+                (_, Some(id)) => id,
+                // The newest backup, found by the job itself.
+                (_, None) => String::new(),
+            };
+            let running = RunningJob {
+                job,
+                id,
+                trigger,
+                slot,
+                started: now,
+                attempt: 1,
+                bytes: 0,
+                paused_services: if job == Job::Restore {
+                    to_pause(ctx.project, target)
+                } else {
+                    Vec::new()
+                },
+            };
+            handled(st, requests, &running, now);
+            start(ctx, st, running, now, pass);
+        }
+    }
+}
+
+/// Records in status what starting `running` answers: the request it serves, or the slot it
+/// takes, so neither starts it again.
+fn handled(
+    st: &mut BackupTargetStatus,
+    requests: &Requests,
+    running: &RunningJob,
+    now: DateTime<Utc>,
+) {
+    let slot = running.slot;
+    match (running.job, running.trigger) {
+        (Job::Restore, _) => st.handled_restore_request = requests.restore.clone(),
+        (Job::Backup, Trigger::Manual) => st.handled_backup_request = requests.backup.clone(),
+        (Job::Verify, Trigger::Manual) => st.handled_verify_request = requests.verify.clone(),
+        (Job::Backup, Trigger::PreDeploy) => {
+            st.deploy_backup = requests.deploy.clone().map(|spec_hash| DeployBackup {
+                spec_hash,
+                requested: now,
+                id: running.id.clone(),
+                state: DeployBackupState::Running,
+                message: None,
+            })
+        }
+        (Job::Verify, _) if slot.is_some() => st.last_verify_slot = slot,
+        _ if slot.is_some() => st.last_slot = slot,
+        _ => {}
+    }
 }
 
 /// What `start` and `recover` need to know about the stack.
@@ -633,61 +696,7 @@ fn fold(
     let name = &target.name;
     let id = f.id.clone().unwrap_or_else(|| "(none)".to_owned());
     match f.result {
-        Ok(Done::BackedUp(m, pruned)) => {
-            let note = format!(
-                "{name}: backup {} done: {} bytes, sha256 {}, at {}",
-                m.id,
-                m.size,
-                short(&m.sha256),
-                m.object
-            );
-            // Any backup started since the deploy asked serves it, also one a person took
-            // after the deploy's own failed.
-            if let Some(d) = st
-                .deploy_backup
-                .as_mut()
-                .filter(|d| d.state != DeployBackupState::Succeeded && m.started >= d.requested)
-            {
-                d.state = DeployBackupState::Succeeded;
-                d.id = m.id.clone();
-                d.message = None;
-            }
-            st.last_success = Some(BackupRecord {
-                id: m.id.clone(),
-                time: m.finished,
-                size: m.size,
-                sha256: m.sha256.clone(),
-                location: m.object.clone(),
-                verified: None,
-                trigger: m.trigger,
-            });
-            events.push(StackEvent::new(
-                EventType::Normal,
-                "BackupSucceeded",
-                "Backup",
-                note,
-            ));
-            if !pruned.deleted.is_empty() {
-                events.push(StackEvent::new(
-                    EventType::Normal,
-                    "BackupsPruned",
-                    "Backup",
-                    format!(
-                        "{name}: retention removed {} old backup(s): {}",
-                        pruned.deleted.len(),
-                        pruned.deleted.join(", ")
-                    ),
-                ));
-            }
-            if let Some(e) = pruned.error {
-                events.push(StackEvent::new(
-                    EventType::Warning,
-                    "PruneFailed",
-                    "Backup",
-                    format!("{name}: the backup succeeded but retention could not finish: {e}; it is tried again after the next backup"),
-                ));
-            }
-        }
+        Ok(Done::BackedUp(m, pruned)) => backed_up(st, name, &m, pruned, events),
         Ok(Done::Verified(message)) => {
             mark_verified(st, &id, true);
             st.last_verification = Some(VerificationRecord {
@@ -718,57 +727,144 @@ fn fold(
             ));
         }
         Err(e) => {
-            let reason = e.reason();
-            let message = e.to_string();
-            match running.job {
-                Job::Verify => {
-                    mark_verified(st, &id, false);
-                    st.last_verification = Some(VerificationRecord {
-                        id: id.clone(),
-                        time: now,
-                        passed: false,
-                        message: message.clone(),
-                    });
-                }
-                Job::Restore => {
-                    st.last_restore = Some(RestoreRecord {
-                        id: id.clone(),
-                        time: now,
-                        succeeded: false,
-                        message: message.clone(),
-                    })
-                }
-                Job::Backup => {
-                    if let Some(d) = st
-                        .deploy_backup
-                        .as_mut()
-                        .filter(|d| d.id == running.id && d.state == DeployBackupState::Running)
-                    {
-                        d.state = DeployBackupState::Failed;
-                        d.message = Some(format!("{reason}: {message}"));
-                    }
+            let failed = Failed {
+                running: &running,
+                id: &id,
+                error: e,
+                now,
+            };
+            failed.fold(st, name, events);
+        }
+    }
+}
+
+/// A backup done: the last success, the deploy it may serve, what retention removed.
+fn backed_up(
+    st: &mut BackupTargetStatus,
+    name: &str,
+    m: &Manifest,
+    pruned: Pruned,
+    events: &mut Vec<StackEvent>,
+) {
+    let note = format!(
+        "{name}: backup {} done: {} bytes, sha256 {}, at {}",
+        m.id,
+        m.size,
+        short(&m.sha256),
+        m.object
+    );
+    // Any backup started since the deploy asked serves it, also one a person took after the
+    // deploy's own failed.
+    if let Some(d) = st
+        .deploy_backup
+        .as_mut()
+        .filter(|d| d.state != DeployBackupState::Succeeded && m.started >= d.requested)
+    {
+        d.state = DeployBackupState::Succeeded;
+        d.id = m.id.clone();
+        d.message = None;
+    }
+    st.last_success = Some(BackupRecord {
+        id: m.id.clone(),
+        time: m.finished,
+        size: m.size,
+        sha256: m.sha256.clone(),
+        location: m.object.clone(),
+        verified: None,
+        trigger: m.trigger,
+    });
+    events.push(StackEvent::new(
+        EventType::Normal,
+        "BackupSucceeded",
+        "Backup",
+        note,
+    ));
+    if !pruned.deleted.is_empty() {
+        events.push(StackEvent::new(
+            EventType::Normal,
+            "BackupsPruned",
+            "Backup",
+            format!(
+                "{name}: retention removed {} old backup(s): {}",
+                pruned.deleted.len(),
+                pruned.deleted.join(", ")
+            ),
+        ));
+    }
+    if let Some(e) = pruned.error {
+        events.push(StackEvent::new(
+            EventType::Warning,
+            "PruneFailed",
+            "Backup",
+            format!("{name}: the backup succeeded but retention could not finish: {e}; it is tried again after the next backup"),
+        ));
+    }
+}
+
+/// A job that failed, to fold into status.
+struct Failed<'a> {
+    running: &'a RunningJob,
+    /// The backup it was about, `(none)` when none was found.
+    id: &'a str,
+    error: BackupError,
+    now: DateTime<Utc>,
+}
+
+impl Failed<'_> {
+    /// The failed job's record (a failed restore test also marks its backup unverified), the
+    /// last failure, and the warning event.
+    fn fold(self, st: &mut BackupTargetStatus, name: &str, events: &mut Vec<StackEvent>) {
+        let (running, id, now) = (self.running, self.id, self.now);
+        let reason = self.error.reason();
+        let message = self.error.to_string();
+        match running.job {
+            Job::Verify => {
+                mark_verified(st, id, false);
+                st.last_verification = Some(VerificationRecord {
+                    id: id.to_owned(),
+                    time: now,
+                    passed: false,
+                    message: message.clone(),
+                });
+            }
+            Job::Restore => {
+                st.last_restore = Some(RestoreRecord {
+                    id: id.to_owned(),
+                    time: now,
+                    succeeded: false,
+                    message: message.clone(),
+                })
+            }
+            Job::Backup => {
+                if let Some(d) = st
+                    .deploy_backup
+                    .as_mut()
+                    .filter(|d| d.id == running.id && d.state == DeployBackupState::Running)
+                {
+                    d.state = DeployBackupState::Failed;
+                    d.message = Some(format!("{reason}: {message}"));
                 }
             }
-            st.last_failure = Some(FailureRecord {
-                time: now,
-                reason,
-                message: message.clone(),
-            });
-            let event_reason = match running.job {
-                Job::Backup => "BackupFailed",
-                Job::Verify => "VerificationFailed",
-                Job::Restore => "RestoreFailed",
-            };
-            events.push(StackEvent::new(
-                EventType::Warning,
-                event_reason,
-                "Backup",
-                format!(
-                    "{name}: {} {id} failed ({reason}): {message}",
-                    job_word(running.job)
-                ),
-            ));
         }
+        st.last_failure = Some(FailureRecord {
+            time: now,
+            reason,
+            message: message.clone(),
+        });
+        let event_reason = match running.job {
+            Job::Backup => "BackupFailed",
+            Job::Verify => "VerificationFailed",
+            Job::Restore => "RestoreFailed",
+        };
+        events.push(StackEvent::new(
+            EventType::Warning,
+            event_reason,
+            "Backup",
+            format!(
+                "{name}: {} {id} failed ({reason}): {message}",
+                job_word(running.job)
+            ),
+        ));
     }
 }
 
@@ -931,41 +1027,15 @@ async fn backup(
         row_counts: BTreeMap::new(),
         key_counts: BTreeMap::new(),
     };
-    let sealed = match &work.source {
-        Source::Postgres {
-            container,
-            addr,
-            database,
-            user,
-            password,
-        } => {
-            let pg = postgres::Postgres {
-                engine: work.engine.as_ref(),
-                container: container.clone(),
-                addr: *addr,
-                database: database.clone(),
-                user: user.clone(),
-                password: password.clone(),
-            };
+    let sealed = match work.client() {
+        Client::Postgres(pg) => {
             let d = postgres::backup(&pg, upload, level, progress).await?;
             manifest.server_version = d.server_version;
-            manifest.database = Some(database.clone());
+            manifest.database = Some(pg.database.clone());
             manifest.row_counts = d.row_counts;
             d.sealed
         }
-        Source::Redis {
-            container,
-            addr,
-            password,
-            image,
-        } => {
-            let r = redis::Redis {
-                engine: work.engine.as_ref(),
-                container: container.clone(),
-                addr: *addr,
-                password: password.clone(),
-                image: image.clone(),
-            };
+        Client::Redis(r) => {
             let d = redis::backup(&r, upload, level, progress).await?;
             manifest.server_version = d.server_version;
             manifest.key_counts = d.key_counts;
@@ -1088,22 +1158,8 @@ async fn run_test_or_restore(
     manifest: &Manifest,
     progress: &AtomicU64,
 ) -> Result<Done, BackupError> {
-    match &work.source {
-        Source::Postgres {
-            container,
-            addr,
-            database,
-            user,
-            password,
-        } => {
-            let pg = postgres::Postgres {
-                engine: work.engine.as_ref(),
-                container: container.clone(),
-                addr: *addr,
-                database: database.clone(),
-                user: user.clone(),
-                password: password.clone(),
-            };
+    match work.client() {
+        Client::Postgres(pg) => {
             // Leftovers of a test or restore cut off by an operator restart.
             postgres::clean_scratch(&pg).await?;
             if job == Job::Verify {
@@ -1116,19 +1172,7 @@ async fn run_test_or_restore(
                     .map(Done::Restored)
             }
         }
-        Source::Redis {
-            container,
-            addr,
-            password,
-            image,
-        } => {
-            let r = redis::Redis {
-                engine: work.engine.as_ref(),
-                container: container.clone(),
-                addr: *addr,
-                password: password.clone(),
-                image: image.clone(),
-            };
+        Client::Redis(r) => {
             redis::clean_scratch(&r).await?;
             if job == Job::Verify {
                 redis::verify(&r, stored, manifest, progress)

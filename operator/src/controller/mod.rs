@@ -581,13 +581,16 @@ async fn back_up(
     now: chrono::DateTime<Utc>,
 ) -> crate::backup::runner::Pass {
     let key = stack.key();
-    let backups = crate::backup::runner::reconcile(
-        &ctx.backups,
+    let scope = crate::backup::runner::Scope {
         stack,
         project,
         claim,
         engine,
-        &outcome.observed,
+        observed: &outcome.observed,
+    };
+    let backups = crate::backup::runner::reconcile(
+        &ctx.backups,
+        &scope,
         &mut status.backups,
         deploying,
         !ctx.draining(),

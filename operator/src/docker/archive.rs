@@ -120,12 +120,6 @@ impl BollardEngine {
         data: Box<dyn AsyncRead + Send + Unpin>,
         stat: FileStat,
     ) -> Result<(), EngineError> {
-        let FileStat {
-            size,
-            uid,
-            gid,
-            mode,
-        } = stat;
         let context = format!("writing {path} into container {}", short_id(id));
         let api = |message: String| EngineError::Api {
             context: context.clone(),
@@ -139,65 +133,14 @@ impl BollardEngine {
         if !p.is_absolute() {
             return Err(api("the path must be absolute".into()));
         }
-        let mut header = tar::Header::new_gnu();
-        header
-            .set_path(name)
-            .map_err(|e| api(format!("the file name does not fit a tar header: {e}")))?;
-        header.set_size(size);
-        header.set_uid(uid);
-        header.set_gid(gid);
-        header.set_mode(mode);
-        header.set_mtime(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        );
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        let head = Bytes::copy_from_slice(header.as_bytes());
-        let padding = (BLOCK - size % BLOCK) % BLOCK;
+        let head = tar_header(name, &stat).map_err(api)?;
+        let padding = (BLOCK - stat.size % BLOCK) % BLOCK;
         // Padding to the block, then the two zero blocks that end an archive.
         let tail = Bytes::from(vec![0u8; (padding + 2 * BLOCK) as usize]);
-
         // hyper reports a failing body as a bare "user body error": keep the reason here.
         let failure: Arc<Mutex<Option<String>>> = Arc::default();
         let failed = failure.clone();
-        let body = futures::stream::try_unfold(
-            (data, size, false),
-            move |(mut data, remaining, done)| async move {
-                if done {
-                    return Ok(None);
-                }
-                if remaining == 0 {
-                    let mut probe = [0u8; 1];
-                    if data.read(&mut probe).await? != 0 {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("the data is longer than the {size} bytes announced"),
-                        ));
-                    }
-                    return Ok(Some((None, (data, 0, true))));
-                }
-                let mut buf = BytesMut::with_capacity(CHUNK.min(remaining as usize));
-                let n = (&mut data).take(remaining).read_buf(&mut buf).await?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "the data ended after {} of the {size} bytes announced",
-                            size - remaining
-                        ),
-                    ));
-                }
-                Ok(Some((
-                    Some(buf.freeze()),
-                    (data, remaining - n as u64, false),
-                )))
-            },
-        )
-        .try_filter_map(|b| async move { Ok(b) })
-        .inspect_err(move |e| {
+        let body = exactly(data, stat.size).inspect_err(move |e| {
             let mut f = failed.lock().expect("upload failure lock");
             if f.is_none() {
                 *f = Some(e.to_string());
@@ -379,6 +322,68 @@ impl BollardEngine {
             output: String::from_utf8_lossy(&output).into_owned(),
         })
     }
+}
+
+/// The tar header of one regular file `name` with `stat`'s size, owner and mode, dated now.
+fn tar_header(name: &std::ffi::OsStr, stat: &FileStat) -> Result<Bytes, String> {
+    let mut header = tar::Header::new_gnu();
+    header
+        .set_path(name)
+        .map_err(|e| format!("the file name does not fit a tar header: {e}"))?;
+    header.set_size(stat.size);
+    header.set_uid(stat.uid);
+    header.set_gid(stat.gid);
+    header.set_mode(stat.mode);
+    header.set_mtime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    );
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    Ok(Bytes::copy_from_slice(header.as_bytes()))
+}
+
+/// `data` in chunks, failing unless it is exactly `size` bytes long.
+fn exactly(
+    data: Box<dyn AsyncRead + Send + Unpin>,
+    size: u64,
+) -> impl futures::Stream<Item = io::Result<Bytes>> + Send {
+    futures::stream::try_unfold(
+        (data, size, false),
+        move |(mut data, remaining, done)| async move {
+            if done {
+                return Ok(None);
+            }
+            if remaining == 0 {
+                let mut probe = [0u8; 1];
+                if data.read(&mut probe).await? != 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("the data is longer than the {size} bytes announced"),
+                    ));
+                }
+                return Ok(Some((None, (data, 0, true))));
+            }
+            let mut buf = BytesMut::with_capacity(CHUNK.min(remaining as usize));
+            let n = (&mut data).take(remaining).read_buf(&mut buf).await?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the data ended after {} of the {size} bytes announced",
+                        size - remaining
+                    ),
+                ));
+            }
+            Ok(Some((
+                Some(buf.freeze()),
+                (data, remaining - n as u64, false),
+            )))
+        },
+    )
+    .try_filter_map(|b| async move { Ok(b) })
 }
 
 /// Passes exactly `remaining` bytes through; an earlier end is an error (a cut connection must
