@@ -1,7 +1,7 @@
 //! stackwarden: a reconciling operator for Docker Compose stacks.
 //!
 //! `plan` decides, the edges act: [`compose`] turns a spec into a project, [`docker`] observes
-//! and changes the engine, [`controller`] runs one reconcile for either [`store`] driver.
+//! and changes the engine, [`reconcile`] runs one reconcile for either [`store`] driver.
 
 pub mod act;
 pub mod api;
@@ -9,11 +9,11 @@ pub mod backup;
 pub mod build_context;
 pub mod cli;
 pub mod compose;
-pub mod controller;
 pub mod docker;
 pub mod heal;
 pub mod metrics;
 pub mod probe;
+pub mod reconcile;
 pub mod store;
 
 /// Makes `ring` the process's rustls crypto provider. The kube client and reqwest 0.13 (S3

@@ -740,7 +740,7 @@ async fn deletion_keeps_the_finalizer_when_cleanup_cannot_reach_docker() {
         let err = sc.reconcile(&object).await.expect_err("cleanup without an engine fails");
         assert!(
             matches!(&err, KubeError::Finalizer(inner)
-                if matches!(**inner, kube::runtime::finalizer::Error::CleanupFailed(stackwarden::controller::Error::Cleanup(_)))),
+                if matches!(**inner, kube::runtime::finalizer::Error::CleanupFailed(stackwarden::reconcile::Error::Cleanup(_)))),
             "{err:?}"
         );
         let seen = sc.finish().await;

@@ -10,7 +10,7 @@ use stackwarden::api::{
     condition, Condition, ConditionStatus, ConditionType, ServiceStack, ServiceStackSpec,
     ServiceStackStatus,
 };
-use stackwarden::controller::{self, Context, Requeue};
+use stackwarden::reconcile::{self, Context, Requeue};
 use stackwarden::store::local::LocalStore;
 use stackwarden::store::StackEvent;
 
@@ -157,7 +157,7 @@ impl Harness {
 
     /// One reconcile pass.
     pub async fn pass(&self) -> Requeue {
-        controller::reconcile(&self.stack(), &self.uid(), &self.ctx)
+        reconcile::reconcile(&self.stack(), &self.uid(), &self.ctx)
             .await
             .expect("reconcile")
     }
@@ -210,7 +210,7 @@ impl Harness {
 
     /// Deletes the stack the way the drivers do.
     pub async fn delete(&self) {
-        controller::cleanup(&self.stack(), &self.uid(), &self.ctx)
+        reconcile::cleanup(&self.stack(), &self.uid(), &self.ctx)
             .await
             .expect("cleanup");
     }

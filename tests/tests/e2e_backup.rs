@@ -432,9 +432,9 @@ async fn an_operator_killed_mid_backup_retries_the_slot_once_and_never_reports_i
     assert!(manifests(&dir).is_empty(), "reported done before it was");
 
     // A new operator process.
-    let fresh = stackwarden::controller::Context::new(std::sync::Arc::new(h.store.clone()));
+    let fresh = stackwarden::reconcile::Context::new(std::sync::Arc::new(h.store.clone()));
     let pass = || async {
-        stackwarden::controller::reconcile(&h.stack(), &h.uid(), &fresh)
+        stackwarden::reconcile::reconcile(&h.stack(), &h.uid(), &fresh)
             .await
             .unwrap()
     };
@@ -471,12 +471,12 @@ async fn an_operator_killed_mid_backup_retries_the_slot_once_and_never_reports_i
     h.store
         .request("e2e", &h.name, "backup.stackwarden.dev/pg", &token)
         .unwrap();
-    let wait_running = |ctx: std::sync::Arc<stackwarden::controller::Context>| {
+    let wait_running = |ctx: std::sync::Arc<stackwarden::reconcile::Context>| {
         let h = &h;
         async move {
             let start = std::time::Instant::now();
             loop {
-                stackwarden::controller::reconcile(&h.stack(), &h.uid(), &ctx)
+                stackwarden::reconcile::reconcile(&h.stack(), &h.uid(), &ctx)
                     .await
                     .unwrap();
                 if target_status(h, "pg").running.is_some_and(|r| r.bytes > 0) {
@@ -489,11 +489,11 @@ async fn an_operator_killed_mid_backup_retries_the_slot_once_and_never_reports_i
     };
     wait_running(fresh.clone()).await;
     fresh.backups.stop(&h.stack().key(), &Default::default());
-    let second = stackwarden::controller::Context::new(std::sync::Arc::new(h.store.clone()));
+    let second = stackwarden::reconcile::Context::new(std::sync::Arc::new(h.store.clone()));
     wait_running(second.clone()).await;
     second.backups.stop(&h.stack().key(), &Default::default());
-    let third = stackwarden::controller::Context::new(std::sync::Arc::new(h.store.clone()));
-    stackwarden::controller::reconcile(&h.stack(), &h.uid(), &third)
+    let third = stackwarden::reconcile::Context::new(std::sync::Arc::new(h.store.clone()));
+    stackwarden::reconcile::reconcile(&h.stack(), &h.uid(), &third)
         .await
         .unwrap();
     let st = target_status(&h, "pg");
@@ -835,7 +835,7 @@ async fn the_same_flow_against_s3_backs_up_prunes_verifies_on_request_and_restor
 
 #[tokio::test]
 async fn a_restore_given_up_after_two_operator_kills_starts_the_services_it_stopped() {
-    use stackwarden::controller::{reconcile, Context};
+    use stackwarden::reconcile::{reconcile, Context};
     let (h, root, spec) = ready_demo("bk-rkill").await;
     fill(&h, "orders", 100, 1);
     h.apply(with_backups(
@@ -883,7 +883,7 @@ async fn a_restore_given_up_after_two_operator_kills_starts_the_services_it_stop
 
 #[tokio::test]
 async fn an_operator_killed_mid_restore_resumes_the_services_it_stopped_without_counting_a_crash() {
-    use stackwarden::controller::{reconcile, Context};
+    use stackwarden::reconcile::{reconcile, Context};
     let (h, root, spec) = ready_demo("bk-rkill1").await;
     fill(&h, "orders", 100, 1);
     h.apply(with_backups(

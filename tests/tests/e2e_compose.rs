@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stackwarden::api::{ConditionStatus, ConditionType, Reason, ServiceStackSpec};
-use stackwarden::controller::Context;
+use stackwarden::reconcile::Context;
 use stackwarden_tests::harness::{demo_spec, docker, redis_spec, Harness};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(180);

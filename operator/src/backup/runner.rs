@@ -120,7 +120,7 @@ impl Jobs {
     }
 
     /// Starts a job the reconcile has recorded in status.
-    pub fn spawn(&self, spawn: Spawn, wake: crate::controller::Waker) {
+    pub fn spawn(&self, spawn: Spawn, wake: crate::reconcile::Waker) {
         let key = Self::key(&spawn.work.stack, &spawn.work.target.name);
         let progress = Arc::new(AtomicU64::new(0));
         let finished = Arc::new(Mutex::new(None));

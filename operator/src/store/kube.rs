@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 
 use super::{EventType, StackEvent, Store, StoreError};
 use crate::api::{ServiceStack, ServiceStackStatus};
-use crate::controller::{self, Context, Wake};
+use crate::reconcile::{self, Context, Wake};
 
 pub const FINALIZER: &str = "stackwarden.dev/cleanup";
 /// Field manager of the status and reporting controller of events.
@@ -133,7 +133,7 @@ impl Store for KubeStore {
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
     #[error(transparent)]
-    Finalizer(#[from] Box<kube::runtime::finalizer::Error<controller::Error>>),
+    Finalizer(#[from] Box<kube::runtime::finalizer::Error<reconcile::Error>>),
 }
 
 /// What the kube driver's reconcilers share: the reconcile context and the client the
@@ -166,12 +166,12 @@ pub async fn reconcile(
         match event {
             Finalizer::Apply(s) => {
                 let uid = s.uid().unwrap_or_default();
-                let requeue = controller::reconcile(&s, &uid, ctx).await?;
+                let requeue = reconcile::reconcile(&s, &uid, ctx).await?;
                 Ok(Action::requeue(requeue.0))
             }
             Finalizer::Cleanup(s) => {
                 let uid = s.uid().unwrap_or_default();
-                controller::cleanup(&s, &uid, ctx).await?;
+                reconcile::cleanup(&s, &uid, ctx).await?;
                 ctx.forget(&s.key());
                 Ok(Action::await_change())
             }
@@ -181,7 +181,7 @@ pub async fn reconcile(
     match result {
         // Our view was stale (our own last write had not come back through the watch yet, or
         // another writer was first): nothing was written; the fresh copy is on its way.
-        Err(F::ApplyFailed(controller::Error::Store(StoreError::Conflict))) => {
+        Err(F::ApplyFailed(reconcile::Error::Store(StoreError::Conflict))) => {
             debug!(stack = %key, "status conflict; looking again on a fresh copy");
             Ok(Action::requeue(CONFLICT_REQUEUE))
         }

@@ -23,7 +23,7 @@ use crate::api::{
     condition, ConditionStatus, ConditionType, Reason, ServiceStack, ServiceStackSpec,
     ServiceStackStatus, Verdict,
 };
-use crate::controller::{self, Context};
+use crate::reconcile::{self, Context};
 
 /// What the state directory remembers of a stack.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -743,15 +743,15 @@ impl Driver {
 
     /// Makes what a wake names due now: one stack, or every stack on an engine, among those
     /// this loop reconciles (see `pass`); another operator's stacks on the engine wake nothing.
-    fn wake(&mut self, store: &LocalStore, wake: controller::Wake) {
+    fn wake(&mut self, store: &LocalStore, wake: reconcile::Wake) {
         let now = Instant::now();
         let keys = match wake {
-            controller::Wake::Stack(key) => key
+            reconcile::Wake::Stack(key) => key
                 .split_once('/')
                 .map(|(ns, name)| (ns.to_owned(), name.to_owned()))
                 .into_iter()
                 .collect(),
-            controller::Wake::Engine(host) => store
+            reconcile::Wake::Engine(host) => store
                 .list()
                 .unwrap_or_default()
                 .into_iter()
@@ -920,7 +920,7 @@ impl Driver {
                 continue;
             }
             let stack = record.to_stack();
-            match controller::cleanup(&stack, &record.uid, ctx).await {
+            match reconcile::cleanup(&stack, &record.uid, ctx).await {
                 Ok(()) => {
                     if let Err(e) = store.forget(&record.namespace, &record.name) {
                         error!("{e}");
@@ -940,7 +940,7 @@ impl Driver {
                     if message != last {
                         warn!(stack = %stack.key(), "deleting the stack failed, will retry with backoff: {message}");
                     }
-                    let at = Instant::now() + controller::backoff_delay(failures + 1);
+                    let at = Instant::now() + reconcile::backoff_delay(failures + 1);
                     self.cleanup.insert(key, (at, failures + 1, message));
                 }
             }
@@ -971,7 +971,7 @@ impl Driver {
             let refs = crate::compose::references(&stack, dir);
             let stamp = super::local_inputs::stamp(&refs);
             self.inputs.insert(key.clone(), (refs, stamp));
-            match controller::reconcile(&stack, &record.uid, ctx).await {
+            match reconcile::reconcile(&stack, &record.uid, ctx).await {
                 Ok(r) => {
                     self.due.insert(key.clone(), Instant::now() + r.0);
                 }
@@ -1054,13 +1054,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
         let mut driver = Driver::default();
-        driver.wake(&store, controller::Wake::Stack("other/foreign".into()));
+        driver.wake(&store, reconcile::Wake::Stack("other/foreign".into()));
         assert_eq!(driver.next_due(), None, "another operator's stack");
         let mine = ("ops".to_owned(), "shop".to_owned());
         driver
             .due
             .insert(mine.clone(), Instant::now() + Duration::from_secs(30));
-        driver.wake(&store, controller::Wake::Stack("ops/shop".into()));
+        driver.wake(&store, reconcile::Wake::Stack("ops/shop".into()));
         assert!(driver.due[&mine] <= Instant::now());
     }
 

@@ -3,16 +3,16 @@
 //! A restart is written into the status (`recentRestarts`, `lastRestart`) before it is done, so
 //! an operator killed right after restarting cannot forget it and overspend the budget.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use super::{Context, Error, Outcome};
+use super::{Error, Outcome, Pass, Snapshot};
 use crate::api::{
     RestartReason, RestartRecord, Restarter, ServiceStack, ServiceStackStatus, ServiceStatus,
 };
 use crate::compose::{Project, ServiceSpec};
-use crate::docker::{short_id, Engine, ObservedContainer};
+use crate::docker::{short_id, Engine as _, ObservedContainer};
 use crate::heal::{self, Decision, ProbeVerdict, Schedule};
 use crate::store::{EventType, StackEvent};
 use tracing::{info, warn};
@@ -54,39 +54,63 @@ impl Repair {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn repair(
-    ctx: &Context,
-    stack: &mut ServiceStack,
-    project: &Project,
-    claim: &crate::docker::Claim,
+/// The repair step: Docker's own restarts counted, faults restarted within the budget, Docker's
+/// loop switched off past it, and maintenance restarts run when their slot comes.
+pub(super) async fn repair(
+    pass: &mut Pass<'_>,
     outcome: &Outcome,
-    probes: &BTreeMap<String, ProbeVerdict>,
-    engine: &dyn Engine,
-    paused: &std::collections::BTreeSet<String>,
-    now: DateTime<Utc>,
+    seen: &Snapshot,
+    hands_off: &BTreeSet<String>,
 ) -> Result<Repair, Error> {
+    let mut out = histories(pass.stack, pass.project, outcome, &pass.claim, seen.now);
+    // Shutting down: nothing is restarted (the next operator looks again).
+    let suspended =
+        pass.stack.spec.suspend || outcome.plan.conflict.is_some() || pass.ctx.draining();
+    // Services the planner changed this pass are in its hands until the next one; a restore
+    // keeps some services stopped on purpose until it ends.
+    let skip = |name: &str| {
+        suspended
+            || hands_off.contains(name)
+            || outcome
+                .plan
+                .actions
+                .iter()
+                .any(|a| a.service() == Some(name))
+    };
+    let claim = pass.claim.clone();
+    let ours = |name: &str| outcome.container(name, &claim);
+    // Decisions come after every history is in place: restarting one service may restart
+    // others (restartDependents), whose history must not be overwritten afterwards.
+    let services: Vec<ServiceSpec> = pass.project.services.clone();
+    for svc in services.iter().filter(|s| !skip(&s.name)) {
+        heal_service(pass, &mut out, svc, &ours, seen).await?;
+    }
+    if !suspended {
+        budgets(pass, &mut out, &ours, &skip, seen.now).await?;
+    }
+    // Scheduled restarts wait while the stack is being changed or is coming up.
+    let busy = !outcome.plan.actions.is_empty() || !outcome.plan.waiting.is_empty();
+    maintenance(pass, &mut out, &ours, busy || suspended, seen.now).await?;
+    Ok(out)
+}
+
+/// Each service's restart history as the status had it, its window moved on to `now` (and
+/// emptied by a spec change: a new generation starts with a fresh budget), with Docker's own
+/// restarts since counted in.
+fn histories(
+    stack: &ServiceStack,
+    project: &Project,
+    outcome: &Outcome,
+    claim: &crate::docker::Claim,
+    now: DateTime<Utc>,
+) -> Repair {
     let previous = stack.status.clone().unwrap_or_default();
-    // "No more restarts until the window passes or the spec changes": a new generation starts
-    // with a fresh budget.
     let spec_changed = previous.observed_generation.is_some()
         && previous.observed_generation != stack.metadata.generation;
     let mut out = Repair {
         maintenance: previous.maintenance.clone(),
         ..Default::default()
     };
-    let ours = |name: &str| outcome.container(name, claim);
-    // Services the planner changed this pass are in its hands until the next one.
-    let touched = |name: &str| {
-        outcome
-            .plan
-            .actions
-            .iter()
-            .any(|a| a.service() == Some(name))
-    };
-    // Shutting down: nothing is restarted (the next operator looks again).
-    let suspended = stack.spec.suspend || outcome.plan.conflict.is_some() || ctx.draining();
-
     for svc in &project.services {
         let mut h = previous
             .services
@@ -98,128 +122,146 @@ pub async fn repair(
         } else {
             heal::in_window(&h.recent_restarts, now)
         };
-        let c = ours(&svc.name);
-        if let Some(c) = c {
+        if let Some(c) = outcome.container(&svc.name, claim) {
             out.events.extend(count_docker_restarts(&mut h, c, now));
         }
         out.history.insert(svc.name.clone(), h);
     }
-    // Decisions come after every history is in place: restarting one service may restart
-    // others (restartDependents), whose history must not be overwritten afterwards.
-    for svc in &project.services {
-        let c = ours(&svc.name);
-        // A restore keeps some services stopped on purpose until it ends.
-        if suspended || touched(&svc.name) || paused.contains(&svc.name) {
-            continue;
-        }
-        // Left to Docker's restart policy for a moment: look again when that moment is over.
-        if let Some(t) = c.and_then(|c| heal::docker_restart_deadline(svc, c)) {
-            if t > now {
-                out.due_at(t);
-            }
-        }
-        let Some(fault) = heal::fault(project, svc, c, probes.get(&svc.name), now) else {
-            if let Some(h) = out.history.get_mut(&svc.name) {
-                h.waiting_for = None;
-            }
-            continue;
-        };
-        let Some(c) = c else { continue };
-        let fault = match fault {
-            heal::Fault::Crashed { .. } if ctx.stops.stopped_since(&c.id, c.started_at) => {
-                heal::Fault::Stopped
-            }
-            f => f,
-        };
-        if matches!(fault, heal::Fault::Unhealthy { .. })
-            && waits_for_dependency(stack, project, svc, &ours, probes, &mut out, now)
-        {
-            continue;
-        }
-        let h = out.history.get(&svc.name).cloned().unwrap_or_default();
-        match heal::decide(&h.recent_restarts, &stack.spec.health.restart, now) {
-            Decision::Restart => {
-                let note = match fault {
-                    heal::Fault::Stopped => {
-                        format!(
-                            "service {} {}; starting it again",
-                            svc.name,
-                            fault.describe()
-                        )
-                    }
-                    _ => format!(
-                        "service {} {}; restarting it (restart {} of at most {} per hour)",
-                        svc.name,
-                        fault.describe(),
-                        h.recent_restarts.len() + 1,
-                        stack.spec.health.restart.max_restarts_per_hour
-                    ),
-                };
-                restart(
-                    ctx,
-                    stack,
-                    &mut out,
-                    svc.name.as_str(),
-                    c,
-                    fault.reason(),
-                    note,
-                    engine,
-                    now,
-                )
-                .await?;
-                if stack.spec.health.restart.restart_dependents {
-                    for dep in project
-                        .services
-                        .iter()
-                        .filter(|s| s.depends_on.iter().any(|d| d.service == svc.name))
-                    {
-                        if let Some(dc) = ours(&dep.name)
-                            .filter(|dc| dc.state == crate::api::ContainerState::Running)
-                        {
-                            let note = format!("service {} restarted because {} it depends on was restarted (restartDependents)", dep.name, svc.name);
-                            restart(
-                                ctx,
-                                stack,
-                                &mut out,
-                                &dep.name,
-                                dc,
-                                RestartReason::Dependency,
-                                note,
-                                engine,
-                                now,
-                            )
-                            .await?;
-                        }
-                    }
-                }
-            }
-            Decision::Wait { until } => out.due_at(until),
-            Decision::Exhausted { until } => {
-                out.due_at(until);
-                out.exhausted.push((
-                    svc.name.clone(),
-                    format!(
-                        "service {} {} and was restarted {} times within the hour (maxRestartsPerHour {}); the operator stopped restarting it until {} or the next spec change. Check its logs (docker logs {})",
-                        svc.name,
-                        fault.describe(),
-                        h.recent_restarts.len(),
-                        stack.spec.health.restart.max_restarts_per_hour,
-                        until.format("%H:%M:%S UTC"),
-                        c.name
-                    ),
-                ));
-            }
+    out
+}
+
+/// One service's fault, if it has one, and what the budget allows for it.
+async fn heal_service<'a>(
+    pass: &mut Pass<'_>,
+    out: &mut Repair,
+    svc: &ServiceSpec,
+    ours: &(dyn Fn(&str) -> Option<&'a ObservedContainer> + Sync),
+    seen: &Snapshot,
+) -> Result<(), Error> {
+    let now = seen.now;
+    let c = ours(&svc.name);
+    // Left to Docker's restart policy for a moment: look again when that moment is over.
+    if let Some(t) = c.and_then(|c| heal::docker_restart_deadline(svc, c)) {
+        if t > now {
+            out.due_at(t);
         }
     }
-
-    if !suspended {
-        let skip = |name: &str| touched(name) || paused.contains(name);
-        budgets(ctx, stack, project, &mut out, &ours, &skip, engine, now).await?;
+    let Some(fault) = heal::fault(pass.project, svc, c, seen.probes.get(&svc.name), now) else {
+        if let Some(h) = out.history.get_mut(&svc.name) {
+            h.waiting_for = None;
+        }
+        return Ok(());
+    };
+    let Some(c) = c else { return Ok(()) };
+    let fault = match fault {
+        heal::Fault::Crashed { .. } if pass.ctx.stops.stopped_since(&c.id, c.started_at) => {
+            heal::Fault::Stopped
+        }
+        f => f,
+    };
+    if matches!(fault, heal::Fault::Unhealthy { .. })
+        && waits_for_dependency(pass.stack, pass.project, svc, &ours, &seen.probes, out, now)
+    {
+        return Ok(());
     }
+    let h = out.history.get(&svc.name).cloned().unwrap_or_default();
+    let spec = pass.stack.spec.health.restart.clone();
+    match heal::decide(&h.recent_restarts, &spec, now) {
+        Decision::Restart => {
+            let note = restart_note(svc, &fault, h.recent_restarts.len(), &spec);
+            let what = Restart::new(&svc.name, c, fault.reason(), note);
+            restart(pass, out, what, now).await?;
+            if spec.restart_dependents {
+                restart_dependents(pass, out, svc, ours, now).await?;
+            }
+        }
+        Decision::Wait { until } => out.due_at(until),
+        Decision::Exhausted { until } => {
+            out.due_at(until);
+            out.exhausted.push((
+                svc.name.clone(),
+                format!(
+                    "service {} {} and was restarted {} times within the hour (maxRestartsPerHour {}); the operator stopped restarting it until {} or the next spec change. Check its logs (docker logs {})",
+                    svc.name,
+                    fault.describe(),
+                    h.recent_restarts.len(),
+                    spec.max_restarts_per_hour,
+                    until.format("%H:%M:%S UTC"),
+                    c.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
 
-    // Scheduled restarts wait while the stack is being changed or is coming up.
-    let busy = !outcome.plan.actions.is_empty() || !outcome.plan.waiting.is_empty();
-    for entry in &stack.spec.maintenance.restarts.clone() {
+fn restart_note(
+    svc: &ServiceSpec,
+    fault: &heal::Fault,
+    recent: usize,
+    spec: &crate::api::RestartSpec,
+) -> String {
+    match fault {
+        heal::Fault::Stopped => format!(
+            "service {} {}; starting it again",
+            svc.name,
+            fault.describe()
+        ),
+        _ => format!(
+            "service {} {}; restarting it (restart {} of at most {} per hour)",
+            svc.name,
+            fault.describe(),
+            recent + 1,
+            spec.max_restarts_per_hour
+        ),
+    }
+}
+
+/// `restartDependents`: the running services that depend on `svc` are restarted after it.
+async fn restart_dependents<'a>(
+    pass: &mut Pass<'_>,
+    out: &mut Repair,
+    svc: &ServiceSpec,
+    ours: &(dyn Fn(&str) -> Option<&'a ObservedContainer> + Sync),
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    let dependents: Vec<String> = pass
+        .project
+        .services
+        .iter()
+        .filter(|s| s.depends_on.iter().any(|d| d.service == svc.name))
+        .map(|s| s.name.clone())
+        .collect();
+    for dep in dependents {
+        let Some(dc) = ours(&dep).filter(|dc| dc.state == crate::api::ContainerState::Running)
+        else {
+            continue;
+        };
+        let note = format!(
+            "service {dep} restarted because {} it depends on was restarted (restartDependents)",
+            svc.name
+        );
+        restart(
+            pass,
+            out,
+            Restart::new(&dep, dc, RestartReason::Dependency, note),
+            now,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Maintenance restarts (`spec.maintenance.restarts`): each entry's slot, taken once when it
+/// comes; `hold_off` (the stack busy or suspended) puts a due slot off for a few seconds.
+async fn maintenance<'a>(
+    pass: &mut Pass<'_>,
+    out: &mut Repair,
+    ours: &(dyn Fn(&str) -> Option<&'a ObservedContainer> + Sync),
+    hold_off: bool,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
+    for entry in &pass.stack.spec.maintenance.restarts.clone() {
         // Validated by compose::load, so a parse error here cannot happen; skip rather than panic.
         let Ok(schedule) = Schedule::parse(entry) else {
             continue;
@@ -228,30 +270,21 @@ pub async fn repair(
         // A new entry starts counting from now: no restart for slots before it existed.
         let after = *out.maintenance.entry(key.clone()).or_insert(now);
         match schedule.due(after, now) {
-            Some(slot) if !busy && !suspended => {
+            Some(slot) if !hold_off => {
                 out.maintenance.insert(key, slot);
-                if let Some(c) =
+                let Some(c) =
                     ours(&entry.service).filter(|c| c.state == crate::api::ContainerState::Running)
-                {
-                    let note = format!(
-                        "service {}: scheduled restart ({} {})",
-                        entry.service,
-                        entry.schedule,
-                        entry.time_zone.as_deref().unwrap_or("UTC")
-                    );
-                    restart(
-                        ctx,
-                        stack,
-                        &mut out,
-                        &entry.service,
-                        c,
-                        RestartReason::Scheduled,
-                        note,
-                        engine,
-                        now,
-                    )
-                    .await?;
-                }
+                else {
+                    continue;
+                };
+                let note = format!(
+                    "service {}: scheduled restart ({} {})",
+                    entry.service,
+                    entry.schedule,
+                    entry.time_zone.as_deref().unwrap_or("UTC")
+                );
+                let what = Restart::new(&entry.service, c, RestartReason::Scheduled, note);
+                restart(pass, out, what, now).await?;
             }
             // Due, but the stack is busy: look again shortly.
             Some(_) => out.due_at(now + chrono::Duration::seconds(5)),
@@ -262,7 +295,7 @@ pub async fn repair(
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Whether `svc`, failing its probes, waits for a dependency instead of being restarted; the
@@ -294,7 +327,7 @@ fn waits_for_dependency<'a>(
         }
         heal::DependencyGate::Closed { wait, until } => {
             if h.waiting_for.as_ref().map(|w| &w.service) != Some(&wait.service) {
-                info!(stack = %stack.key(), "service {} fails its probes while {} it depends on is not healthy; it is not restarted for that", svc.name, wait.service);
+                info!("service {} fails its probes while {} it depends on is not healthy; it is not restarted for that", svc.name, wait.service);
             }
             h.waiting_for = Some(wait);
             if let Some(t) = until {
@@ -309,19 +342,16 @@ fn waits_for_dependency<'a>(
 /// loop that Docker's `restart: always` drives never shows a fault the repair loop above could
 /// see), and Docker's own loop is switched off too, intent recorded first; the spec's policy is
 /// put back once the budget allows restarts again or the spec changes.
-#[allow(clippy::too_many_arguments)]
 async fn budgets<'a>(
-    ctx: &Context,
-    stack: &mut ServiceStack,
-    project: &Project,
+    pass: &mut Pass<'_>,
     out: &mut Repair,
     ours: &(dyn Fn(&str) -> Option<&'a ObservedContainer> + Sync),
     skip: &(dyn Fn(&str) -> bool + Sync),
-    engine: &dyn Engine,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    let spec = stack.spec.health.restart.clone();
-    for svc in project.services.iter().filter(|s| !skip(&s.name)) {
+    let spec = pass.stack.spec.health.restart.clone();
+    let services: Vec<ServiceSpec> = pass.project.services.clone();
+    for svc in services.iter().filter(|s| !skip(&s.name)) {
         let Some(c) = ours(&svc.name) else { continue };
         let Some(h) = out.history.get_mut(&svc.name) else {
             continue;
@@ -351,14 +381,18 @@ async fn budgets<'a>(
         let recent = h.recent_restarts.len();
         if let Some(policy) = policy {
             // Intent first: a suspension the status does not know of would never be undone.
-            record_intent(ctx, stack, out).await?;
-            if let Err(e) = engine.set_restart_policy(&c.id, policy).await {
-                warn!(stack = %stack.key(), "{e}");
+            record_intent(pass, out).await?;
+            if let Err(e) = pass.engine.set_restart_policy(&c.id, policy).await {
+                warn!("{e}");
             } else if step == heal::PolicyStep::Restore {
                 if let Some(h) = out.history.get_mut(&svc.name) {
                     h.docker_policy_suspended = false;
                 }
-                info!(stack = %stack.key(), "service {}: Docker's restart policy {} is back", svc.name, policy.docker_name());
+                info!(
+                    "service {}: Docker's restart policy {} is back",
+                    svc.name,
+                    policy.docker_name()
+                );
             }
         }
         let Some(until) = until else { continue };
@@ -387,8 +421,8 @@ async fn budgets<'a>(
 
 /// Writes the restart history as it now stands, before an action it announces: a stale view
 /// (another writer got there first) fails here, before anything is done.
-async fn record_intent(ctx: &Context, stack: &mut ServiceStack, out: &Repair) -> Result<(), Error> {
-    let mut interim: ServiceStackStatus = stack.status.clone().unwrap_or_default();
+async fn record_intent(pass: &mut Pass<'_>, out: &Repair) -> Result<(), Error> {
+    let mut interim: ServiceStackStatus = pass.stack.status.clone().unwrap_or_default();
     for (name, hist) in &out.history {
         // Docker's count too, so a kill before the final status cannot count its restarts twice.
         let slot = interim.services.entry(name.clone()).or_default();
@@ -397,8 +431,8 @@ async fn record_intent(ctx: &Context, stack: &mut ServiceStack, out: &Repair) ->
         slot.docker_policy_suspended = hist.docker_policy_suspended;
     }
     out.apply_to(&mut interim);
-    ctx.store.write_status(stack, interim).await?;
-    ctx.metrics.status_written(&stack.key());
+    pass.ctx.store.write_status(pass.stack, interim).await?;
+    pass.ctx.metrics.status_written(&pass.stack.key());
     Ok(())
 }
 
@@ -451,18 +485,43 @@ fn count_docker_restarts(
     ))
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn restart(
-    ctx: &Context,
-    stack: &mut ServiceStack,
-    out: &mut Repair,
-    service: &str,
-    c: &ObservedContainer,
+/// A restart to do: which container, why, and what to tell.
+struct Restart<'a> {
+    service: &'a str,
+    container: &'a ObservedContainer,
     reason: RestartReason,
     note: String,
-    engine: &dyn Engine,
+}
+
+impl<'a> Restart<'a> {
+    fn new(
+        service: &'a str,
+        container: &'a ObservedContainer,
+        reason: RestartReason,
+        note: String,
+    ) -> Self {
+        Self {
+            service,
+            container,
+            reason,
+            note,
+        }
+    }
+}
+
+/// Restarts (or starts) one container, the restart written into the status first.
+async fn restart(
+    pass: &mut Pass<'_>,
+    out: &mut Repair,
+    what: Restart<'_>,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
+    let Restart {
+        service,
+        container: c,
+        reason,
+        note,
+    } = what;
     out.restarted.insert(service.to_owned());
     let h = out.history.entry(service.to_owned()).or_default();
     h.restarts += 1;
@@ -478,11 +537,11 @@ async fn restart(
         by: Restarter::Operator,
     });
     // Intent first: the restart is in the status before it happens.
-    record_intent(ctx, stack, out).await?;
+    record_intent(pass, out).await?;
 
     let result = match c.state {
-        crate::api::ContainerState::Running => engine.restart_container(&c.id, None).await,
-        _ => engine.start_container(&c.id).await,
+        crate::api::ContainerState::Running => pass.engine.restart_container(&c.id, None).await,
+        _ => pass.engine.start_container(&c.id).await,
     };
     let note = match result {
         Ok(()) => note,
@@ -495,8 +554,9 @@ async fn restart(
         EventType::Warning
     };
     let event = StackEvent::new(kind, &reason.to_string(), "Restart", note);
-    super::publish(ctx, stack, event).await?;
-    ctx.metrics
-        .restarted(&stack.key(), service, reason.as_str());
+    super::status::publish(pass.ctx, pass.stack, event).await?;
+    pass.ctx
+        .metrics
+        .restarted(&pass.stack.key(), service, reason.as_str());
     Ok(())
 }

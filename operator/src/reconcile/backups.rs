@@ -1,0 +1,62 @@
+//! The backup step: fold finished jobs into status, decide what starts, record the metrics.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::{Outcome, Pass};
+use crate::api::ServiceStackStatus;
+use crate::docker::Engine;
+
+/// Runs the backup step and records its metrics; the events it returns wait for the status.
+pub(super) async fn step(
+    pass: &Pass<'_>,
+    outcome: &Outcome,
+    status: &mut ServiceStackStatus,
+    deploying: Option<&str>,
+    now: DateTime<Utc>,
+) -> crate::backup::runner::Pass {
+    let Pass {
+        ctx,
+        ref stack,
+        project,
+        ref claim,
+        engine,
+    } = *pass;
+    let key = stack.key();
+    // Backup jobs outlive the pass: they hold the engine behind its trait.
+    let engine: Arc<dyn Engine> = Arc::new(engine.clone());
+    let scope = crate::backup::runner::Scope {
+        stack,
+        project,
+        claim,
+        engine: &engine,
+        observed: &outcome.observed,
+    };
+    let backups = crate::backup::runner::reconcile(
+        &ctx.backups,
+        &scope,
+        &mut status.backups,
+        deploying,
+        !ctx.draining(),
+        now,
+    )
+    .await;
+    for (target, job, failure) in &backups.ended {
+        let failure = failure.map(|r| r.to_string());
+        ctx.metrics
+            .backup_job_ended(&key, target, job.as_str(), failure.as_deref());
+    }
+    for (target, b) in &status.backups {
+        if let Some(s) = &b.last_success {
+            ctx.metrics
+                .backup_last_success(&key, target, s.time.timestamp(), s.size);
+        }
+    }
+    status.last_backup = status
+        .backups
+        .values()
+        .filter_map(|b| b.last_success.as_ref().map(|s| s.time))
+        .max();
+    backups
+}

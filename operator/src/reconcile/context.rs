@@ -1,0 +1,220 @@
+//! What the reconcilers share: the store, the engines, the background work, and the wakes that
+//! tell a driver which stack to look at.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use super::requeue::backoff_delay;
+use super::{prober, watch};
+use crate::docker::Engines;
+use crate::store::Store;
+
+/// Shared state of the reconcilers.
+pub struct Context {
+    pub store: Arc<dyn Store>,
+    pub engines: Engines,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Probe verdicts per stack and service, kept current by the probers.
+    pub probes: prober::Board,
+    pub probers: prober::Probers,
+    /// Backups, restore tests and restores running in the background.
+    pub backups: crate::backup::runner::Jobs,
+    /// Asks the driver to look at one stack now (a probe verdict flipped, a job ended, one of
+    /// its containers changed).
+    pub wake: Waker,
+    /// The other end of `wake`, taken once by the driver.
+    wakes: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Wake>>>,
+    /// Docker events subscriptions, one per engine in use.
+    pub(super) watches: watch::EngineWatches,
+    /// Containers stopped on request, as the events told.
+    pub(super) stops: watch::Stops,
+    /// Set on shutdown: passes still observe, report and fold finished jobs, but start nothing.
+    draining: std::sync::atomic::AtomicBool,
+    /// Consecutive failed passes per stack, for backoff. Memory only: after a restart the
+    /// operator simply retries at once, which is what one wants after a restart anyway.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Hold warnings already logged, per stack, so each is logged once per change.
+    told: std::sync::Mutex<HashMap<String, Vec<String>>>,
+}
+
+/// What the driver should look at now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// One stack, by key (`namespace/name`).
+    Stack(String),
+    /// Every stack on the engine at this address (its events stream broke: events may have
+    /// been missed).
+    Engine(String),
+}
+
+/// Sends wakes to the driver. A channel rather than a `Notify`: a wake sent while the driver
+/// is busy is kept, not lost, and it names what to look at, so nothing else is woken.
+///
+/// It also counts the wakes per stack, so that what was observed of a stack can be reused
+/// until something (a Docker event above all) says it may have changed: see [`Waker::seen`].
+#[derive(Clone)]
+pub struct Waker {
+    tx: tokio::sync::mpsc::UnboundedSender<Wake>,
+    counts: Arc<std::sync::Mutex<WakeCounts>>,
+}
+
+#[derive(Default)]
+struct WakeCounts {
+    stacks: HashMap<String, u64>,
+    /// Bumped by every engine-wide wake: it concerns every stack.
+    engines: u64,
+}
+
+impl Waker {
+    fn new(tx: tokio::sync::mpsc::UnboundedSender<Wake>) -> Self {
+        Self {
+            tx,
+            counts: Arc::default(),
+        }
+    }
+
+    pub fn wake(&self, stack: &str) {
+        self.send(Wake::Stack(stack.to_owned()));
+    }
+
+    /// Counts that change whenever the stack is woken (by its own wake or an engine-wide
+    /// one); equal answers mean no wake between.
+    pub fn seen(&self, stack: &str) -> (u64, u64) {
+        let counts = self.counts.lock().expect("wake counts lock");
+        (
+            counts.stacks.get(stack).copied().unwrap_or(0),
+            counts.engines,
+        )
+    }
+
+    fn forget(&self, stack: &str) {
+        self.counts
+            .lock()
+            .expect("wake counts lock")
+            .stacks
+            .remove(stack);
+    }
+
+    pub(super) fn send(&self, wake: Wake) {
+        {
+            let mut counts = self.counts.lock().expect("wake counts lock");
+            match &wake {
+                Wake::Stack(key) => *counts.stacks.entry(key.clone()).or_default() += 1,
+                Wake::Engine(_) => counts.engines += 1,
+            }
+        }
+        // The driver is gone when this fails: nothing is left to wake.
+        let _ = self.tx.send(wake);
+    }
+}
+
+impl Context {
+    pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        Arc::new(Self {
+            store,
+            engines: Engines::default(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            probes: prober::Board::default(),
+            probers: prober::Probers::default(),
+            backups: Default::default(),
+            wake: Waker::new(tx),
+            wakes: std::sync::Mutex::new(Some(rx)),
+            watches: Default::default(),
+            stops: Default::default(),
+            draining: Default::default(),
+            failures: Mutex::default(),
+            told: Default::default(),
+        })
+    }
+
+    /// Whether `messages` differ from what was last told for this stack (and remembers them):
+    /// warnings a pass finds again and again are logged once per change.
+    pub fn first_telling(&self, stack: &str, messages: &[String]) -> bool {
+        let mut told = self.told.lock().expect("told lock");
+        if told.get(stack).map(Vec::as_slice) == Some(messages) {
+            return false;
+        }
+        told.insert(stack.to_owned(), messages.to_vec());
+        true
+    }
+
+    /// What to look at now; for the driver, which takes it once.
+    pub fn take_wakes(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Wake>> {
+        self.wakes.lock().expect("wakes lock").take()
+    }
+
+    /// Stops starting work (restarts, deploys, backup jobs) for a shutdown; passes go on
+    /// observing, reporting and folding the jobs that finish.
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    pub(super) fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Stops everything running in the background: probers, Docker subscriptions and jobs (a
+    /// job cut off here is in status as running, and the next operator recovers it).
+    pub fn stop_all(&self) {
+        self.probers.stop_all(&self.probes);
+        self.watches.stop_all();
+        self.backups.stop_all();
+    }
+
+    pub(super) fn prober_shared(&self) -> prober::Shared {
+        prober::Shared {
+            board: self.probes.clone(),
+            metrics: self.metrics.clone(),
+            wake: self.wake.clone(),
+        }
+    }
+
+    /// Forgets a deleted stack: its prober, verdicts and metric series.
+    pub fn forget(&self, stack: &str) {
+        self.wake.forget(stack);
+        self.probers.stop(stack, &self.probes);
+        self.backups.stop(stack, &Default::default());
+        self.metrics.forget_stack(stack);
+    }
+
+    pub(super) async fn backoff(&self, key: &str, failed: bool) -> Option<Duration> {
+        let mut f = self.failures.lock().await;
+        if !failed {
+            f.remove(key);
+            return None;
+        }
+        let n = f.entry(key.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        Some(backoff_delay(*n))
+    }
+}
+
+#[cfg(test)]
+mod waker_tests {
+    use super::*;
+
+    #[test]
+    fn what_was_seen_of_a_stack_changes_with_its_own_wakes_and_every_engine_wake_only() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let waker = Waker::new(tx);
+        let before = waker.seen("ops/shop");
+        waker.wake("ops/other");
+        assert_eq!(waker.seen("ops/shop"), before, "another stack's wake");
+        waker.wake("ops/shop");
+        let woken = waker.seen("ops/shop");
+        assert_ne!(woken, before);
+        waker.send(Wake::Engine("unix:///var/run/docker.sock".into()));
+        assert_ne!(waker.seen("ops/shop"), woken, "an engine's events broke");
+        // The driver still gets every wake.
+        let mut n = 0;
+        while rx.try_recv().is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, 3);
+    }
+}

@@ -1,0 +1,431 @@
+//! One reconcile for both drivers, as a chain of steps over one stack. Data flows one way:
+//!
+//! ```text
+//! admit      secrets joined, compose file loaded and checked          (or: InvalidSpec, stop)
+//! engine     the stack's Docker engine                                (or: DockerUnreachable, stop)
+//! intent     held services and the deploy gate, decided before acting (heal::hold, Deploy)
+//! converge   observe -> plan -> act -> observe                        (converge.rs, plan.rs)
+//! holds      stop what is held, resume what is not                    (hold.rs)
+//! repair     restarts and budgets, each written into status first     (repair.rs)
+//! report     per-service status, health, Ready and Progressing        (report.rs, pure)
+//! backups    fold finished jobs, decide what starts                   (backups.rs)
+//! write      one status write, then the events                        (status.rs)
+//! jobs       the backup jobs whose intent the write recorded
+//! requeue    when to look again                                       (requeue.rs, pure)
+//! ```
+//!
+//! Docker trouble and bad specs are not errors of the reconcile: they end as conditions and a
+//! requeue, and nothing running is touched because of them. `Err` is kept for what the
+//! operator cannot report (the store itself failing) and for cleanup, which must be retried.
+
+mod backups;
+mod cleanup;
+mod context;
+mod converge;
+mod deploy;
+mod hold;
+pub mod plan;
+pub mod prober;
+mod repair;
+mod report;
+pub mod requeue;
+mod status;
+mod verdicts;
+mod watch;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::api::{Reason, ServiceStack, ServiceStackStatus};
+use crate::backup::plan::Gate;
+use crate::compose::{self, Project};
+use crate::docker::{BollardEngine, Claim, EngineError};
+use crate::heal::hold::Holds;
+use crate::heal::ProbeVerdict;
+use crate::store::StoreError;
+
+pub use cleanup::cleanup;
+pub use context::{Context, Wake, Waker};
+pub use converge::{converge, Outcome};
+pub use plan::{plan, Action, Plan};
+pub use requeue::{backoff_delay, BACKUP_PROGRESS_REQUEUE, PROGRESS_REQUEUE, STEADY_REQUEUE};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing status or events failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("cleanup failed: {0}")]
+    Cleanup(#[from] EngineError),
+}
+
+impl Error {
+    /// Stable label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Store(_) => "store",
+            Error::Cleanup(_) => "cleanup",
+        }
+    }
+}
+
+/// What a reconcile pass tells its driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requeue(pub Duration);
+
+/// One pass over a valid stack on an engine that answered: what every acting step needs.
+pub(crate) struct Pass<'a> {
+    pub ctx: &'a Context,
+    /// The stack as last written: a step that records intent writes its status, and the copy
+    /// carries the resource version forward to the next write.
+    pub stack: &'a mut ServiceStack,
+    pub project: &'a Project,
+    /// Which containers are the stack's own.
+    pub claim: Claim,
+    pub engine: &'a BollardEngine,
+}
+
+/// What the pass sees once the engine has been acted on: the probers' verdicts and the
+/// moment every later decision is taken at.
+pub(crate) struct Snapshot {
+    pub probes: BTreeMap<String, ProbeVerdict>,
+    pub now: DateTime<Utc>,
+}
+
+/// Brings one stack one step closer to its spec and reports what it sees.
+#[tracing::instrument(name = "reconcile", skip_all, fields(stack = %stack.key()))]
+pub async fn reconcile(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result<Requeue, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_once(stack, uid, ctx).await;
+    ctx.metrics.reconciled(
+        &stack.key(),
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
+    result
+}
+
+async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result<Requeue, Error> {
+    // The copy carries the resource version forward across this pass's own status writes.
+    let mut stack = stack.clone();
+    let project = match admit(ctx, &mut stack).await {
+        Ok(p) => p,
+        Err(e) => return invalid(ctx, &mut stack, e).await,
+    };
+    let host = stack.spec.docker.host().to_owned();
+    match ctx.engines.get(&host).await {
+        Ok(engine) => apply(ctx, &mut stack, &project, uid, &engine).await,
+        Err(e) => unreachable(ctx, &mut stack, e).await,
+    }
+}
+
+/// The admit step: variables from Secrets join the spec's own (which win) before anything
+/// reads them, then the compose file (with what the local driver read beside the manifest).
+async fn admit(ctx: &Context, stack: &mut ServiceStack) -> Result<Project, crate::api::Failure> {
+    let from_secrets = ctx
+        .store
+        .referenced_variables(stack)
+        .await
+        .map_err(|message| crate::api::Failure::new(Reason::SecretNotFound, message))?;
+    for (k, v) in from_secrets {
+        stack.spec.variables.entry(k).or_insert(v);
+    }
+    let Some(dir) = ctx.store.manifest_dir(stack) else {
+        return compose::load(stack);
+    };
+    // Reading env files and hashing build contexts is blocking file I/O.
+    let for_read = stack.clone();
+    let inputs =
+        tokio::task::spawn_blocking(move || crate::store::local_inputs::gather(&for_read, &dir))
+            .await
+            .unwrap_or_default();
+    compose::load_local(stack, &inputs)
+}
+
+/// What the pass may do, decided before it does anything.
+struct Intent {
+    /// Held services (a person's hold, a running restore's): neither started nor healed.
+    holds: Holds,
+    deploy: deploy::Deploy,
+    /// Nothing new is applied: a deploy waits for its backups, or the operator shuts down.
+    hold_deploy: bool,
+}
+
+impl Intent {
+    fn of(
+        ctx: &Context,
+        stack: &ServiceStack,
+        project: &Project,
+        previous: &ServiceStackStatus,
+    ) -> Self {
+        let holds = crate::heal::hold::holds(
+            project,
+            stack
+                .metadata
+                .annotations
+                .as_ref()
+                .unwrap_or(&BTreeMap::new()),
+            &crate::backup::runner::restoring(&previous.backups),
+            &previous.services,
+            Utc::now(),
+        );
+        let deploy = deploy::Deploy::of(stack, project, previous);
+        let hold_deploy = deploy.gate != Gate::Open || ctx.draining();
+        Self {
+            holds,
+            deploy,
+            hold_deploy,
+        }
+    }
+
+    /// Services the repair step leaves alone: held ones, and those resumed this pass (started
+    /// by the holds step, not seen running yet: not a crash).
+    fn hands_off(&self) -> BTreeSet<String> {
+        self.holds
+            .held()
+            .union(&self.holds.ended)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The pass of a valid stack on an engine that answered: converge, repair, report, back up.
+async fn apply(
+    ctx: &Context,
+    stack: &mut ServiceStack,
+    project: &Project,
+    uid: &str,
+    engine: &BollardEngine,
+) -> Result<Requeue, Error> {
+    let previous = stack.status.clone().unwrap_or_default();
+    let intent = Intent::of(ctx, stack, project, &previous);
+    let claim = claim(stack, project, uid, &previous);
+    ctx.watches.ensure(
+        stack.spec.docker.host(),
+        &ctx.engines,
+        &ctx.wake,
+        &ctx.stops,
+    );
+    // Probers outlive the pass: they hold the engine behind its trait.
+    let held: std::sync::Arc<dyn crate::docker::Engine> = std::sync::Arc::new(engine.clone());
+    ctx.probers
+        .ensure(stack, project, &claim, &held, &ctx.prober_shared());
+    let mut pass = Pass {
+        ctx,
+        stack,
+        project,
+        claim,
+        engine,
+    };
+    let outcome = match converged(&mut pass, &intent, uid, &previous).await? {
+        Ok(o) => o,
+        Err(e) => return unreachable(ctx, pass.stack, e).await,
+    };
+    let snapshot = Snapshot {
+        probes: ctx.probes.snapshot(&pass.stack.key()),
+        now: Utc::now(),
+    };
+    let repair = repair::repair(&mut pass, &outcome, &snapshot, &intent.hands_off()).await?;
+    finish_pass(pass, &intent, &previous, outcome, &snapshot, repair).await
+}
+
+/// The converge and holds steps: the containers brought to the compose file, held services
+/// stopped and resumed, and what runs afterwards. The inner `Err` is an engine that stopped
+/// answering.
+async fn converged(
+    pass: &mut Pass<'_>,
+    intent: &Intent,
+    uid: &str,
+    previous: &ServiceStackStatus,
+) -> Result<Result<Outcome, EngineError>, Error> {
+    let owner = crate::docker::Owner {
+        project: pass.project.name.clone(),
+        stack: pass.stack.key(),
+        uid: uid.to_owned(),
+    };
+    let last = previous
+        .revision
+        .zip(previous.spec_hash.clone())
+        .map(|(revision, spec_hash)| plan::Applied {
+            revision,
+            spec_hash,
+        });
+    let target = converge::Target {
+        owner: &owner,
+        claim: &pass.claim,
+        last: last.as_ref(),
+        paused: &intent.holds.held(),
+        hold: intent.hold_deploy,
+    };
+    let mut outcome = match converge(pass.stack, pass.project, &target, pass.engine).await {
+        Ok(o) => o,
+        Err(e) => return Ok(Err(e)),
+    };
+    for event in std::mem::take(&mut outcome.events) {
+        status::publish(pass.ctx, pass.stack, event).await?;
+    }
+    // Suspended: holds are recorded and reported, but nothing is stopped or started.
+    let may_act = !pass.ctx.draining() && !pass.stack.spec.suspend;
+    if may_act && hold::act(pass, &intent.holds, &outcome).await? {
+        // What the status reports must be what runs after the stop or start.
+        match converge::observe(pass.engine, pass.project).await {
+            Ok(o) => outcome.observed = o,
+            Err(e) => return Ok(Err(e)),
+        }
+    }
+    Ok(Ok(outcome))
+}
+
+/// The report, backups, write, jobs and requeue steps.
+async fn finish_pass(
+    pass: Pass<'_>,
+    intent: &Intent,
+    previous: &ServiceStackStatus,
+    outcome: Outcome,
+    snapshot: &Snapshot,
+    repair: repair::Repair,
+) -> Result<Requeue, Error> {
+    let (ctx, project, now) = (pass.ctx, pass.project, snapshot.now);
+    let key = pass.stack.key();
+    let required = compose::required_services(pass.stack, project);
+    let facts = report::Facts {
+        required: &required,
+        suspended: pass.stack.spec.suspend,
+        deploy_held: intent.deploy.gate != Gate::Open,
+        holds: intent.holds.active.clone(),
+    };
+    let report = report::report(project, &outcome, &pass.claim, &facts, &snapshot.probes);
+    let mut status = reported_status(&pass, intent, previous, &outcome, &report);
+    repair.apply_to(&mut status);
+    hold::record(&mut status, &intent.holds);
+    let deploying = intent.deploy.deploying();
+    let backups = backups::step(&pass, &outcome, &mut status, deploying, now).await;
+    let gate = &intent.deploy.gate;
+    let verdicts = verdicts::applied(pass.stack, project, &report, &repair, gate, &status, now);
+    // The backups a held deploy waited for are done: deploy now, not at the next requeue.
+    let deploy_now =
+        *gate != Gate::Open && intent.deploy.gate_after(pass.stack, &status) == Gate::Open;
+    let later = repair
+        .events
+        .iter()
+        .chain(&backups.events)
+        .cloned()
+        .collect();
+    status::finish(ctx, pass.stack, status, previous, verdicts, later).await?;
+    // Only now that status holds their intent do the jobs start; and only now are the results
+    // folded into it let go of (a pass whose write failed folds them again).
+    for spawn in backups.spawns {
+        ctx.backups.spawn(spawn, ctx.wake.clone());
+    }
+    ctx.backups.committed(&key, &backups.folded);
+    let base = ctx.backoff(&key, !outcome.failures.is_empty()).await;
+    // Look again soon after a resume, to report the service running.
+    let resumed = (!intent.holds.ended.is_empty()).then(|| now + chrono::Duration::seconds(1));
+    let at = [
+        repair.next,
+        backups.next,
+        hold::next_end(&intent.holds),
+        resumed,
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    let due = requeue::Due {
+        base,
+        progressing: report.progressing,
+        job_running: backups.busy,
+        deploy_now,
+        at,
+    };
+    Ok(Requeue(requeue::next_pass(due, now)))
+}
+
+/// The status as the report sees it, before repairs, holds and backups add theirs.
+fn reported_status(
+    pass: &Pass<'_>,
+    intent: &Intent,
+    previous: &ServiceStackStatus,
+    outcome: &Outcome,
+    report: &report::Report,
+) -> ServiceStackStatus {
+    let mut status = ServiceStackStatus {
+        project: Some(pass.stack.project_name()),
+        services: report.services.clone(),
+        health: Some(report.health),
+        ..previous.clone()
+    };
+    // A held deploy, or a stack refused for its project name, applied nothing new.
+    if !intent.hold_deploy && outcome.plan.conflict.is_none() {
+        status.revision = Some(outcome.plan.revision);
+        status.spec_hash = Some(intent.deploy.spec_hash.clone());
+    }
+    if outcome.plan.conflict.is_none() {
+        status.owned_project = Some(pass.project.name.clone());
+    }
+    status
+}
+
+/// Which containers of the project are the stack's (see [`Claim`]): containers without a uid
+/// too once the status records the project as the stack's own, or when told to adopt it.
+fn claim(
+    stack: &ServiceStack,
+    project: &Project,
+    uid: &str,
+    previous: &ServiceStackStatus,
+) -> Claim {
+    Claim {
+        uid: uid.to_owned(),
+        unlabelled: stack.spec.compose.adopt
+            || previous.owned_project.as_deref() == Some(project.name.as_str()),
+    }
+}
+
+/// Reports an engine that cannot be reached, touches nothing, and backs off.
+async fn unreachable(
+    ctx: &Context,
+    stack: &mut ServiceStack,
+    e: EngineError,
+) -> Result<Requeue, Error> {
+    let host = stack.spec.docker.host().to_owned();
+    ctx.engines.forget(&host).await;
+    let previous = stack.status.clone().unwrap_or_default();
+    let status = ServiceStackStatus {
+        project: Some(stack.project_name()),
+        health: Some(crate::api::StackHealth::Unknown),
+        ..previous.clone()
+    };
+    let verdicts = verdicts::unreachable(&host, &e);
+    status::finish(ctx, stack, status, &previous, verdicts, Vec::new()).await?;
+    backed_off(ctx, stack).await
+}
+
+/// Reports a spec that cannot be applied, touches nothing, and backs off: a person must change
+/// the spec (or create the Secret), and until then a look now and then is enough.
+async fn invalid(
+    ctx: &Context,
+    stack: &mut ServiceStack,
+    failure: crate::api::Failure,
+) -> Result<Requeue, Error> {
+    let previous = stack.status.clone().unwrap_or_default();
+    let status = ServiceStackStatus {
+        project: Some(stack.project_name()),
+        ..previous.clone()
+    };
+    let verdicts = verdicts::invalid(failure);
+    status::finish(ctx, stack, status, &previous, verdicts, Vec::new()).await?;
+    backed_off(ctx, stack).await
+}
+
+async fn backed_off(ctx: &Context, stack: &ServiceStack) -> Result<Requeue, Error> {
+    let delay = ctx
+        .backoff(&stack.key(), true)
+        .await
+        .unwrap_or(STEADY_REQUEUE);
+    Ok(Requeue(delay))
+}
+
+#[cfg(test)]
+mod plan_tests;
+#[cfg(test)]
+mod report_tests;

@@ -1,0 +1,132 @@
+//! The conditions of a pass, assembled from what each step found. Pure.
+
+use chrono::{DateTime, Utc};
+
+use super::{repair, report};
+use crate::api::{
+    ConditionStatus, ConditionType, Reason, ServiceStack, ServiceStackStatus, Verdict,
+};
+use crate::backup::plan::Gate;
+use crate::compose::{self, Project};
+
+/// Every condition of a pass on a reachable engine.
+pub(super) fn applied(
+    stack: &ServiceStack,
+    project: &Project,
+    report: &report::Report,
+    repair: &repair::Repair,
+    gate: &Gate,
+    status: &ServiceStackStatus,
+    now: DateTime<Utc>,
+) -> Vec<Verdict> {
+    let mut verdicts = vec![
+        Verdict::new(
+            ConditionType::InvalidSpec,
+            ConditionStatus::False,
+            Reason::SpecValid,
+            "the spec is valid",
+        ),
+        Verdict::new(
+            ConditionType::DockerUnreachable,
+            ConditionStatus::False,
+            Reason::EngineReachable,
+            format!("the Docker engine at {} answers", stack.spec.docker.host()),
+        ),
+        degraded(&repair.exhausted),
+        compose::warnings::verdict(&compose::warnings::of(&stack.spec, project)),
+    ];
+    // Later verdicts of a type win: the report's (a project-name conflict is an invalid spec),
+    // then a held deploy's Progressing.
+    verdicts.extend(report.verdicts.iter().cloned());
+    if let Some(v) = gate_verdict(gate) {
+        verdicts.push(v);
+    }
+    verdicts.extend(crate::backup::plan::conditions(
+        &stack.spec.backups,
+        &status.backups,
+        now,
+    ));
+    verdicts
+}
+
+/// The Degraded verdict: which services used up their restart budget.
+fn degraded(exhausted: &[(String, String)]) -> Verdict {
+    if exhausted.is_empty() {
+        return Verdict::new(
+            ConditionType::Degraded,
+            ConditionStatus::False,
+            Reason::WithinRestartBudget,
+            "every service is within its restart budget",
+        );
+    }
+    let message = exhausted
+        .iter()
+        .map(|(_, m)| m.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
+    Verdict::new(
+        ConditionType::Degraded,
+        ConditionStatus::True,
+        Reason::RestartBudgetExhausted,
+        message,
+    )
+}
+
+/// The Progressing verdict of a deploy held for its backups (None when it is not held).
+fn gate_verdict(gate: &Gate) -> Option<Verdict> {
+    match gate {
+        Gate::Open => None,
+        Gate::Waiting(message) => Some(Verdict::new(
+            ConditionType::Progressing,
+            ConditionStatus::True,
+            Reason::BackingUpBeforeDeploy,
+            message.clone(),
+        )),
+        Gate::Failed(message) => Some(Verdict::new(
+            ConditionType::Progressing,
+            ConditionStatus::False,
+            Reason::PreDeployBackupFailed,
+            message.clone(),
+        )),
+    }
+}
+
+/// The conditions of an engine that cannot be reached: nothing is known of the services.
+pub(super) fn unreachable(host: &str, e: &crate::docker::EngineError) -> Vec<Verdict> {
+    let message = format!("{e}; check that the engine runs and spec.docker.host ({host}) is right. Nothing was changed; retrying with backoff");
+    vec![
+        Verdict::new(
+            ConditionType::InvalidSpec,
+            ConditionStatus::False,
+            Reason::SpecValid,
+            "the spec is valid",
+        ),
+        Verdict::new(
+            ConditionType::DockerUnreachable,
+            ConditionStatus::True,
+            Reason::EngineUnreachable,
+            message,
+        ),
+        Verdict::new(
+            ConditionType::Ready,
+            ConditionStatus::Unknown,
+            Reason::EngineUnreachable,
+            "the Docker engine cannot be reached, so the services' state is unknown",
+        ),
+    ]
+}
+
+/// The conditions of a spec that cannot be applied: the containers running are left alone.
+pub(super) fn invalid(failure: crate::api::Failure) -> Vec<Verdict> {
+    let reason = failure.reason;
+    vec![
+        Verdict::new(ConditionType::InvalidSpec, ConditionStatus::True, reason, failure.message),
+        Verdict::new(
+            ConditionType::Ready,
+            ConditionStatus::False,
+            reason,
+            "the spec is invalid (see InvalidSpec); the containers already running were left as they were",
+        ),
+        Verdict::new(ConditionType::Progressing, ConditionStatus::False, reason, "waiting for a valid spec"),
+    ]
+}
