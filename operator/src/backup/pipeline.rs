@@ -79,6 +79,28 @@ pub async fn store(
     })
 }
 
+/// Commits `upload` when the backup that wrote it succeeded, aborts it otherwise, so nothing
+/// partial is ever visible.
+pub async fn settle<T>(
+    upload: Box<dyn Upload>,
+    written: Result<T, BackupError>,
+) -> Result<T, BackupError> {
+    match written {
+        Ok(done) => {
+            upload.commit().await.map_err(destination_error)?;
+            Ok(done)
+        }
+        Err(e) => {
+            // The failure is what matters; an abort that fails leaves a temporary object that
+            // the destination's clean_partial removes.
+            if let Err(a) = upload.abort().await {
+                tracing::warn!("aborting the upload of a failed backup failed too: {a}");
+            }
+            Err(e)
+        }
+    }
+}
+
 /// A destination failure as a backup failure.
 pub fn destination_error(e: DestinationError) -> BackupError {
     match e {

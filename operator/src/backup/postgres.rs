@@ -63,23 +63,10 @@ pub async fn backup(
     level: i32,
     progress: &AtomicU64,
 ) -> Result<Dumped, BackupError> {
-    match dump(pg, &mut *upload, level, progress).await {
-        Ok(dumped) => {
-            upload
-                .commit()
-                .await
-                .map_err(|e| pg.masked(pipeline::destination_error(e)))?;
-            Ok(dumped)
-        }
-        Err(e) => {
-            // The failure is what matters; an abort that fails leaves a temporary object that
-            // the destination's clean_partial removes.
-            if let Err(a) = upload.abort().await {
-                tracing::warn!("aborting the upload of a failed backup failed too: {a}");
-            }
-            Err(pg.masked(e))
-        }
-    }
+    let dumped = dump(pg, &mut *upload, level, progress).await;
+    pipeline::settle(upload, dumped)
+        .await
+        .map_err(|e| pg.masked(e))
 }
 
 /// Restore test: restores `stored` (a compressed backup as stored) into a scratch database,

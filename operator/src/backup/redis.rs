@@ -57,18 +57,8 @@ pub async fn backup(
     level: i32,
     progress: &AtomicU64,
 ) -> Result<Snapshotted, BackupError> {
-    match snapshot(r, upload.as_mut(), level, progress).await {
-        Ok(s) => {
-            upload.commit().await.map_err(pipeline::destination_error)?;
-            Ok(s)
-        }
-        Err(e) => {
-            // The failure is what matters; a failed abort leaves a partial object that the
-            // destination's clean_partial removes.
-            let _ = upload.abort().await;
-            Err(e)
-        }
-    }
+    let snapshotted = snapshot(r, upload.as_mut(), level, progress).await;
+    pipeline::settle(upload, snapshotted).await
 }
 
 async fn snapshot(

@@ -225,17 +225,9 @@ impl BollardEngine {
         &self,
         prefix: &str,
     ) -> Result<Vec<String>, EngineError> {
-        let filters = Self::label_filter(SCRATCH_LABEL, "true");
         let list = self
-            .docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(self.err("listing scratch containers"))?;
+            .labelled_containers(SCRATCH_LABEL, "true", "listing scratch containers")
+            .await?;
         Ok(list
             .into_iter()
             .filter(|c| {
@@ -246,6 +238,25 @@ impl BollardEngine {
             })
             .filter_map(|c| c.id)
             .collect())
+    }
+
+    /// Every container (any state) whose `label` is `value`.
+    pub(super) async fn labelled_containers(
+        &self,
+        label: &str,
+        value: &str,
+        what: &str,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, EngineError> {
+        let filters = Self::label_filter(label, value);
+        self.docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(self.err(what))
     }
 
     /// The last `lines` lines of a container's output, for a failure message.
@@ -274,49 +285,21 @@ impl BollardEngine {
         command: &[String],
         limit: usize,
     ) -> Result<ExecOutcome, EngineError> {
-        use bollard::exec::{CreateExecOptions, StartExecResults};
-        let context = || {
-            format!(
-                "running {:?} in container {}",
-                command.first().map(String::as_str).unwrap_or(""),
-                short_id(id)
-            )
-        };
-        let created = self
-            .docker
-            .create_exec(
-                id,
-                CreateExecOptions {
-                    cmd: Some(command.to_vec()),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(self.err(context()))?;
+        let mut exec = self.attach(id, command, &[], false).await?;
         let mut output = Vec::new();
-        if let StartExecResults::Attached {
-            output: mut stream, ..
-        } = self
-            .docker
-            .start_exec(&created.id, None)
-            .await
-            .map_err(self.err(context()))?
-        {
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(self.err(context()))?;
-                if output.len() < limit {
-                    output.extend_from_slice(&chunk.into_bytes());
-                }
+        while let Some(chunk) = exec.output.next().await {
+            let chunk = chunk.map_err(self.err(exec.context.clone()))?;
+            // Keep what is asked for; drain the rest so the command is not blocked.
+            if output.len() < limit {
+                output.extend_from_slice(&chunk.into_bytes());
             }
         }
         output.truncate(limit);
         let inspect = self
             .docker
-            .inspect_exec(&created.id)
+            .inspect_exec(&exec.exec_id)
             .await
-            .map_err(self.err(context()))?;
+            .map_err(self.err(exec.context))?;
         Ok(ExecOutcome {
             exit_code: inspect.exit_code.unwrap_or(-1),
             output: String::from_utf8_lossy(&output).into_owned(),

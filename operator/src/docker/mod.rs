@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bollard::query_parameters::{
-    CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
+    CreateImageOptionsBuilder, InspectContainerOptions, ListNetworksOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -562,17 +562,9 @@ impl Engine for BollardEngine {
         volumes: &[String],
         images: &[String],
     ) -> Result<Observed, EngineError> {
-        let filters = Self::label_filter(labels::PROJECT, project);
         let list = self
-            .docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(self.err("listing containers"))?;
+            .labelled_containers(labels::PROJECT, project, "listing containers")
+            .await?;
         let mut containers = Vec::new();
         for summary in list {
             // One-off containers (`docker-compose run`, a runbook's migration) are a person's,

@@ -134,6 +134,66 @@ impl Shared {
     }
 }
 
+/// A command started in a container with its output (and, if asked, its input) attached.
+pub(super) struct Attach {
+    pub exec_id: String,
+    pub output: Output,
+    pub input: Pin<Box<dyn AsyncWrite + Send>>,
+    /// `running "CMD" in container ID`, for messages.
+    pub context: String,
+}
+
+impl BollardEngine {
+    /// Starts `command` in the running container `id`; `env` entries (`K=V`) go to the exec
+    /// only.
+    pub(super) async fn attach(
+        &self,
+        id: &str,
+        command: &[String],
+        env: &[String],
+        stdin: bool,
+    ) -> Result<Attach, EngineError> {
+        let context = format!(
+            "running {:?} in container {}",
+            command.first().map(String::as_str).unwrap_or(""),
+            short_id(id)
+        );
+        let created = self
+            .docker
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(command.to_vec()),
+                    env: (!env.is_empty()).then(|| env.to_vec()),
+                    attach_stdin: Some(stdin),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(self.err(context.clone()))?;
+        let started = self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(self.err(context.clone()))?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(EngineError::Api {
+                context,
+                status: None,
+                message: "Docker started the command detached".into(),
+            });
+        };
+        Ok(Attach {
+            exec_id: created.id,
+            output,
+            input,
+            context,
+        })
+    }
+}
+
 /// The stdout of an [`ExecStream`].
 struct Stdout(Arc<Mutex<Shared>>);
 
@@ -288,38 +348,12 @@ impl BollardEngine {
         env: &[String],
         stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
     ) -> Result<ExecStream, EngineError> {
-        let context = format!(
-            "running {:?} in container {}",
-            command.first().map(String::as_str).unwrap_or(""),
-            short_id(id)
-        );
-        let created = self
-            .docker
-            .create_exec(
-                id,
-                CreateExecOptions {
-                    cmd: Some(command.to_vec()),
-                    env: (!env.is_empty()).then(|| env.to_vec()),
-                    attach_stdin: Some(stdin.is_some()),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(self.err(context.clone()))?;
-        let started = self
-            .docker
-            .start_exec(&created.id, None)
-            .await
-            .map_err(self.err(context.clone()))?;
-        let StartExecResults::Attached { output, input } = started else {
-            return Err(EngineError::Api {
-                context,
-                status: None,
-                message: "Docker started the command detached".into(),
-            });
-        };
+        let Attach {
+            exec_id,
+            output,
+            input,
+            context,
+        } = self.attach(id, command, env, stdin.is_some()).await?;
         let stdin = stdin.map(|source| tokio::spawn(feed(source, input)));
         let shared = Arc::new(Mutex::new(Shared {
             output,
@@ -337,7 +371,7 @@ impl BollardEngine {
                     shared,
                     stdin,
                     engine: self.clone(),
-                    exec_id: created.id,
+                    exec_id,
                     context,
                 }
                 .wait(),
