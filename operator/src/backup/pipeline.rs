@@ -16,8 +16,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 
 use super::destination::{DestinationError, Upload};
-use super::BackupError;
 use crate::act::reading::{poll_seen, Seen, Tally};
+use crate::api::{Failure, Reason};
 
 /// Size of the chunks handed to the destination.
 const CHUNK: usize = 1 << 20;
@@ -42,7 +42,7 @@ pub async fn store(
     level: i32,
     upload: &mut dyn Upload,
     progress: &AtomicU64,
-) -> Result<Sealed, BackupError> {
+) -> Result<Sealed, Failure> {
     let raw = Tally::new(source);
     let raw_count = raw.count();
     let mut encoder =
@@ -54,7 +54,10 @@ pub async fn store(
         // Fill a whole chunk when the source allows: fewer, larger writes to the destination.
         while buf.len() < CHUNK {
             let n = encoder.read_buf(&mut buf).await.map_err(|e| {
-                BackupError::DumpFailed(format!("reading the dump stream failed: {e}"))
+                Failure::new(
+                    Reason::DumpFailed,
+                    format!("reading the dump stream failed: {e}"),
+                )
             })?;
             if n == 0 {
                 break;
@@ -81,10 +84,7 @@ pub async fn store(
 
 /// Commits `upload` when the backup that wrote it succeeded, aborts it otherwise, so nothing
 /// partial is ever visible.
-pub async fn settle<T>(
-    upload: Box<dyn Upload>,
-    written: Result<T, BackupError>,
-) -> Result<T, BackupError> {
+pub async fn settle<T>(upload: Box<dyn Upload>, written: Result<T, Failure>) -> Result<T, Failure> {
     match written {
         Ok(done) => {
             upload.commit().await.map_err(destination_error)?;
@@ -102,10 +102,10 @@ pub async fn settle<T>(
 }
 
 /// A destination failure as a backup failure.
-pub fn destination_error(e: DestinationError) -> BackupError {
+pub fn destination_error(e: DestinationError) -> Failure {
     match e {
-        DestinationError::Full(m) => BackupError::DiskFull(m),
-        other => BackupError::DestinationUnreachable(other.to_string()),
+        DestinationError::Full(m) => Failure::new(Reason::DiskFull, m),
+        other => Failure::new(Reason::DestinationUnreachable, other.to_string()),
     }
 }
 
@@ -120,13 +120,13 @@ impl Digest256 {
     }
 
     /// Fails with ChecksumMismatch unless the whole stream was read and hashed to `expected`.
-    pub fn check(&self, expected: &str, what: &str) -> Result<(), BackupError> {
+    pub fn check(&self, expected: &str, what: &str) -> Result<(), Failure> {
         match self.get() {
             Some(d) if d == expected => Ok(()),
-            Some(d) => Err(BackupError::ChecksumMismatch(format!(
+            Some(d) => Err(Failure::new(Reason::ChecksumMismatch, format!(
                 "{what}: the stored bytes hash to sha256 {d}, but the manifest records {expected}; the backup is damaged, use an older one"
             ))),
-            None => Err(BackupError::ChecksumMismatch(format!(
+            None => Err(Failure::new(Reason::ChecksumMismatch, format!(
                 "{what}: the stored object was not read to its end, so its checksum is unknown"
             ))),
         }
@@ -264,7 +264,7 @@ mod tests {
             Ok(_) => digest.check(&sealed.sha256, "pg-1").unwrap_err(),
             Err(_) => digest.check(&sealed.sha256, "pg-1").unwrap_err(),
         };
-        assert!(matches!(err, BackupError::ChecksumMismatch(_)), "{err}");
+        assert!(err.reason == Reason::ChecksumMismatch, "{err}");
     }
 
     #[tokio::test]
@@ -272,6 +272,6 @@ mod tests {
         let err = store(&data()[..], 3, &mut Full, &AtomicU64::new(0))
             .await
             .unwrap_err();
-        assert!(matches!(err, BackupError::DiskFull(_)), "{err}");
+        assert!(err.reason == Reason::DiskFull, "{err}");
     }
 }

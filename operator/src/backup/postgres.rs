@@ -19,9 +19,10 @@ use tokio_postgres::Client;
 
 use super::destination::Upload;
 use super::pipeline::{self, Sealed};
-use super::{BackupError, Manifest};
+use super::Manifest;
 use crate::act::chain;
 use crate::act::reading::{FirstError, Tally};
+use crate::api::{Failure, Reason};
 use crate::docker::{short_id, Engine, EngineError};
 
 /// Scratch databases of restore tests are named `stackwarden_verify_PID_MICROS`.
@@ -62,7 +63,7 @@ pub async fn backup(
     mut upload: Box<dyn Upload>,
     level: i32,
     progress: &AtomicU64,
-) -> Result<Dumped, BackupError> {
+) -> Result<Dumped, Failure> {
     let dumped = dump(pg, &mut *upload, level, progress).await;
     pipeline::settle(upload, dumped)
         .await
@@ -77,7 +78,7 @@ pub async fn verify(
     stored: Reader,
     manifest: &Manifest,
     progress: &AtomicU64,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     verify_inner(pg, stored, manifest, progress)
         .await
         .map_err(|e| pg.masked(e))
@@ -94,7 +95,7 @@ pub async fn restore(
     stored: Reader,
     manifest: &Manifest,
     progress: &AtomicU64,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     restore_inner(pg, stored, manifest, progress)
         .await
         .map_err(|e| pg.masked(e))
@@ -103,7 +104,7 @@ pub async fn restore(
 /// Drops the scratch databases (`stackwarden_verify_*`) and the `DB_restore` database an
 /// operator killed mid-verify or mid-restore left behind. Idempotent. Not to be called while a
 /// verify or restore of the same server is running.
-pub async fn clean_scratch(pg: &Postgres<'_>) -> Result<(), BackupError> {
+pub async fn clean_scratch(pg: &Postgres<'_>) -> Result<(), Failure> {
     async {
         let admin = pg.maintenance(None).await?;
         let rows = admin
@@ -119,10 +120,13 @@ pub async fn clean_scratch(pg: &Postgres<'_>) -> Result<(), BackupError> {
         for row in rows {
             let name: String = row.get(0);
             drop_db(&admin, &name).await.map_err(|e| {
-                BackupError::DatabaseUnreachable(format!(
-                    "dropping the leftover scratch database {name}: {}",
-                    chain(&e)
-                ))
+                Failure::new(
+                    Reason::DatabaseUnreachable,
+                    format!(
+                        "dropping the leftover scratch database {name}: {}",
+                        chain(&e)
+                    ),
+                )
             })?;
             tracing::info!(database = %name, "dropped a leftover scratch database");
         }
@@ -137,14 +141,14 @@ async fn dump(
     upload: &mut dyn Upload,
     level: i32,
     progress: &AtomicU64,
-) -> Result<Dumped, BackupError> {
+) -> Result<Dumped, Failure> {
     let db = &pg.database;
     let client = pg.connect(db).await?;
     let failed = |what: &str, e: tokio_postgres::Error| {
-        BackupError::DumpFailed(format!(
-            "backup of database {db}: {what} failed: {}",
-            chain(&e)
-        ))
+        Failure::new(
+            Reason::DumpFailed,
+            format!("backup of database {db}: {what} failed: {}", chain(&e)),
+        )
     };
     let snapshot = Snapshot::take(&client)
         .await
@@ -231,12 +235,13 @@ fn dump_ended(
     pg: &Postgres<'_>,
     exited: crate::docker::Exited,
     sealed: &pipeline::Sealed,
-) -> Result<(), BackupError> {
+) -> Result<(), Failure> {
     let db = &pg.database;
     let (code, stderr) = exited.map_err(|e| {
-        BackupError::DumpFailed(format!(
-            "backup of database {db}: {e}; check that the database service is running"
-        ))
+        Failure::new(
+            Reason::DumpFailed,
+            format!("backup of database {db}: {e}; check that the database service is running"),
+        )
     })?;
     if code != 0 {
         let hint = if code == 137 || code == 143 || code < 0 {
@@ -244,17 +249,23 @@ fn dump_ended(
         } else {
             ""
         };
-        return Err(BackupError::DumpFailed(format!(
-            "pg_dump of database {db} in container {} exited with code {code}{hint}: {}",
-            short_id(&pg.container),
-            tail(&stderr)
-        )));
+        return Err(Failure::new(
+            Reason::DumpFailed,
+            format!(
+                "pg_dump of database {db} in container {} exited with code {code}{hint}: {}",
+                short_id(&pg.container),
+                tail(&stderr)
+            ),
+        ));
     }
     if sealed.raw_size == 0 {
-        return Err(BackupError::DumpFailed(format!(
-            "pg_dump of database {db} exited cleanly but wrote nothing: {}",
-            tail(&stderr)
-        )));
+        return Err(Failure::new(
+            Reason::DumpFailed,
+            format!(
+                "pg_dump of database {db} exited cleanly but wrote nothing: {}",
+                tail(&stderr)
+            ),
+        ));
     }
     Ok(())
 }
@@ -264,7 +275,7 @@ async fn verify_inner(
     stored: Reader,
     manifest: &Manifest,
     progress: &AtomicU64,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     let admin = pg.maintenance(None).await?;
     let scratch = format!(
         "{SCRATCH_PREFIX}{}_{}",
@@ -275,7 +286,7 @@ async fn verify_inner(
         create_db(&admin, &scratch, &pg.database)
             .await
             .map_err(|e| {
-                BackupError::VerificationFailed(format!(
+                Failure::new(Reason::VerificationFailed, format!(
                     "creating the scratch database {scratch} failed: {}; the user {} needs the CREATEDB privilege",
                     chain(&e),
                     pg.user
@@ -287,7 +298,7 @@ async fn verify_inner(
             stored,
             manifest,
             progress,
-            BackupError::VerificationFailed,
+            Reason::VerificationFailed,
         )
         .await
     }
@@ -308,15 +319,18 @@ async fn restore_inner(
     stored: Reader,
     manifest: &Manifest,
     progress: &AtomicU64,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     let db = &pg.database;
     let loading = restore_name(db);
     let admin = pg.maintenance(Some(db)).await?;
     let failed = |what: String, e: tokio_postgres::Error| {
-        BackupError::RestoreFailed(format!(
-            "restore of database {db}: {what} failed: {}; the database {db} is unchanged",
-            chain(&e)
-        ))
+        Failure::new(
+            Reason::RestoreFailed,
+            format!(
+                "restore of database {db}: {what} failed: {}; the database {db} is unchanged",
+                chain(&e)
+            ),
+        )
     };
     drop_db(&admin, &loading)
         .await
@@ -331,7 +345,7 @@ async fn restore_inner(
             stored,
             manifest,
             progress,
-            BackupError::RestoreFailed,
+            Reason::RestoreFailed,
         )
         .await?;
         let kept = swap(&admin, db, &loading)
@@ -429,8 +443,8 @@ async fn load(
     stored: Reader,
     manifest: &Manifest,
     progress: &AtomicU64,
-    fail: fn(String) -> BackupError,
-) -> Result<String, BackupError> {
+    fail: Reason,
+) -> Result<String, Failure> {
     let fed = feed(pg, database, stored, progress).await?;
     fed.intact(manifest, database, fail)?;
     let client = pg.connect(database).await?;
@@ -440,19 +454,22 @@ async fn load(
     }
     .await
     .map_err(|e| {
-        fail(format!(
-            "counting the rows restored into {database}: {}",
-            chain(&e)
-        ))
+        Failure::new(
+            fail,
+            format!("counting the rows restored into {database}: {}", chain(&e)),
+        )
     })?;
     drop(client);
     let differences = compare(&manifest.row_counts, &counted);
     if !differences.is_empty() {
-        return Err(fail(format!(
+        return Err(Failure::new(
+            fail,
+            format!(
             "backup {} restored, but its row counts differ from those recorded at backup time: {}",
             manifest.id,
             differences.join("; ")
-        )));
+        ),
+        ));
     }
     let rows: u64 = counted.values().sum();
     Ok(format!(
@@ -478,7 +495,7 @@ async fn feed(
     database: &str,
     stored: Reader,
     progress: &AtomicU64,
-) -> Result<Fed, BackupError> {
+) -> Result<Fed, Failure> {
     let source = Tally::new(stored);
     let source_error = source.error();
     let (decoded, digest) = pipeline::restored(Box::new(source));
@@ -536,36 +553,37 @@ async fn feed(
 impl Fed {
     /// Whether the backup went in whole and undamaged: a failed read, a wrong checksum or a
     /// stream that does not decompress come before pg_restore's own exit.
-    fn intact(
-        self,
-        manifest: &Manifest,
-        database: &str,
-        fail: fn(String) -> BackupError,
-    ) -> Result<(), BackupError> {
+    fn intact(self, manifest: &Manifest, database: &str, fail: Reason) -> Result<(), Failure> {
         if let Some(e) = self.source_error.get() {
-            return Err(BackupError::DestinationUnreachable(format!(
-                "reading backup {} from the destination failed: {e}",
-                manifest.id
-            )));
+            return Err(Failure::new(
+                Reason::DestinationUnreachable,
+                format!(
+                    "reading backup {} from the destination failed: {e}",
+                    manifest.id
+                ),
+            ));
         }
         if self.digest.get().is_some_and(|d| d != manifest.sha256) {
             return self.digest.check(&manifest.sha256, &manifest.id);
         }
         if let Some(e) = self.decode_error.get() {
-            return Err(BackupError::ChecksumMismatch(format!(
+            return Err(Failure::new(Reason::ChecksumMismatch, format!(
                 "backup {}: the stored object does not decompress ({e}); the backup is damaged, use an older one",
                 manifest.id
             )));
         }
-        let (code, stderr) = self
-            .exited
-            .map_err(|e| fail(format!("pg_restore of backup {}: {e}", manifest.id)))?;
+        let (code, stderr) = self.exited.map_err(|e| {
+            Failure::new(fail, format!("pg_restore of backup {}: {e}", manifest.id))
+        })?;
         if code != 0 {
-            return Err(fail(format!(
-                "pg_restore of backup {} into database {database} exited with code {code}: {}",
-                manifest.id,
-                tail(&stderr)
-            )));
+            return Err(Failure::new(
+                fail,
+                format!(
+                    "pg_restore of backup {} into database {database} exited with code {code}: {}",
+                    manifest.id,
+                    tail(&stderr)
+                ),
+            ));
         }
         self.digest.check(&manifest.sha256, &manifest.id)
     }
@@ -684,21 +702,11 @@ impl Postgres<'_> {
             .collect()
     }
 
-    fn masked(&self, e: BackupError) -> BackupError {
-        let Some(secret) = self.password.as_deref() else {
-            return e;
-        };
-        let m = |s: String| crate::compose::mask(&s, &BTreeMap::new(), &[secret]);
-        use BackupError as B;
-        match e {
-            B::DatabaseUnreachable(s) => B::DatabaseUnreachable(m(s)),
-            B::DumpFailed(s) => B::DumpFailed(m(s)),
-            B::DiskFull(s) => B::DiskFull(m(s)),
-            B::DestinationUnreachable(s) => B::DestinationUnreachable(m(s)),
-            B::ChecksumMismatch(s) => B::ChecksumMismatch(m(s)),
-            B::VerificationFailed(s) => B::VerificationFailed(m(s)),
-            B::RestoreFailed(s) => B::RestoreFailed(m(s)),
-            B::Interrupted(s) => B::Interrupted(m(s)),
+    /// The failure with the password masked, whatever produced it.
+    fn masked(&self, e: Failure) -> Failure {
+        match self.password.as_deref() {
+            Some(secret) => Failure::masked(e.reason, &e.message, &BTreeMap::new(), &[secret]),
+            None => e,
         }
     }
 
@@ -710,7 +718,7 @@ impl Postgres<'_> {
     }
 
     /// A session on `database`, its connection driven by a task that ends with the client.
-    async fn connect(&self, database: &str) -> Result<Client, BackupError> {
+    async fn connect(&self, database: &str) -> Result<Client, Failure> {
         let login = crate::act::postgres::Login {
             addr: self.addr,
             user: &self.user,
@@ -720,18 +728,21 @@ impl Postgres<'_> {
             timeout: Some(CONNECT_TIMEOUT),
         };
         crate::act::postgres::connect(&login).await.map_err(|e| {
-            BackupError::DatabaseUnreachable(format!(
-                "cannot log in to PostgreSQL as {} to database {database} at {}: {e}; {}",
-                self.user,
-                self.addr,
-                self.hint()
-            ))
+            Failure::new(
+                Reason::DatabaseUnreachable,
+                format!(
+                    "cannot log in to PostgreSQL as {} to database {database} at {}: {e}; {}",
+                    self.user,
+                    self.addr,
+                    self.hint()
+                ),
+            )
         })
     }
 
     /// A session for CREATE/DROP/ALTER DATABASE: on `postgres`, else `template1`, else the
     /// target database itself unless it is `avoid` (a database cannot be renamed from inside).
-    async fn maintenance(&self, avoid: Option<&str>) -> Result<Client, BackupError> {
+    async fn maintenance(&self, avoid: Option<&str>) -> Result<Client, Failure> {
         let mut first = None;
         for db in ["postgres", "template1", self.database.as_str()] {
             if Some(db) == avoid {
@@ -747,13 +758,16 @@ impl Postgres<'_> {
         Err(first.expect("at least one database was tried"))
     }
 
-    fn unreachable_or(&self, what: &str, e: tokio_postgres::Error) -> BackupError {
-        BackupError::DatabaseUnreachable(format!("{what}: {}; {}", chain(&e), self.hint()))
+    fn unreachable_or(&self, what: &str, e: tokio_postgres::Error) -> Failure {
+        Failure::new(
+            Reason::DatabaseUnreachable,
+            format!("{what}: {}; {}", chain(&e), self.hint()),
+        )
     }
 
     /// The exec could not start: the container is not running, or the engine is unreachable.
-    fn exec_unreachable(&self, e: EngineError) -> BackupError {
-        BackupError::DatabaseUnreachable(format!("{e}; {}", self.hint()))
+    fn exec_unreachable(&self, e: EngineError) -> Failure {
+        Failure::new(Reason::DatabaseUnreachable, format!("{e}; {}", self.hint()))
     }
 }
 

@@ -12,8 +12,9 @@ use tokio::io::AsyncRead;
 
 use super::destination::Upload;
 use super::pipeline::{self, Sealed};
-use super::{BackupError, Manifest};
+use super::Manifest;
 use crate::act::reading::Tally;
+use crate::api::{Failure, Reason};
 use crate::docker::{short_id, Engine, EngineError, FileStat};
 
 /// How long a `BGSAVE` (and, after a restore or in a restore test, loading the dump) may take.
@@ -56,7 +57,7 @@ pub async fn backup(
     mut upload: Box<dyn Upload>,
     level: i32,
     progress: &AtomicU64,
-) -> Result<Snapshotted, BackupError> {
+) -> Result<Snapshotted, Failure> {
     let snapshotted = snapshot(r, upload.as_mut(), level, progress).await;
     pipeline::settle(upload, snapshotted).await
 }
@@ -66,7 +67,7 @@ async fn snapshot(
     upload: &mut dyn Upload,
     level: i32,
     progress: &AtomicU64,
-) -> Result<Snapshotted, BackupError> {
+) -> Result<Snapshotted, Failure> {
     let mut conn = connect(r).await?;
     bgsave(r, &mut conn).await?;
     let key_counts = keyspace(&info(r, &mut conn, "keyspace").await?);
@@ -80,9 +81,10 @@ async fn snapshot(
         .await
         .map(|(_, bytes)| bytes)
         .map_err(|e| {
-            BackupError::DumpFailed(format!(
-                "the save completed but its file could not be read: {e}"
-            ))
+            Failure::new(
+                Reason::DumpFailed,
+                format!("the save completed but its file could not be read: {e}"),
+            )
         })?;
     let sealed = pipeline::store(source, level, upload, progress).await?;
     Ok(Snapshotted {
@@ -93,7 +95,7 @@ async fn snapshot(
 }
 
 /// Starts a save and waits until it has ended well.
-async fn bgsave(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<(), BackupError> {
+async fn bgsave(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<(), Failure> {
     let deadline = Instant::now() + SAVE_TIMEOUT;
     let before: i64;
     loop {
@@ -107,7 +109,7 @@ async fn bgsave(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<(), B
             // Another save (or an AOF rewrite) started between our check and our request.
             Err(e) if busy(&e) => {
                 if Instant::now() > deadline {
-                    return Err(BackupError::DumpFailed(r.masked(&format!(
+                    return Err(Failure::new(Reason::DumpFailed, r.masked(&format!(
                         "{}: BGSAVE was refused for {} s because another save or rewrite kept running ({e})",
                         r.what(),
                         SAVE_TIMEOUT.as_secs()
@@ -116,10 +118,13 @@ async fn bgsave(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<(), B
                 tokio::time::sleep(POLL).await;
             }
             Err(e) => {
-                return Err(BackupError::DumpFailed(r.masked(&format!(
+                return Err(Failure::new(
+                    Reason::DumpFailed,
+                    r.masked(&format!(
                 "{}: BGSAVE failed: {e}; check the server's log and that it may write to its dir",
                 r.what()
-            ))))
+            )),
+                ))
             }
         }
     }
@@ -128,14 +133,14 @@ async fn bgsave(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<(), B
     let persistence = info(r, conn, "persistence").await?;
     let status = info_field(&persistence, "rdb_last_bgsave_status").unwrap_or("");
     if status != "ok" {
-        return Err(BackupError::DumpFailed(format!(
+        return Err(Failure::new(Reason::DumpFailed, format!(
             "{}: the background save failed (rdb_last_bgsave_status:{status}); check the server's log (docker logs) for the reason, often a full disk or a dir it may not write",
             r.what()
         )));
     }
     let after: i64 = query(r, conn, redis::cmd("LASTSAVE")).await?;
     if after < before {
-        return Err(BackupError::DumpFailed(format!(
+        return Err(Failure::new(Reason::DumpFailed, format!(
             "{}: LASTSAVE went back from {before} to {after} during the save; was the server restarted?",
             r.what()
         )));
@@ -153,18 +158,21 @@ async fn wait_no_save(
     r: &Redis<'_>,
     conn: &mut MultiplexedConnection,
     deadline: Instant,
-) -> Result<(), BackupError> {
+) -> Result<(), Failure> {
     loop {
         let p = info(r, conn, "persistence").await?;
         if info_field(&p, "rdb_bgsave_in_progress") != Some("1") {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(BackupError::DumpFailed(format!(
-                "{}: the background save did not finish within {} s",
-                r.what(),
-                SAVE_TIMEOUT.as_secs()
-            )));
+            return Err(Failure::new(
+                Reason::DumpFailed,
+                format!(
+                    "{}: the background save did not finish within {} s",
+                    r.what(),
+                    SAVE_TIMEOUT.as_secs()
+                ),
+            ));
         }
         tokio::time::sleep(POLL).await;
     }
@@ -178,7 +186,7 @@ pub async fn verify(
     stored: Box<dyn AsyncRead + Send + Unpin>,
     manifest: &Manifest,
     progress: &AtomicU64,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     let name = format!(
         "{}{}",
         scratch_prefix(r),
@@ -202,18 +210,24 @@ pub async fn verify(
         .create_scratch(&r.image, &name, &cmd, None)
         .await
         .map_err(|e| {
-            BackupError::VerificationFailed(format!(
-                "restore test of {}: could not create a scratch Redis from {}: {e}",
-                manifest.id, r.image
-            ))
+            Failure::new(
+                Reason::VerificationFailed,
+                format!(
+                    "restore test of {}: could not create a scratch Redis from {}: {e}",
+                    manifest.id, r.image
+                ),
+            )
         })?;
     let result = verify_in(r, &id, stored, manifest, progress).await;
     let removed = r.engine.remove_container(&id, Some(0)).await;
     match (result, removed) {
-        (Ok(_), Err(e)) => Err(BackupError::VerificationFailed(format!(
+        (Ok(_), Err(e)) => Err(Failure::new(
+            Reason::VerificationFailed,
+            format!(
             "restore test of {} passed, but its scratch container {name} could not be removed: {e}",
             manifest.id
-        ))),
+        ),
+        )),
         (result, _) => result,
     }
 }
@@ -224,9 +238,9 @@ async fn verify_in(
     stored: Box<dyn AsyncRead + Send + Unpin>,
     manifest: &Manifest,
     progress: &AtomicU64,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     let what = format!("restore test of {}", manifest.id);
-    let failed = |m: String| BackupError::VerificationFailed(format!("{what}: {m}"));
+    let failed = |m: String| Failure::new(Reason::VerificationFailed, format!("{what}: {m}"));
     let path = format!("{VERIFY_DIR}/{VERIFY_FILE}");
     let to = Put {
         container: scratch,
@@ -307,13 +321,13 @@ pub async fn restore(
     stored: Box<dyn AsyncRead + Send + Unpin>,
     manifest: &Manifest,
     progress: &AtomicU64,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     let what = format!(
         "restore of {} into container {}",
         manifest.id,
         short_id(&r.container)
     );
-    let failed = |m: String| BackupError::RestoreFailed(format!("{what}: {m}"));
+    let failed = |m: String| Failure::new(Reason::RestoreFailed, format!("{what}: {m}"));
     let Files {
         dir,
         dump,
@@ -391,8 +405,8 @@ impl Files {
     /// not the dump).
     async fn of(
         r: &Redis<'_>,
-        failed: &(dyn Fn(String) -> BackupError + Sync),
-    ) -> Result<Self, BackupError> {
+        failed: &(dyn Fn(String) -> Failure + Sync),
+    ) -> Result<Self, Failure> {
         let mut conn = connect(r).await?;
         let aof = config_get(r, &mut conn, "appendonly").await?;
         if aof == "yes" {
@@ -445,17 +459,17 @@ async fn swap_in(r: &Redis<'_>, dump: &str, staged: &str, kept: &str) -> Result<
 
 /// Removes the scratch containers of this service's restore tests left by an operator that was
 /// stopped mid-test. Idempotent; call it when no restore test of this service runs.
-pub async fn clean_scratch(r: &Redis<'_>) -> Result<(), BackupError> {
+pub async fn clean_scratch(r: &Redis<'_>) -> Result<(), Failure> {
     let ids = r
         .engine
         .scratch_containers(&scratch_prefix(r))
         .await
-        .map_err(|e| BackupError::VerificationFailed(e.to_string()))?;
+        .map_err(|e| Failure::new(Reason::VerificationFailed, e.to_string()))?;
     for id in ids {
         r.engine
             .remove_container(&id, Some(0))
             .await
-            .map_err(|e| BackupError::VerificationFailed(e.to_string()))?;
+            .map_err(|e| Failure::new(Reason::VerificationFailed, e.to_string()))?;
     }
     Ok(())
 }
@@ -482,8 +496,8 @@ impl Redis<'_> {
         }
     }
 
-    fn unreachable(&self, what: &str, detail: &dyn std::fmt::Display) -> BackupError {
-        BackupError::DatabaseUnreachable(self.masked(&format!(
+    fn unreachable(&self, what: &str, detail: &dyn std::fmt::Display) -> Failure {
+        Failure::new(Reason::DatabaseUnreachable, self.masked(&format!(
             "{}: {what} ({detail}); check that the service runs and that its password variable holds the server's password (requirepass)",
             self.what()
         )))
@@ -491,7 +505,7 @@ impl Redis<'_> {
 }
 
 /// Connects (and authenticates) to the service, after checking its container runs.
-async fn connect(r: &Redis<'_>) -> Result<MultiplexedConnection, BackupError> {
+async fn connect(r: &Redis<'_>) -> Result<MultiplexedConnection, Failure> {
     let brief = r
         .engine
         .brief(&r.container)
@@ -525,7 +539,7 @@ async fn query<T: redis::FromRedisValue>(
     r: &Redis<'_>,
     conn: &mut MultiplexedConnection,
     cmd: redis::Cmd,
-) -> Result<T, BackupError> {
+) -> Result<T, Failure> {
     cmd.query_async(conn)
         .await
         .map_err(|e| r.unreachable("a command failed", &e))
@@ -535,7 +549,7 @@ async fn info(
     r: &Redis<'_>,
     conn: &mut MultiplexedConnection,
     section: &str,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     let mut cmd = redis::cmd("INFO");
     cmd.arg(section);
     query(r, conn, cmd).await
@@ -545,21 +559,24 @@ async fn config_get(
     r: &Redis<'_>,
     conn: &mut MultiplexedConnection,
     name: &str,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     let mut cmd = redis::cmd("CONFIG");
     cmd.arg("GET").arg(name);
     let pair: Vec<String> = cmd.query_async(conn).await.map_err(|e| {
-        BackupError::DumpFailed(r.masked(&format!(
+        Failure::new(Reason::DumpFailed, r.masked(&format!(
             "{}: CONFIG GET {name} failed ({e}); the backup needs CONFIG (is it renamed or forbidden by an ACL?)",
             r.what()
         )))
     })?;
     pair.into_iter().nth(1).ok_or_else(|| {
-        BackupError::DumpFailed(format!("{}: CONFIG GET {name} answered nothing", r.what()))
+        Failure::new(
+            Reason::DumpFailed,
+            format!("{}: CONFIG GET {name} answered nothing", r.what()),
+        )
     })
 }
 
-async fn dump_path(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<String, BackupError> {
+async fn dump_path(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<String, Failure> {
     let dir = config_get(r, conn, "dir").await?;
     let file = config_get(r, conn, "dbfilename").await?;
     Ok(format!("{}/{file}", dir.trim_end_matches('/')))
@@ -602,15 +619,15 @@ fn counts(c: &BTreeMap<u32, u64>) -> String {
 /// Why putting a backup into a container failed, before it is worded for the caller.
 enum PutError {
     /// Checksum, decompression or size: the backup itself is bad.
-    Damaged(BackupError),
+    Damaged(Failure),
     /// Reading the stored object failed.
-    Destination(BackupError),
+    Destination(Failure),
     /// Docker refused or failed.
     Engine(String),
 }
 
 impl PutError {
-    fn into_error(self, other: impl FnOnce(String) -> BackupError) -> BackupError {
+    fn into_error(self, other: impl FnOnce(String) -> Failure) -> Failure {
         match self {
             PutError::Damaged(e) | PutError::Destination(e) => e,
             PutError::Engine(m) => other(m),
@@ -662,7 +679,8 @@ async fn put_backup(
     };
     progress.store(source_read.load(Ordering::Relaxed), Ordering::Relaxed);
     if let Some(e) = source_err.get() {
-        return Err(PutError::Destination(BackupError::DestinationUnreachable(
+        return Err(PutError::Destination(Failure::new(
+            Reason::DestinationUnreachable,
             format!("{what}: reading the stored backup failed: {e}"),
         )));
     }
@@ -673,9 +691,12 @@ async fn put_backup(
             .map_err(PutError::Damaged)?;
     }
     if let Some(e) = decoded_err.get() {
-        return Err(PutError::Damaged(BackupError::ChecksumMismatch(format!(
+        return Err(PutError::Damaged(Failure::new(
+            Reason::ChecksumMismatch,
+            format!(
             "{what}: the stored backup does not decompress ({e}); it is damaged, use an older one"
-        ))));
+        ),
+        )));
     }
     let written = decoded_count.load(Ordering::Relaxed);
     if written != manifest.raw_size && (result.is_err() || written > manifest.raw_size) {
@@ -689,11 +710,15 @@ async fn put_backup(
             manifest.raw_size
         );
         return Err(PutError::Damaged(if digest.get().is_none() {
-            BackupError::ChecksumMismatch(format!("{damage}; it is damaged, use an older one"))
+            Failure::new(
+                Reason::ChecksumMismatch,
+                format!("{damage}; it is damaged, use an older one"),
+            )
         } else {
-            BackupError::ChecksumMismatch(format!(
-                "{damage}, although its checksum matches: the manifest is wrong"
-            ))
+            Failure::new(
+                Reason::ChecksumMismatch,
+                format!("{damage}, although its checksum matches: the manifest is wrong"),
+            )
         }));
     }
     result.map_err(|e: EngineError| PutError::Engine(e.to_string()))?;

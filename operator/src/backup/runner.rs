@@ -19,10 +19,11 @@ use tracing::{info, warn};
 use super::destination::{local::LocalDir, s3, Destination, DestinationError};
 use super::pipeline::destination_error;
 use super::plan::{self, Decision, Requests};
-use super::{backup_id, postgres, redis, BackupError, Kind, Manifest, Verification};
+use super::{backup_id, postgres, redis, Kind, Manifest, Verification};
 use crate::api::{
-    BackupRecord, BackupTarget, BackupTargetStatus, DeployBackup, DeployBackupState, FailureRecord,
-    Job, RestoreRecord, RunningJob, ServiceStack, Trigger, VerificationRecord,
+    BackupRecord, BackupTarget, BackupTargetStatus, DeployBackup, DeployBackupState, Failure,
+    FailureRecord, Job, Reason, RestoreRecord, RunningJob, ServiceStack, Trigger,
+    VerificationRecord,
 };
 use crate::compose::Project;
 use crate::docker::{Engine, Observed};
@@ -48,7 +49,7 @@ struct Live {
 pub struct Finished {
     /// The backup taken, tested or restored (None when no backup could be found).
     pub id: Option<String>,
-    pub result: Result<Done, BackupError>,
+    pub result: Result<Done, Failure>,
 }
 
 #[derive(Clone, Debug)]
@@ -264,7 +265,7 @@ impl DestinationConfig {
         }))
     }
 
-    pub fn open(&self) -> Result<Box<dyn Destination>, BackupError> {
+    pub fn open(&self) -> Result<Box<dyn Destination>, Failure> {
         match self {
             Self::Local(dir) => Ok(Box::new(LocalDir::new(dir.clone()))),
             Self::S3(cfg) => Ok(Box::new(
@@ -533,7 +534,7 @@ async fn recover(ctx: &Ctx<'_>, st: &mut BackupTargetStatus, now: DateTime<Utc>,
         }
         let f = Finished {
             id: Some(running.id.clone()).filter(|i| !i.is_empty()),
-            result: Err(BackupError::Interrupted(format!(
+            result: Err(Failure::new(Reason::Interrupted, format!(
                 "the operator stopped in the middle of this {} {} times; it is not retried again. Look for why the operator restarts (logs, OOM kills), then ask for a new one",
                 job_word(running.job),
                 running.attempt
@@ -613,10 +614,11 @@ fn to_pause(project: &Project, target: &BackupTarget) -> Vec<String> {
     paused.into_iter().collect()
 }
 
-fn prepare(ctx: &Ctx<'_>, running: &RunningJob) -> Result<Work, BackupError> {
+fn prepare(ctx: &Ctx<'_>, running: &RunningJob) -> Result<Work, Failure> {
     let vars = &ctx.stack.spec.variables;
     let secret = |v: &Option<String>| v.as_ref().and_then(|n| vars.get(n)).cloned();
-    let unreachable = |e: crate::probe::ProbeError| BackupError::DatabaseUnreachable(e.message);
+    let unreachable =
+        |e: crate::probe::ProbeError| Failure::new(Reason::DatabaseUnreachable, e.message);
     let source = match (&ctx.target.postgres, &ctx.target.redis) {
         (Some(pg), _) => Source::Postgres {
             container: ctx
@@ -690,7 +692,7 @@ fn fold(
     pass.ended.push((
         target.name.clone(),
         running.job,
-        f.result.as_ref().err().map(BackupError::reason),
+        f.result.as_ref().err().map(|e| e.reason),
     ));
     let events = &mut pass.events;
     let name = &target.name;
@@ -806,7 +808,7 @@ struct Failed<'a> {
     running: &'a RunningJob,
     /// The backup it was about, `(none)` when none was found.
     id: &'a str,
-    error: BackupError,
+    error: Failure,
     now: DateTime<Utc>,
 }
 
@@ -815,7 +817,7 @@ impl Failed<'_> {
     /// last failure, and the warning event.
     fn fold(self, st: &mut BackupTargetStatus, name: &str, events: &mut Vec<StackEvent>) {
         let (running, id, now) = (self.running, self.id, self.now);
-        let reason = self.error.reason();
+        let reason = self.error.reason;
         let message = self.error.to_string();
         match running.job {
             Job::Verify => {
@@ -878,21 +880,25 @@ fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }
 
-async fn read_manifest(dest: &dyn Destination, id: &str) -> Result<Manifest, BackupError> {
+async fn read_manifest(dest: &dyn Destination, id: &str) -> Result<Manifest, Failure> {
     let bytes = dest
         .get_small(&Manifest::object_name(id))
         .await
         .map_err(|e| match e {
-            DestinationError::NotFound(_) => BackupError::RestoreFailed(format!(
-                "there is no backup {id} in {}; `stackwarden backups STACK` lists them",
-                dest.location("")
-            )),
+            DestinationError::NotFound(_) => Failure::new(
+                Reason::RestoreFailed,
+                format!(
+                    "there is no backup {id} in {}; `stackwarden backups STACK` lists them",
+                    dest.location("")
+                ),
+            ),
             other => destination_error(other),
         })?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        BackupError::ChecksumMismatch(format!(
-            "the manifest of {id} is not readable ({e}); the backup cannot be trusted"
-        ))
+        Failure::new(
+            Reason::ChecksumMismatch,
+            format!("the manifest of {id} is not readable ({e}); the backup cannot be trusted"),
+        )
     })
 }
 
@@ -900,7 +906,7 @@ async fn read_manifest(dest: &dyn Destination, id: &str) -> Result<Manifest, Bac
 /// manifest count.
 pub async fn catalog(
     dest: &dyn Destination,
-) -> Result<Vec<(Manifest, Option<Verification>)>, BackupError> {
+) -> Result<Vec<(Manifest, Option<Verification>)>, Failure> {
     let objects = dest.list().await.map_err(destination_error)?;
     let names: BTreeSet<&str> = objects.iter().map(|o| o.name.as_str()).collect();
     let mut out = Vec::new();
@@ -956,10 +962,10 @@ async fn execute(work: Work, job: RunningJob, progress: &AtomicU64) -> Finished 
             let Some(id) = id else {
                 return Finished {
                     id: None,
-                    result: Err(BackupError::VerificationFailed(format!(
-                        "there is no backup in {} to test yet",
-                        dest.location("")
-                    ))),
+                    result: Err(Failure::new(
+                        Reason::VerificationFailed,
+                        format!("there is no backup in {} to test yet", dest.location("")),
+                    )),
                 };
             };
             let result = test_or_restore(&work, dest.as_ref(), job.job, &id, progress).await;
@@ -998,7 +1004,7 @@ async fn backup(
     dest: &dyn Destination,
     job: &RunningJob,
     progress: &AtomicU64,
-) -> Result<Done, BackupError> {
+) -> Result<Done, Failure> {
     dest.clean_partial().await.map_err(destination_error)?;
     let kind = match work.source {
         Source::Postgres { .. } => Kind::Postgres,
@@ -1066,7 +1072,7 @@ async fn prune(dest: &dyn Destination, target: &BackupTarget) -> Pruned {
         .as_deref()
         .and_then(|z| z.parse().ok())
         .unwrap_or(chrono_tz::UTC);
-    let result: Result<(), BackupError> = async {
+    let result: Result<(), Failure> = async {
         let catalog = catalog(dest).await?;
         let candidates: Vec<super::retention::Candidate> = catalog
             .iter()
@@ -1117,13 +1123,14 @@ async fn test_or_restore(
     job: Job,
     id: &str,
     progress: &AtomicU64,
-) -> Result<Done, BackupError> {
+) -> Result<Done, Failure> {
     let manifest = read_manifest(dest, id).await?;
     let object = format!("{id}.{}", manifest.kind.suffix());
     let stored = dest.open(&object).await.map_err(|e| match e {
-        DestinationError::NotFound(_) => BackupError::ChecksumMismatch(format!(
-            "the data of backup {id} ({object}) is missing although its manifest exists"
-        )),
+        DestinationError::NotFound(_) => Failure::new(
+            Reason::ChecksumMismatch,
+            format!("the data of backup {id} ({object}) is missing although its manifest exists"),
+        ),
         other => destination_error(other),
     })?;
     if job == Job::Restore {
@@ -1132,9 +1139,10 @@ async fn test_or_restore(
                 .stop_container(container, *grace)
                 .await
                 .map_err(|e| {
-                    BackupError::RestoreFailed(format!(
-                        "stopping a service that uses the database failed: {e}"
-                    ))
+                    Failure::new(
+                        Reason::RestoreFailed,
+                        format!("stopping a service that uses the database failed: {e}"),
+                    )
                 })?;
         }
     }
@@ -1157,7 +1165,7 @@ async fn run_test_or_restore(
     stored: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
     manifest: &Manifest,
     progress: &AtomicU64,
-) -> Result<Done, BackupError> {
+) -> Result<Done, Failure> {
     match work.client() {
         Client::Postgres(pg) => {
             // Leftovers of a test or restore cut off by an operator restart.
