@@ -1194,3 +1194,7 @@ async fn run_test_or_restore(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "runner_tests.rs"]
+mod tests;
