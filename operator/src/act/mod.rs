@@ -22,6 +22,25 @@ pub fn chain(error: &dyn std::error::Error) -> String {
     message
 }
 
+/// A failure of one of these clients: its kind, and its message (with its causes) without the
+/// password.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ClientError<K> {
+    pub kind: K,
+    pub message: String,
+}
+
+impl<K> ClientError<K> {
+    /// `error`'s chain of causes as the message, `password` masked out of it.
+    fn of(kind: K, error: &dyn std::error::Error, password: Option<&str>) -> Self {
+        Self {
+            kind,
+            message: masked(&chain(error), password),
+        }
+    }
+}
+
 /// `text` with `password` (if any) replaced, whatever its length.
 fn masked(text: &str, password: Option<&str>) -> String {
     match password {

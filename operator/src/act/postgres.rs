@@ -42,21 +42,13 @@ pub enum Kind {
     Unreachable,
 }
 
-/// A failure of this client: its kind, and its message (with its causes) without the password.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct Error {
-    pub kind: Kind,
-    pub message: String,
-}
+/// A failure of this client, without the password.
+pub type Error = super::ClientError<Kind>;
 
 impl Error {
     /// Classifies `e`; `password` is masked out of the message.
     pub fn new(e: &tokio_postgres::Error, password: Option<&str>) -> Self {
-        Self {
-            kind: classify(e),
-            message: super::masked(&super::chain(e), password),
-        }
+        Self::of(classify(e), e, password)
     }
 }
 

@@ -40,21 +40,13 @@ pub enum Kind {
     Command,
 }
 
-/// A failure of this client: its kind, and its message (with its causes) without the password.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct Error {
-    pub kind: Kind,
-    pub message: String,
-}
+/// A failure of this client, without the password.
+pub type Error = super::ClientError<Kind>;
 
 impl Error {
     /// Classifies `e`; `password` is masked out of the message.
     pub fn new(e: &redis::RedisError, password: Option<&str>) -> Self {
-        Self {
-            kind: classify(e),
-            message: super::masked(&super::chain(e), password),
-        }
+        Self::of(classify(e), e, password)
     }
 }
 
@@ -83,10 +75,7 @@ pub fn classify(e: &redis::RedisError) -> Kind {
 
 /// Connects and authenticates.
 pub async fn connect(login: &Login<'_>) -> Result<MultiplexedConnection, Error> {
-    let misconfigured = |e: redis::RedisError| Error {
-        kind: Kind::Misconfigured,
-        message: super::masked(&super::chain(&e), login.password),
-    };
+    let misconfigured = |e: redis::RedisError| Error::of(Kind::Misconfigured, &e, login.password);
     let info = redis::IntoConnectionInfo::into_connection_info((
         login.addr.ip().to_string().as_str(),
         login.addr.port(),

@@ -3,33 +3,15 @@
 use chrono::TimeZone;
 
 use super::*;
-use crate::api::{BackupDestination, PostgresSource, Retention};
 use crate::store::EventType;
 
 fn target() -> BackupTarget {
-    BackupTarget {
-        name: "pg".into(),
-        postgres: Some(PostgresSource {
-            service: "postgres".into(),
-            database: "app".into(),
-            user: "app".into(),
-            password_variable: None,
-            port: None,
-        }),
-        redis: None,
-        schedule: None,
-        time_zone: None,
-        starting_deadline_seconds: 3600,
-        retention: Retention::default(),
-        verify: None,
-        destination: BackupDestination {
-            path: Some("/b".into()),
-            s3: None,
-        },
-        stale_after_hours: 24,
-        before_deploy: false,
-        compression_level: 3,
-    }
+    serde_json::from_value(serde_json::json!({
+        "name": "pg",
+        "postgres": {"service": "postgres", "database": "app", "user": "app"},
+        "destination": {"path": "/b"},
+    }))
+    .expect("a valid target")
 }
 
 fn t(minute: u32) -> DateTime<Utc> {
