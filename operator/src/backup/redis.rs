@@ -491,7 +491,7 @@ impl Redis<'_> {
     /// The message with the password masked, whatever produced it.
     fn masked(&self, message: &str) -> String {
         match &self.password {
-            Some(p) => crate::compose::mask(message, &BTreeMap::new(), &[p.as_str()]),
+            Some(p) => crate::api::mask(message, &BTreeMap::new(), &[p.as_str()]),
             None => message.to_owned(),
         }
     }
