@@ -2,9 +2,9 @@
 //! `pg_restore` inside its container (the exec needs no network and always matches the
 //! server's version), their bytes streamed through [`pipeline`](super::pipeline).
 //!
-//! The operator also logs in over TCP ([`crate::act::postgres`], as the probe does) for what is not a
-//! dump: the snapshot the dump is taken from, the row counts in that snapshot, and creating,
-//! dropping and renaming databases.
+//! The operator also logs in over TCP ([`crate::act::postgres`], as the probe does) for what
+//! is not a dump: the snapshot the dump is taken from, the row counts in that snapshot, and
+//! creating, dropping and renaming databases.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
