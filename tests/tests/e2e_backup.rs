@@ -237,7 +237,11 @@ async fn scheduled_backup_lands_with_manifest_and_a_restore_brings_back_dropped_
         "{:#?}",
         h.events()
     );
-    let reasons: Vec<String> = h.events().into_iter().map(|e| e.reason).collect();
+    let reasons: Vec<String> = h
+        .events()
+        .into_iter()
+        .map(|e| e.reason.to_string())
+        .collect();
     assert!(reasons.contains(&"Restored".to_owned()), "{reasons:?}");
 }
 

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod condition;
+pub mod event;
 pub mod failure;
 
 use std::collections::BTreeMap;
@@ -18,6 +19,7 @@ pub use backup::{
     RunningJob, S3Destination, Trigger, VerificationRecord, VerifySpec,
 };
 pub use condition::{Condition, ConditionStatus, ConditionType, Reason, Verdict};
+pub use event::EventReason;
 pub use failure::{mask, Failure};
 
 /// Docker engine used when `spec.docker.host` is not set.

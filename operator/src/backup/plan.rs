@@ -65,71 +65,72 @@ pub fn decide(
     requests: &Requests,
     now: DateTime<Utc>,
 ) -> Decision {
-    if let Some(r) = &requests.restore {
-        if status.handled_restore_request.as_ref() != Some(r) {
-            return Decision::Start {
-                job: Job::Restore,
-                trigger: Trigger::Manual,
-                slot: None,
-                backup: Some(restore_id(r).to_owned()),
-            };
-        }
+    requested(target, status, requests)
+        .or_else(|| scheduled(target, status, now))
+        .unwrap_or(Decision::Idle)
+}
+
+/// The first request not handled yet: a restore, the backup a deploy waits for, a backup, a
+/// restore test.
+fn requested(
+    target: &BackupTarget,
+    status: &BackupTargetStatus,
+    requests: &Requests,
+) -> Option<Decision> {
+    let manual = |job, backup| Decision::Start {
+        job,
+        trigger: Trigger::Manual,
+        slot: None,
+        backup,
+    };
+    fn new<'a>(request: &'a Option<String>, handled: &Option<String>) -> Option<&'a String> {
+        request.as_ref().filter(|r| handled.as_ref() != Some(*r))
+    }
+    if let Some(r) = new(&requests.restore, &status.handled_restore_request) {
+        return Some(manual(Job::Restore, Some(restore_id(r).to_owned())));
     }
     if let (Some(h), true) = (&requests.deploy, target.before_deploy) {
         if status.deploy_backup.as_ref().map(|d| &d.spec_hash) != Some(h) {
-            return Decision::Start {
+            return Some(Decision::Start {
                 job: Job::Backup,
                 trigger: Trigger::PreDeploy,
                 slot: None,
                 backup: None,
-            };
+            });
         }
     }
-    if let Some(r) = &requests.backup {
-        if status.handled_backup_request.as_ref() != Some(r) {
-            return Decision::Start {
-                job: Job::Backup,
-                trigger: Trigger::Manual,
-                slot: None,
-                backup: None,
-            };
-        }
+    if new(&requests.backup, &status.handled_backup_request).is_some() {
+        return Some(manual(Job::Backup, None));
     }
-    if let Some(r) = &requests.verify {
-        if status.handled_verify_request.as_ref() != Some(r) {
-            return Decision::Start {
-                job: Job::Verify,
-                trigger: Trigger::Manual,
-                slot: None,
-                backup: verify_id(r).map(str::to_owned),
-            };
-        }
-    }
+    new(&requests.verify, &status.handled_verify_request)
+        .map(|r| manual(Job::Verify, verify_id(r).map(str::to_owned)))
+}
+
+/// What the schedules ask for: the backup schedule, a restore test of a fresh backup
+/// (`verify.afterBackup`), the restore test schedule.
+fn scheduled(
+    target: &BackupTarget,
+    status: &BackupTargetStatus,
+    now: DateTime<Utc>,
+) -> Option<Decision> {
     let since = status.since.unwrap_or(now);
     let deadline = Duration::seconds(i64::from(target.starting_deadline_seconds));
     let tz = target.time_zone.as_deref();
-    if let Some(s) = target
-        .schedule
-        .as_deref()
-        .and_then(|s| SlotSchedule::parse(s, tz).ok())
-    {
-        match due(&s, status.last_slot, since, now, deadline) {
-            Due::Run { slot } => {
-                return Decision::Start {
-                    job: Job::Backup,
-                    trigger: Trigger::Scheduled,
-                    slot: Some(slot),
-                    backup: None,
-                }
-            }
-            Due::Missed { slot, .. } => {
-                return Decision::SkipSlot {
-                    job: Job::Backup,
-                    slot,
-                }
-            }
-            Due::Wait { .. } => {}
+    let slot = |job, schedule: Option<&str>, last_slot| {
+        let s = SlotSchedule::parse(schedule?, tz).ok()?;
+        match due(&s, last_slot, since, now, deadline) {
+            Due::Run { slot } => Some(Decision::Start {
+                job,
+                trigger: Trigger::Scheduled,
+                slot: Some(slot),
+                backup: None,
+            }),
+            Due::Missed { slot, .. } => Some(Decision::SkipSlot { job, slot }),
+            Due::Wait { .. } => None,
         }
+    };
+    if let Some(d) = slot(Job::Backup, target.schedule.as_deref(), status.last_slot) {
+        return Some(d);
     }
     let verify = target.verify.as_ref();
     if let (true, Some(last)) = (verify.is_some_and(|v| v.after_backup), &status.last_success) {
@@ -138,37 +139,19 @@ pub fn decide(
             .as_ref()
             .is_some_and(|v| v.id == last.id);
         if last.verified.is_none() && !tested {
-            return Decision::Start {
+            return Some(Decision::Start {
                 job: Job::Verify,
                 trigger: Trigger::AfterBackup,
                 slot: None,
                 backup: Some(last.id.clone()),
-            };
+            });
         }
     }
-    if let Some(s) = verify
-        .and_then(|v| v.schedule.as_deref())
-        .and_then(|s| SlotSchedule::parse(s, tz).ok())
-    {
-        match due(&s, status.last_verify_slot, since, now, deadline) {
-            Due::Run { slot } => {
-                return Decision::Start {
-                    job: Job::Verify,
-                    trigger: Trigger::Scheduled,
-                    slot: Some(slot),
-                    backup: None,
-                }
-            }
-            Due::Missed { slot, .. } => {
-                return Decision::SkipSlot {
-                    job: Job::Verify,
-                    slot,
-                }
-            }
-            Due::Wait { .. } => {}
-        }
-    }
-    Decision::Idle
+    slot(
+        Job::Verify,
+        verify.and_then(|v| v.schedule.as_deref()),
+        status.last_verify_slot,
+    )
 }
 
 /// Whether a deploy of `spec_hash` may go on, as far as backups are concerned.

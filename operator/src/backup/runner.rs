@@ -20,6 +20,7 @@ use super::destination::{local::LocalDir, s3, Destination, DestinationError};
 use super::pipeline::destination_error;
 use super::plan::{self, Decision, Requests};
 use super::{backup_id, postgres, redis, Kind, Manifest, Verification};
+use crate::api::EventReason;
 use crate::api::{
     BackupRecord, BackupTarget, BackupTargetStatus, DeployBackup, DeployBackupState, Failure,
     FailureRecord, Job, Reason, RestoreRecord, RunningJob, ServiceStack, Trigger,
@@ -397,7 +398,7 @@ fn decide(
             );
             pass.events.push(StackEvent::new(
                 EventType::Warning,
-                "BackupSlotMissed",
+                EventReason::BackupSlotMissed,
                 "Backup",
                 note,
             ));
@@ -551,7 +552,7 @@ async fn recover(ctx: &Ctx<'_>, st: &mut BackupTargetStatus, now: DateTime<Utc>,
     );
     pass.events.push(StackEvent::new(
         EventType::Warning,
-        "BackupRetried",
+        EventReason::BackupRetried,
         "Backup",
         note,
     ));
@@ -709,7 +710,7 @@ fn fold(
             });
             events.push(StackEvent::new(
                 EventType::Normal,
-                "BackupVerified",
+                EventReason::BackupVerified,
                 "Verify",
                 format!("{name}: restore test of {id} passed: {message}"),
             ));
@@ -723,7 +724,7 @@ fn fold(
             });
             events.push(StackEvent::new(
                 EventType::Normal,
-                "Restored",
+                EventReason::Restored,
                 "Restore",
                 format!("{name}: restored {id}: {message}"),
             ));
@@ -777,14 +778,14 @@ fn backed_up(
     });
     events.push(StackEvent::new(
         EventType::Normal,
-        "BackupSucceeded",
+        EventReason::BackupSucceeded,
         "Backup",
         note,
     ));
     if !pruned.deleted.is_empty() {
         events.push(StackEvent::new(
             EventType::Normal,
-            "BackupsPruned",
+            EventReason::BackupsPruned,
             "Backup",
             format!(
                 "{name}: retention removed {} old backup(s): {}",
@@ -796,7 +797,7 @@ fn backed_up(
     if let Some(e) = pruned.error {
         events.push(StackEvent::new(
             EventType::Warning,
-            "PruneFailed",
+            EventReason::PruneFailed,
             "Backup",
             format!("{name}: the backup succeeded but retention could not finish: {e}; it is tried again after the next backup"),
         ));
@@ -854,9 +855,9 @@ impl Failed<'_> {
             message: message.clone(),
         });
         let event_reason = match running.job {
-            Job::Backup => "BackupFailed",
-            Job::Verify => "VerificationFailed",
-            Job::Restore => "RestoreFailed",
+            Job::Backup => EventReason::BackupFailed,
+            Job::Verify => Reason::VerificationFailed.into(),
+            Job::Restore => Reason::RestoreFailed.into(),
         };
         events.push(StackEvent::new(
             EventType::Warning,

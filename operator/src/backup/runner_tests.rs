@@ -80,11 +80,16 @@ fn fold_at(st: &mut BackupTargetStatus, f: Finished, now: DateTime<Utc>) -> Pass
     pass
 }
 
-fn reasons(pass: &Pass) -> Vec<(EventType, &str)> {
+fn reasons(pass: &Pass) -> Vec<(EventType, String)> {
     pass.events
         .iter()
-        .map(|e| (e.type_, e.reason.as_str()))
+        .map(|e| (e.type_, e.reason.to_string()))
         .collect()
+}
+
+/// An event as [`reasons`] lists it.
+fn ev(type_: EventType, reason: &str) -> (EventType, String) {
+    (type_, reason.to_owned())
 }
 
 fn verified_backup(id: &str) -> BackupRecord {
@@ -110,7 +115,7 @@ fn a_finished_backup_becomes_the_last_success_and_the_job_ends() {
         ("pg-1", t(1), 42, None)
     );
     assert_eq!(st.last_failure, None);
-    assert_eq!(reasons(&pass), [(EventType::Normal, "BackupSucceeded")]);
+    assert_eq!(reasons(&pass), [ev(EventType::Normal, "BackupSucceeded")]);
     assert_eq!(pass.ended, [("pg".to_owned(), Job::Backup, None)]);
 }
 
@@ -147,9 +152,9 @@ fn what_retention_removed_and_a_retention_that_could_not_finish_are_told() {
     assert_eq!(
         reasons(&pass),
         [
-            (EventType::Normal, "BackupSucceeded"),
-            (EventType::Normal, "BackupsPruned"),
-            (EventType::Warning, "PruneFailed"),
+            ev(EventType::Normal, "BackupSucceeded"),
+            ev(EventType::Normal, "BackupsPruned"),
+            ev(EventType::Warning, "PruneFailed"),
         ]
     );
     assert!(
@@ -172,7 +177,7 @@ fn a_passed_restore_test_marks_its_backup_verified() {
     let v = st.last_verification.expect("a verification record");
     assert!(v.passed);
     assert_eq!((v.id.as_str(), v.time), ("pg-1", t(9)));
-    assert_eq!(reasons(&pass), [(EventType::Normal, "BackupVerified")]);
+    assert_eq!(reasons(&pass), [ev(EventType::Normal, "BackupVerified")]);
 }
 
 #[test]
@@ -191,7 +196,10 @@ fn a_failed_restore_test_marks_its_backup_unverified_and_is_the_last_failure() {
         (f.reason, f.message.as_str(), f.time),
         (Reason::VerificationFailed, "counts differ", t(9))
     );
-    assert_eq!(reasons(&pass), [(EventType::Warning, "VerificationFailed")]);
+    assert_eq!(
+        reasons(&pass),
+        [ev(EventType::Warning, "VerificationFailed")]
+    );
     assert_eq!(
         pass.ended,
         [(
@@ -233,7 +241,7 @@ fn a_failed_backup_fails_the_deploy_waiting_for_it_with_reason_and_message() {
     assert_eq!(d.state, DeployBackupState::Failed);
     assert_eq!(d.message.as_deref(), Some("DiskFull: no space left"));
     assert_eq!(st.last_success, None);
-    assert_eq!(reasons(&pass), [(EventType::Warning, "BackupFailed")]);
+    assert_eq!(reasons(&pass), [ev(EventType::Warning, "BackupFailed")]);
 }
 
 #[test]
@@ -261,7 +269,7 @@ fn a_restore_records_its_outcome_either_way() {
     };
     let pass = fold_at(&mut st, done, t(5));
     assert!(st.last_restore.expect("recorded").succeeded);
-    assert_eq!(reasons(&pass), [(EventType::Normal, "Restored")]);
+    assert_eq!(reasons(&pass), [ev(EventType::Normal, "Restored")]);
 
     let mut st = status_running(Job::Restore, "");
     let pass = fold_at(
@@ -272,7 +280,7 @@ fn a_restore_records_its_outcome_either_way() {
     let r = st.last_restore.expect("recorded");
     assert!(!r.succeeded);
     assert_eq!(r.id, "(none)");
-    assert_eq!(reasons(&pass), [(EventType::Warning, "RestoreFailed")]);
+    assert_eq!(reasons(&pass), [ev(EventType::Warning, "RestoreFailed")]);
 }
 
 #[test]

@@ -23,8 +23,9 @@ use bollard::Docker;
 use futures::StreamExt;
 use tokio::sync::Mutex;
 
-use crate::api::{ContainerHealth, ContainerState};
 use crate::compose::{BuildSpec, NetworkSpec, ServiceSpec, VolumeSpec};
+// The plain data of what was observed lives in `observe`, where the pure decisions may use it.
+pub use crate::observe::{short_id, Claim, Observed, ObservedContainer};
 
 /// Labels docker-compose itself writes and reads; `docker-compose -p NAME ps` finds containers by them.
 pub mod labels {
@@ -49,36 +50,6 @@ pub mod labels {
     /// The operator's own hash of the service's config: what its change detection compares,
     /// so nothing it does depends on reproducing docker-compose's hash exactly.
     pub const OWN_CONFIG_HASH: &str = "stackwarden.dev/config-hash";
-}
-
-/// Which containers of a compose project are a stack's own: those labelled with its uid, and,
-/// once the stack owns the project (it created or adopted it, see
-/// `status.ownedProject`) or is told to adopt it, those labelled with no stack's uid at all
-/// (created by docker-compose, by hand or by a person's `docker-compose up`). Labels cannot be
-/// added to a running container, so for the latter ownership lives in the status, not on
-/// Docker. The one place that rule lives.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Claim {
-    pub uid: String,
-    /// Whether containers without a uid label are the stack's own.
-    pub unlabelled: bool,
-}
-
-impl Claim {
-    /// Only what carries `uid`.
-    pub fn labelled(uid: &str) -> Self {
-        Self {
-            uid: uid.to_owned(),
-            unlabelled: false,
-        }
-    }
-
-    pub fn owns(&self, c: &ObservedContainer) -> bool {
-        match &c.uid {
-            Some(u) => *u == self.uid,
-            None => self.unlabelled,
-        }
-    }
 }
 
 /// Who owns what is created: written into every label set.
@@ -139,61 +110,12 @@ impl EngineError {
     }
 }
 
-/// One container as Docker reports it, with the labels the planner needs.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ObservedContainer {
-    pub id: String,
-    pub name: String,
-    pub service: String,
-    pub uid: Option<String>,
-    /// The operator's own config hash ([`labels::OWN_CONFIG_HASH`]); none on a container
-    /// docker-compose created.
-    pub config_hash: Option<String>,
-    /// docker-compose's `com.docker.compose.config-hash`.
-    pub compose_hash: Option<String>,
-    pub revision: Option<u64>,
-    pub spec_hash: Option<String>,
-    pub state: ContainerState,
-    pub health: Option<ContainerHealth>,
-    pub image: String,
-    pub exit_code: Option<i64>,
-    pub restart_count: i64,
-    /// Docker network name -> the container's address on it (probes reach it there).
-    pub addresses: BTreeMap<String, std::net::IpAddr>,
-    /// `PORT/PROTO` of the container -> where the engine's host publishes it.
-    pub published: BTreeMap<String, std::net::SocketAddr>,
-    /// Whether the kernel's OOM killer ended the container's last run.
-    pub oom_killed: bool,
-    /// When the container last started.
-    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// When its last run ended (none while it has never stopped).
-    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Docker's restart policy as the container has it now: the spec's, unless the operator
-    /// switched it off to end a crash loop past its budget (None: not reported).
-    pub restart_policy: Option<crate::compose::RestartPolicy>,
-}
-
 /// What a command run in a container did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExecOutcome {
     pub exit_code: i64,
     /// The first bytes of its combined output, for the probe's message.
     pub output: String,
-}
-
-/// Everything of a project Docker knows about.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Observed {
-    /// Containers labelled with the project, ours or not.
-    pub containers: Vec<ObservedContainer>,
-    /// Names of networks that exist among those the project uses.
-    pub networks: BTreeSet<String>,
-    /// Names of volumes that exist among those the project uses.
-    pub volumes: BTreeSet<String>,
-    /// Images present on the engine among those the project uses.
-    pub images: BTreeSet<String>,
-    /// Their ids (docker-compose's config hash includes the image id).
-    pub image_ids: BTreeMap<String, String>,
 }
 
 /// Container event actions that can change what the operator decides. `health_status`
@@ -855,9 +777,4 @@ impl Engine for BollardEngine {
         let res = self.docker.remove_volume(name, Some(opts)).await;
         self.settled(res, &[404], format!("removing volume {name}"))
     }
-}
-
-/// The 12-character id `docker ps` shows.
-pub fn short_id(id: &str) -> &str {
-    &id[..id.len().min(12)]
 }

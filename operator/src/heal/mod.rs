@@ -16,7 +16,7 @@ use chrono::{DateTime, Duration, Utc};
 use crate::api::{ContainerHealth, ContainerState, RestartReason, RestartSpec, ScheduledRestart};
 use crate::backup::schedule::SlotSchedule;
 use crate::compose::{DependencyCondition, Project, RestartPolicy, ServiceSpec};
-use crate::docker::ObservedContainer;
+use crate::observe::ObservedContainer;
 
 /// The window of the restart budget.
 pub const BUDGET_WINDOW: Duration = Duration::hours(1);

@@ -504,19 +504,25 @@ impl Metrics {
 
     /// An event about `stack` was recorded; `reason` is its CamelCase reason, one of a set
     /// chosen by the operator's code (never a message).
-    pub fn event_recorded(&self, stack: &str, type_: EventType, reason: &str) {
+    pub fn event_recorded(
+        &self,
+        stack: &str,
+        type_: EventType,
+        reason: &(impl std::fmt::Display + ?Sized),
+    ) {
         let type_ = match type_ {
             EventType::Normal => "Normal",
             EventType::Warning => "Warning",
         };
+        let reason = reason.to_string();
         let mut seen = self.seen();
         let series = seen.entry(stack.to_owned()).or_default();
-        series.events.insert((type_, reason.to_owned()));
+        series.events.insert((type_, reason.clone()));
         self.events
             .get_or_create(&EventLabels {
                 stack: StackLabels::of(stack),
                 r#type: type_,
-                reason: reason.to_owned(),
+                reason,
             })
             .inc();
     }

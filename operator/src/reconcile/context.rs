@@ -19,7 +19,8 @@ pub struct Context {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Probe verdicts per stack and service, kept current by the probers.
     pub probes: prober::Board,
-    pub probers: prober::Probers,
+    /// Background work: probers (and backups, through `backups`).
+    pub jobs: Arc<crate::jobs::Registry>,
     /// Backups, restore tests and restores running in the background.
     pub backups: crate::backup::runner::Jobs,
     /// Asks the driver to look at one stack now (a probe verdict flipped, a job ended, one of
@@ -119,7 +120,7 @@ impl Context {
             engines: Engines::default(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             probes: prober::Board::default(),
-            probers: prober::Probers::default(),
+            jobs: Arc::default(),
             backups: Default::default(),
             wake: Waker::new(tx),
             wakes: std::sync::Mutex::new(Some(rx)),
@@ -161,7 +162,9 @@ impl Context {
     /// Stops everything running in the background: probers, Docker subscriptions and jobs (a
     /// job cut off here is in status as running, and the next operator recovers it).
     pub fn stop_all(&self) {
-        self.probers.stop_all(&self.probes);
+        for job in self.jobs.cancel_all() {
+            self.probes.clear(&job.stack);
+        }
         self.watches.stop_all();
         self.backups.stop_all();
     }
@@ -177,7 +180,7 @@ impl Context {
     /// Forgets a deleted stack: its prober, verdicts and metric series.
     pub fn forget(&self, stack: &str) {
         self.wake.forget(stack);
-        self.probers.stop(stack, &self.probes);
+        prober::stop(&self.jobs, stack, &self.probes);
         self.backups.stop(stack, &Default::default());
         self.metrics.forget_stack(stack);
     }

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use super::plan::{self, Action, Plan};
-use crate::api::ServiceStack;
+use crate::api::{EventReason, ServiceStack};
 use crate::compose::{self, Project};
 use crate::docker::{Claim, Engine, EngineError, Owner};
 use crate::store::{EventType, StackEvent};
@@ -146,11 +146,11 @@ async fn act(
     let (reason, action_name) = match action {
         Action::CreateNetwork(n) => {
             engine.create_network(n, owner).await?;
-            ("NetworkCreated", "Create")
+            (EventReason::NetworkCreated, "Create")
         }
         Action::CreateVolume(v) => {
             engine.create_volume(v, owner).await?;
-            ("VolumeCreated", "Create")
+            (EventReason::VolumeCreated, "Create")
         }
         Action::PullImage { image, .. } => {
             engine.pull_image(image).await.map_err(|e| EngineError::Api {
@@ -158,22 +158,22 @@ async fn act(
                 status: None,
                 message: format!("{e}. Build or load the image (docker build / docker load), or fix `image:`"),
             })?;
-            ("ImagePulled", "Pull")
+            (EventReason::ImagePulled, "Pull")
         }
         Action::BuildImage { build, .. } => {
             engine.build_image(build).await?;
-            ("ImageBuilt", "Build")
+            (EventReason::ImageBuilt, "Build")
         }
         Action::Create { service } => {
             let id = engine
                 .create_container(svc(service), owner, revision, spec_hash)
                 .await?;
             engine.start_container(&id).await?;
-            ("Created", "Create")
+            (EventReason::Created, "Create")
         }
         Action::Start { id, .. } => {
             engine.start_container(id).await?;
-            ("Started", "Start")
+            (EventReason::Started, "Start")
         }
         // The old container goes first: with `container_name` the new one needs its name, and
         // the default name is fixed too. Killed between the two, the next pass finds no
@@ -187,11 +187,11 @@ async fn act(
                 .create_container(s, owner, revision, spec_hash)
                 .await?;
             engine.start_container(&id).await?;
-            ("Recreated", "Recreate")
+            (EventReason::Recreated, "Recreate")
         }
         Action::Remove { id, .. } => {
             engine.remove_container(id, None).await?;
-            ("Removed", "Remove")
+            (EventReason::Removed, "Remove")
         }
     };
     Ok(StackEvent::new(

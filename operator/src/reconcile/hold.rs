@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use tracing::warn;
 
 use super::{Error, Outcome, Pass};
-use crate::api::{ContainerState, ServiceStackStatus};
+use crate::api::{ContainerState, EventReason, ServiceStackStatus};
 use crate::heal::hold::{describe, Holds};
 use crate::store::{EventType, StackEvent};
 
@@ -66,7 +66,7 @@ async fn stop_held(pass: &mut Pass<'_>, holds: &Holds, outcome: &Outcome) -> Res
             Ok(()) => note,
             Err(e) => format!("{note}; stopping it failed: {e}"),
         };
-        let event = StackEvent::new(EventType::Normal, "Held", "Stop", note);
+        let event = StackEvent::new(EventType::Normal, EventReason::Held, "Stop", note);
         super::status::publish(pass.ctx, pass.stack, event).await?;
     }
     Ok(true)
@@ -91,7 +91,7 @@ async fn resume_ended(
                 note = format!("{note}; starting it failed: {e} (the repair pass will try)");
             }
         }
-        let event = StackEvent::new(EventType::Normal, "Resumed", "Start", note);
+        let event = StackEvent::new(EventType::Normal, EventReason::Resumed, "Start", note);
         super::status::publish(pass.ctx, pass.stack, event).await?;
     }
     Ok(acted)

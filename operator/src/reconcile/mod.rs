@@ -207,10 +207,10 @@ async fn apply(
         &ctx.wake,
         &ctx.stops,
     );
+    let shared = ctx.prober_shared();
     // Probers outlive the pass: they hold the engine behind its trait.
     let held: std::sync::Arc<dyn crate::docker::Engine> = std::sync::Arc::new(engine.clone());
-    ctx.probers
-        .ensure(stack, project, &claim, &held, &ctx.prober_shared());
+    prober::ensure(&ctx.jobs, stack, project, &claim, &held, &shared);
     let mut pass = Pass {
         ctx,
         stack,

@@ -10,7 +10,7 @@ use crate::api::{ContainerHealth, ContainerState, Reason};
 use crate::compose::{
     BuildSpec, DependencyCondition, NetworkSpec, Project, PullPolicy, ServiceSpec, VolumeSpec,
 };
-use crate::docker::{Claim, Observed, ObservedContainer};
+use crate::observe::{Claim, Observed, ObservedContainer};
 
 /// One change to make on the engine, in the order given.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,57 +104,153 @@ pub fn plan_claimed(
     claim: &Claim,
     last: Option<&Applied>,
 ) -> Plan {
-    let mut out = Plan {
+    let out = Plan {
         revision: revision(project, observed, &claim.uid, last),
         ..Default::default()
     };
-
+    let mut planner = Planner {
+        project,
+        observed,
+        out,
+        will_run: BTreeSet::new(),
+        blocked: BTreeSet::new(),
+    };
     if let Some(conflict) = conflict(project, observed, claim) {
-        out.conflict = Some(conflict);
-        return out;
+        planner.out.conflict = Some(conflict);
+        return planner.out;
     }
-
-    for net in &project.networks {
-        if !observed.networks.contains(&net.name) {
-            if net.external {
-                for svc in project
-                    .services
-                    .iter()
-                    .filter(|s| s.networks.iter().any(|n| n.network == net.name))
-                {
-                    out.blocked.push(Hold {
-                        service: svc.name.clone(),
-                        reason: Reason::ApplyFailed,
-                        message: format!("external network {} does not exist; create it (docker network create {})", net.name, net.name),
-                    });
-                }
-            } else {
-                out.actions.push(Action::CreateNetwork(net.clone()));
-            }
-        }
-    }
-    for vol in &project.volumes {
-        if !observed.volumes.contains(&vol.name) {
-            if vol.external {
-                for svc in project.services.iter().filter(|s| s.uses_volume(&vol.name)) {
-                    out.blocked.push(Hold {
-                        service: svc.name.clone(),
-                        reason: Reason::ApplyFailed,
-                        message: format!("external volume {} does not exist; create it (docker volume create {})", vol.name, vol.name),
-                    });
-                }
-            } else if project.services.iter().any(|s| s.uses_volume(&vol.name)) {
-                out.actions.push(Action::CreateVolume(vol.clone()));
-            }
-        }
-    }
-
-    // Services this pass will leave running (started, created or untouched), in start order,
-    // so a `service_started` dependency created earlier in the same pass counts as met.
-    let mut will_run: BTreeSet<&str> = BTreeSet::new();
-    let mut blocked: BTreeSet<String> = out.blocked.iter().map(|h| h.service.clone()).collect();
-
+    planner.networks();
+    planner.volumes();
+    planner.blocked = planner
+        .out
+        .blocked
+        .iter()
+        .map(|h| h.service.clone())
+        .collect();
     for svc in &project.services {
+        planner.service(svc);
+    }
+    planner.orphans();
+    planner.out
+}
+
+/// One pass's plan as it is built, step by step.
+struct Planner<'a> {
+    project: &'a Project,
+    observed: &'a Observed,
+    out: Plan,
+    /// Services this pass will leave running (started, created or untouched), in start order,
+    /// so a `service_started` dependency created earlier in the same pass counts as met.
+    will_run: BTreeSet<&'a str>,
+    /// Services that cannot start this pass, so neither can what depends on them.
+    blocked: BTreeSet<String>,
+}
+
+impl<'a> Planner<'a> {
+    /// Creates the project's missing networks; an external one missing blocks its services.
+    fn networks(&mut self) {
+        let project = self.project;
+        for net in &project.networks {
+            if self.observed.networks.contains(&net.name) {
+                continue;
+            }
+            if !net.external {
+                self.out.actions.push(Action::CreateNetwork(net.clone()));
+                continue;
+            }
+            for svc in project
+                .services
+                .iter()
+                .filter(|s| s.networks.iter().any(|n| n.network == net.name))
+            {
+                self.out.blocked.push(Hold {
+                    service: svc.name.clone(),
+                    reason: Reason::ApplyFailed,
+                    message: format!(
+                        "external network {} does not exist; create it (docker network create {})",
+                        net.name, net.name
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Creates the missing volumes some service uses; an external one missing blocks its
+    /// services.
+    fn volumes(&mut self) {
+        let project = self.project;
+        for vol in &project.volumes {
+            if self.observed.volumes.contains(&vol.name) {
+                continue;
+            }
+            if !vol.external {
+                if project.services.iter().any(|s| s.uses_volume(&vol.name)) {
+                    self.out.actions.push(Action::CreateVolume(vol.clone()));
+                }
+                continue;
+            }
+            for svc in project.services.iter().filter(|s| s.uses_volume(&vol.name)) {
+                self.out.blocked.push(Hold {
+                    service: svc.name.clone(),
+                    reason: Reason::ApplyFailed,
+                    message: format!(
+                        "external volume {} does not exist; create it (docker volume create {})",
+                        vol.name, vol.name
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Plans one service: duplicates removed, then its container created, recreated or
+    /// started once its dependencies allow and its image is there.
+    fn service(&mut self, svc: &'a ServiceSpec) {
+        let Some(change) = self.change(svc) else {
+            self.will_run.insert(&svc.name);
+            return;
+        };
+        if let Some(dep) = svc
+            .depends_on
+            .iter()
+            .find(|d| self.blocked.contains(&d.service))
+        {
+            self.blocked.insert(svc.name.clone());
+            self.out.waiting.push(Hold {
+                service: svc.name.clone(),
+                reason: Reason::WaitingForDependencies,
+                message: format!("{} waits for {}, which cannot start", svc.name, dep.service),
+            });
+            return;
+        }
+        if self.blocked.contains(&svc.name) {
+            return;
+        }
+        let unmet = unmet_dependency(
+            self.project,
+            svc,
+            self.observed,
+            &self.will_run,
+            &self.out.actions,
+        );
+        if let Some(msg) = unmet {
+            self.out.waiting.push(Hold {
+                service: svc.name.clone(),
+                reason: Reason::WaitingForDependencies,
+                message: msg,
+            });
+            return;
+        }
+        if !matches!(change, Action::Start { .. }) && !self.image(svc) {
+            return;
+        }
+        self.out.actions.push(change);
+        self.will_run.insert(&svc.name);
+    }
+
+    /// Removes the service's duplicate containers and says what its remaining one needs, if
+    /// anything.
+    fn change(&mut self, svc: &ServiceSpec) -> Option<Action> {
+        let observed = self.observed;
         let mut mine: Vec<&ObservedContainer> = observed
             .containers
             .iter()
@@ -170,14 +266,12 @@ pub fn plan_claimed(
             )
         });
         for extra in mine.iter().skip(1) {
-            out.actions.push(Action::Remove {
+            self.out.actions.push(Action::Remove {
                 service: svc.name.clone(),
                 id: extra.id.clone(),
             });
         }
-        let current = mine.first().copied();
-
-        let change = match current {
+        match mine.first().copied() {
             None => Some(Action::Create {
                 service: svc.name.clone(),
             }),
@@ -190,81 +284,65 @@ pub fn plan_claimed(
                 id: c.id.clone(),
             }),
             Some(_) => None,
-        };
-        let Some(change) = change else {
-            will_run.insert(&svc.name);
-            continue;
-        };
+        }
+    }
 
-        if let Some(dep) = svc.depends_on.iter().find(|d| blocked.contains(&d.service)) {
-            blocked.insert(svc.name.clone());
-            out.waiting.push(Hold {
-                service: svc.name.clone(),
-                reason: Reason::WaitingForDependencies,
-                message: format!("{} waits for {}, which cannot start", svc.name, dep.service),
-            });
-            continue;
-        }
-        if blocked.contains(&svc.name) {
-            continue;
-        }
-        if let Some(msg) = unmet_dependency(project, svc, observed, &will_run, &out.actions) {
-            out.waiting.push(Hold {
-                service: svc.name.clone(),
-                reason: Reason::WaitingForDependencies,
-                message: msg,
-            });
-            continue;
-        }
-        if !matches!(change, Action::Start { .. }) {
-            let present = observed.images.contains(&svc.image);
-            match svc.pull_policy {
-                // The tag is the content's: present means built from this very context.
-                _ if svc.build.is_some() => {
-                    if let Some(build) = svc.build.as_ref().filter(|_| !present) {
-                        out.actions.push(Action::BuildImage {
-                            service: svc.name.clone(),
-                            build: build.clone(),
-                        });
-                    }
-                }
-                PullPolicy::Never if !present => {
-                    blocked.insert(svc.name.clone());
-                    out.blocked.push(Hold {
+    /// Builds or pulls the service's image as its pull policy says; false when the image is
+    /// missing and may not be pulled (the service is blocked).
+    fn image(&mut self, svc: &ServiceSpec) -> bool {
+        let present = self.observed.images.contains(&svc.image);
+        match svc.pull_policy {
+            // The tag is the content's: present means built from this very context.
+            _ if svc.build.is_some() => {
+                if let Some(build) = svc.build.as_ref().filter(|_| !present) {
+                    self.out.actions.push(Action::BuildImage {
                         service: svc.name.clone(),
-                        reason: Reason::ImageNotFound,
-                        message: format!(
-                            "image {} of service {} is not on the engine and pull_policy is never; build or load it (docker build / docker load), or fix `image:`",
-                            svc.image, svc.name
-                        ),
+                        build: build.clone(),
                     });
-                    continue;
                 }
-                PullPolicy::Always => out.actions.push(Action::PullImage {
+            }
+            PullPolicy::Never if !present => {
+                self.blocked.insert(svc.name.clone());
+                self.out.blocked.push(Hold {
                     service: svc.name.clone(),
-                    image: svc.image.clone(),
-                }),
-                PullPolicy::Missing if !present => out.actions.push(Action::PullImage {
-                    service: svc.name.clone(),
-                    image: svc.image.clone(),
-                }),
-                _ => {}
+                    reason: Reason::ImageNotFound,
+                    message: format!(
+                        "image {} of service {} is not on the engine and pull_policy is never; build or load it (docker build / docker load), or fix `image:`",
+                        svc.image, svc.name
+                    ),
+                });
+                return false;
+            }
+            PullPolicy::Always => self.out.actions.push(Action::PullImage {
+                service: svc.name.clone(),
+                image: svc.image.clone(),
+            }),
+            PullPolicy::Missing if !present => self.out.actions.push(Action::PullImage {
+                service: svc.name.clone(),
+                image: svc.image.clone(),
+            }),
+            _ => {}
+        }
+        true
+    }
+
+    /// Removes the containers of services the spec no longer has.
+    fn orphans(&mut self) {
+        let wanted: BTreeSet<&str> = self
+            .project
+            .services
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
+        for c in &self.observed.containers {
+            if !wanted.contains(c.service.as_str()) {
+                self.out.actions.push(Action::Remove {
+                    service: c.service.clone(),
+                    id: c.id.clone(),
+                });
             }
         }
-        out.actions.push(change);
-        will_run.insert(&svc.name);
     }
-
-    let wanted: BTreeSet<&str> = project.services.iter().map(|s| s.name.as_str()).collect();
-    for c in &observed.containers {
-        if !wanted.contains(c.service.as_str()) {
-            out.actions.push(Action::Remove {
-                service: c.service.clone(),
-                id: c.id.clone(),
-            });
-        }
-    }
-    out
 }
 
 /// Why the stack may not touch the project, if it may not: a container of another stack (its

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use super::plan::{Action, Applied, Hold, Plan};
 use crate::api::{ContainerHealth, ContainerState, Reason, ServiceStack, ServiceStackSpec};
 use crate::compose::{self, HealthcheckSpec, NetworkSpec, Project, VolumeSpec};
-use crate::docker::{Claim, Observed, ObservedContainer};
+use crate::observe::{Claim, Observed, ObservedContainer};
 
 /// uid of the ServiceStack doing the planning.
 pub(super) const UID: &str = "7d3c1a52-ours";

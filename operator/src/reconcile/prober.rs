@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
-use crate::api::{ContainerState, ProbeRecord, ServiceHealthSpec, ServiceStack};
+use crate::api::{ContainerState, ServiceHealthSpec, ServiceStack};
 use crate::compose::Project;
+use crate::decide::probe::{self as decide, Now, Round, Run, Track};
 use crate::docker::{Engine, ObservedContainer};
 use crate::heal::ProbeVerdict;
+use crate::jobs::{JobKey, Kind, Registry};
 use crate::metrics::Metrics;
 use crate::probe::{self, Targets};
 
@@ -52,20 +54,6 @@ impl Board {
     }
 }
 
-/// The running probers, by stack key, with a fingerprint of what they probe.
-#[derive(Default)]
-pub struct Probers {
-    running: Mutex<HashMap<String, (String, tokio::task::JoinHandle<()>)>>,
-}
-
-impl Drop for Probers {
-    fn drop(&mut self) {
-        for (_, (_, task)) in self.running.lock().expect("probers lock").drain() {
-            task.abort();
-        }
-    }
-}
-
 /// What a prober task needs; cheap to clone.
 #[derive(Clone)]
 pub struct Shared {
@@ -74,83 +62,69 @@ pub struct Shared {
     pub wake: super::Waker,
 }
 
-impl Probers {
-    /// Makes sure the stack's probes run as its spec says: starts, restarts (after a change) or
-    /// stops its prober.
-    pub fn ensure(
-        &self,
-        stack: &ServiceStack,
-        project: &Project,
-        claim: &crate::docker::Claim,
-        engine: &Arc<dyn Engine>,
-        shared: &Shared,
-    ) {
-        let key = stack.key();
-        let probed: BTreeMap<String, ServiceHealthSpec> = stack
-            .spec
-            .health
-            .services
-            .iter()
-            .filter(|(_, h)| !h.probes.is_empty())
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let mut running = self.running.lock().expect("probers lock");
-        if probed.is_empty() || stack.spec.suspend {
-            if let Some((_, task)) = running.remove(&key) {
-                task.abort();
-                shared.board.clear(&key);
-            }
-            return;
-        }
-        let fingerprint = {
-            let mut h = Sha256::new();
-            h.update(serde_json::to_vec(&probed).expect("health spec serializes"));
-            h.update(serde_json::to_vec(&stack.spec.health.probe_access).expect("serializes"));
-            h.update(serde_json::to_vec(&stack.spec.variables).expect("serializes"));
-            h.update(project.spec_hash());
-            h.update(stack.spec.docker.host());
-            // Adopting the project changes which containers are probed.
-            h.update([u8::from(claim.unlabelled)]);
-            hex::encode(h.finalize())
-        };
-        if running
-            .get(&key)
-            .is_some_and(|(f, task)| *f == fingerprint && !task.is_finished())
-        {
-            return;
-        }
-        if let Some((_, task)) = running.remove(&key) {
-            task.abort();
+/// The prober of a stack in the job registry.
+fn job_key(stack: &str) -> JobKey {
+    JobKey::new(stack, Kind::Prober, "")
+}
+
+/// Makes sure the stack's probes run as its spec says: starts, restarts (after a change) or
+/// stops its prober.
+pub fn ensure(
+    jobs: &Registry,
+    stack: &ServiceStack,
+    project: &Project,
+    claim: &crate::docker::Claim,
+    engine: &Arc<dyn Engine>,
+    shared: &Shared,
+) {
+    let key = stack.key();
+    let probed: BTreeMap<String, ServiceHealthSpec> = stack
+        .spec
+        .health
+        .services
+        .iter()
+        .filter(|(_, h)| !h.probes.is_empty())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if probed.is_empty() || stack.spec.suspend {
+        if jobs.cancel(&job_key(&key)) {
             shared.board.clear(&key);
         }
-        let job = Job {
-            stack: key.clone(),
-            project: project.clone(),
-            claim: claim.clone(),
-            access: stack.spec.health.probe_access,
-            variables: stack.spec.variables.clone(),
-            services: probed,
-            engine: engine.clone(),
-            shared: shared.clone(),
-        };
-        running.insert(key, (fingerprint, tokio::spawn(job.run())));
+        return;
     }
+    let fingerprint = {
+        let mut h = Sha256::new();
+        h.update(serde_json::to_vec(&probed).expect("health spec serializes"));
+        h.update(serde_json::to_vec(&stack.spec.health.probe_access).expect("serializes"));
+        h.update(serde_json::to_vec(&stack.spec.variables).expect("serializes"));
+        h.update(project.spec_hash());
+        h.update(stack.spec.docker.host());
+        // Adopting the project changes which containers are probed.
+        h.update([u8::from(claim.unlabelled)]);
+        hex::encode(h.finalize())
+    };
+    let job = Job {
+        stack: key.clone(),
+        project: project.clone(),
+        claim: claim.clone(),
+        access: stack.spec.health.probe_access,
+        variables: stack.spec.variables.clone(),
+        services: probed,
+        engine: engine.clone(),
+        shared: shared.clone(),
+    };
+    let board = shared.board.clone();
+    jobs.ensure(job_key(&key), &fingerprint, move |_| {
+        // The verdicts of what was probed before are withdrawn with it.
+        board.clear(&key);
+        job.run()
+    });
+}
 
-    /// Stops every prober (shutdown, or leadership lost).
-    pub fn stop_all(&self, board: &Board) {
-        for (stack, (_, task)) in self.running.lock().expect("probers lock").drain() {
-            task.abort();
-            board.clear(&stack);
-        }
-    }
-
-    /// Stops a deleted stack's prober.
-    pub fn stop(&self, stack: &str, board: &Board) {
-        if let Some((_, task)) = self.running.lock().expect("probers lock").remove(stack) {
-            task.abort();
-        }
-        board.clear(stack);
-    }
+/// Stops a deleted stack's prober and withdraws its verdicts.
+pub fn stop(jobs: &Registry, stack: &str, board: &Board) {
+    jobs.cancel(&job_key(stack));
+    board.clear(stack);
 }
 
 struct Job {
@@ -164,12 +138,6 @@ struct Job {
     shared: Shared,
 }
 
-/// How soon a run that has not passed yet is probed again after a failure.
-const STARTUP_RETRY: Duration = Duration::from_secs(1);
-
-/// How soon a service with nothing to probe (not running yet) is looked at again.
-const SKIPPED_RETRY: Duration = Duration::from_millis(250);
-
 /// How long the prober reuses what it observed of its project when nothing woke the stack: a
 /// bound for what no Docker event announces (a container connected to another network).
 const OBSERVED_MAX_AGE: Duration = Duration::from_secs(10);
@@ -182,55 +150,13 @@ struct LastLook {
     containers: Vec<ObservedContainer>,
 }
 
-/// The outcome of one round of a service's probes.
-enum Round {
-    /// Nothing to probe yet: not running, or within its initial delay.
-    Skipped,
-    /// The probes cannot run as configured; no verdict on the service.
-    Misconfigured(String),
-    Done {
-        passed: bool,
-        message: String,
-    },
-}
-
-/// Per-service progress between rounds.
-struct Track {
-    next: Instant,
-    verdict: ProbeVerdict,
-    /// The container run the counters belong to: a restarted container starts afresh.
-    run: Option<(String, Option<chrono::DateTime<Utc>>)>,
-    /// When the failing streak that made it unhealthy began, for the time-to-recover metric.
-    failing_since: Option<Instant>,
-    /// When a failure was last counted toward the threshold.
-    last_counted_failure: Option<Instant>,
-}
-
 impl Job {
     async fn run(self) {
-        let fresh = ProbeVerdict {
-            healthy: None,
-            consecutive_failures: 0,
-            consecutive_successes: 0,
-            last: None,
-            misconfigured: None,
-            run_started_at: None,
-        };
+        let start = Instant::now();
         let mut tracks: BTreeMap<String, Track> = self
             .services
             .keys()
-            .map(|s| {
-                (
-                    s.clone(),
-                    Track {
-                        next: Instant::now(),
-                        verdict: fresh.clone(),
-                        run: None,
-                        failing_since: None,
-                        last_counted_failure: None,
-                    },
-                )
-            })
+            .map(|s| (s.clone(), Track::new(start)))
             .collect();
         let mut observed = None;
         loop {
@@ -249,70 +175,41 @@ impl Job {
                 tokio::time::sleep_until(next.into()).await;
                 continue;
             }
-            let containers = match self.containers(&mut observed).await {
-                Ok(c) => c,
-                Err(_) => {
-                    // The reconcile reports an unreachable engine; probing resumes when it answers.
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
+            let Ok(containers) = self.containers(&mut observed).await else {
+                // The reconcile reports an unreachable engine; probing resumes when it answers.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
             };
             let targets = Targets::new(&self.project, &containers, self.access, &self.claim);
             let rounds = due.iter().map(|svc| self.round(svc, &targets));
             let results: Vec<Round> = futures::future::join_all(rounds).await;
             for (svc, result) in due.iter().zip(results) {
-                let spec = &self.services[svc];
                 let track = tracks.get_mut(svc).expect("tracked");
-                track.next =
-                    Instant::now() + Duration::from_secs(u64::from(spec.period_seconds.max(1)));
-                let (passed, message) = match result {
-                    // Not running (crashes are heal's business) or still in its initial delay.
-                    Round::Skipped => {
-                        // Look again soon: a container coming up should be probed as soon as
-                        // it runs, not a whole period later.
-                        track.next = Instant::now()
-                            + SKIPPED_RETRY
-                                .min(Duration::from_secs(u64::from(spec.period_seconds.max(1))));
-                        track.verdict = fresh.clone();
-                        track.run = None;
-                        // Withdraw the old verdict, or a reconcile would act on it.
-                        if self.shared.board.post(&self.stack, svc, fresh.clone()) {
-                            self.shared.wake.wake(&self.stack);
-                        }
-                        continue;
-                    }
-                    Round::Misconfigured(message) => {
-                        let mut last = track.verdict.last.clone();
-                        note(&mut last, false, message.clone(), Utc::now());
-                        let v = ProbeVerdict {
-                            misconfigured: Some(message),
-                            last,
-                            run_started_at: targets.container(svc).ok().and_then(|c| c.started_at),
-                            ..fresh.clone()
-                        };
-                        track.verdict = v.clone();
-                        self.shared.board.post(&self.stack, svc, v);
-                        continue;
-                    }
-                    Round::Done { passed, message } => (passed, message),
-                };
-                let run = targets
-                    .container(svc)
-                    .ok()
-                    .map(|c| (c.id.clone(), c.started_at));
-                if track.run != run {
-                    track.verdict = ProbeVerdict {
-                        run_started_at: run.as_ref().and_then(|r| r.1),
-                        ..fresh.clone()
-                    };
-                    track.run = run;
-                    track.last_counted_failure = None;
-                }
-                let flipped = self.record(svc, spec, track, passed, message);
-                if flipped {
-                    self.shared.wake.wake(&self.stack);
-                }
+                self.record(svc, track, &result, &targets);
             }
+        }
+    }
+
+    /// Applies a round's result to the service's track ([`decide::step`]) and posts the verdict.
+    fn record(&self, svc: &str, track: &mut Track, result: &Round, targets: &Targets) {
+        let run = targets.container(svc).ok().map(|c| Run {
+            container: c.id.clone(),
+            started_at: c.started_at,
+        });
+        let now = Now {
+            instant: Instant::now(),
+            wall: Utc::now(),
+        };
+        let step = decide::step(&self.services[svc], track, result, run.as_ref(), now);
+        *track = step.track;
+        if let Some(after) = step.recovered {
+            self.shared.metrics.recovered(&self.stack, svc, after);
+        }
+        self.shared
+            .board
+            .post(&self.stack, svc, track.verdict.clone());
+        if step.wake {
+            self.shared.wake.wake(&self.stack);
         }
     }
 
@@ -392,103 +289,5 @@ impl Job {
             passed: true,
             message: "all probes passed".to_owned(),
         }
-    }
-
-    /// Applies the thresholds; returns whether the verdict flipped.
-    fn record(
-        &self,
-        svc: &str,
-        spec: &ServiceHealthSpec,
-        track: &mut Track,
-        passed: bool,
-        message: String,
-    ) -> bool {
-        let v = &mut track.verdict;
-        note(&mut v.last, passed, message, Utc::now());
-        if passed {
-            v.consecutive_successes += 1;
-            v.consecutive_failures = 0;
-            if v.healthy != Some(true) && v.consecutive_successes >= spec.success_threshold.max(1) {
-                if v.healthy == Some(false) {
-                    if let Some(since) = track.failing_since.take() {
-                        self.shared
-                            .metrics
-                            .recovered(&self.stack, svc, since.elapsed());
-                    }
-                }
-                v.healthy = Some(true);
-            }
-        } else {
-            let period = Duration::from_secs(u64::from(spec.period_seconds.max(1)));
-            if v.healthy.is_none() {
-                // A run not yet decided is retried sooner (see STARTUP_RETRY), so its first
-                // success shows at once; its failures still count once per period only, so a
-                // slow starter is not declared unhealthy any earlier than without the retries.
-                track.next = Instant::now() + STARTUP_RETRY.min(period);
-                if track
-                    .last_counted_failure
-                    .is_some_and(|t| t.elapsed() < period)
-                {
-                    return self.shared.board.post(&self.stack, svc, v.clone());
-                }
-            }
-            track.last_counted_failure = Some(Instant::now());
-            if v.consecutive_failures == 0 && v.healthy == Some(true) {
-                track.failing_since = Some(Instant::now());
-            }
-            v.consecutive_failures += 1;
-            v.consecutive_successes = 0;
-            if v.consecutive_failures >= spec.failure_threshold.max(1)
-                && !crate::heal::still_starting(v, spec, Utc::now())
-            {
-                v.healthy = Some(false);
-            }
-        }
-        self.shared.board.post(&self.stack, svc, v.clone())
-    }
-}
-
-/// Keeps `last` as the record of the latest *change* of the probes' result: a round with the
-/// same outcome and message as the last one changes nothing, so a steady service does not
-/// rewrite its status every round (the rounds themselves are counted in metrics).
-fn note(last: &mut Option<ProbeRecord>, passed: bool, message: String, now: chrono::DateTime<Utc>) {
-    if last
-        .as_ref()
-        .is_some_and(|l| l.passed == passed && l.message == message)
-    {
-        return;
-    }
-    *last = Some(ProbeRecord {
-        time: now,
-        passed,
-        message,
-    });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn at(s: i64) -> chrono::DateTime<Utc> {
-        chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
-    }
-
-    #[test]
-    fn the_last_probe_record_moves_only_when_the_result_or_its_message_changes() {
-        let mut last = None;
-        note(&mut last, true, "all probes passed".into(), at(0));
-        note(&mut last, true, "all probes passed".into(), at(10));
-        assert_eq!(
-            last.as_ref().unwrap().time,
-            at(0),
-            "a steady round is not a change"
-        );
-        note(&mut last, false, "connection refused".into(), at(20));
-        assert_eq!(last.as_ref().unwrap().time, at(20));
-        note(&mut last, false, "timed out after 1s".into(), at(30));
-        assert_eq!(last.as_ref().unwrap().time, at(30), "a new failure is news");
-        note(&mut last, true, "all probes passed".into(), at(40));
-        assert!(last.as_ref().unwrap().passed);
-        assert_eq!(last.unwrap().time, at(40));
     }
 }

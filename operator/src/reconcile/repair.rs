@@ -477,12 +477,7 @@ fn count_docker_restarts(
             "exited"
         }
     );
-    Some(StackEvent::new(
-        EventType::Warning,
-        &reason.to_string(),
-        "Restart",
-        note,
-    ))
+    Some(StackEvent::new(EventType::Warning, reason, "Restart", note))
 }
 
 /// A restart to do: which container, why, and what to tell.
@@ -553,7 +548,7 @@ async fn restart(
     } else {
         EventType::Warning
     };
-    let event = StackEvent::new(kind, &reason.to_string(), "Restart", note);
+    let event = StackEvent::new(kind, reason, "Restart", note);
     super::status::publish(pass.ctx, pass.stack, event).await?;
     pass.ctx
         .metrics

@@ -10,7 +10,7 @@ use crate::api::{
     StackHealth, Verdict,
 };
 use crate::compose::Project;
-use crate::docker::short_id;
+use crate::observe::short_id;
 use crate::store::{EventType, StackEvent};
 
 pub struct Report {
@@ -38,67 +38,92 @@ pub struct Facts<'a> {
 pub fn report(
     project: &Project,
     outcome: &Outcome,
-    claim: &crate::docker::Claim,
+    claim: &crate::observe::Claim,
     facts: &Facts,
     probes: &BTreeMap<String, crate::heal::ProbeVerdict>,
 ) -> Report {
-    let (required, suspended) = (facts.required, facts.suspended);
-    let mut held: Vec<String> = Vec::new();
-    let mut services = BTreeMap::new();
-    let mut not_ready: Vec<String> = Vec::new();
-    let mut starting = false;
+    let seen = services(project, outcome, claim, facts, probes);
+    let plan = &outcome.plan;
+    let progress = progress(outcome, facts.suspended, seen.starting);
+    let progressing = progress.status == ConditionStatus::True;
+    let mut verdicts = vec![Verdict::new(
+        ConditionType::Progressing,
+        progress.status,
+        progress.reason,
+        progress.message.clone(),
+    )];
+    if plan.conflict.is_some() {
+        verdicts.push(Verdict::new(
+            ConditionType::InvalidSpec,
+            ConditionStatus::True,
+            Reason::ProjectNameInUse,
+            progress.message.clone(),
+        ));
+    }
+    let ready = seen.not_ready.is_empty() && seen.held.is_empty() && plan.conflict.is_none();
+    let (ready_reason, ready_msg) = readiness(ready, &seen, &progress, facts.required);
+    verdicts.push(Verdict::new(
+        ConditionType::Ready,
+        if ready {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        },
+        ready_reason,
+        ready_msg,
+    ));
+    // The containers under this project name are someone else's: nothing to say of ours.
+    let health = if plan.conflict.is_some() {
+        StackHealth::Unknown
+    } else if ready {
+        StackHealth::Healthy
+    } else if progressing {
+        StackHealth::Progressing
+    } else {
+        StackHealth::Unhealthy
+    };
+    Report {
+        services: seen.services,
+        health,
+        verdicts,
+        progressing,
+    }
+}
+
+/// What the services' states say, before any verdict.
+struct Seen {
+    services: BTreeMap<String, ServiceStatus>,
+    /// Required services held stopped on purpose, described.
+    held: Vec<String>,
+    /// Required services with a problem: `service: problem`.
+    not_ready: Vec<String>,
+    /// Some service's health check is still starting.
+    starting: bool,
+}
+
+/// Each service's status, and which required ones are not ready, or held.
+fn services(
+    project: &Project,
+    outcome: &Outcome,
+    claim: &crate::observe::Claim,
+    facts: &Facts,
+    probes: &BTreeMap<String, crate::heal::ProbeVerdict>,
+) -> Seen {
+    let mut seen = Seen {
+        services: BTreeMap::new(),
+        held: Vec::new(),
+        not_ready: Vec::new(),
+        starting: false,
+    };
     for svc in &project.services {
         let container = outcome.container(&svc.name, claim);
-        let st = match container {
-            None => ServiceStatus::default(),
-            Some(c) => ServiceStatus {
-                state: c.state,
-                health: c.health,
-                image: Some(c.image.clone()),
-                container_id: Some(short_id(&c.id).to_owned()),
-                exit_code: (c.state != ContainerState::Running)
-                    .then_some(c.exit_code)
-                    .flatten(),
-                docker_restarts: c.restart_count,
-                ..Default::default()
-            },
-        };
-        // The operator's own probes, when the service has some, decide its health.
-        let mut st = st;
-        if let Some(v) = probes.get(&svc.name) {
-            st.consecutive_failures = v.consecutive_failures;
-            st.last_probe = v.last.clone();
-            if v.misconfigured.is_some() {
-                // The probe says nothing about the service: health unknown, reported below.
-                st.health = None;
-            } else if st.state == ContainerState::Running {
-                st.health = Some(match v.healthy {
-                    Some(true) => ContainerHealth::Healthy,
-                    Some(false) => ContainerHealth::Unhealthy,
-                    None => ContainerHealth::Starting,
-                });
-            }
-        }
+        let probe = probes.get(&svc.name);
+        let mut st = service_status(container, probe);
         let current = container.is_some_and(|c| super::plan::is_current(svc, c, &outcome.observed));
-        let problem = match (st.state, st.health) {
-            (ContainerState::Missing, _) => Some("no container".to_owned()),
-            (ContainerState::Running, Some(ContainerHealth::Starting)) => {
-                starting = true;
-                Some("running, health check starting".to_owned())
-            }
-            (ContainerState::Running, Some(ContainerHealth::Unhealthy)) => {
-                Some("running but unhealthy".to_owned())
-            }
-            (ContainerState::Running, _) if !current && !facts.deploy_held => {
-                Some("running an outdated config".to_owned())
-            }
-            (ContainerState::Running, _) => None,
-            (state, _) => Some(match st.exit_code {
-                Some(code) => format!("{} (exit code {code})", state.as_str()),
-                None => state.as_str().to_owned(),
-            }),
-        };
-        let problem = match probes.get(&svc.name).and_then(|v| v.misconfigured.as_ref()) {
+        seen.starting |=
+            st.state == ContainerState::Running && st.health == Some(ContainerHealth::Starting);
+        let problem = problem(&st, current, facts.deploy_held);
+        let problem = match probe.and_then(|v| v.misconfigured.as_ref()) {
             Some(m) if problem.is_none() => Some(format!(
                 "its probe cannot run ({m}); fix spec.health.services.{}.probes",
                 svc.name
@@ -111,18 +136,87 @@ pub fn report(
             // stopped on purpose it says nothing.
             st.health = None;
         }
-        if let (Some(p), true) = (problem, required.contains(&svc.name)) {
+        if let (Some(p), true) = (problem, facts.required.contains(&svc.name)) {
             match hold {
                 Some(h) if st.state != ContainerState::Running => {
-                    held.push(crate::heal::hold::describe(&svc.name, h))
+                    seen.held.push(crate::heal::hold::describe(&svc.name, h))
                 }
-                _ => not_ready.push(format!("{}: {p}", svc.name)),
+                _ => seen.not_ready.push(format!("{}: {p}", svc.name)),
             }
         }
-        services.insert(svc.name.clone(), st);
+        seen.services.insert(svc.name.clone(), st);
     }
+    seen
+}
 
-    let mut verdicts = Vec::new();
+/// A service's status from its container and, when it has probes, their verdict.
+fn service_status(
+    container: Option<&crate::observe::ObservedContainer>,
+    probe: Option<&crate::heal::ProbeVerdict>,
+) -> ServiceStatus {
+    let mut st = match container {
+        None => ServiceStatus::default(),
+        Some(c) => ServiceStatus {
+            state: c.state,
+            health: c.health,
+            image: Some(c.image.clone()),
+            container_id: Some(short_id(&c.id).to_owned()),
+            exit_code: (c.state != ContainerState::Running)
+                .then_some(c.exit_code)
+                .flatten(),
+            docker_restarts: c.restart_count,
+            ..Default::default()
+        },
+    };
+    // The operator's own probes, when the service has some, decide its health.
+    if let Some(v) = probe {
+        st.consecutive_failures = v.consecutive_failures;
+        st.last_probe = v.last.clone();
+        if v.misconfigured.is_some() {
+            // The probe says nothing about the service: health unknown, reported as a problem.
+            st.health = None;
+        } else if st.state == ContainerState::Running {
+            st.health = Some(match v.healthy {
+                Some(true) => ContainerHealth::Healthy,
+                Some(false) => ContainerHealth::Unhealthy,
+                None => ContainerHealth::Starting,
+            });
+        }
+    }
+    st
+}
+
+/// What keeps a service from being ready, if anything.
+fn problem(st: &ServiceStatus, current: bool, deploy_held: bool) -> Option<String> {
+    match (st.state, st.health) {
+        (ContainerState::Missing, _) => Some("no container".to_owned()),
+        (ContainerState::Running, Some(ContainerHealth::Starting)) => {
+            Some("running, health check starting".to_owned())
+        }
+        (ContainerState::Running, Some(ContainerHealth::Unhealthy)) => {
+            Some("running but unhealthy".to_owned())
+        }
+        (ContainerState::Running, _) if !current && !deploy_held => {
+            Some("running an outdated config".to_owned())
+        }
+        (ContainerState::Running, _) => None,
+        (state, _) => Some(match st.exit_code {
+            Some(code) => format!("{} (exit code {code})", state.as_str()),
+            None => state.as_str().to_owned(),
+        }),
+    }
+}
+
+/// The Progressing condition's content.
+struct Progress {
+    status: ConditionStatus,
+    reason: Reason,
+    message: String,
+}
+
+/// Progressing: the first that applies of a conflict, suspension, failed actions, a blocked
+/// service, actions taken, services waiting for dependencies, health checks starting.
+fn progress(outcome: &Outcome, suspended: bool, starting: bool) -> Progress {
     let plan = &outcome.plan;
     let hold_text = |holds: &[super::plan::Hold]| {
         holds
@@ -131,8 +225,7 @@ pub fn report(
             .collect::<Vec<_>>()
             .join("; ")
     };
-
-    let (progress_status, progress_reason, progress_msg) = if let Some(conflict) = &plan.conflict {
+    let (status, reason, message) = if let Some(conflict) = &plan.conflict {
         (
             ConditionStatus::False,
             Reason::ProjectNameInUse,
@@ -183,25 +276,21 @@ pub fn report(
             format!("revision {} is applied", plan.revision),
         )
     };
-    let progressing = progress_status == ConditionStatus::True;
-    verdicts.push(Verdict::new(
-        ConditionType::Progressing,
-        progress_status,
-        progress_reason,
-        progress_msg.clone(),
-    ));
-
-    if plan.conflict.is_some() {
-        verdicts.push(Verdict::new(
-            ConditionType::InvalidSpec,
-            ConditionStatus::True,
-            Reason::ProjectNameInUse,
-            progress_msg.clone(),
-        ));
+    Progress {
+        status,
+        reason,
+        message,
     }
+}
 
-    let ready = not_ready.is_empty() && held.is_empty() && plan.conflict.is_none();
-    let (ready_reason, ready_msg) = if ready {
+/// The Ready condition's reason and message.
+fn readiness(
+    ready: bool,
+    seen: &Seen,
+    progress: &Progress,
+    required: &[String],
+) -> (Reason, String) {
+    if ready {
         (
             Reason::AllServicesReady,
             format!(
@@ -210,63 +299,36 @@ pub fn report(
             ),
         )
     } else if matches!(
-        progress_reason,
+        progress.reason,
         Reason::ImageNotFound | Reason::ApplyFailed | Reason::ProjectNameInUse
     ) {
         (
-            progress_reason,
-            not_ready
+            progress.reason,
+            seen.not_ready
                 .iter()
-                .chain([&progress_msg])
+                .chain([&progress.message])
                 .cloned()
                 .collect::<Vec<_>>()
                 .join("; "),
         )
-    } else if not_ready.is_empty() && !held.is_empty() {
+    } else if seen.not_ready.is_empty() && !seen.held.is_empty() {
         (
             Reason::ServicesHeld,
             format!(
                 "{}; `stackwarden resume STACK SERVICE` (or removing the hold annotation) ends a hold",
-                held.join("; ")
+                seen.held.join("; ")
             ),
         )
     } else {
         (
             Reason::ServicesNotReady,
-            not_ready
+            seen.not_ready
                 .iter()
-                .chain(&held)
+                .chain(&seen.held)
                 .cloned()
                 .collect::<Vec<_>>()
                 .join("; "),
         )
-    };
-    verdicts.push(Verdict::new(
-        ConditionType::Ready,
-        if ready {
-            ConditionStatus::True
-        } else {
-            ConditionStatus::False
-        },
-        ready_reason,
-        ready_msg,
-    ));
-
-    // The containers under this project name are someone else's: nothing to say of ours.
-    let health = if plan.conflict.is_some() {
-        StackHealth::Unknown
-    } else if ready {
-        StackHealth::Healthy
-    } else if progressing {
-        StackHealth::Progressing
-    } else {
-        StackHealth::Unhealthy
-    };
-    Report {
-        services,
-        health,
-        verdicts,
-        progressing,
     }
 }
 
@@ -309,12 +371,7 @@ pub fn transition_events(previous: &[Condition], current: &[Condition]) -> Vec<S
                 Reason::PreDeployBackupFailed => "Deploy",
                 _ => "Reconcile",
             };
-            StackEvent::new(
-                EventType::Warning,
-                &c.reason.to_string(),
-                action,
-                c.message.clone(),
-            )
+            StackEvent::new(EventType::Warning, c.reason, action, c.message.clone())
         })
         .collect()
 }

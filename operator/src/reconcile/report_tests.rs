@@ -763,7 +763,7 @@ fn told(previous: &[Condition], current: &[Condition]) -> Vec<(String, String)> 
         .into_iter()
         .map(|e| {
             assert_eq!(e.type_, EventType::Warning);
-            (e.reason, e.note)
+            (e.reason.to_string(), e.note)
         })
         .collect()
 }

@@ -113,7 +113,7 @@ impl Store for KubeStore {
                 EventType::Normal => KubeEventType::Normal,
                 EventType::Warning => KubeEventType::Warning,
             },
-            reason: event.reason.clone(),
+            reason: event.reason.to_string(),
             note: Some(event.note.clone()),
             action: event.action.clone(),
             secondary: None,

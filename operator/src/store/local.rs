@@ -1269,7 +1269,7 @@ mod tests {
                 &stack,
                 &StackEvent::new(
                     crate::store::EventType::Normal,
-                    "Created",
+                    crate::api::EventReason::Created,
                     "Create",
                     "n".into(),
                 ),

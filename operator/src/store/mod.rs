@@ -70,16 +70,21 @@ pub struct StackEvent {
     #[serde(rename = "type")]
     pub type_: EventType,
     /// CamelCase, stable.
-    pub reason: String,
+    pub reason: crate::api::EventReason,
     pub action: String,
     pub note: String,
 }
 
 impl StackEvent {
-    pub fn new(type_: EventType, reason: &str, action: &str, note: String) -> Self {
+    pub fn new(
+        type_: EventType,
+        reason: impl Into<crate::api::EventReason>,
+        action: &str,
+        note: String,
+    ) -> Self {
         Self {
             type_,
-            reason: reason.to_owned(),
+            reason: reason.into(),
             action: action.to_owned(),
             note,
         }

@@ -1,0 +1,5 @@
+//! Pure decisions: what to do given what was asked and what was observed, with the clock an
+//! argument. Nothing here talks to Docker, a database or the API server; the callers act on the
+//! answers.
+
+pub mod probe;
