@@ -2,9 +2,10 @@
 //!
 //! Data flows one way: [`admit`] checks the whole spec and gives the project [`compose`] builds
 //! from it; [`reconcile`] observes Docker ([`observe`]), asks the pure modules ([`decide`],
-//! [`heal`], the planner) what to do, acts through [`docker`] and the [`jobs`] registry, and
+//! [`heal`], the planner) what to do, acts through [`docker`], the database clients in [`act`] and the [`jobs`] registry, and
 //! reports through either [`store`] driver.
 
+pub mod act;
 pub mod admit;
 pub mod api;
 pub mod backup;

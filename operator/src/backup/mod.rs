@@ -21,45 +21,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Reason, Trigger};
-
-/// Why a backup, restore test or restore failed. Each variant is a `BackupFailed` reason; every
-/// message says what to do and never holds a secret.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum BackupError {
-    #[error("{0}")]
-    DatabaseUnreachable(String),
-    #[error("{0}")]
-    DumpFailed(String),
-    #[error("{0}")]
-    DiskFull(String),
-    #[error("{0}")]
-    DestinationUnreachable(String),
-    #[error("{0}")]
-    ChecksumMismatch(String),
-    #[error("{0}")]
-    VerificationFailed(String),
-    #[error("{0}")]
-    RestoreFailed(String),
-    #[error("{0}")]
-    Interrupted(String),
-}
-
-impl BackupError {
-    /// The condition reason (and metrics label).
-    pub fn reason(&self) -> Reason {
-        match self {
-            BackupError::DatabaseUnreachable(_) => Reason::DatabaseUnreachable,
-            BackupError::DumpFailed(_) => Reason::DumpFailed,
-            BackupError::DiskFull(_) => Reason::DiskFull,
-            BackupError::DestinationUnreachable(_) => Reason::DestinationUnreachable,
-            BackupError::ChecksumMismatch(_) => Reason::ChecksumMismatch,
-            BackupError::VerificationFailed(_) => Reason::VerificationFailed,
-            BackupError::RestoreFailed(_) => Reason::RestoreFailed,
-            BackupError::Interrupted(_) => Reason::Interrupted,
-        }
-    }
-}
+use crate::api::Trigger;
 
 /// What is backed up.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]

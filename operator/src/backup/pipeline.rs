@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader, ReadBuf};
 
 use super::destination::{DestinationError, Upload};
-use super::BackupError;
+use crate::act::reading::{poll_seen, Seen, Tally};
+use crate::api::{Failure, Reason};
 
 /// Size of the chunks handed to the destination.
 const CHUNK: usize = 1 << 20;
@@ -41,9 +42,9 @@ pub async fn store(
     level: i32,
     upload: &mut dyn Upload,
     progress: &AtomicU64,
-) -> Result<Sealed, BackupError> {
-    let raw = Counted::new(source);
-    let raw_count = raw.count.clone();
+) -> Result<Sealed, Failure> {
+    let raw = Tally::new(source);
+    let raw_count = raw.count();
     let mut encoder =
         ZstdEncoder::with_quality(BufReader::with_capacity(CHUNK, raw), Level::Precise(level));
     let mut hasher = Sha256::new();
@@ -53,7 +54,10 @@ pub async fn store(
         // Fill a whole chunk when the source allows: fewer, larger writes to the destination.
         while buf.len() < CHUNK {
             let n = encoder.read_buf(&mut buf).await.map_err(|e| {
-                BackupError::DumpFailed(format!("reading the dump stream failed: {e}"))
+                Failure::new(
+                    Reason::DumpFailed,
+                    format!("reading the dump stream failed: {e}"),
+                )
             })?;
             if n == 0 {
                 break;
@@ -78,11 +82,30 @@ pub async fn store(
     })
 }
 
+/// Commits `upload` when the backup that wrote it succeeded, aborts it otherwise, so nothing
+/// partial is ever visible.
+pub async fn settle<T>(upload: Box<dyn Upload>, written: Result<T, Failure>) -> Result<T, Failure> {
+    match written {
+        Ok(done) => {
+            upload.commit().await.map_err(destination_error)?;
+            Ok(done)
+        }
+        Err(e) => {
+            // The failure is what matters; an abort that fails leaves a temporary object that
+            // the destination's clean_partial removes.
+            if let Err(a) = upload.abort().await {
+                tracing::warn!("aborting the upload of a failed backup failed too: {a}");
+            }
+            Err(e)
+        }
+    }
+}
+
 /// A destination failure as a backup failure.
-pub fn destination_error(e: DestinationError) -> BackupError {
+pub fn destination_error(e: DestinationError) -> Failure {
     match e {
-        DestinationError::Full(m) => BackupError::DiskFull(m),
-        other => BackupError::DestinationUnreachable(other.to_string()),
+        DestinationError::Full(m) => Failure::new(Reason::DiskFull, m),
+        other => Failure::new(Reason::DestinationUnreachable, other.to_string()),
     }
 }
 
@@ -97,13 +120,13 @@ impl Digest256 {
     }
 
     /// Fails with ChecksumMismatch unless the whole stream was read and hashed to `expected`.
-    pub fn check(&self, expected: &str, what: &str) -> Result<(), BackupError> {
+    pub fn check(&self, expected: &str, what: &str) -> Result<(), Failure> {
         match self.get() {
             Some(d) if d == expected => Ok(()),
-            Some(d) => Err(BackupError::ChecksumMismatch(format!(
+            Some(d) => Err(Failure::new(Reason::ChecksumMismatch, format!(
                 "{what}: the stored bytes hash to sha256 {d}, but the manifest records {expected}; the backup is damaged, use an older one"
             ))),
-            None => Err(BackupError::ChecksumMismatch(format!(
+            None => Err(Failure::new(Reason::ChecksumMismatch, format!(
                 "{what}: the stored object was not read to its end, so its checksum is unknown"
             ))),
         }
@@ -127,35 +150,6 @@ pub fn restored(
     (decoder, digest)
 }
 
-/// Counts the bytes read through it.
-struct Counted<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
-}
-
-impl<R> Counted<R> {
-    fn new(inner: R) -> Self {
-        Self {
-            inner,
-            count: Arc::default(),
-        }
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        r
-    }
-}
-
 /// Hashes the bytes read through it; publishes the digest at end of stream.
 struct Hashing<R> {
     inner: R,
@@ -165,23 +159,25 @@ struct Hashing<R> {
 
 impl<R: AsyncRead + Unpin> AsyncRead for Hashing<R> {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = r {
-            let new = &buf.filled()[before..];
-            if new.is_empty() {
-                if let Some(h) = self.hasher.take() {
-                    *self.out.0.lock().expect("digest lock") = Some(hex::encode(h.finalize()));
+        let this = self.get_mut();
+        let (hasher, out) = (&mut this.hasher, &this.out);
+        poll_seen(&mut this.inner, cx, buf, |seen| match seen {
+            Seen::Bytes([]) => {
+                if let Some(h) = hasher.take() {
+                    *out.0.lock().expect("digest lock") = Some(hex::encode(h.finalize()));
                 }
-            } else if let Some(h) = self.hasher.as_mut() {
-                h.update(new);
             }
-        }
-        r
+            Seen::Bytes(new) => {
+                if let Some(h) = hasher.as_mut() {
+                    h.update(new);
+                }
+            }
+            Seen::Failed(_) => {}
+        })
     }
 }
 
@@ -268,7 +264,7 @@ mod tests {
             Ok(_) => digest.check(&sealed.sha256, "pg-1").unwrap_err(),
             Err(_) => digest.check(&sealed.sha256, "pg-1").unwrap_err(),
         };
-        assert!(matches!(err, BackupError::ChecksumMismatch(_)), "{err}");
+        assert!(err.reason == Reason::ChecksumMismatch, "{err}");
     }
 
     #[tokio::test]
@@ -276,6 +272,6 @@ mod tests {
         let err = store(&data()[..], 3, &mut Full, &AtomicU64::new(0))
             .await
             .unwrap_err();
-        assert!(matches!(err, BackupError::DiskFull(_)), "{err}");
+        assert!(err.reason == Reason::DiskFull, "{err}");
     }
 }

@@ -2,9 +2,9 @@
 //! `pg_restore` inside its container (the exec needs no network and always matches the
 //! server's version), their bytes streamed through [`pipeline`](super::pipeline).
 //!
-//! The operator also keeps a TCP connection of its own (as the probe does) for what is not a
-//! dump: the snapshot the dump is taken from, the row counts in that snapshot, and creating,
-//! dropping and renaming databases.
+//! The operator also logs in over TCP ([`crate::act::postgres`], as the probe does) for what
+//! is not a dump: the snapshot the dump is taken from, the row counts in that snapshot, and
+//! creating, dropping and renaming databases.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -15,12 +15,15 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::destination::Upload;
 use super::pipeline::{self, Sealed};
-use super::{BackupError, Manifest};
-use crate::docker::{short_id, BollardEngine, EngineError};
+use super::Manifest;
+use crate::act::chain;
+use crate::act::reading::{FirstError, Tally};
+use crate::api::{Failure, Reason};
+use crate::docker::{short_id, Engine, EngineError};
 
 /// Scratch databases of restore tests are named `stackwarden_verify_PID_MICROS`.
 const SCRATCH_PREFIX: &str = "stackwarden_verify_";
@@ -34,7 +37,7 @@ type Reader = Box<dyn AsyncRead + Send + Unpin>;
 
 /// The database of one backup target and how to reach it.
 pub struct Postgres<'a> {
-    pub engine: &'a BollardEngine,
+    pub engine: &'a dyn Engine,
     /// Container id of the database service.
     pub container: String,
     /// Where the operator reaches the server over TCP.
@@ -60,24 +63,11 @@ pub async fn backup(
     mut upload: Box<dyn Upload>,
     level: i32,
     progress: &AtomicU64,
-) -> Result<Dumped, BackupError> {
-    match dump(pg, &mut *upload, level, progress).await {
-        Ok(dumped) => {
-            upload
-                .commit()
-                .await
-                .map_err(|e| pg.masked(pipeline::destination_error(e)))?;
-            Ok(dumped)
-        }
-        Err(e) => {
-            // The failure is what matters; an abort that fails leaves a temporary object that
-            // the destination's clean_partial removes.
-            if let Err(a) = upload.abort().await {
-                tracing::warn!("aborting the upload of a failed backup failed too: {a}");
-            }
-            Err(pg.masked(e))
-        }
-    }
+) -> Result<Dumped, Failure> {
+    let dumped = dump(pg, &mut *upload, level, progress).await;
+    pipeline::settle(upload, dumped)
+        .await
+        .map_err(|e| pg.masked(e))
 }
 
 /// Restore test: restores `stored` (a compressed backup as stored) into a scratch database,
@@ -88,7 +78,7 @@ pub async fn verify(
     stored: Reader,
     manifest: &Manifest,
     progress: &AtomicU64,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     verify_inner(pg, stored, manifest, progress)
         .await
         .map_err(|e| pg.masked(e))
@@ -105,7 +95,7 @@ pub async fn restore(
     stored: Reader,
     manifest: &Manifest,
     progress: &AtomicU64,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     restore_inner(pg, stored, manifest, progress)
         .await
         .map_err(|e| pg.masked(e))
@@ -114,7 +104,7 @@ pub async fn restore(
 /// Drops the scratch databases (`stackwarden_verify_*`) and the `DB_restore` database an
 /// operator killed mid-verify or mid-restore left behind. Idempotent. Not to be called while a
 /// verify or restore of the same server is running.
-pub async fn clean_scratch(pg: &Postgres<'_>) -> Result<(), BackupError> {
+pub async fn clean_scratch(pg: &Postgres<'_>) -> Result<(), Failure> {
     async {
         let admin = pg.maintenance(None).await?;
         let rows = admin
@@ -130,10 +120,13 @@ pub async fn clean_scratch(pg: &Postgres<'_>) -> Result<(), BackupError> {
         for row in rows {
             let name: String = row.get(0);
             drop_db(&admin, &name).await.map_err(|e| {
-                BackupError::DatabaseUnreachable(format!(
-                    "dropping the leftover scratch database {name}: {}",
-                    chain(&e)
-                ))
+                Failure::new(
+                    Reason::DatabaseUnreachable,
+                    format!(
+                        "dropping the leftover scratch database {name}: {}",
+                        chain(&e)
+                    ),
+                )
             })?;
             tracing::info!(database = %name, "dropped a leftover scratch database");
         }
@@ -148,35 +141,18 @@ async fn dump(
     upload: &mut dyn Upload,
     level: i32,
     progress: &AtomicU64,
-) -> Result<Dumped, BackupError> {
+) -> Result<Dumped, Failure> {
     let db = &pg.database;
     let client = pg.connect(db).await?;
     let failed = |what: &str, e: tokio_postgres::Error| {
-        BackupError::DumpFailed(format!(
-            "backup of database {db}: {what} failed: {}",
-            chain(&e)
-        ))
+        Failure::new(
+            Reason::DumpFailed,
+            format!("backup of database {db}: {what} failed: {}", chain(&e)),
+        )
     };
-    let server_version: String = client
-        .query_one("SHOW server_version", &[])
+    let snapshot = Snapshot::take(&client)
         .await
-        .map_err(|e| failed("SHOW server_version", e))?
-        .get(0);
-    // The dump and the row counts see the same snapshot: this transaction exports it, pg_dump
-    // imports it, and it stays open until the dump has finished.
-    client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        .await
-        .map_err(|e| failed("starting the snapshot transaction", e))?;
-    let snapshot: String = client
-        .query_one("SELECT pg_export_snapshot()", &[])
-        .await
-        .map_err(|e| failed("exporting the snapshot", e))?
-        .get(0);
-    let tables = list_tables(&client)
-        .await
-        .map_err(|e| failed("listing the tables", e))?;
-
+        .map_err(|(what, e)| failed(what, e))?;
     // -Fc: the custom format pg_restore reads from a pipe. -Z0: uncompressed, because the
     // pipeline compresses with zstd; compressing twice costs CPU and gains nothing (zstd cannot
     // shrink what gzip already packed).
@@ -186,7 +162,7 @@ async fn dump(
         "-Z0",
         "--no-password",
         "--snapshot",
-        &snapshot,
+        &snapshot.id,
         "-U",
         &pg.user,
         "-d",
@@ -201,33 +177,11 @@ async fn dump(
         .map_err(|e| pg.exec_unreachable(e))?;
     let (stored, counts) = tokio::join!(
         pipeline::store(exec.stdout, level, upload, progress),
-        count_rows(&client, &tables),
+        count_rows(&client, &snapshot.tables),
     );
     // Dropping `exec.done` on the way out closes the connection, which ends pg_dump.
     let sealed = stored?;
-    let (code, stderr) = exec.done.wait().await.map_err(|e| {
-        BackupError::DumpFailed(format!(
-            "backup of database {db}: {e}; check that the database service is running"
-        ))
-    })?;
-    if code != 0 {
-        let hint = if code == 137 || code == 143 || code < 0 {
-            " (it was killed: was the container stopped or restarted during the backup?)"
-        } else {
-            ""
-        };
-        return Err(BackupError::DumpFailed(format!(
-            "pg_dump of database {db} in container {} exited with code {code}{hint}: {}",
-            short_id(&pg.container),
-            tail(&stderr)
-        )));
-    }
-    if sealed.raw_size == 0 {
-        return Err(BackupError::DumpFailed(format!(
-            "pg_dump of database {db} exited cleanly but wrote nothing: {}",
-            tail(&stderr)
-        )));
-    }
+    dump_ended(pg, exec.done.wait().await, &sealed)?;
     let row_counts = counts.map_err(|e| failed("counting rows", e))?;
     client
         .batch_execute("COMMIT")
@@ -236,8 +190,84 @@ async fn dump(
     Ok(Dumped {
         sealed,
         row_counts,
-        server_version,
+        server_version: snapshot.server_version,
     })
+}
+
+/// The snapshot a dump is taken from, exported by a transaction left open until the dump ends.
+struct Snapshot {
+    server_version: String,
+    id: String,
+    tables: Vec<(String, String)>,
+}
+
+impl Snapshot {
+    /// The dump and the row counts see the same snapshot: this transaction exports it, pg_dump
+    /// imports it. The error names the step that failed.
+    async fn take(client: &Client) -> Result<Self, (&'static str, tokio_postgres::Error)> {
+        let server_version: String = client
+            .query_one("SHOW server_version", &[])
+            .await
+            .map_err(|e| ("SHOW server_version", e))?
+            .get(0);
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+            .map_err(|e| ("starting the snapshot transaction", e))?;
+        let id: String = client
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(|e| ("exporting the snapshot", e))?
+            .get(0);
+        let tables = list_tables(client)
+            .await
+            .map_err(|e| ("listing the tables", e))?;
+        Ok(Self {
+            server_version,
+            id,
+            tables,
+        })
+    }
+}
+
+/// Whether pg_dump's exit (and what it wrote) makes the dump good.
+fn dump_ended(
+    pg: &Postgres<'_>,
+    exited: crate::docker::Exited,
+    sealed: &pipeline::Sealed,
+) -> Result<(), Failure> {
+    let db = &pg.database;
+    let (code, stderr) = exited.map_err(|e| {
+        Failure::new(
+            Reason::DumpFailed,
+            format!("backup of database {db}: {e}; check that the database service is running"),
+        )
+    })?;
+    if code != 0 {
+        let hint = if code == 137 || code == 143 || code < 0 {
+            " (it was killed: was the container stopped or restarted during the backup?)"
+        } else {
+            ""
+        };
+        return Err(Failure::new(
+            Reason::DumpFailed,
+            format!(
+                "pg_dump of database {db} in container {} exited with code {code}{hint}: {}",
+                short_id(&pg.container),
+                tail(&stderr)
+            ),
+        ));
+    }
+    if sealed.raw_size == 0 {
+        return Err(Failure::new(
+            Reason::DumpFailed,
+            format!(
+                "pg_dump of database {db} exited cleanly but wrote nothing: {}",
+                tail(&stderr)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 async fn verify_inner(
@@ -245,7 +275,7 @@ async fn verify_inner(
     stored: Reader,
     manifest: &Manifest,
     progress: &AtomicU64,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     let admin = pg.maintenance(None).await?;
     let scratch = format!(
         "{SCRATCH_PREFIX}{}_{}",
@@ -256,7 +286,7 @@ async fn verify_inner(
         create_db(&admin, &scratch, &pg.database)
             .await
             .map_err(|e| {
-                BackupError::VerificationFailed(format!(
+                Failure::new(Reason::VerificationFailed, format!(
                     "creating the scratch database {scratch} failed: {}; the user {} needs the CREATEDB privilege",
                     chain(&e),
                     pg.user
@@ -268,7 +298,7 @@ async fn verify_inner(
             stored,
             manifest,
             progress,
-            BackupError::VerificationFailed,
+            Reason::VerificationFailed,
         )
         .await
     }
@@ -289,15 +319,18 @@ async fn restore_inner(
     stored: Reader,
     manifest: &Manifest,
     progress: &AtomicU64,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     let db = &pg.database;
     let loading = restore_name(db);
     let admin = pg.maintenance(Some(db)).await?;
     let failed = |what: String, e: tokio_postgres::Error| {
-        BackupError::RestoreFailed(format!(
-            "restore of database {db}: {what} failed: {}; the database {db} is unchanged",
-            chain(&e)
-        ))
+        Failure::new(
+            Reason::RestoreFailed,
+            format!(
+                "restore of database {db}: {what} failed: {}; the database {db} is unchanged",
+                chain(&e)
+            ),
+        )
     };
     drop_db(&admin, &loading)
         .await
@@ -312,7 +345,7 @@ async fn restore_inner(
             stored,
             manifest,
             progress,
-            BackupError::RestoreFailed,
+            Reason::RestoreFailed,
         )
         .await?;
         let kept = swap(&admin, db, &loading)
@@ -410,21 +443,65 @@ async fn load(
     stored: Reader,
     manifest: &Manifest,
     progress: &AtomicU64,
-    fail: fn(String) -> BackupError,
-) -> Result<String, BackupError> {
-    let source_error = Slot::default();
-    let decode_error = Slot::default();
-    let fed = Arc::new(AtomicU64::new(0));
-    let (decoded, digest) = pipeline::restored(Box::new(Noting {
-        inner: stored,
-        error: source_error.clone(),
-        count: None,
-    }));
-    let feed = Handoff(Arc::new(Mutex::new(Some(Box::new(Noting {
-        inner: decoded,
-        error: decode_error.clone(),
-        count: Some(fed.clone()),
-    })))));
+    fail: Reason,
+) -> Result<String, Failure> {
+    let fed = feed(pg, database, stored, progress).await?;
+    fed.intact(manifest, database, fail)?;
+    let client = pg.connect(database).await?;
+    let counted = async {
+        let tables = list_tables(&client).await?;
+        count_rows(&client, &tables).await
+    }
+    .await
+    .map_err(|e| {
+        Failure::new(
+            fail,
+            format!("counting the rows restored into {database}: {}", chain(&e)),
+        )
+    })?;
+    drop(client);
+    let differences = compare(&manifest.row_counts, &counted);
+    if !differences.is_empty() {
+        return Err(Failure::new(
+            fail,
+            format!(
+            "backup {} restored, but its row counts differ from those recorded at backup time: {}",
+            manifest.id,
+            differences.join("; ")
+        ),
+        ));
+    }
+    let rows: u64 = counted.values().sum();
+    Ok(format!(
+        "restored {} tables, {rows} rows; counts match",
+        counted.len()
+    ))
+}
+
+/// What feeding a stored backup to pg_restore came to.
+struct Fed {
+    exited: crate::docker::Exited,
+    digest: pipeline::Digest256,
+    /// Reading the stored object failed.
+    source_error: FirstError,
+    /// Decompressing it failed.
+    decode_error: FirstError,
+}
+
+/// Runs pg_restore into `database` with the decompressed backup on its stdin, and reads what
+/// it left of the stream so the checksum is known.
+async fn feed(
+    pg: &Postgres<'_>,
+    database: &str,
+    stored: Reader,
+    progress: &AtomicU64,
+) -> Result<Fed, Failure> {
+    let source = Tally::new(stored);
+    let source_error = source.error();
+    let (decoded, digest) = pipeline::restored(Box::new(source));
+    let decoded = Tally::new(decoded);
+    let (fed, decode_error) = (decoded.count(), decoded.error());
+    let feed = Handoff(Arc::new(Mutex::new(Some(Box::new(decoded)))));
     let command: Vec<String> = [
         "pg_restore",
         "--no-owner",
@@ -451,7 +528,7 @@ async fn load(
     let wait = exec.done.wait();
     tokio::pin!(wait);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let waited = loop {
+    let exited = loop {
         tokio::select! {
             r = &mut wait => break r,
             _ = tick.tick() => progress.store(fed.load(Ordering::Relaxed), Ordering::Relaxed),
@@ -465,60 +542,51 @@ async fn load(
             let _ = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await;
         }
     }
-    if let Some(e) = source_error.get() {
-        return Err(BackupError::DestinationUnreachable(format!(
-            "reading backup {} from the destination failed: {e}",
-            manifest.id
-        )));
-    }
-    if digest.get().is_some_and(|d| d != manifest.sha256) {
-        return digest
-            .check(&manifest.sha256, &manifest.id)
-            .map(|()| String::new());
-    }
-    if let Some(e) = decode_error.get() {
-        return Err(BackupError::ChecksumMismatch(format!(
-            "backup {}: the stored object does not decompress ({e}); the backup is damaged, use an older one",
-            manifest.id
-        )));
-    }
-    let (code, stderr) =
-        waited.map_err(|e| fail(format!("pg_restore of backup {}: {e}", manifest.id)))?;
-    if code != 0 {
-        return Err(fail(format!(
-            "pg_restore of backup {} into database {database} exited with code {code}: {}",
-            manifest.id,
-            tail(&stderr)
-        )));
-    }
-    digest.check(&manifest.sha256, &manifest.id)?;
+    Ok(Fed {
+        exited,
+        digest,
+        source_error,
+        decode_error,
+    })
+}
 
-    let client = pg.connect(database).await?;
-    let counted = async {
-        let tables = list_tables(&client).await?;
-        count_rows(&client, &tables).await
+impl Fed {
+    /// Whether the backup went in whole and undamaged: a failed read, a wrong checksum or a
+    /// stream that does not decompress come before pg_restore's own exit.
+    fn intact(self, manifest: &Manifest, database: &str, fail: Reason) -> Result<(), Failure> {
+        if let Some(e) = self.source_error.get() {
+            return Err(Failure::new(
+                Reason::DestinationUnreachable,
+                format!(
+                    "reading backup {} from the destination failed: {e}",
+                    manifest.id
+                ),
+            ));
+        }
+        if self.digest.get().is_some_and(|d| d != manifest.sha256) {
+            return self.digest.check(&manifest.sha256, &manifest.id);
+        }
+        if let Some(e) = self.decode_error.get() {
+            return Err(Failure::new(Reason::ChecksumMismatch, format!(
+                "backup {}: the stored object does not decompress ({e}); the backup is damaged, use an older one",
+                manifest.id
+            )));
+        }
+        let (code, stderr) = self.exited.map_err(|e| {
+            Failure::new(fail, format!("pg_restore of backup {}: {e}", manifest.id))
+        })?;
+        if code != 0 {
+            return Err(Failure::new(
+                fail,
+                format!(
+                    "pg_restore of backup {} into database {database} exited with code {code}: {}",
+                    manifest.id,
+                    tail(&stderr)
+                ),
+            ));
+        }
+        self.digest.check(&manifest.sha256, &manifest.id)
     }
-    .await
-    .map_err(|e| {
-        fail(format!(
-            "counting the rows restored into {database}: {}",
-            chain(&e)
-        ))
-    })?;
-    drop(client);
-    let differences = compare(&manifest.row_counts, &counted);
-    if !differences.is_empty() {
-        return Err(fail(format!(
-            "backup {} restored, but its row counts differ from those recorded at backup time: {}",
-            manifest.id,
-            differences.join("; ")
-        )));
-    }
-    let rows: u64 = counted.values().sum();
-    Ok(format!(
-        "restored {} tables, {rows} rows; counts match",
-        counted.len()
-    ))
 }
 
 /// Tables whose counts differ, as `schema.table: backup N, restored M`.
@@ -634,21 +702,11 @@ impl Postgres<'_> {
             .collect()
     }
 
-    fn masked(&self, e: BackupError) -> BackupError {
-        let Some(secret) = self.password.as_deref() else {
-            return e;
-        };
-        let m = |s: String| crate::compose::mask(&s, &BTreeMap::new(), &[secret]);
-        use BackupError as B;
-        match e {
-            B::DatabaseUnreachable(s) => B::DatabaseUnreachable(m(s)),
-            B::DumpFailed(s) => B::DumpFailed(m(s)),
-            B::DiskFull(s) => B::DiskFull(m(s)),
-            B::DestinationUnreachable(s) => B::DestinationUnreachable(m(s)),
-            B::ChecksumMismatch(s) => B::ChecksumMismatch(m(s)),
-            B::VerificationFailed(s) => B::VerificationFailed(m(s)),
-            B::RestoreFailed(s) => B::RestoreFailed(m(s)),
-            B::Interrupted(s) => B::Interrupted(m(s)),
+    /// The failure with the password masked, whatever produced it.
+    fn masked(&self, e: Failure) -> Failure {
+        match self.password.as_deref() {
+            Some(secret) => Failure::masked(e.reason, &e.message, &BTreeMap::new(), &[secret]),
+            None => e,
         }
     }
 
@@ -660,38 +718,31 @@ impl Postgres<'_> {
     }
 
     /// A session on `database`, its connection driven by a task that ends with the client.
-    async fn connect(&self, database: &str) -> Result<Client, BackupError> {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(self.addr.ip().to_string())
-            .port(self.addr.port())
-            .user(&self.user)
-            .dbname(database)
-            .application_name("stackwarden-backup")
-            .connect_timeout(CONNECT_TIMEOUT);
-        if let Some(p) = &self.password {
-            config.password(p);
-        }
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| {
-            BackupError::DatabaseUnreachable(format!(
-                "cannot log in to PostgreSQL as {} to database {database} at {}: {}; {}",
-                self.user,
-                self.addr,
-                chain(&e),
-                self.hint()
-            ))
-        })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("backup connection ended: {e}");
-            }
-        });
-        Ok(client)
+    async fn connect(&self, database: &str) -> Result<Client, Failure> {
+        let login = crate::act::postgres::Login {
+            addr: self.addr,
+            user: &self.user,
+            password: self.password.as_deref(),
+            database,
+            application: "stackwarden-backup",
+            timeout: Some(CONNECT_TIMEOUT),
+        };
+        crate::act::postgres::connect(&login).await.map_err(|e| {
+            Failure::new(
+                Reason::DatabaseUnreachable,
+                format!(
+                    "cannot log in to PostgreSQL as {} to database {database} at {}: {e}; {}",
+                    self.user,
+                    self.addr,
+                    self.hint()
+                ),
+            )
+        })
     }
 
     /// A session for CREATE/DROP/ALTER DATABASE: on `postgres`, else `template1`, else the
     /// target database itself unless it is `avoid` (a database cannot be renamed from inside).
-    async fn maintenance(&self, avoid: Option<&str>) -> Result<Client, BackupError> {
+    async fn maintenance(&self, avoid: Option<&str>) -> Result<Client, Failure> {
         let mut first = None;
         for db in ["postgres", "template1", self.database.as_str()] {
             if Some(db) == avoid {
@@ -707,13 +758,16 @@ impl Postgres<'_> {
         Err(first.expect("at least one database was tried"))
     }
 
-    fn unreachable_or(&self, what: &str, e: tokio_postgres::Error) -> BackupError {
-        BackupError::DatabaseUnreachable(format!("{what}: {}; {}", chain(&e), self.hint()))
+    fn unreachable_or(&self, what: &str, e: tokio_postgres::Error) -> Failure {
+        Failure::new(
+            Reason::DatabaseUnreachable,
+            format!("{what}: {}; {}", chain(&e), self.hint()),
+        )
     }
 
     /// The exec could not start: the container is not running, or the engine is unreachable.
-    fn exec_unreachable(&self, e: EngineError) -> BackupError {
-        BackupError::DatabaseUnreachable(format!("{e}; {}", self.hint()))
+    fn exec_unreachable(&self, e: EngineError) -> Failure {
+        Failure::new(Reason::DatabaseUnreachable, format!("{e}; {}", self.hint()))
     }
 }
 
@@ -755,64 +809,6 @@ fn tail(stderr: &str) -> String {
         .find(|&i| t.is_char_boundary(i))
         .unwrap_or(0);
     t[start..].replace('\n', " | ")
-}
-
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
-}
-
-/// The first error a reader returned.
-#[derive(Clone, Default)]
-struct Slot(Arc<Mutex<Option<String>>>);
-
-impl Slot {
-    fn get(&self) -> Option<String> {
-        self.0.lock().expect("slot lock").clone()
-    }
-}
-
-/// Notes the first error of `inner`, and counts its bytes.
-struct Noting<R> {
-    inner: R,
-    error: Slot,
-    count: Option<Arc<AtomicU64>>,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Noting<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        match &r {
-            Poll::Ready(Ok(())) => {
-                if let Some(c) = &self.count {
-                    c.fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
-                }
-            }
-            Poll::Ready(Err(e)) => {
-                self.error
-                    .0
-                    .lock()
-                    .expect("slot lock")
-                    .get_or_insert_with(|| e.to_string());
-            }
-            Poll::Pending => {}
-        }
-        r
-    }
 }
 
 /// A reader lent to the stdin copy and taken back afterwards, to read what it left.

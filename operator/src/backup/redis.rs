@@ -4,19 +4,18 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::AsyncRead;
 
 use super::destination::Upload;
 use super::pipeline::{self, Sealed};
-use super::{BackupError, Manifest};
-use crate::docker::{short_id, BollardEngine, Engine, EngineError};
+use super::Manifest;
+use crate::act::reading::Tally;
+use crate::api::{Failure, Reason};
+use crate::docker::{short_id, Engine, EngineError, FileStat};
 
 /// How long a `BGSAVE` (and, after a restore or in a restore test, loading the dump) may take.
 const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -30,7 +29,7 @@ const VERIFY_FILE: &str = "stackwarden-verify.rdb";
 
 /// One Redis service to back up or restore.
 pub struct Redis<'a> {
-    pub engine: &'a BollardEngine,
+    pub engine: &'a dyn Engine,
     /// Container id of the Redis service.
     pub container: String,
     /// Where the operator reaches Redis over TCP.
@@ -58,19 +57,9 @@ pub async fn backup(
     mut upload: Box<dyn Upload>,
     level: i32,
     progress: &AtomicU64,
-) -> Result<Snapshotted, BackupError> {
-    match snapshot(r, upload.as_mut(), level, progress).await {
-        Ok(s) => {
-            upload.commit().await.map_err(pipeline::destination_error)?;
-            Ok(s)
-        }
-        Err(e) => {
-            // The failure is what matters; a failed abort leaves a partial object that the
-            // destination's clean_partial removes.
-            let _ = upload.abort().await;
-            Err(e)
-        }
-    }
+) -> Result<Snapshotted, Failure> {
+    let snapshotted = snapshot(r, upload.as_mut(), level, progress).await;
+    pipeline::settle(upload, snapshotted).await
 }
 
 async fn snapshot(
@@ -78,7 +67,7 @@ async fn snapshot(
     upload: &mut dyn Upload,
     level: i32,
     progress: &AtomicU64,
-) -> Result<Snapshotted, BackupError> {
+) -> Result<Snapshotted, Failure> {
     let mut conn = connect(r).await?;
     bgsave(r, &mut conn).await?;
     let key_counts = keyspace(&info(r, &mut conn, "keyspace").await?);
@@ -88,12 +77,14 @@ async fn snapshot(
     let path = dump_path(r, &mut conn).await?;
     let source = r
         .engine
-        .download_file(&r.container, &path)
+        .open_file(&r.container, &path)
         .await
+        .map(|(_, bytes)| bytes)
         .map_err(|e| {
-            BackupError::DumpFailed(format!(
-                "the save completed but its file could not be read: {e}"
-            ))
+            Failure::new(
+                Reason::DumpFailed,
+                format!("the save completed but its file could not be read: {e}"),
+            )
         })?;
     let sealed = pipeline::store(source, level, upload, progress).await?;
     Ok(Snapshotted {
@@ -104,7 +95,7 @@ async fn snapshot(
 }
 
 /// Starts a save and waits until it has ended well.
-async fn bgsave(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<(), BackupError> {
+async fn bgsave(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<(), Failure> {
     let deadline = Instant::now() + SAVE_TIMEOUT;
     let before: i64;
     loop {
@@ -118,7 +109,7 @@ async fn bgsave(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<(), B
             // Another save (or an AOF rewrite) started between our check and our request.
             Err(e) if busy(&e) => {
                 if Instant::now() > deadline {
-                    return Err(BackupError::DumpFailed(r.masked(&format!(
+                    return Err(Failure::new(Reason::DumpFailed, r.masked(&format!(
                         "{}: BGSAVE was refused for {} s because another save or rewrite kept running ({e})",
                         r.what(),
                         SAVE_TIMEOUT.as_secs()
@@ -127,10 +118,13 @@ async fn bgsave(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<(), B
                 tokio::time::sleep(POLL).await;
             }
             Err(e) => {
-                return Err(BackupError::DumpFailed(r.masked(&format!(
+                return Err(Failure::new(
+                    Reason::DumpFailed,
+                    r.masked(&format!(
                 "{}: BGSAVE failed: {e}; check the server's log and that it may write to its dir",
                 r.what()
-            ))))
+            )),
+                ))
             }
         }
     }
@@ -139,14 +133,14 @@ async fn bgsave(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<(), B
     let persistence = info(r, conn, "persistence").await?;
     let status = info_field(&persistence, "rdb_last_bgsave_status").unwrap_or("");
     if status != "ok" {
-        return Err(BackupError::DumpFailed(format!(
+        return Err(Failure::new(Reason::DumpFailed, format!(
             "{}: the background save failed (rdb_last_bgsave_status:{status}); check the server's log (docker logs) for the reason, often a full disk or a dir it may not write",
             r.what()
         )));
     }
     let after: i64 = query(r, conn, redis::cmd("LASTSAVE")).await?;
     if after < before {
-        return Err(BackupError::DumpFailed(format!(
+        return Err(Failure::new(Reason::DumpFailed, format!(
             "{}: LASTSAVE went back from {before} to {after} during the save; was the server restarted?",
             r.what()
         )));
@@ -164,18 +158,21 @@ async fn wait_no_save(
     r: &Redis<'_>,
     conn: &mut MultiplexedConnection,
     deadline: Instant,
-) -> Result<(), BackupError> {
+) -> Result<(), Failure> {
     loop {
         let p = info(r, conn, "persistence").await?;
         if info_field(&p, "rdb_bgsave_in_progress") != Some("1") {
             return Ok(());
         }
         if Instant::now() > deadline {
-            return Err(BackupError::DumpFailed(format!(
-                "{}: the background save did not finish within {} s",
-                r.what(),
-                SAVE_TIMEOUT.as_secs()
-            )));
+            return Err(Failure::new(
+                Reason::DumpFailed,
+                format!(
+                    "{}: the background save did not finish within {} s",
+                    r.what(),
+                    SAVE_TIMEOUT.as_secs()
+                ),
+            ));
         }
         tokio::time::sleep(POLL).await;
     }
@@ -189,7 +186,7 @@ pub async fn verify(
     stored: Box<dyn AsyncRead + Send + Unpin>,
     manifest: &Manifest,
     progress: &AtomicU64,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     let name = format!(
         "{}{}",
         scratch_prefix(r),
@@ -213,18 +210,24 @@ pub async fn verify(
         .create_scratch(&r.image, &name, &cmd, None)
         .await
         .map_err(|e| {
-            BackupError::VerificationFailed(format!(
-                "restore test of {}: could not create a scratch Redis from {}: {e}",
-                manifest.id, r.image
-            ))
+            Failure::new(
+                Reason::VerificationFailed,
+                format!(
+                    "restore test of {}: could not create a scratch Redis from {}: {e}",
+                    manifest.id, r.image
+                ),
+            )
         })?;
     let result = verify_in(r, &id, stored, manifest, progress).await;
     let removed = r.engine.remove_container(&id, Some(0)).await;
     match (result, removed) {
-        (Ok(_), Err(e)) => Err(BackupError::VerificationFailed(format!(
+        (Ok(_), Err(e)) => Err(Failure::new(
+            Reason::VerificationFailed,
+            format!(
             "restore test of {} passed, but its scratch container {name} could not be removed: {e}",
             manifest.id
-        ))),
+        ),
+        )),
         (result, _) => result,
     }
 }
@@ -235,11 +238,17 @@ async fn verify_in(
     stored: Box<dyn AsyncRead + Send + Unpin>,
     manifest: &Manifest,
     progress: &AtomicU64,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     let what = format!("restore test of {}", manifest.id);
-    let failed = |m: String| BackupError::VerificationFailed(format!("{what}: {m}"));
+    let failed = |m: String| Failure::new(Reason::VerificationFailed, format!("{what}: {m}"));
     let path = format!("{VERIFY_DIR}/{VERIFY_FILE}");
-    put_backup(r, scratch, &path, stored, manifest, 0, 0, progress, &what)
+    let to = Put {
+        container: scratch,
+        path: &path,
+        owner: (0, 0),
+        what: &what,
+    };
+    put_backup(r, &to, stored, manifest, progress)
         .await
         .map_err(|e| e.into_error(failed))?;
     r.engine
@@ -312,25 +321,19 @@ pub async fn restore(
     stored: Box<dyn AsyncRead + Send + Unpin>,
     manifest: &Manifest,
     progress: &AtomicU64,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     let what = format!(
         "restore of {} into container {}",
         manifest.id,
         short_id(&r.container)
     );
-    let failed = |m: String| BackupError::RestoreFailed(format!("{what}: {m}"));
-    let mut conn = connect(r).await?;
-    let aof = config_get(r, &mut conn, "appendonly").await?;
-    if aof == "yes" {
-        return Err(failed(
-            "appendonly is on, so at startup Redis would load its AOF and ignore the restored dump; turn appendonly off in the service's configuration (and with CONFIG SET appendonly no) and restore again".into(),
-        ));
-    }
-    let dir = config_get(r, &mut conn, "dir").await?;
-    let file = config_get(r, &mut conn, "dbfilename").await?;
-    drop(conn);
-    let dump = format!("{dir}/{file}");
-    let staged = format!("{dir}/.{file}.stackwarden-restore");
+    let failed = |m: String| Failure::new(Reason::RestoreFailed, format!("{what}: {m}"));
+    let Files {
+        dir,
+        dump,
+        staged,
+        kept,
+    } = Files::of(r, &failed).await?;
     // Owner of what is written: that of the current dump, else of the directory.
     let (uid, gid) = match r.engine.open_file(&r.container, &dump).await {
         Ok((stat, _)) => (stat.uid, stat.gid),
@@ -338,56 +341,23 @@ pub async fn restore(
     };
 
     // 1. The backup goes in beside the dump while Redis runs; a damaged one stops here.
-    if let Err(e) = put_backup(
-        r,
-        &r.container,
-        &staged,
-        stored,
-        manifest,
-        uid,
-        gid,
-        progress,
-        &what,
-    )
-    .await
-    {
+    let to = Put {
+        container: &r.container,
+        path: &staged,
+        owner: (uid, gid),
+        what: &what,
+    };
+    if let Err(e) = put_backup(r, &to, stored, manifest, progress).await {
         remove_staged(r, &staged).await;
         return Err(e.into_error(failed));
     }
 
     // 2. Stop, keep the current dump, put the backup in its place.
     r.engine
-        .stop_container(&r.container, STOP_GRACE_S)
+        .stop_container(&r.container, Some(STOP_GRACE_S))
         .await
         .map_err(|e| failed(format!("stopping Redis failed: {e}")))?;
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
-    let kept_name = format!("{file}.before-restore-{stamp}");
-    let kept = format!("{dir}/{kept_name}");
-    let had_dump = match copy_within(r, &dump, &kept).await {
-        Ok(had) => had,
-        Err(e) => {
-            let started = restart_note(r).await;
-            return Err(failed(format!(
-                "keeping the current dump as {kept} failed ({e}); nothing was replaced, {started}"
-            )));
-        }
-    };
-    if let Err(e) = copy_within(r, &staged, &dump).await {
-        let back = if had_dump {
-            match copy_within(r, &kept, &dump).await {
-                Ok(_) => "the previous dump was put back".to_owned(),
-                Err(e2) => format!(
-                    "putting the previous dump back failed too ({e2}): copy {kept} to {dump} by hand"
-                ),
-            }
-        } else {
-            "there was no previous dump".to_owned()
-        };
-        let started = restart_note(r).await;
-        return Err(failed(format!(
-            "writing the backup as {dump} failed ({e}); {back}, {started}"
-        )));
-    }
+    let had_dump = swap_in(r, &dump, &staged, &kept).await.map_err(failed)?;
 
     // 3. Start and check.
     r.engine
@@ -419,19 +389,87 @@ pub async fn restore(
     ))
 }
 
+/// The files a restore touches in the server's data directory.
+struct Files {
+    dir: String,
+    /// The dump Redis loads at startup.
+    dump: String,
+    /// The backup, put in beside it while Redis still runs.
+    staged: String,
+    /// Where the current dump is kept.
+    kept: String,
+}
+
+impl Files {
+    /// Reads where the dump lives; refuses when `appendonly` is on (Redis would load the AOF,
+    /// not the dump).
+    async fn of(
+        r: &Redis<'_>,
+        failed: &(dyn Fn(String) -> Failure + Sync),
+    ) -> Result<Self, Failure> {
+        let mut conn = connect(r).await?;
+        let aof = config_get(r, &mut conn, "appendonly").await?;
+        if aof == "yes" {
+            return Err(failed(
+                "appendonly is on, so at startup Redis would load its AOF and ignore the restored dump; turn appendonly off in the service's configuration (and with CONFIG SET appendonly no) and restore again".into(),
+            ));
+        }
+        let dir = config_get(r, &mut conn, "dir").await?;
+        let file = config_get(r, &mut conn, "dbfilename").await?;
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S");
+        Ok(Self {
+            dump: format!("{dir}/{file}"),
+            staged: format!("{dir}/.{file}.stackwarden-restore"),
+            kept: format!("{dir}/{file}.before-restore-{stamp}"),
+            dir,
+        })
+    }
+}
+
+/// With Redis stopped: keeps the current dump as `kept` and puts `staged` in its place; on a
+/// failure puts the previous dump back and starts Redis again. Whether there was a dump.
+async fn swap_in(r: &Redis<'_>, dump: &str, staged: &str, kept: &str) -> Result<bool, String> {
+    let had_dump = match copy_within(r, dump, kept).await {
+        Ok(had) => had,
+        Err(e) => {
+            let started = restart_note(r).await;
+            return Err(format!(
+                "keeping the current dump as {kept} failed ({e}); nothing was replaced, {started}"
+            ));
+        }
+    };
+    if let Err(e) = copy_within(r, staged, dump).await {
+        let back = if had_dump {
+            match copy_within(r, kept, dump).await {
+                Ok(_) => "the previous dump was put back".to_owned(),
+                Err(e2) => format!(
+                    "putting the previous dump back failed too ({e2}): copy {kept} to {dump} by hand"
+                ),
+            }
+        } else {
+            "there was no previous dump".to_owned()
+        };
+        let started = restart_note(r).await;
+        return Err(format!(
+            "writing the backup as {dump} failed ({e}); {back}, {started}"
+        ));
+    }
+    Ok(had_dump)
+}
+
 /// Removes the scratch containers of this service's restore tests left by an operator that was
 /// stopped mid-test. Idempotent; call it when no restore test of this service runs.
-pub async fn clean_scratch(r: &Redis<'_>) -> Result<(), BackupError> {
+pub async fn clean_scratch(r: &Redis<'_>) -> Result<(), Failure> {
     let ids = r
         .engine
         .scratch_containers(&scratch_prefix(r))
         .await
-        .map_err(|e| BackupError::VerificationFailed(e.to_string()))?;
+        .map_err(|e| Failure::new(Reason::VerificationFailed, e.to_string()))?;
     for id in ids {
         r.engine
             .remove_container(&id, Some(0))
             .await
-            .map_err(|e| BackupError::VerificationFailed(e.to_string()))?;
+            .map_err(|e| Failure::new(Reason::VerificationFailed, e.to_string()))?;
     }
     Ok(())
 }
@@ -453,13 +491,13 @@ impl Redis<'_> {
     /// The message with the password masked, whatever produced it.
     fn masked(&self, message: &str) -> String {
         match &self.password {
-            Some(p) => crate::compose::mask(message, &BTreeMap::new(), &[p.as_str()]),
+            Some(p) => crate::api::mask(message, &BTreeMap::new(), &[p.as_str()]),
             None => message.to_owned(),
         }
     }
 
-    fn unreachable(&self, what: &str, detail: &dyn std::fmt::Display) -> BackupError {
-        BackupError::DatabaseUnreachable(self.masked(&format!(
+    fn unreachable(&self, what: &str, detail: &dyn std::fmt::Display) -> Failure {
+        Failure::new(Reason::DatabaseUnreachable, self.masked(&format!(
             "{}: {what} ({detail}); check that the service runs and that its password variable holds the server's password (requirepass)",
             self.what()
         )))
@@ -467,7 +505,7 @@ impl Redis<'_> {
 }
 
 /// Connects (and authenticates) to the service, after checking its container runs.
-async fn connect(r: &Redis<'_>) -> Result<MultiplexedConnection, BackupError> {
+async fn connect(r: &Redis<'_>) -> Result<MultiplexedConnection, Failure> {
     let brief = r
         .engine
         .brief(&r.container)
@@ -487,34 +525,21 @@ async fn connect(r: &Redis<'_>) -> Result<MultiplexedConnection, BackupError> {
 async fn connect_at(
     addr: SocketAddr,
     password: Option<&str>,
-) -> Result<MultiplexedConnection, redis::RedisError> {
-    let info = redis::IntoConnectionInfo::into_connection_info((
-        addr.ip().to_string().as_str(),
-        addr.port(),
-    ))?
-    // No CLIENT SETINFO before AUTH: it would fail with NOAUTH and hide the real answer.
-    .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
-    let client = redis::Client::open(info)?;
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(10)))
-        .set_response_timeout(Some(Duration::from_secs(60)));
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
-    if let Some(p) = password {
-        redis::cmd("AUTH")
-            .arg(p)
-            .query_async::<()>(&mut conn)
-            .await?;
-    }
-    Ok(conn)
+) -> Result<MultiplexedConnection, crate::act::redis::Error> {
+    crate::act::redis::connect(&crate::act::redis::Login {
+        addr,
+        password,
+        connect_timeout: Some(Duration::from_secs(10)),
+        response_timeout: Some(Duration::from_secs(60)),
+    })
+    .await
 }
 
 async fn query<T: redis::FromRedisValue>(
     r: &Redis<'_>,
     conn: &mut MultiplexedConnection,
     cmd: redis::Cmd,
-) -> Result<T, BackupError> {
+) -> Result<T, Failure> {
     cmd.query_async(conn)
         .await
         .map_err(|e| r.unreachable("a command failed", &e))
@@ -524,7 +549,7 @@ async fn info(
     r: &Redis<'_>,
     conn: &mut MultiplexedConnection,
     section: &str,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     let mut cmd = redis::cmd("INFO");
     cmd.arg(section);
     query(r, conn, cmd).await
@@ -534,21 +559,24 @@ async fn config_get(
     r: &Redis<'_>,
     conn: &mut MultiplexedConnection,
     name: &str,
-) -> Result<String, BackupError> {
+) -> Result<String, Failure> {
     let mut cmd = redis::cmd("CONFIG");
     cmd.arg("GET").arg(name);
     let pair: Vec<String> = cmd.query_async(conn).await.map_err(|e| {
-        BackupError::DumpFailed(r.masked(&format!(
+        Failure::new(Reason::DumpFailed, r.masked(&format!(
             "{}: CONFIG GET {name} failed ({e}); the backup needs CONFIG (is it renamed or forbidden by an ACL?)",
             r.what()
         )))
     })?;
     pair.into_iter().nth(1).ok_or_else(|| {
-        BackupError::DumpFailed(format!("{}: CONFIG GET {name} answered nothing", r.what()))
+        Failure::new(
+            Reason::DumpFailed,
+            format!("{}: CONFIG GET {name} answered nothing", r.what()),
+        )
     })
 }
 
-async fn dump_path(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<String, BackupError> {
+async fn dump_path(r: &Redis<'_>, conn: &mut MultiplexedConnection) -> Result<String, Failure> {
     let dir = config_get(r, conn, "dir").await?;
     let file = config_get(r, conn, "dbfilename").await?;
     Ok(format!("{}/{file}", dir.trim_end_matches('/')))
@@ -591,15 +619,15 @@ fn counts(c: &BTreeMap<u32, u64>) -> String {
 /// Why putting a backup into a container failed, before it is worded for the caller.
 enum PutError {
     /// Checksum, decompression or size: the backup itself is bad.
-    Damaged(BackupError),
+    Damaged(Failure),
     /// Reading the stored object failed.
-    Destination(BackupError),
+    Destination(Failure),
     /// Docker refused or failed.
     Engine(String),
 }
 
 impl PutError {
-    fn into_error(self, other: impl FnOnce(String) -> BackupError) -> BackupError {
+    fn into_error(self, other: impl FnOnce(String) -> Failure) -> Failure {
         match self {
             PutError::Damaged(e) | PutError::Destination(e) => e,
             PutError::Engine(m) => other(m),
@@ -607,34 +635,39 @@ impl PutError {
     }
 }
 
-/// Decompresses `stored` into file `path` of container `id` (mode 0644), then checks the digest.
-/// The length written is the manifest's `raw_size`.
-#[allow(clippy::too_many_arguments)]
+/// Where [`put_backup`] writes, and what its messages call the job.
+struct Put<'a> {
+    container: &'a str,
+    path: &'a str,
+    /// uid and gid of the file written.
+    owner: (u64, u64),
+    what: &'a str,
+}
+
+/// Decompresses `stored` into the file `to` names (mode 0644), then checks the digest. The
+/// length written is the manifest's `raw_size`.
 async fn put_backup(
     r: &Redis<'_>,
-    id: &str,
-    path: &str,
+    to: &Put<'_>,
     stored: Box<dyn AsyncRead + Send + Unpin>,
     manifest: &Manifest,
-    uid: u64,
-    gid: u64,
     progress: &AtomicU64,
-    what: &str,
 ) -> Result<(), PutError> {
-    let source = Watch::new(stored);
-    let (source_read, source_err) = (source.count.clone(), source.error.clone());
+    let what = to.what;
+    let source = Tally::new(stored);
+    let (source_read, source_err) = (source.count(), source.error());
     let (decoded, digest) = pipeline::restored(Box::new(source));
-    let decoded = Watch::new(decoded);
-    let (decoded_count, decoded_err) = (decoded.count.clone(), decoded.error.clone());
-    let upload = r.engine.upload_file(
-        id,
-        path,
-        Box::new(decoded),
-        manifest.raw_size,
-        uid,
-        gid,
-        0o644,
-    );
+    let decoded = Tally::new(decoded);
+    let (decoded_count, decoded_err) = (decoded.count(), decoded.error());
+    let stat = FileStat {
+        size: manifest.raw_size,
+        uid: to.owner.0,
+        gid: to.owner.1,
+        mode: 0o644,
+    };
+    let upload = r
+        .engine
+        .upload_file(to.container, to.path, Box::new(decoded), stat);
     tokio::pin!(upload);
     let result = loop {
         tokio::select! {
@@ -645,8 +678,9 @@ async fn put_backup(
         }
     };
     progress.store(source_read.load(Ordering::Relaxed), Ordering::Relaxed);
-    if let Some(e) = source_err.lock().expect("watch lock").take() {
-        return Err(PutError::Destination(BackupError::DestinationUnreachable(
+    if let Some(e) = source_err.get() {
+        return Err(PutError::Destination(Failure::new(
+            Reason::DestinationUnreachable,
             format!("{what}: reading the stored backup failed: {e}"),
         )));
     }
@@ -656,10 +690,13 @@ async fn put_backup(
             .check(&manifest.sha256, what)
             .map_err(PutError::Damaged)?;
     }
-    if let Some(e) = decoded_err.lock().expect("watch lock").take() {
-        return Err(PutError::Damaged(BackupError::ChecksumMismatch(format!(
+    if let Some(e) = decoded_err.get() {
+        return Err(PutError::Damaged(Failure::new(
+            Reason::ChecksumMismatch,
+            format!(
             "{what}: the stored backup does not decompress ({e}); it is damaged, use an older one"
-        ))));
+        ),
+        )));
     }
     let written = decoded_count.load(Ordering::Relaxed);
     if written != manifest.raw_size && (result.is_err() || written > manifest.raw_size) {
@@ -673,11 +710,15 @@ async fn put_backup(
             manifest.raw_size
         );
         return Err(PutError::Damaged(if digest.get().is_none() {
-            BackupError::ChecksumMismatch(format!("{damage}; it is damaged, use an older one"))
+            Failure::new(
+                Reason::ChecksumMismatch,
+                format!("{damage}; it is damaged, use an older one"),
+            )
         } else {
-            BackupError::ChecksumMismatch(format!(
-                "{damage}, although its checksum matches: the manifest is wrong"
-            ))
+            Failure::new(
+                Reason::ChecksumMismatch,
+                format!("{damage}, although its checksum matches: the manifest is wrong"),
+            )
         }));
     }
     result.map_err(|e: EngineError| PutError::Engine(e.to_string()))?;
@@ -694,17 +735,7 @@ async fn copy_within(r: &Redis<'_>, from: &str, to: &str) -> Result<bool, Engine
         Err(e) if e.is_missing() => return Ok(false),
         Err(e) => return Err(e),
     };
-    r.engine
-        .upload_file(
-            &r.container,
-            to,
-            data,
-            stat.size,
-            stat.uid,
-            stat.gid,
-            stat.mode,
-        )
-        .await?;
+    r.engine.upload_file(&r.container, to, data, stat).await?;
     Ok(true)
 }
 
@@ -788,49 +819,6 @@ async fn wait_ready(r: &Redis<'_>) -> Result<BTreeMap<u32, u64>, String> {
             )));
         }
         tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Counts the bytes read through it and keeps the first error, so a failure deep inside an
-/// upload can be told apart: the stored object, the decompression, or Docker.
-struct Watch<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
-    error: Arc<Mutex<Option<String>>>,
-}
-
-impl<R> Watch<R> {
-    fn new(inner: R) -> Self {
-        Self {
-            inner,
-            count: Arc::default(),
-            error: Arc::default(),
-        }
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Watch<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        match &r {
-            Poll::Ready(Ok(())) => {
-                let n = buf.filled().len() - before;
-                self.count.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            Poll::Ready(Err(e)) => {
-                let mut slot = self.error.lock().expect("watch lock");
-                if slot.is_none() {
-                    *slot = Some(e.to_string());
-                }
-            }
-            Poll::Pending => {}
-        }
-        r
     }
 }
 

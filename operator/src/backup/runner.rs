@@ -19,14 +19,15 @@ use tracing::{info, warn};
 use super::destination::{local::LocalDir, s3, Destination, DestinationError};
 use super::pipeline::destination_error;
 use super::plan::{self, Decision, Requests};
-use super::{backup_id, postgres, redis, BackupError, Kind, Manifest, Verification};
+use super::{backup_id, postgres, redis, Kind, Manifest, Verification};
+use crate::api::EventReason;
 use crate::api::{
-    BackupRecord, BackupTarget, BackupTargetStatus, DeployBackup, DeployBackupState, FailureRecord,
-    Job, RestoreRecord, RunningJob, ServiceStack, Trigger, VerificationRecord,
+    BackupRecord, BackupTarget, BackupTargetStatus, DeployBackup, DeployBackupState, Failure,
+    FailureRecord, Job, Reason, RestoreRecord, RunningJob, ServiceStack, Trigger,
+    VerificationRecord,
 };
-use crate::api::{EventReason, Reason};
 use crate::compose::Project;
-use crate::docker::{BollardEngine, Engine as _, Observed};
+use crate::docker::{Engine, Observed};
 use crate::store::{EventType, StackEvent};
 
 /// Attempts of one job: the first, and one retry after an operator restart cut it off.
@@ -49,7 +50,7 @@ struct Live {
 pub struct Finished {
     /// The backup taken, tested or restored (None when no backup could be found).
     pub id: Option<String>,
-    pub result: Result<Done, BackupError>,
+    pub result: Result<Done, Failure>,
 }
 
 #[derive(Clone, Debug)]
@@ -168,11 +169,50 @@ pub struct Spawn {
 struct Work {
     stack: String,
     target: BackupTarget,
-    engine: BollardEngine,
+    engine: Arc<dyn Engine>,
     source: Source,
     destination: DestinationConfig,
     /// Containers to stop before a restore.
     stop: Vec<(String, Option<i64>)>,
+}
+
+/// The database a job works on, as its module takes it.
+enum Client<'a> {
+    Postgres(postgres::Postgres<'a>),
+    Redis(redis::Redis<'a>),
+}
+
+impl Work {
+    fn client(&self) -> Client<'_> {
+        match &self.source {
+            Source::Postgres {
+                container,
+                addr,
+                database,
+                user,
+                password,
+            } => Client::Postgres(postgres::Postgres {
+                engine: self.engine.as_ref(),
+                container: container.clone(),
+                addr: *addr,
+                database: database.clone(),
+                user: user.clone(),
+                password: password.clone(),
+            }),
+            Source::Redis {
+                container,
+                addr,
+                password,
+                image,
+            } => Client::Redis(redis::Redis {
+                engine: self.engine.as_ref(),
+                container: container.clone(),
+                addr: *addr,
+                password: password.clone(),
+                image: image.clone(),
+            }),
+        }
+    }
 }
 
 enum Source {
@@ -226,7 +266,7 @@ impl DestinationConfig {
         }))
     }
 
-    pub fn open(&self) -> Result<Box<dyn Destination>, BackupError> {
+    pub fn open(&self) -> Result<Box<dyn Destination>, Failure> {
         match self {
             Self::Local(dir) => Ok(Box::new(LocalDir::new(dir.clone()))),
             Self::S3(cfg) => Ok(Box::new(
@@ -262,32 +302,37 @@ pub fn restoring(statuses: &BTreeMap<String, BackupTargetStatus>) -> BTreeMap<St
         .collect()
 }
 
+/// The stack a pass backs up and what the pass saw of it: the same for every target.
+pub struct Scope<'a> {
+    pub stack: &'a ServiceStack,
+    pub project: &'a Project,
+    pub claim: &'a crate::docker::Claim,
+    pub engine: &'a Arc<dyn Engine>,
+    pub observed: &'a Observed,
+}
+
 /// Folds finished jobs into `statuses`, recovers jobs cut off by a restart, and decides
 /// which job each idle target starts now. `deploy` is the spec hash of a deploy waiting for
 /// the `beforeDeploy` targets' backups, if one is. Without `may_start` (shutting down), no job
 /// is started or retried; finished ones are still folded.
-#[allow(clippy::too_many_arguments)]
 pub async fn reconcile(
     jobs: &Jobs,
-    stack: &ServiceStack,
-    project: &Project,
-    claim: &crate::docker::Claim,
-    engine: &BollardEngine,
-    observed: &Observed,
+    scope: &Scope<'_>,
     statuses: &mut BTreeMap<String, BackupTargetStatus>,
     deploy: Option<&str>,
     may_start: bool,
     now: DateTime<Utc>,
 ) -> Pass {
+    let stack = scope.stack;
     let key = stack.key();
     let declared: BTreeSet<String> = stack.spec.backups.iter().map(|t| t.name.clone()).collect();
     jobs.stop(&key, &declared);
     statuses.retain(|name, _| declared.contains(name));
     let targets = crate::probe::Targets::new(
-        project,
-        &observed.containers,
+        scope.project,
+        &scope.observed.containers,
         stack.spec.health.probe_access,
-        claim,
+        scope.claim,
     );
     let mut pass = Pass::default();
     for target in &stack.spec.backups {
@@ -295,12 +340,12 @@ pub async fn reconcile(
         st.since.get_or_insert(now);
         let ctx = Ctx {
             stack,
-            project,
+            project: scope.project,
             targets: &targets,
-            engine,
+            engine: scope.engine,
             target,
-            observed,
-            claim,
+            observed: scope.observed,
+            claim: scope.claim,
         };
         if let Some(f) = jobs.finished(&key, &target.name) {
             fold(st, target, f, now, &mut pass);
@@ -318,77 +363,7 @@ pub async fn reconcile(
             }
         } else if may_start {
             let requests = requests(stack, &target.name, deploy);
-            match plan::decide(target, st, &requests, now) {
-                Decision::Idle => {}
-                Decision::SkipSlot { job, slot } => {
-                    match job {
-                        Job::Verify => st.last_verify_slot = Some(slot),
-                        _ => st.last_slot = Some(slot),
-                    }
-                    let note = format!(
-                        "{}: the {} slot of {slot} was missed by more than startingDeadlineSeconds ({}) while the operator was not running; it was skipped",
-                        target.name,
-                        job_word(job),
-                        target.starting_deadline_seconds
-                    );
-                    pass.events.push(StackEvent::new(
-                        EventType::Warning,
-                        EventReason::BackupSlotMissed,
-                        "Backup",
-                        note,
-                    ));
-                }
-                Decision::Start {
-                    job,
-                    trigger,
-                    slot,
-                    backup,
-                } => {
-                    let id = match (job, backup) {
-                        (Job::Backup, _) => backup_id(&target.name, now),
-                        (_, Some(id)) => id,
-                        // The newest backup, found by the job itself.
-                        (_, None) => String::new(),
-                    };
-                    match (job, trigger) {
-                        (Job::Restore, _) => st.handled_restore_request = requests.restore.clone(),
-                        (Job::Backup, Trigger::Manual) => {
-                            st.handled_backup_request = requests.backup.clone()
-                        }
-                        (Job::Verify, Trigger::Manual) => {
-                            st.handled_verify_request = requests.verify.clone()
-                        }
-                        (Job::Backup, Trigger::PreDeploy) => {
-                            st.deploy_backup =
-                                requests.deploy.clone().map(|spec_hash| DeployBackup {
-                                    spec_hash,
-                                    requested: now,
-                                    id: id.clone(),
-                                    state: DeployBackupState::Running,
-                                    message: None,
-                                })
-                        }
-                        (Job::Verify, _) if slot.is_some() => st.last_verify_slot = slot,
-                        _ if slot.is_some() => st.last_slot = slot,
-                        _ => {}
-                    }
-                    let running = RunningJob {
-                        job,
-                        id,
-                        trigger,
-                        slot,
-                        started: now,
-                        attempt: 1,
-                        bytes: 0,
-                        paused_services: if job == Job::Restore {
-                            to_pause(project, target)
-                        } else {
-                            Vec::new()
-                        },
-                    };
-                    start(&ctx, st, running, now, &mut pass);
-                }
-            }
+            decide(&ctx, st, &requests, now, &mut pass);
         }
         st.next_run = plan::next_run(target, now);
         pass.next = [pass.next, plan::next_wake(target, now)]
@@ -399,12 +374,101 @@ pub async fn reconcile(
     pass
 }
 
+/// What an idle target does now, as the plan decides.
+fn decide(
+    ctx: &Ctx<'_>,
+    st: &mut BackupTargetStatus,
+    requests: &Requests,
+    now: DateTime<Utc>,
+    pass: &mut Pass,
+) {
+    let target = ctx.target;
+    match plan::decide(target, st, requests, now) {
+        Decision::Idle => {}
+        Decision::SkipSlot { job, slot } => {
+            match job {
+                Job::Verify => st.last_verify_slot = Some(slot),
+                _ => st.last_slot = Some(slot),
+            }
+            let note = format!(
+                "{}: the {} slot of {slot} was missed by more than startingDeadlineSeconds ({}) while the operator was not running; it was skipped",
+                target.name,
+                job_word(job),
+                target.starting_deadline_seconds
+            );
+            pass.events.push(StackEvent::new(
+                EventType::Warning,
+                EventReason::BackupSlotMissed,
+                "Backup",
+                note,
+            ));
+        }
+        Decision::Start {
+            job,
+            trigger,
+            slot,
+            backup,
+        } => {
+            let id = match (job, backup) {
+                (Job::Backup, _) => backup_id(&target.name, now),
+                (_, Some(id)) => id,
+                // The newest backup, found by the job itself.
+                (_, None) => String::new(),
+            };
+            let running = RunningJob {
+                job,
+                id,
+                trigger,
+                slot,
+                started: now,
+                attempt: 1,
+                bytes: 0,
+                paused_services: if job == Job::Restore {
+                    to_pause(ctx.project, target)
+                } else {
+                    Vec::new()
+                },
+            };
+            handled(st, requests, &running, now);
+            start(ctx, st, running, now, pass);
+        }
+    }
+}
+
+/// Records in status what starting `running` answers: the request it serves, or the slot it
+/// takes, so neither starts it again.
+fn handled(
+    st: &mut BackupTargetStatus,
+    requests: &Requests,
+    running: &RunningJob,
+    now: DateTime<Utc>,
+) {
+    let slot = running.slot;
+    match (running.job, running.trigger) {
+        (Job::Restore, _) => st.handled_restore_request = requests.restore.clone(),
+        (Job::Backup, Trigger::Manual) => st.handled_backup_request = requests.backup.clone(),
+        (Job::Verify, Trigger::Manual) => st.handled_verify_request = requests.verify.clone(),
+        (Job::Backup, Trigger::PreDeploy) => {
+            st.deploy_backup = requests.deploy.clone().map(|spec_hash| DeployBackup {
+                spec_hash,
+                requested: now,
+                id: running.id.clone(),
+                state: DeployBackupState::Running,
+                message: None,
+            })
+        }
+        (Job::Verify, _) if slot.is_some() => st.last_verify_slot = slot,
+        _ if slot.is_some() => st.last_slot = slot,
+        _ => {}
+    }
+}
+
 /// What `start` and `recover` need to know about the stack.
 struct Ctx<'a> {
     stack: &'a ServiceStack,
     project: &'a Project,
     targets: &'a crate::probe::Targets,
-    engine: &'a BollardEngine,
+    engine: &'a Arc<dyn Engine>,
     target: &'a BackupTarget,
     observed: &'a Observed,
     claim: &'a crate::docker::Claim,
@@ -471,7 +535,7 @@ async fn recover(ctx: &Ctx<'_>, st: &mut BackupTargetStatus, now: DateTime<Utc>,
         }
         let f = Finished {
             id: Some(running.id.clone()).filter(|i| !i.is_empty()),
-            result: Err(BackupError::Interrupted(format!(
+            result: Err(Failure::new(Reason::Interrupted, format!(
                 "the operator stopped in the middle of this {} {} times; it is not retried again. Look for why the operator restarts (logs, OOM kills), then ask for a new one",
                 job_word(running.job),
                 running.attempt
@@ -551,10 +615,11 @@ fn to_pause(project: &Project, target: &BackupTarget) -> Vec<String> {
     paused.into_iter().collect()
 }
 
-fn prepare(ctx: &Ctx<'_>, running: &RunningJob) -> Result<Work, BackupError> {
+fn prepare(ctx: &Ctx<'_>, running: &RunningJob) -> Result<Work, Failure> {
     let vars = &ctx.stack.spec.variables;
     let secret = |v: &Option<String>| v.as_ref().and_then(|n| vars.get(n)).cloned();
-    let unreachable = |e: crate::probe::ProbeError| BackupError::DatabaseUnreachable(e.message);
+    let unreachable =
+        |e: crate::probe::ProbeError| Failure::new(Reason::DatabaseUnreachable, e.message);
     let source = match (&ctx.target.postgres, &ctx.target.redis) {
         (Some(pg), _) => Source::Postgres {
             container: ctx
@@ -628,67 +693,13 @@ fn fold(
     pass.ended.push((
         target.name.clone(),
         running.job,
-        f.result.as_ref().err().map(BackupError::reason),
+        f.result.as_ref().err().map(|e| e.reason),
     ));
     let events = &mut pass.events;
     let name = &target.name;
     let id = f.id.clone().unwrap_or_else(|| "(none)".to_owned());
     match f.result {
-        Ok(Done::BackedUp(m, pruned)) => {
-            let note = format!(
-                "{name}: backup {} done: {} bytes, sha256 {}, at {}",
-                m.id,
-                m.size,
-                short(&m.sha256),
-                m.object
-            );
-            // Any backup started since the deploy asked serves it, also one a person took
-            // after the deploy's own failed.
-            if let Some(d) = st
-                .deploy_backup
-                .as_mut()
-                .filter(|d| d.state != DeployBackupState::Succeeded && m.started >= d.requested)
-            {
-                d.state = DeployBackupState::Succeeded;
-                d.id = m.id.clone();
-                d.message = None;
-            }
-            st.last_success = Some(BackupRecord {
-                id: m.id.clone(),
-                time: m.finished,
-                size: m.size,
-                sha256: m.sha256.clone(),
-                location: m.object.clone(),
-                verified: None,
-                trigger: m.trigger,
-            });
-            events.push(StackEvent::new(
-                EventType::Normal,
-                EventReason::BackupSucceeded,
-                "Backup",
-                note,
-            ));
-            if !pruned.deleted.is_empty() {
-                events.push(StackEvent::new(
-                    EventType::Normal,
-                    EventReason::BackupsPruned,
-                    "Backup",
-                    format!(
-                        "{name}: retention removed {} old backup(s): {}",
-                        pruned.deleted.len(),
-                        pruned.deleted.join(", ")
-                    ),
-                ));
-            }
-            if let Some(e) = pruned.error {
-                events.push(StackEvent::new(
-                    EventType::Warning,
-                    EventReason::PruneFailed,
-                    "Backup",
-                    format!("{name}: the backup succeeded but retention could not finish: {e}; it is tried again after the next backup"),
-                ));
-            }
-        }
+        Ok(Done::BackedUp(m, pruned)) => backed_up(st, name, &m, pruned, events),
         Ok(Done::Verified(message)) => {
             mark_verified(st, &id, true);
             st.last_verification = Some(VerificationRecord {
@@ -719,57 +730,144 @@ fn fold(
             ));
         }
         Err(e) => {
-            let reason = e.reason();
-            let message = e.to_string();
-            match running.job {
-                Job::Verify => {
-                    mark_verified(st, &id, false);
-                    st.last_verification = Some(VerificationRecord {
-                        id: id.clone(),
-                        time: now,
-                        passed: false,
-                        message: message.clone(),
-                    });
-                }
-                Job::Restore => {
-                    st.last_restore = Some(RestoreRecord {
-                        id: id.clone(),
-                        time: now,
-                        succeeded: false,
-                        message: message.clone(),
-                    })
-                }
-                Job::Backup => {
-                    if let Some(d) = st
-                        .deploy_backup
-                        .as_mut()
-                        .filter(|d| d.id == running.id && d.state == DeployBackupState::Running)
-                    {
-                        d.state = DeployBackupState::Failed;
-                        d.message = Some(format!("{reason}: {message}"));
-                    }
+            let failed = Failed {
+                running: &running,
+                id: &id,
+                error: e,
+                now,
+            };
+            failed.fold(st, name, events);
+        }
+    }
+}
+
+/// A backup done: the last success, the deploy it may serve, what retention removed.
+fn backed_up(
+    st: &mut BackupTargetStatus,
+    name: &str,
+    m: &Manifest,
+    pruned: Pruned,
+    events: &mut Vec<StackEvent>,
+) {
+    let note = format!(
+        "{name}: backup {} done: {} bytes, sha256 {}, at {}",
+        m.id,
+        m.size,
+        short(&m.sha256),
+        m.object
+    );
+    // Any backup started since the deploy asked serves it, also one a person took after the
+    // deploy's own failed.
+    if let Some(d) = st
+        .deploy_backup
+        .as_mut()
+        .filter(|d| d.state != DeployBackupState::Succeeded && m.started >= d.requested)
+    {
+        d.state = DeployBackupState::Succeeded;
+        d.id = m.id.clone();
+        d.message = None;
+    }
+    st.last_success = Some(BackupRecord {
+        id: m.id.clone(),
+        time: m.finished,
+        size: m.size,
+        sha256: m.sha256.clone(),
+        location: m.object.clone(),
+        verified: None,
+        trigger: m.trigger,
+    });
+    events.push(StackEvent::new(
+        EventType::Normal,
+        EventReason::BackupSucceeded,
+        "Backup",
+        note,
+    ));
+    if !pruned.deleted.is_empty() {
+        events.push(StackEvent::new(
+            EventType::Normal,
+            EventReason::BackupsPruned,
+            "Backup",
+            format!(
+                "{name}: retention removed {} old backup(s): {}",
+                pruned.deleted.len(),
+                pruned.deleted.join(", ")
+            ),
+        ));
+    }
+    if let Some(e) = pruned.error {
+        events.push(StackEvent::new(
+            EventType::Warning,
+            EventReason::PruneFailed,
+            "Backup",
+            format!("{name}: the backup succeeded but retention could not finish: {e}; it is tried again after the next backup"),
+        ));
+    }
+}
+
+/// A job that failed, to fold into status.
+struct Failed<'a> {
+    running: &'a RunningJob,
+    /// The backup it was about, `(none)` when none was found.
+    id: &'a str,
+    error: Failure,
+    now: DateTime<Utc>,
+}
+
+impl Failed<'_> {
+    /// The failed job's record (a failed restore test also marks its backup unverified), the
+    /// last failure, and the warning event.
+    fn fold(self, st: &mut BackupTargetStatus, name: &str, events: &mut Vec<StackEvent>) {
+        let (running, id, now) = (self.running, self.id, self.now);
+        let reason = self.error.reason;
+        let message = self.error.to_string();
+        match running.job {
+            Job::Verify => {
+                mark_verified(st, id, false);
+                st.last_verification = Some(VerificationRecord {
+                    id: id.to_owned(),
+                    time: now,
+                    passed: false,
+                    message: message.clone(),
+                });
+            }
+            Job::Restore => {
+                st.last_restore = Some(RestoreRecord {
+                    id: id.to_owned(),
+                    time: now,
+                    succeeded: false,
+                    message: message.clone(),
+                })
+            }
+            Job::Backup => {
+                if let Some(d) = st
+                    .deploy_backup
+                    .as_mut()
+                    .filter(|d| d.id == running.id && d.state == DeployBackupState::Running)
+                {
+                    d.state = DeployBackupState::Failed;
+                    d.message = Some(format!("{reason}: {message}"));
                 }
             }
-            st.last_failure = Some(FailureRecord {
-                time: now,
-                reason,
-                message: message.clone(),
-            });
-            let event_reason = match running.job {
-                Job::Backup => EventReason::BackupFailed,
-                Job::Verify => Reason::VerificationFailed.into(),
-                Job::Restore => Reason::RestoreFailed.into(),
-            };
-            events.push(StackEvent::new(
-                EventType::Warning,
-                event_reason,
-                "Backup",
-                format!(
-                    "{name}: {} {id} failed ({reason}): {message}",
-                    job_word(running.job)
-                ),
-            ));
         }
+        st.last_failure = Some(FailureRecord {
+            time: now,
+            reason,
+            message: message.clone(),
+        });
+        let event_reason = match running.job {
+            Job::Backup => EventReason::BackupFailed,
+            Job::Verify => Reason::VerificationFailed.into(),
+            Job::Restore => Reason::RestoreFailed.into(),
+        };
+        events.push(StackEvent::new(
+            EventType::Warning,
+            event_reason,
+            "Backup",
+            format!(
+                "{name}: {} {id} failed ({reason}): {message}",
+                job_word(running.job)
+            ),
+        ));
     }
 }
 
@@ -783,21 +881,25 @@ fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }
 
-async fn read_manifest(dest: &dyn Destination, id: &str) -> Result<Manifest, BackupError> {
+async fn read_manifest(dest: &dyn Destination, id: &str) -> Result<Manifest, Failure> {
     let bytes = dest
         .get_small(&Manifest::object_name(id))
         .await
         .map_err(|e| match e {
-            DestinationError::NotFound(_) => BackupError::RestoreFailed(format!(
-                "there is no backup {id} in {}; `stackwarden backups STACK` lists them",
-                dest.location("")
-            )),
+            DestinationError::NotFound(_) => Failure::new(
+                Reason::RestoreFailed,
+                format!(
+                    "there is no backup {id} in {}; `stackwarden backups STACK` lists them",
+                    dest.location("")
+                ),
+            ),
             other => destination_error(other),
         })?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        BackupError::ChecksumMismatch(format!(
-            "the manifest of {id} is not readable ({e}); the backup cannot be trusted"
-        ))
+        Failure::new(
+            Reason::ChecksumMismatch,
+            format!("the manifest of {id} is not readable ({e}); the backup cannot be trusted"),
+        )
     })
 }
 
@@ -805,7 +907,7 @@ async fn read_manifest(dest: &dyn Destination, id: &str) -> Result<Manifest, Bac
 /// manifest count.
 pub async fn catalog(
     dest: &dyn Destination,
-) -> Result<Vec<(Manifest, Option<Verification>)>, BackupError> {
+) -> Result<Vec<(Manifest, Option<Verification>)>, Failure> {
     let objects = dest.list().await.map_err(destination_error)?;
     let names: BTreeSet<&str> = objects.iter().map(|o| o.name.as_str()).collect();
     let mut out = Vec::new();
@@ -861,10 +963,10 @@ async fn execute(work: Work, job: RunningJob, progress: &AtomicU64) -> Finished 
             let Some(id) = id else {
                 return Finished {
                     id: None,
-                    result: Err(BackupError::VerificationFailed(format!(
-                        "there is no backup in {} to test yet",
-                        dest.location("")
-                    ))),
+                    result: Err(Failure::new(
+                        Reason::VerificationFailed,
+                        format!("there is no backup in {} to test yet", dest.location("")),
+                    )),
                 };
             };
             let result = test_or_restore(&work, dest.as_ref(), job.job, &id, progress).await;
@@ -903,7 +1005,7 @@ async fn backup(
     dest: &dyn Destination,
     job: &RunningJob,
     progress: &AtomicU64,
-) -> Result<Done, BackupError> {
+) -> Result<Done, Failure> {
     dest.clean_partial().await.map_err(destination_error)?;
     let kind = match work.source {
         Source::Postgres { .. } => Kind::Postgres,
@@ -932,41 +1034,15 @@ async fn backup(
         row_counts: BTreeMap::new(),
         key_counts: BTreeMap::new(),
     };
-    let sealed = match &work.source {
-        Source::Postgres {
-            container,
-            addr,
-            database,
-            user,
-            password,
-        } => {
-            let pg = postgres::Postgres {
-                engine: &work.engine,
-                container: container.clone(),
-                addr: *addr,
-                database: database.clone(),
-                user: user.clone(),
-                password: password.clone(),
-            };
+    let sealed = match work.client() {
+        Client::Postgres(pg) => {
             let d = postgres::backup(&pg, upload, level, progress).await?;
             manifest.server_version = d.server_version;
-            manifest.database = Some(database.clone());
+            manifest.database = Some(pg.database.clone());
             manifest.row_counts = d.row_counts;
             d.sealed
         }
-        Source::Redis {
-            container,
-            addr,
-            password,
-            image,
-        } => {
-            let r = redis::Redis {
-                engine: &work.engine,
-                container: container.clone(),
-                addr: *addr,
-                password: password.clone(),
-                image: image.clone(),
-            };
+        Client::Redis(r) => {
             let d = redis::backup(&r, upload, level, progress).await?;
             manifest.server_version = d.server_version;
             manifest.key_counts = d.key_counts;
@@ -997,7 +1073,7 @@ async fn prune(dest: &dyn Destination, target: &BackupTarget) -> Pruned {
         .as_deref()
         .and_then(|z| z.parse().ok())
         .unwrap_or(chrono_tz::UTC);
-    let result: Result<(), BackupError> = async {
+    let result: Result<(), Failure> = async {
         let catalog = catalog(dest).await?;
         let candidates: Vec<super::retention::Candidate> = catalog
             .iter()
@@ -1048,24 +1124,26 @@ async fn test_or_restore(
     job: Job,
     id: &str,
     progress: &AtomicU64,
-) -> Result<Done, BackupError> {
+) -> Result<Done, Failure> {
     let manifest = read_manifest(dest, id).await?;
     let object = format!("{id}.{}", manifest.kind.suffix());
     let stored = dest.open(&object).await.map_err(|e| match e {
-        DestinationError::NotFound(_) => BackupError::ChecksumMismatch(format!(
-            "the data of backup {id} ({object}) is missing although its manifest exists"
-        )),
+        DestinationError::NotFound(_) => Failure::new(
+            Reason::ChecksumMismatch,
+            format!("the data of backup {id} ({object}) is missing although its manifest exists"),
+        ),
         other => destination_error(other),
     })?;
     if job == Job::Restore {
         for (container, grace) in &work.stop {
             work.engine
-                .stop_container(container, grace.unwrap_or(10))
+                .stop_container(container, *grace)
                 .await
                 .map_err(|e| {
-                    BackupError::RestoreFailed(format!(
-                        "stopping a service that uses the database failed: {e}"
-                    ))
+                    Failure::new(
+                        Reason::RestoreFailed,
+                        format!("stopping a service that uses the database failed: {e}"),
+                    )
                 })?;
         }
     }
@@ -1088,23 +1166,9 @@ async fn run_test_or_restore(
     stored: Box<dyn tokio::io::AsyncRead + Send + Unpin>,
     manifest: &Manifest,
     progress: &AtomicU64,
-) -> Result<Done, BackupError> {
-    match &work.source {
-        Source::Postgres {
-            container,
-            addr,
-            database,
-            user,
-            password,
-        } => {
-            let pg = postgres::Postgres {
-                engine: &work.engine,
-                container: container.clone(),
-                addr: *addr,
-                database: database.clone(),
-                user: user.clone(),
-                password: password.clone(),
-            };
+) -> Result<Done, Failure> {
+    match work.client() {
+        Client::Postgres(pg) => {
             // Leftovers of a test or restore cut off by an operator restart.
             postgres::clean_scratch(&pg).await?;
             if job == Job::Verify {
@@ -1117,19 +1181,7 @@ async fn run_test_or_restore(
                     .map(Done::Restored)
             }
         }
-        Source::Redis {
-            container,
-            addr,
-            password,
-            image,
-        } => {
-            let r = redis::Redis {
-                engine: &work.engine,
-                container: container.clone(),
-                addr: *addr,
-                password: password.clone(),
-                image: image.clone(),
-            };
+        Client::Redis(r) => {
             redis::clean_scratch(&r).await?;
             if job == Job::Verify {
                 redis::verify(&r, stored, manifest, progress)
@@ -1143,3 +1195,7 @@ async fn run_test_or_restore(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "runner_tests.rs"]
+mod tests;

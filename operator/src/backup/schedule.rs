@@ -5,12 +5,10 @@
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 
-/// A parsed cron schedule in a time zone.
-///
-/// Not `crate::heal::Schedule`: that one hides its time zone (retention needs it for its
-/// calendar) and only searches forward, one slot at a time, which is O(slots) after a long
-/// outage. croner's backward search finds the newest slot at or before `now` directly. The
-/// parse errors are worded the same as heal's so all InvalidSpec messages read alike.
+/// A parsed cron schedule in a time zone: the one wrapper of croner, for backups, restore
+/// tests and maintenance restarts (`crate::heal::Schedule` reads its entry into one). croner's
+/// backward search finds the newest slot at or before `now` directly, whatever the number of
+/// slots missed during an outage.
 #[derive(Clone, Debug)]
 pub struct SlotSchedule {
     cron: croner::Cron,
@@ -45,7 +43,7 @@ impl SlotSchedule {
     /// The newest slot at or before `t`. croner searches backwards field by field, skipping
     /// whole non-matching months, days and hours, so the cost does not grow with the number of
     /// slots since the last one taken (a per-minute schedule a year behind is one search).
-    fn newest_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub fn newest_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron
             .find_previous_occurrence(&t.with_timezone(&self.tz), true)
             .ok()

@@ -12,15 +12,14 @@ use std::task::{Context, Poll};
 
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, LogsOptionsBuilder, StopContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio_tar as tar;
 
-use super::{short_id, BollardEngine, Engine, EngineError, ExecOutcome};
+use super::{short_id, BollardEngine, EngineError, ExecOutcome};
 
 /// Label of every scratch container, so leftovers can be found and removed.
 pub const SCRATCH_LABEL: &str = "stackwarden.dev/scratch";
@@ -31,7 +30,7 @@ const CHUNK: usize = 256 * 1024;
 const BLOCK: u64 = 512;
 
 /// What the archive API says about a file it streams.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileStat {
     pub size: u64,
     pub uid: u64,
@@ -50,19 +49,11 @@ pub struct Brief {
 }
 
 impl BollardEngine {
-    /// Streams one regular file out of a container (running or stopped) via the archive API:
-    /// the tar stream is unpacked on the fly, so only the file's bytes come out, with bounded
-    /// memory. A stream that ends before the file's recorded size is an error, not a short file.
-    pub async fn download_file(
-        &self,
-        id: &str,
-        path: &str,
-    ) -> Result<Box<dyn AsyncRead + Send + Unpin>, EngineError> {
-        Ok(self.open_file(id, path).await?.1)
-    }
-
-    /// [`download_file`](Self::download_file), with the file's size, owner and mode.
-    pub async fn open_file(
+    /// Streams one regular file out of a container (running or stopped) via the archive API,
+    /// with its size, owner and mode: the tar stream is unpacked on the fly, so only the file's
+    /// bytes come out, with bounded memory. A stream that ends before the file's recorded size
+    /// is an error, not a short file.
+    pub(super) async fn open_file(
         &self,
         id: &str,
         path: &str,
@@ -118,20 +109,16 @@ impl BollardEngine {
         Ok((stat, Box::new(exact)))
     }
 
-    /// Writes `data`, which must be exactly `size` bytes long, as file `path` (owner and mode
-    /// given) into a container, running or stopped. The tar stream is generated on the fly: a
+    /// Writes `data`, which must be exactly `stat.size` bytes long, as file `path` (owner and
+    /// mode from `stat`) into a container, running or stopped. The tar stream is generated on the fly: a
     /// header, the bytes as they are read, padding. If `data` fails or its length is not `size`,
     /// the upload is cut off and fails with that reason; Docker may have left a partial file.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn upload_file(
+    pub(super) async fn upload_file(
         &self,
         id: &str,
         path: &str,
         data: Box<dyn AsyncRead + Send + Unpin>,
-        size: u64,
-        uid: u64,
-        gid: u64,
-        mode: u32,
+        stat: FileStat,
     ) -> Result<(), EngineError> {
         let context = format!("writing {path} into container {}", short_id(id));
         let api = |message: String| EngineError::Api {
@@ -146,65 +133,14 @@ impl BollardEngine {
         if !p.is_absolute() {
             return Err(api("the path must be absolute".into()));
         }
-        let mut header = tar::Header::new_gnu();
-        header
-            .set_path(name)
-            .map_err(|e| api(format!("the file name does not fit a tar header: {e}")))?;
-        header.set_size(size);
-        header.set_uid(uid);
-        header.set_gid(gid);
-        header.set_mode(mode);
-        header.set_mtime(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
-        );
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        let head = Bytes::copy_from_slice(header.as_bytes());
-        let padding = (BLOCK - size % BLOCK) % BLOCK;
+        let head = tar_header(name, &stat).map_err(api)?;
+        let padding = (BLOCK - stat.size % BLOCK) % BLOCK;
         // Padding to the block, then the two zero blocks that end an archive.
         let tail = Bytes::from(vec![0u8; (padding + 2 * BLOCK) as usize]);
-
         // hyper reports a failing body as a bare "user body error": keep the reason here.
         let failure: Arc<Mutex<Option<String>>> = Arc::default();
         let failed = failure.clone();
-        let body = futures::stream::try_unfold(
-            (data, size, false),
-            move |(mut data, remaining, done)| async move {
-                if done {
-                    return Ok(None);
-                }
-                if remaining == 0 {
-                    let mut probe = [0u8; 1];
-                    if data.read(&mut probe).await? != 0 {
-                        return Err(io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("the data is longer than the {size} bytes announced"),
-                        ));
-                    }
-                    return Ok(Some((None, (data, 0, true))));
-                }
-                let mut buf = BytesMut::with_capacity(CHUNK.min(remaining as usize));
-                let n = (&mut data).take(remaining).read_buf(&mut buf).await?;
-                if n == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "the data ended after {} of the {size} bytes announced",
-                            size - remaining
-                        ),
-                    ));
-                }
-                Ok(Some((
-                    Some(buf.freeze()),
-                    (data, remaining - n as u64, false),
-                )))
-            },
-        )
-        .try_filter_map(|b| async move { Ok(b) })
-        .inspect_err(move |e| {
+        let body = exactly(data, stat.size).inspect_err(move |e| {
             let mut f = failed.lock().expect("upload failure lock");
             if f.is_none() {
                 *f = Some(e.to_string());
@@ -226,18 +162,8 @@ impl BollardEngine {
         res.map_err(self.err(context.clone()))
     }
 
-    /// Stops a container (`grace_s` seconds before SIGKILL) without removing it; one already
-    /// stopped is fine.
-    pub async fn stop_container(&self, id: &str, grace_s: i64) -> Result<(), EngineError> {
-        let opts = StopContainerOptionsBuilder::default()
-            .t(grace_s as i32)
-            .build();
-        let res = self.docker.stop_container(id, Some(opts)).await;
-        self.settled(res, &[304], format!("stopping container {}", short_id(id)))
-    }
-
     /// Whether a container runs, and where it can be reached.
-    pub async fn brief(&self, id: &str) -> Result<Brief, EngineError> {
+    pub(super) async fn brief(&self, id: &str) -> Result<Brief, EngineError> {
         let i = self
             .docker
             .inspect_container(id, None::<InspectContainerOptions>)
@@ -262,7 +188,7 @@ impl BollardEngine {
     /// Creates (does not start) a throwaway container from `image` running `cmd`: no network,
     /// labelled [`SCRATCH_LABEL`]`=true`, not auto-removed (so its logs can be read when it
     /// fails; [`remove_container`](Engine::remove_container) it when done). Returns its id.
-    pub async fn create_scratch(
+    pub(super) async fn create_scratch(
         &self,
         image: &str,
         name: &str,
@@ -294,35 +220,14 @@ impl BollardEngine {
             .id)
     }
 
-    /// [`create_scratch`](Self::create_scratch), then starts it.
-    pub async fn run_scratch(
-        &self,
-        image: &str,
-        name: &str,
-        cmd: &[String],
-        entrypoint: Option<&[String]>,
-    ) -> Result<String, EngineError> {
-        let id = self.create_scratch(image, name, cmd, entrypoint).await?;
-        if let Err(e) = self.start_container(&id).await {
-            let _ = self.remove_container(&id, Some(0)).await;
-            return Err(e);
-        }
-        Ok(id)
-    }
-
     /// Ids of the scratch containers (any state) whose name starts with `prefix`.
-    pub async fn scratch_containers(&self, prefix: &str) -> Result<Vec<String>, EngineError> {
-        let filters = Self::label_filter(SCRATCH_LABEL, "true");
+    pub(super) async fn scratch_containers(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<String>, EngineError> {
         let list = self
-            .docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(self.err("listing scratch containers"))?;
+            .labelled_containers(SCRATCH_LABEL, "true", "listing scratch containers")
+            .await?;
         Ok(list
             .into_iter()
             .filter(|c| {
@@ -335,8 +240,27 @@ impl BollardEngine {
             .collect())
     }
 
+    /// Every container (any state) whose `label` is `value`.
+    pub(super) async fn labelled_containers(
+        &self,
+        label: &str,
+        value: &str,
+        what: &str,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, EngineError> {
+        let filters = Self::label_filter(label, value);
+        self.docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await
+            .map_err(self.err(what))
+    }
+
     /// The last `lines` lines of a container's output, for a failure message.
-    pub async fn logs_tail(&self, id: &str, lines: usize) -> Result<String, EngineError> {
+    pub(super) async fn logs_tail(&self, id: &str, lines: usize) -> Result<String, EngineError> {
         let opts = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
@@ -353,62 +277,96 @@ impl BollardEngine {
         Ok(out)
     }
 
-    /// Like [`exec`](Engine::exec), keeping up to `limit` bytes of output instead of a message's
+    /// Like [`super::Engine::exec`], keeping up to `limit` bytes of output instead of a message's
     /// worth (command output that is parsed, such as `INFO`).
-    pub async fn exec_capture(
+    pub(super) async fn exec_capture(
         &self,
         id: &str,
         command: &[String],
         limit: usize,
     ) -> Result<ExecOutcome, EngineError> {
-        use bollard::exec::{CreateExecOptions, StartExecResults};
-        let context = || {
-            format!(
-                "running {:?} in container {}",
-                command.first().map(String::as_str).unwrap_or(""),
-                short_id(id)
-            )
-        };
-        let created = self
-            .docker
-            .create_exec(
-                id,
-                CreateExecOptions {
-                    cmd: Some(command.to_vec()),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(self.err(context()))?;
+        let mut exec = self.attach(id, command, &[], false).await?;
         let mut output = Vec::new();
-        if let StartExecResults::Attached {
-            output: mut stream, ..
-        } = self
-            .docker
-            .start_exec(&created.id, None)
-            .await
-            .map_err(self.err(context()))?
-        {
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(self.err(context()))?;
-                if output.len() < limit {
-                    output.extend_from_slice(&chunk.into_bytes());
-                }
+        while let Some(chunk) = exec.output.next().await {
+            let chunk = chunk.map_err(self.err(exec.context.clone()))?;
+            // Keep what is asked for; drain the rest so the command is not blocked.
+            if output.len() < limit {
+                output.extend_from_slice(&chunk.into_bytes());
             }
         }
         output.truncate(limit);
         let inspect = self
             .docker
-            .inspect_exec(&created.id)
+            .inspect_exec(&exec.exec_id)
             .await
-            .map_err(self.err(context()))?;
+            .map_err(self.err(exec.context))?;
         Ok(ExecOutcome {
             exit_code: inspect.exit_code.unwrap_or(-1),
             output: String::from_utf8_lossy(&output).into_owned(),
         })
     }
+}
+
+/// The tar header of one regular file `name` with `stat`'s size, owner and mode, dated now.
+fn tar_header(name: &std::ffi::OsStr, stat: &FileStat) -> Result<Bytes, String> {
+    let mut header = tar::Header::new_gnu();
+    header
+        .set_path(name)
+        .map_err(|e| format!("the file name does not fit a tar header: {e}"))?;
+    header.set_size(stat.size);
+    header.set_uid(stat.uid);
+    header.set_gid(stat.gid);
+    header.set_mode(stat.mode);
+    header.set_mtime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    );
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    Ok(Bytes::copy_from_slice(header.as_bytes()))
+}
+
+/// `data` in chunks, failing unless it is exactly `size` bytes long.
+fn exactly(
+    data: Box<dyn AsyncRead + Send + Unpin>,
+    size: u64,
+) -> impl futures::Stream<Item = io::Result<Bytes>> + Send {
+    futures::stream::try_unfold(
+        (data, size, false),
+        move |(mut data, remaining, done)| async move {
+            if done {
+                return Ok(None);
+            }
+            if remaining == 0 {
+                let mut probe = [0u8; 1];
+                if data.read(&mut probe).await? != 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("the data is longer than the {size} bytes announced"),
+                    ));
+                }
+                return Ok(Some((None, (data, 0, true))));
+            }
+            let mut buf = BytesMut::with_capacity(CHUNK.min(remaining as usize));
+            let n = (&mut data).take(remaining).read_buf(&mut buf).await?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the data ended after {} of the {size} bytes announced",
+                        size - remaining
+                    ),
+                ));
+            }
+            Ok(Some((
+                Some(buf.freeze()),
+                (data, remaining - n as u64, false),
+            )))
+        },
+    )
+    .try_filter_map(|b| async move { Ok(b) })
 }
 
 /// Passes exactly `remaining` bytes through; an earlier end is an error (a cut connection must

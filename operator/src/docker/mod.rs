@@ -7,14 +7,17 @@ mod build;
 mod create;
 mod stream;
 
+pub use archive::{Brief, FileStat, SCRATCH_LABEL};
+pub use stream::{ExecDone, ExecStream, Exited};
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bollard::query_parameters::{
-    CreateImageOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    ListNetworksOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
+    CreateImageOptionsBuilder, InspectContainerOptions, ListNetworksOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures::StreamExt;
@@ -164,7 +167,16 @@ impl ContainerChange {
     }
 }
 
-/// The engine operations reconcile needs. Small on purpose: the planner decides, this acts.
+/// A byte stream out of or into a container.
+pub type Bytes = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+/// How many bytes of a command's output [`Engine::exec`] reads for its message.
+const EXEC_READ: usize = 2048;
+/// How many characters of that the message keeps.
+const EXEC_QUOTE: usize = 512;
+
+/// The engine operations reconcile, probes and backups need. Small on purpose: the planner
+/// decides, this acts.
 #[async_trait]
 pub trait Engine: Send + Sync {
     async fn observe(
@@ -200,8 +212,66 @@ pub trait Engine: Send + Sync {
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError>;
     /// Restarts a container in place (same id, volumes and address), as `docker restart` does.
     async fn restart_container(&self, id: &str, grace_s: Option<i64>) -> Result<(), EngineError>;
-    /// Runs a command in a running container and waits for it to finish.
-    async fn exec(&self, id: &str, command: &[String]) -> Result<ExecOutcome, EngineError>;
+    /// Runs a command in a running container and waits for it to finish; the output is cut to
+    /// a message's worth.
+    async fn exec(&self, id: &str, command: &[String]) -> Result<ExecOutcome, EngineError> {
+        let mut outcome = self.exec_capture(id, command, EXEC_READ).await?;
+        let cut = outcome
+            .output
+            .char_indices()
+            .nth(EXEC_QUOTE)
+            .map_or(outcome.output.len(), |(i, _)| i);
+        outcome.output.truncate(cut);
+        Ok(outcome)
+    }
+    /// Like [`exec`](Engine::exec), keeping up to `limit` bytes of output (command output that
+    /// is parsed, such as `INFO`).
+    async fn exec_capture(
+        &self,
+        id: &str,
+        command: &[String],
+        limit: usize,
+    ) -> Result<ExecOutcome, EngineError>;
+    /// Runs `command` in the running container `id` with its stdout as a stream. `env` entries
+    /// (`K=V`) are passed to the exec (for PGPASSWORD; they appear in no message). With `stdin`
+    /// given, it is copied into the command's stdin, which is closed at its end (for
+    /// pg_restore). Fails, naming the container, when it is not running.
+    async fn exec_stream(
+        &self,
+        id: &str,
+        command: &[String],
+        env: &[String],
+        stdin: Option<Bytes>,
+    ) -> Result<ExecStream, EngineError>;
+    /// Streams one regular file out of a container (running or stopped), with its size, owner
+    /// and mode. A stream that ends before the file's size is an error, not a short file;
+    /// a missing file is [`EngineError::is_missing`].
+    async fn open_file(&self, id: &str, path: &str) -> Result<(FileStat, Bytes), EngineError>;
+    /// Writes `data`, exactly `stat.size` bytes, as file `path` (owner and mode from `stat`)
+    /// into a container, running or stopped. Data that fails or has another length cuts the
+    /// upload off with that reason; Docker may have left a partial file.
+    async fn upload_file(
+        &self,
+        id: &str,
+        path: &str,
+        data: Bytes,
+        stat: FileStat,
+    ) -> Result<(), EngineError>;
+    /// Whether a container runs, and where it can be reached.
+    async fn brief(&self, id: &str) -> Result<Brief, EngineError>;
+    /// Creates (does not start) a throwaway container from `image` running `cmd`: no network,
+    /// labelled [`SCRATCH_LABEL`], kept after it exits (its logs tell why) until removed.
+    async fn create_scratch(
+        &self,
+        image: &str,
+        name: &str,
+        cmd: &[String],
+        entrypoint: Option<&[String]>,
+    ) -> Result<String, EngineError>;
+    /// Ids of the scratch containers (any state) whose name starts with `prefix`.
+    async fn scratch_containers(&self, prefix: &str) -> Result<Vec<String>, EngineError>;
+    /// The last `lines` lines of a container's output, for a failure message.
+    async fn logs_tail(&self, id: &str, lines: usize) -> Result<String, EngineError>;
     /// Stops a container (with the grace period) and leaves it there, as `docker stop` does.
     async fn stop_container(&self, id: &str, grace_s: Option<i64>) -> Result<(), EngineError>;
     /// Changes Docker's restart policy of a container in place, as `docker update --restart`.
@@ -414,17 +484,9 @@ impl Engine for BollardEngine {
         volumes: &[String],
         images: &[String],
     ) -> Result<Observed, EngineError> {
-        let filters = Self::label_filter(labels::PROJECT, project);
         let list = self
-            .docker
-            .list_containers(Some(
-                ListContainersOptionsBuilder::default()
-                    .all(true)
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(self.err("listing containers"))?;
+            .labelled_containers(labels::PROJECT, project, "listing containers")
+            .await?;
         let mut containers = Vec::new();
         for summary in list {
             // One-off containers (`docker-compose run`, a runbook's migration) are a person's,
@@ -650,60 +712,59 @@ impl Engine for BollardEngine {
         self.settled(res, &[], format!("restarting container {}", short_id(id)))
     }
 
-    async fn exec(&self, id: &str, command: &[String]) -> Result<ExecOutcome, EngineError> {
-        use bollard::exec::{CreateExecOptions, StartExecResults};
-        let context = || {
-            format!(
-                "running {:?} in container {}",
-                command.first().map(String::as_str).unwrap_or(""),
-                short_id(id)
-            )
-        };
-        let created = self
-            .docker
-            .create_exec(
-                id,
-                CreateExecOptions {
-                    cmd: Some(command.to_vec()),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(self.err(context()))?;
-        let mut output = String::new();
-        if let StartExecResults::Attached {
-            output: mut stream, ..
-        } = self
-            .docker
-            .start_exec(&created.id, None)
-            .await
-            .map_err(self.err(context()))?
-        {
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(self.err(context()))?;
-                // Keep a little for the message; drain the rest so the command is not blocked.
-                if output.len() < 512 {
-                    output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-                }
-            }
-        }
-        let inspect = self
-            .docker
-            .inspect_exec(&created.id)
-            .await
-            .map_err(self.err(context()))?;
-        output.truncate(
-            output
-                .char_indices()
-                .nth(512)
-                .map_or(output.len(), |(i, _)| i),
-        );
-        Ok(ExecOutcome {
-            exit_code: inspect.exit_code.unwrap_or(-1),
-            output,
-        })
+    async fn exec_capture(
+        &self,
+        id: &str,
+        command: &[String],
+        limit: usize,
+    ) -> Result<ExecOutcome, EngineError> {
+        BollardEngine::exec_capture(self, id, command, limit).await
+    }
+
+    async fn exec_stream(
+        &self,
+        id: &str,
+        command: &[String],
+        env: &[String],
+        stdin: Option<Bytes>,
+    ) -> Result<ExecStream, EngineError> {
+        BollardEngine::exec_stream(self, id, command, env, stdin).await
+    }
+
+    async fn open_file(&self, id: &str, path: &str) -> Result<(FileStat, Bytes), EngineError> {
+        BollardEngine::open_file(self, id, path).await
+    }
+
+    async fn upload_file(
+        &self,
+        id: &str,
+        path: &str,
+        data: Bytes,
+        stat: FileStat,
+    ) -> Result<(), EngineError> {
+        BollardEngine::upload_file(self, id, path, data, stat).await
+    }
+
+    async fn brief(&self, id: &str) -> Result<Brief, EngineError> {
+        BollardEngine::brief(self, id).await
+    }
+
+    async fn create_scratch(
+        &self,
+        image: &str,
+        name: &str,
+        cmd: &[String],
+        entrypoint: Option<&[String]>,
+    ) -> Result<String, EngineError> {
+        BollardEngine::create_scratch(self, image, name, cmd, entrypoint).await
+    }
+
+    async fn scratch_containers(&self, prefix: &str) -> Result<Vec<String>, EngineError> {
+        BollardEngine::scratch_containers(self, prefix).await
+    }
+
+    async fn logs_tail(&self, id: &str, lines: usize) -> Result<String, EngineError> {
+        BollardEngine::logs_tail(self, id, lines).await
     }
 
     async fn remove_network(&self, name: &str) -> Result<(), EngineError> {

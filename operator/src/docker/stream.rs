@@ -6,6 +6,7 @@
 //! connection unread, which blocks the command in its pipe (backpressure end to end). Only the
 //! last few KiB of stderr are kept, for the error message.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -38,8 +39,30 @@ pub struct ExecStream {
 
 /// Resolves after stdout ended: the exit code and the last ~4 KiB of stderr. Dropping it (or
 /// the whole [`ExecStream`]) closes the connection, which ends the command with SIGPIPE at its
-/// next write, and stops feeding its stdin.
-pub struct ExecDone {
+/// next write, and stops feeding its stdin. Any [`Engine`](super::Engine) builds one from the
+/// future that waits for its command.
+pub struct ExecDone(Pin<Box<dyn Future<Output = Exited> + Send>>);
+
+/// The exit code and the last ~4 KiB of stderr of a command, or why they are unknown.
+pub type Exited = Result<(i64, String), EngineError>;
+
+impl ExecDone {
+    pub fn new(
+        wait: impl Future<Output = Result<(i64, String), EngineError>> + Send + 'static,
+    ) -> Self {
+        Self(Box::pin(wait))
+    }
+
+    /// The exit code and the end of stderr, once the output ended. Fails when the connection
+    /// broke, when reading the stdin source failed (the command saw a truncated input,
+    /// whatever its exit code), or when no exit is reported.
+    pub async fn wait(self) -> Exited {
+        self.0.await
+    }
+}
+
+/// Bollard's side of an [`ExecDone`].
+struct Attached {
     shared: Arc<Mutex<Shared>>,
     stdin: Option<JoinHandle<StdinEnd>>,
     engine: BollardEngine,
@@ -47,7 +70,7 @@ pub struct ExecDone {
     context: String,
 }
 
-/// State shared by the stdout reader and [`ExecDone`].
+/// State shared by the stdout reader and [`Attached`].
 struct Shared {
     output: Output,
     /// Bytes of a stdout frame not yet handed to the reader.
@@ -111,6 +134,66 @@ impl Shared {
     }
 }
 
+/// A command started in a container with its output (and, if asked, its input) attached.
+pub(super) struct Attach {
+    pub exec_id: String,
+    pub output: Output,
+    pub input: Pin<Box<dyn AsyncWrite + Send>>,
+    /// `running "CMD" in container ID`, for messages.
+    pub context: String,
+}
+
+impl BollardEngine {
+    /// Starts `command` in the running container `id`; `env` entries (`K=V`) go to the exec
+    /// only.
+    pub(super) async fn attach(
+        &self,
+        id: &str,
+        command: &[String],
+        env: &[String],
+        stdin: bool,
+    ) -> Result<Attach, EngineError> {
+        let context = format!(
+            "running {:?} in container {}",
+            command.first().map(String::as_str).unwrap_or(""),
+            short_id(id)
+        );
+        let created = self
+            .docker
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(command.to_vec()),
+                    env: (!env.is_empty()).then(|| env.to_vec()),
+                    attach_stdin: Some(stdin),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(self.err(context.clone()))?;
+        let started = self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(self.err(context.clone()))?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(EngineError::Api {
+                context,
+                status: None,
+                message: "Docker started the command detached".into(),
+            });
+        };
+        Ok(Attach {
+            exec_id: created.id,
+            output,
+            input,
+            context,
+        })
+    }
+}
+
 /// The stdout of an [`ExecStream`].
 struct Stdout(Arc<Mutex<Shared>>);
 
@@ -167,12 +250,10 @@ async fn feed(
     end
 }
 
-impl ExecDone {
+impl Attached {
     /// Waits for the end of the output (draining whatever stdout was not read), then for Docker
-    /// to report the command's exit. Fails when the Docker connection broke, when reading the
-    /// stdin source failed (the command saw a truncated input, whatever its exit code), or when
-    /// Docker does not report an exit.
-    pub async fn wait(mut self) -> Result<(i64, String), EngineError> {
+    /// to report the command's exit.
+    async fn wait(mut self) -> Result<(i64, String), EngineError> {
         let shared = self.shared.clone();
         let drained = std::future::poll_fn(|cx| {
             let mut s = shared.lock().expect("exec stream lock");
@@ -247,7 +328,7 @@ impl ExecDone {
     }
 }
 
-impl Drop for ExecDone {
+impl Drop for Attached {
     fn drop(&mut self) {
         if let Some(task) = self.stdin.take() {
             task.abort();
@@ -260,45 +341,19 @@ impl BollardEngine {
     /// (`K=V`) are passed to the exec (for PGPASSWORD; they appear in no message). With `stdin`
     /// given, it is copied into the command's stdin, which is closed at its end (for
     /// pg_restore). Fails, naming the container, when it is not running.
-    pub async fn exec_stream(
+    pub(super) async fn exec_stream(
         &self,
         id: &str,
         command: &[String],
         env: &[String],
         stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
     ) -> Result<ExecStream, EngineError> {
-        let context = format!(
-            "running {:?} in container {}",
-            command.first().map(String::as_str).unwrap_or(""),
-            short_id(id)
-        );
-        let created = self
-            .docker
-            .create_exec(
-                id,
-                CreateExecOptions {
-                    cmd: Some(command.to_vec()),
-                    env: (!env.is_empty()).then(|| env.to_vec()),
-                    attach_stdin: Some(stdin.is_some()),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(self.err(context.clone()))?;
-        let started = self
-            .docker
-            .start_exec(&created.id, None)
-            .await
-            .map_err(self.err(context.clone()))?;
-        let StartExecResults::Attached { output, input } = started else {
-            return Err(EngineError::Api {
-                context,
-                status: None,
-                message: "Docker started the command detached".into(),
-            });
-        };
+        let Attach {
+            exec_id,
+            output,
+            input,
+            context,
+        } = self.attach(id, command, env, stdin.is_some()).await?;
         let stdin = stdin.map(|source| tokio::spawn(feed(source, input)));
         let shared = Arc::new(Mutex::new(Shared {
             output,
@@ -311,13 +366,16 @@ impl BollardEngine {
         }));
         Ok(ExecStream {
             stdout: Box::new(Stdout(shared.clone())),
-            done: ExecDone {
-                shared,
-                stdin,
-                engine: self.clone(),
-                exec_id: created.id,
-                context,
-            },
+            done: ExecDone::new(
+                Attached {
+                    shared,
+                    stdin,
+                    engine: self.clone(),
+                    exec_id,
+                    context,
+                }
+                .wait(),
+            ),
         })
     }
 }

@@ -14,6 +14,7 @@ pub mod hold;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::api::{ContainerHealth, ContainerState, RestartReason, RestartSpec, ScheduledRestart};
+use crate::backup::schedule::SlotSchedule;
 use crate::compose::{DependencyCondition, Project, RestartPolicy, ServiceSpec};
 use crate::observe::ObservedContainer;
 
@@ -341,53 +342,25 @@ pub fn backoff(spec: &RestartSpec, n: u32) -> Duration {
     Duration::seconds(secs.min(u64::from(spec.max_backoff_seconds)) as i64)
 }
 
-/// A parsed maintenance schedule.
+/// A parsed maintenance schedule: the cron schedule backups use too, read from a restart entry.
 #[derive(Clone, Debug)]
-pub struct Schedule {
-    cron: croner::Cron,
-    tz: chrono_tz::Tz,
-}
+pub struct Schedule(SlotSchedule);
 
 impl Schedule {
     /// Parses `schedule` and `timeZone`; the error says what is wrong, for InvalidSpec.
     pub fn parse(entry: &ScheduledRestart) -> Result<Self, String> {
-        let cron: croner::Cron = entry.schedule.parse().map_err(|e| {
-            format!(
-                "schedule {:?} is not a valid cron expression: {e}",
-                entry.schedule
-            )
-        })?;
-        let tz = match &entry.time_zone {
-            None => chrono_tz::UTC,
-            Some(z) => z.parse().map_err(|_| {
-                format!("time zone {z:?} is not an IANA time zone name (e.g. Europe/Zurich)")
-            })?,
-        };
-        Ok(Self { cron, tz })
+        SlotSchedule::parse(&entry.schedule, entry.time_zone.as_deref()).map(Self)
     }
 
     /// The first slot after `after`.
     pub fn next(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron
-            .find_next_occurrence(&after.with_timezone(&self.tz), false)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
+        self.0.next_after(after)
     }
 
     /// The latest slot after `after` and at or before `now`, if any: a restart that is due.
     /// Several missed slots make one restart, not a burst.
     pub fn due(&self, after: DateTime<Utc>, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let mut slot = None;
-        let mut from = after.with_timezone(&self.tz);
-        while let Ok(next) = self.cron.find_next_occurrence(&from, false) {
-            let next_utc = next.with_timezone(&Utc);
-            if next_utc > now {
-                break;
-            }
-            slot = Some(next_utc);
-            from = next;
-        }
-        slot
+        self.0.newest_at_or_before(now).filter(|slot| *slot > after)
     }
 }
 

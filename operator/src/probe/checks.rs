@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 
 use super::{ProbeError, ProbeErrorKind, Targets};
+use crate::act::chain;
+use crate::act::postgres as pg;
+use crate::act::redis as rd;
 use crate::api::{ExecProbe, HttpProbe, JsonFieldMatch, PostgresProbe, Probe, RedisProbe};
 use crate::docker::{short_id, Engine, EngineError};
 
@@ -248,18 +251,16 @@ async fn postgres(
     let secret = password(&what, p.password_variable.as_deref(), variables)?;
     let addr = targets.address(service, port)?;
     let via = format!("{what} (via {addr})");
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(addr.ip().to_string())
-        .port(addr.port())
-        .user(&p.user)
-        .dbname(&p.database)
-        .application_name("stackwarden-probe");
-    if let Some(secret) = secret {
-        config.password(secret);
-    }
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
+    let login = pg::Login {
+        addr,
+        user: &p.user,
+        password: secret,
+        database: &p.database,
+        application: "stackwarden-probe",
+        timeout: None,
+    };
+    let failed = |e: &tokio_postgres::Error| postgres_error(&via, p, &pg::Error::new(e, secret));
+    let (client, connection) = pg::open(&login)
         .await
         .map_err(|e| postgres_error(&via, p, &e))?;
     // The connection is driven here, not in a spawned task, so a probe that times out leaves
@@ -269,7 +270,7 @@ async fn postgres(
         answer = client.simple_query("SELECT 1") => answer,
         ended = &mut connection => {
             return Err(match ended {
-                Err(e) => postgres_error(&via, p, &e),
+                Err(e) => failed(&e),
                 Ok(()) => ProbeError::new(
                     K::QueryFailed,
                     format!("{via}: the server closed the connection before answering SELECT 1"),
@@ -280,58 +281,42 @@ async fn postgres(
     // Say goodbye (Terminate) rather than drop the socket, so the server logs nothing for it.
     drop(client);
     let _ = connection.await;
-    answer.map(drop).map_err(|e| postgres_error(&via, p, &e))
+    answer.map(drop).map_err(|e| failed(&e))
 }
 
-fn postgres_error(via: &str, p: &PostgresProbe, e: &tokio_postgres::Error) -> ProbeError {
-    use tokio_postgres::error::SqlState;
-    let detail = chain(e);
-    if let Some(code) = e.code() {
-        if *code == SqlState::INVALID_PASSWORD
-            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
-        {
+fn postgres_error(via: &str, p: &PostgresProbe, e: &pg::Error) -> ProbeError {
+    let detail = &e.message;
+    match e.kind {
+        pg::Kind::LoginRefused => {
             let hint = match &p.password_variable {
                 Some(v) => format!("check that spec.variables.{v} holds the password of user {} (and that the user may log in over the network)", p.user),
                 None => format!("the probe sends no password: set passwordVariable to the entry of spec.variables that holds the password of user {}", p.user),
             };
-            return ProbeError::new(
+            ProbeError::new(
                 K::AuthFailed,
                 format!("{via}: login refused ({detail}); {hint}"),
-            );
+            )
         }
-        if *code == SqlState::INVALID_CATALOG_NAME {
-            return ProbeError::new(
-                K::QueryFailed,
-                format!("{via}: database {} does not exist ({detail}); fix the probe's database or create it", p.database),
-            );
-        }
-        if *code == SqlState::CANNOT_CONNECT_NOW {
-            return ProbeError::new(
-                K::Unreachable,
-                format!("{via}: the server is starting or shutting down ({detail})"),
-            );
-        }
-        return ProbeError::new(K::QueryFailed, format!("{via}: {detail}"));
-    }
-    if detail.contains("password missing") {
-        return ProbeError::new(
+        pg::Kind::NoDatabase => ProbeError::new(
+            K::QueryFailed,
+            format!("{via}: database {} does not exist ({detail}); fix the probe's database or create it", p.database),
+        ),
+        pg::Kind::Starting => ProbeError::new(
+            K::Unreachable,
+            format!("{via}: the server is starting or shutting down ({detail})"),
+        ),
+        pg::Kind::Server => ProbeError::new(K::QueryFailed, format!("{via}: {detail}")),
+        pg::Kind::PasswordMissing => ProbeError::new(
             K::AuthFailed,
             format!("{via}: the server asks for a password and the probe has none; set passwordVariable to the entry of spec.variables that holds the password of user {}", p.user),
-        );
-    }
-    if detail.starts_with("authentication error") {
-        return ProbeError::new(K::AuthFailed, format!("{via}: {detail}"));
-    }
-    let refused = std::error::Error::source(e)
-        .and_then(|s| s.downcast_ref::<std::io::Error>())
-        .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
-    if refused {
-        return ProbeError::new(
+        ),
+        pg::Kind::AuthFailed => ProbeError::new(K::AuthFailed, format!("{via}: {detail}")),
+        pg::Kind::Refused => ProbeError::new(
             K::Unreachable,
             format!("{via}: connection refused: nothing listens on port {}; check the port and listen_addresses", p.port.unwrap_or(5432)),
-        );
+        ),
+        pg::Kind::Unreachable => ProbeError::new(K::Unreachable, format!("{via}: {detail}")),
     }
-    ProbeError::new(K::Unreachable, format!("{via}: {detail}"))
 }
 
 async fn redis(
@@ -345,35 +330,20 @@ async fn redis(
     let secret = password(&what, p.password_variable.as_deref(), variables)?;
     let addr = targets.address(service, port)?;
     let via = format!("{what} (via {addr})");
-    let info = redis::IntoConnectionInfo::into_connection_info((
-        addr.ip().to_string().as_str(),
-        addr.port(),
-    ))
-    .map_err(|e| ProbeError::new(K::Misconfigured, format!("{via}: {}", chain(&e))))?
-    // No CLIENT SETINFO before AUTH: it would fail with NOAUTH and hide the real answer.
-    .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
-    let client = redis::Client::open(info)
-        .map_err(|e| ProbeError::new(K::Misconfigured, format!("{via}: {}", chain(&e))))?;
-    // Off: the crate's own defaults (1 s to connect, 500 ms per answer) would fail a probe
-    // before the timeoutSeconds the user chose, which `check` enforces around the whole probe.
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(None)
-        .set_response_timeout(None);
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
+    // No client timeouts: `check` bounds the whole probe by the timeoutSeconds the user chose.
+    let login = rd::Login {
+        addr,
+        password: secret,
+        connect_timeout: None,
+        response_timeout: None,
+    };
+    let mut conn = rd::connect(&login)
         .await
         .map_err(|e| redis_error(&via, p, &e))?;
-    if let Some(secret) = secret {
-        redis::cmd("AUTH")
-            .arg(secret)
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| redis_error(&via, p, &e))?;
-    }
     let pong: String = redis::cmd("PING")
         .query_async(&mut conn)
         .await
-        .map_err(|e| redis_error(&via, p, &e))?;
+        .map_err(|e| redis_error(&via, p, &rd::Error::new(&e, secret)))?;
     if pong == "PONG" {
         Ok(())
     } else {
@@ -384,8 +354,8 @@ async fn redis(
     }
 }
 
-fn redis_error(via: &str, p: &RedisProbe, e: &redis::RedisError) -> ProbeError {
-    let detail = chain(e);
+fn redis_error(via: &str, p: &RedisProbe, e: &rd::Error) -> ProbeError {
+    let detail = &e.message;
     let auth_hint = |what: &str| {
         let hint = match &p.password_variable {
             Some(v) => format!("check that spec.variables.{v} holds the server's password (requirepass)"),
@@ -393,33 +363,23 @@ fn redis_error(via: &str, p: &RedisProbe, e: &redis::RedisError) -> ProbeError {
         };
         format!("{via}: {what} ({detail}); {hint}")
     };
-    match e.code() {
-        Some("WRONGPASS") => return ProbeError::new(K::AuthFailed, auth_hint("the password was refused")),
-        Some("NOAUTH") => return ProbeError::new(K::AuthFailed, auth_hint("authentication required")),
-        Some("ERR") if detail.contains("without any password configured") => {
-            return ProbeError::new(
-                K::AuthFailed,
-                format!("{via}: the probe sends a password but the server has none configured; remove passwordVariable or set requirepass"),
-            )
-        }
-        _ => {}
-    }
-    if e.kind() == redis::ErrorKind::AuthenticationFailed {
-        return ProbeError::new(K::AuthFailed, auth_hint("authentication failed"));
-    }
-    if e.is_connection_refusal() {
-        return ProbeError::new(
+    match e.kind {
+        rd::Kind::WrongPassword => ProbeError::new(K::AuthFailed, auth_hint("the password was refused")),
+        rd::Kind::NoAuth => ProbeError::new(K::AuthFailed, auth_hint("authentication required")),
+        rd::Kind::NoPasswordConfigured => ProbeError::new(
+            K::AuthFailed,
+            format!("{via}: the probe sends a password but the server has none configured; remove passwordVariable or set requirepass"),
+        ),
+        rd::Kind::AuthFailed => ProbeError::new(K::AuthFailed, auth_hint("authentication failed")),
+        rd::Kind::Refused => ProbeError::new(
             K::Unreachable,
             format!("{via}: connection refused: nothing listens on port {}; check the port and redis' `bind`", p.port.unwrap_or(6379)),
-        );
+        ),
+        rd::Kind::Timeout => ProbeError::new(K::Timeout, format!("{via}: {detail}")),
+        rd::Kind::Unreachable => ProbeError::new(K::Unreachable, format!("{via}: {detail}")),
+        rd::Kind::Misconfigured => ProbeError::new(K::Misconfigured, format!("{via}: {detail}")),
+        rd::Kind::Command => ProbeError::new(K::QueryFailed, format!("{via}: {detail}")),
     }
-    if e.is_timeout() {
-        return ProbeError::new(K::Timeout, format!("{via}: {detail}"));
-    }
-    if e.is_io_error() || e.is_connection_dropped() {
-        return ProbeError::new(K::Unreachable, format!("{via}: {detail}"));
-    }
-    ProbeError::new(K::QueryFailed, format!("{via}: {detail}"))
 }
 
 async fn exec(
@@ -476,22 +436,6 @@ fn quote(text: &str) -> String {
         Some((cut, _)) => format!("{:?}…", &one_line[..cut]),
         None => format!("{one_line:?}"),
     }
-}
-
-/// An error and its causes on one line: the outer messages of these clients are often only
-/// "db error" or "error sending request", with the reason in the source.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]

@@ -216,7 +216,9 @@ async fn apply(
         &ctx.stops,
     );
     let shared = ctx.prober_shared();
-    prober::ensure(&ctx.jobs, stack, project, &claim, engine, &shared);
+    // Probers outlive the pass: they hold the engine behind its trait.
+    let held: std::sync::Arc<dyn crate::docker::Engine> = std::sync::Arc::new(engine.clone());
+    prober::ensure(&ctx.jobs, stack, project, &claim, &held, &shared);
     let mut pass = Pass {
         ctx,
         stack,

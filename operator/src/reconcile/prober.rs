@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use crate::api::{ContainerState, ServiceHealthSpec, ServiceStack};
 use crate::compose::Project;
 use crate::decide::probe::{self as decide, Now, Round, Run, Track};
-use crate::docker::{BollardEngine, Engine, ObservedContainer};
+use crate::docker::{Engine, ObservedContainer};
 use crate::heal::ProbeVerdict;
 use crate::jobs::{JobKey, Kind, Registry};
 use crate::metrics::Metrics;
@@ -74,7 +74,7 @@ pub fn ensure(
     stack: &ServiceStack,
     project: &Project,
     claim: &crate::docker::Claim,
-    engine: &BollardEngine,
+    engine: &Arc<dyn Engine>,
     shared: &Shared,
 ) {
     let key = stack.key();
@@ -134,7 +134,7 @@ struct Job {
     access: crate::api::ProbeAccess,
     variables: BTreeMap<String, String>,
     services: BTreeMap<String, ServiceHealthSpec>,
-    engine: BollardEngine,
+    engine: Arc<dyn Engine>,
     shared: Shared,
 }
 
@@ -256,8 +256,15 @@ impl Job {
         let timeout = Duration::from_secs(u64::from(spec.timeout_seconds.max(1)));
         for p in &spec.probes {
             let start = Instant::now();
-            let result =
-                probe::check(p, svc, targets, &self.variables, &self.engine, timeout).await;
+            let result = probe::check(
+                p,
+                svc,
+                targets,
+                &self.variables,
+                self.engine.as_ref(),
+                timeout,
+            )
+            .await;
             self.shared.metrics.probed(
                 &self.stack,
                 svc,
