@@ -5,6 +5,8 @@
 mod archive;
 mod build;
 mod create;
+#[cfg(test)]
+pub mod fake;
 mod stream;
 
 pub use archive::{Brief, FileStat, SCRATCH_LABEL};
@@ -286,9 +288,36 @@ pub trait Engine: Send + Sync {
 #[derive(Default, Clone)]
 pub struct Engines {
     clients: Arc<Mutex<HashMap<String, Docker>>>,
+    /// Engines given for an address instead of connecting to it: the unit tests' fake.
+    stand_ins: Arc<std::sync::Mutex<HashMap<String, Arc<dyn Engine>>>>,
 }
 
 impl Engines {
+    /// The engine at `host`, behind its trait: the one the reconcile, its jobs and probers use.
+    pub async fn engine(&self, host: &str) -> Result<Arc<dyn Engine>, EngineError> {
+        if let Some(e) = self.stand_in_for(host) {
+            return Ok(e);
+        }
+        Ok(Arc::new(self.get(host).await?))
+    }
+
+    /// Uses `engine` for `host` from now on instead of connecting to it.
+    pub fn stand_in(&self, host: &str, engine: Arc<dyn Engine>) {
+        self.stand_ins
+            .lock()
+            .expect("stand-ins lock")
+            .insert(host.to_owned(), engine);
+    }
+
+    /// The engine standing in for `host`, if one does: it has no Docker events to watch.
+    pub fn stand_in_for(&self, host: &str) -> Option<Arc<dyn Engine>> {
+        self.stand_ins
+            .lock()
+            .expect("stand-ins lock")
+            .get(host)
+            .cloned()
+    }
+
     /// A client for `host`, negotiating the API version on first use: these machines run an
     /// engine (API 1.41) older than bollard's default, and an unnegotiated client gets
     /// "client version too new" on every call.

@@ -1,12 +1,9 @@
 //! The backup step: fold finished jobs into status, decide what starts, record the metrics.
 
-use std::sync::Arc;
-
 use chrono::{DateTime, Utc};
 
 use super::{Outcome, Pass};
 use crate::api::ServiceStackStatus;
-use crate::docker::Engine;
 
 /// Runs the backup step and records its metrics; the events it returns wait for the status.
 pub(super) async fn step(
@@ -21,17 +18,15 @@ pub(super) async fn step(
         ref stack,
         project,
         ref claim,
-        engine,
+        ref engine,
         ..
     } = *pass;
     let key = stack.key();
-    // Backup jobs outlive the pass: they hold the engine behind its trait.
-    let engine: Arc<dyn Engine> = Arc::new(engine.clone());
     let scope = crate::backup::runner::Scope {
         stack,
         project,
         claim,
-        engine: &engine,
+        engine,
         observed: &outcome.observed,
     };
     let backups = crate::backup::runner::reconcile(

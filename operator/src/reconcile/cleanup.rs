@@ -4,7 +4,7 @@ use tracing::info;
 
 use super::{Context, Error};
 use crate::api::{DeletionPolicy, ServiceStack};
-use crate::docker::{Claim, Engine as _, Owner};
+use crate::docker::{Claim, Owner};
 
 /// Removes a deleted stack's containers and networks, and its volumes under `Delete`.
 #[tracing::instrument(name = "cleanup", skip_all, fields(stack = %stack.key()))]
@@ -13,7 +13,7 @@ pub async fn cleanup(stack: &ServiceStack, uid: &str, ctx: &Context) -> Result<(
         info!("deletionPolicy Orphan: leaving containers, networks and volumes in place");
         return Ok(());
     }
-    let engine = ctx.engines.get(stack.spec.docker.host()).await?;
+    let engine = ctx.engines.engine(stack.spec.docker.host()).await?;
     let owner = Owner {
         project: stack.project_name(),
         stack: stack.key(),

@@ -61,8 +61,7 @@ async fn stop_held(pass: &mut Pass<'_>, holds: &Holds, outcome: &Outcome) -> Res
             "{}: stopping its container",
             describe(service, &holds.active[service])
         );
-        let engine: &dyn crate::docker::Engine = pass.engine;
-        let note = match engine.stop_container(&c.id, grace).await {
+        let note = match pass.engine.stop_container(&c.id, grace).await {
             Ok(()) => note,
             Err(e) => format!("{note}; stopping it failed: {e}"),
         };
@@ -87,7 +86,7 @@ async fn resume_ended(
         let mut note = format!("service {service}: its hold ended");
         if !is_up(c.state) {
             note.push_str("; starting it again");
-            if let Err(e) = crate::docker::Engine::start_container(pass.engine, &c.id).await {
+            if let Err(e) = pass.engine.start_container(&c.id).await {
                 note = format!("{note}; starting it failed: {e} (the repair pass will try)");
             }
         }

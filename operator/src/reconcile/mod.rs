@@ -34,6 +34,7 @@ mod verdicts;
 mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -42,7 +43,7 @@ use crate::admit::{self, Admitted};
 use crate::api::{Reason, ServiceStack, ServiceStackStatus};
 use crate::backup::plan::Gate;
 use crate::compose::Project;
-use crate::docker::{BollardEngine, Claim, EngineError};
+use crate::docker::{Claim, Engine, EngineError};
 use crate::heal::hold::Holds;
 use crate::heal::ProbeVerdict;
 use crate::store::StoreError;
@@ -87,7 +88,8 @@ pub(crate) struct Pass<'a> {
     pub project: &'a Project,
     /// Which containers are the stack's own.
     pub claim: Claim,
-    pub engine: &'a BollardEngine,
+    /// The stack's engine; jobs and probers that outlive the pass hold it too.
+    pub engine: Arc<dyn Engine>,
 }
 
 /// What the pass sees once the engine has been acted on: the probers' verdicts and the
@@ -118,8 +120,8 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
         Err(e) => return invalid(ctx, &mut stack, e).await,
     };
     let host = stack.spec.docker.host().to_owned();
-    match ctx.engines.get(&host).await {
-        Ok(engine) => apply(ctx, &mut stack, &admitted, uid, &engine).await,
+    match ctx.engines.engine(&host).await {
+        Ok(engine) => apply(ctx, &mut stack, &admitted, uid, engine).await,
         Err(e) => unreachable(ctx, &mut stack, e).await,
     }
 }
@@ -203,7 +205,7 @@ async fn apply(
     stack: &mut ServiceStack,
     admitted: &Admitted,
     uid: &str,
-    engine: &BollardEngine,
+    engine: Arc<dyn Engine>,
 ) -> Result<Requeue, Error> {
     let project = &admitted.project;
     let previous = stack.status.clone().unwrap_or_default();
@@ -216,9 +218,7 @@ async fn apply(
         &ctx.stops,
     );
     let shared = ctx.prober_shared();
-    // Probers outlive the pass: they hold the engine behind its trait.
-    let held: std::sync::Arc<dyn crate::docker::Engine> = std::sync::Arc::new(engine.clone());
-    prober::ensure(&ctx.jobs, stack, project, &claim, &held, &shared);
+    prober::ensure(&ctx.jobs, stack, project, &claim, &engine, &shared);
     let mut pass = Pass {
         ctx,
         stack,
@@ -267,7 +267,7 @@ async fn converged(
         paused: &intent.holds.held(),
         hold: intent.hold_deploy,
     };
-    let mut outcome = match converge(pass.stack, pass.project, &target, pass.engine).await {
+    let mut outcome = match converge(pass.stack, pass.project, &target, &*pass.engine).await {
         Ok(o) => o,
         Err(e) => return Ok(Err(e)),
     };
@@ -278,7 +278,7 @@ async fn converged(
     let may_act = !pass.ctx.draining() && !pass.stack.spec.suspend;
     if may_act && hold::act(pass, &intent.holds, &outcome).await? {
         // What the status reports must be what runs after the stop or start.
-        match converge::observe(pass.engine, pass.project).await {
+        match converge::observe(&*pass.engine, pass.project).await {
             Ok(o) => outcome.observed = o,
             Err(e) => return Ok(Err(e)),
         }
@@ -437,3 +437,5 @@ async fn backed_off(ctx: &Context, stack: &ServiceStack) -> Result<Requeue, Erro
 mod plan_tests;
 #[cfg(test)]
 mod report_tests;
+#[cfg(test)]
+mod tests;

@@ -12,7 +12,7 @@ use crate::api::{
     RestartReason, RestartRecord, Restarter, ServiceStack, ServiceStackStatus, ServiceStatus,
 };
 use crate::compose::{Project, ServiceSpec};
-use crate::docker::{short_id, Engine as _, ObservedContainer};
+use crate::docker::{short_id, ObservedContainer};
 use crate::heal::{self, Decision, ProbeVerdict, Schedule};
 use crate::store::{EventType, StackEvent};
 use tracing::{info, warn};

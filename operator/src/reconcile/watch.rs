@@ -53,6 +53,10 @@ pub struct EngineWatches {
 impl EngineWatches {
     /// Makes sure the events of `host` are watched (once per engine, however many stacks).
     pub fn ensure(&self, host: &str, engines: &Engines, waker: &Waker, stops: &Stops) {
+        // An engine standing in for Docker (the unit tests' fake) has no events stream.
+        if engines.stand_in_for(host).is_some() {
+            return;
+        }
         let mut tasks = self.tasks.lock().expect("watches lock");
         if tasks.get(host).is_some_and(|t| !t.is_finished()) {
             return;

@@ -1,0 +1,230 @@
+//! The reconcile pass on an engine in memory ([`FakeEngine`]) and a real local store: what a
+//! pass does, and what the next one does not. The end-to-end suites prove the same on Docker.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::api::{ConditionType, ContainerState, ServiceStackSpec};
+use crate::docker::fake::FakeEngine;
+use crate::store::local::LocalStore;
+
+const COMPOSE: &str = "services:\n  db:\n    image: test/redis:7\n  app:\n    image: test/app:1\n    depends_on: [db]\n";
+
+/// One stack in a local store, reconciled against a fake engine.
+struct Bench {
+    store: LocalStore,
+    ctx: Arc<Context>,
+    engine: Arc<FakeEngine>,
+    _dir: tempfile::TempDir,
+}
+
+impl Bench {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("state"));
+        let engine = Arc::new(FakeEngine::default());
+        let ctx = Self::context(&store, &engine);
+        let bench = Self {
+            store,
+            ctx,
+            engine,
+            _dir: dir,
+        };
+        bench.apply(COMPOSE, |_| {});
+        bench
+    }
+
+    /// A fresh operator: a new context (no memory of the last one) on the same store and
+    /// engine.
+    fn context(store: &LocalStore, engine: &Arc<FakeEngine>) -> Arc<Context> {
+        let ctx = Context::new(Arc::new(store.clone()));
+        ctx.engines
+            .stand_in(crate::api::DEFAULT_DOCKER_HOST, engine.clone());
+        ctx
+    }
+
+    fn apply(&self, compose: &str, edit: impl FnOnce(&mut ServiceStackSpec)) {
+        let mut spec: ServiceStackSpec = serde_json::from_value(serde_json::json!({
+            "compose": {"projectName": "bench", "file": compose},
+        }))
+        .unwrap();
+        edit(&mut spec);
+        let source = self._dir.path().join("stack.yaml");
+        self.store.admit("ops", "shop", spec, &source).unwrap();
+    }
+
+    fn stack(&self) -> ServiceStack {
+        self.store.load("ops", "shop").unwrap().unwrap().to_stack()
+    }
+
+    fn status(&self) -> ServiceStackStatus {
+        self.stack().status.unwrap_or_default()
+    }
+
+    async fn pass(&self) -> Requeue {
+        let record = self.store.load("ops", "shop").unwrap().unwrap();
+        reconcile(&record.to_stack(), &record.uid, &self.ctx)
+            .await
+            .expect("a pass")
+    }
+
+    /// Passes until the stack is Ready (every container created and started).
+    async fn until_ready(&self) {
+        for _ in 0..20 {
+            self.pass().await;
+            let ready =
+                crate::api::condition::find(&self.status().conditions, ConditionType::Ready)
+                    .is_some_and(|c| c.status == crate::api::ConditionStatus::True);
+            if ready {
+                return;
+            }
+        }
+        panic!("not Ready after 20 passes: {:?}", self.status().conditions);
+    }
+
+    /// The status writes counted so far, as the metrics page shows them.
+    fn writes(&self) -> Vec<String> {
+        self.ctx
+            .metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("stackwarden_status_writes_total"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.store
+            .events("ops", "shop")
+            .into_iter()
+            .map(|(_, e)| e.reason.to_string())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn the_first_passes_create_and_start_every_service_in_dependency_order() {
+    let b = Bench::new();
+    b.until_ready().await;
+    let calls = b.engine.calls();
+    let at = |c: &str| calls.iter().position(|x| x == c).expect(c);
+    assert!(at("start db") < at("create app"), "{calls:?}");
+    assert!(b
+        .engine
+        .containers()
+        .iter()
+        .all(|c| c.state == ContainerState::Running));
+    assert_eq!(b.status().revision, Some(1));
+}
+
+#[tokio::test]
+async fn the_second_pass_on_an_unchanged_stack_does_nothing() {
+    let b = Bench::new();
+    b.until_ready().await;
+    // One more pass lets the conditions settle (their first Ready, Progressing Converged).
+    b.pass().await;
+    let (calls, events, status) = (b.engine.calls(), b.events(), b.stack().status);
+    let writes = b.writes();
+    assert!(!writes.is_empty(), "the first passes wrote the status");
+    let requeue = b.pass().await;
+    assert_eq!(b.writes(), writes, "the status was written again");
+    assert_eq!(
+        b.engine.calls(),
+        calls,
+        "the engine was asked to change something"
+    );
+    assert_eq!(b.events(), events, "an event was told");
+    assert_eq!(b.stack().status, status, "the status was written");
+    assert_eq!(requeue, Requeue(STEADY_REQUEUE));
+}
+
+#[tokio::test]
+async fn a_crash_leads_to_one_restart() {
+    let b = Bench::new();
+    b.until_ready().await;
+    let before = b.engine.calls().len();
+    b.engine.crash("app", 3);
+    b.pass().await;
+    b.pass().await;
+    let calls = b.engine.calls();
+    assert_eq!(calls[before..], ["start app".to_owned()], "{calls:?}");
+    let app = &b.status().services["app"];
+    assert_eq!(app.restarts, 1);
+    assert_eq!(
+        app.last_restart.as_ref().map(|r| r.reason),
+        Some(crate::api::RestartReason::Crashed)
+    );
+    assert_eq!(b.events().iter().filter(|r| *r == "Crashed").count(), 1);
+}
+
+#[tokio::test]
+async fn a_deploy_held_for_its_backup_changes_nothing() {
+    let b = Bench::new();
+    b.until_ready().await;
+    let containers = b.engine.containers();
+    let before = b.engine.calls().len();
+    // A changed compose file with a backup to take first, which this engine cannot take.
+    let backup = serde_json::json!([{
+        "name": "cache",
+        "redis": {"service": "db"},
+        "destination": {"path": b._dir.path().join("backups")},
+        "beforeDeploy": true,
+    }]);
+    b.apply(&COMPOSE.replace("test/app:1", "test/app:2"), |s| {
+        s.backups = serde_json::from_value(backup).unwrap();
+    });
+    for _ in 0..5 {
+        b.pass().await;
+        tokio::task::yield_now().await;
+    }
+    let calls = b.engine.calls();
+    assert!(
+        calls[before..]
+            .iter()
+            .all(|c| !c.starts_with("create") && !c.starts_with("remove")),
+        "{calls:?}"
+    );
+    assert_eq!(b.engine.containers(), containers);
+    assert_eq!(b.status().revision, Some(1));
+}
+
+#[tokio::test]
+async fn a_backup_job_cut_off_by_a_kill_is_taken_up_again_by_the_next_operator() {
+    let mut b = Bench::new();
+    let target = serde_json::json!([{
+        "name": "cache",
+        "redis": {"service": "db"},
+        "destination": {"path": b._dir.path().join("backups")},
+    }]);
+    b.apply(COMPOSE, |s| {
+        s.backups = serde_json::from_value(target).unwrap()
+    });
+    b.until_ready().await;
+    let requested = |mut stack: ServiceStack| {
+        stack
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                format!("{}cache", crate::backup::plan::BACKUP_REQUEST),
+                "1".into(),
+            );
+        stack
+    };
+    let uid = b.store.load("ops", "shop").unwrap().unwrap().uid;
+    reconcile(&requested(b.stack()), &uid, &b.ctx)
+        .await
+        .unwrap();
+    let first = b.status().backups["cache"].running.clone();
+    let first = first.expect("the job's intent is in status before it starts");
+    assert_eq!(first.attempt, 1);
+    // The operator is killed before the job ran: its jobs die with it, its memory too.
+    b.ctx.stop_all();
+    b.ctx = Bench::context(&b.store, &b.engine);
+    reconcile(&requested(b.stack()), &uid, &b.ctx)
+        .await
+        .unwrap();
+    let again = b.status().backups["cache"].running.clone();
+    let again = again.expect("the next operator takes the job up");
+    assert_eq!((again.id.as_str(), again.attempt), (first.id.as_str(), 2));
+}
