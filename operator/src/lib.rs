@@ -3,7 +3,7 @@
 //! Data flows one way: [`admit`] checks the whole spec and gives the project [`compose`] builds
 //! from it; [`reconcile`] observes Docker ([`observe`]), asks the pure modules ([`decide`],
 //! [`heal`], the planner) what to do, acts through [`docker`] and the [`jobs`] registry, and
-//! reports through either [`store`] driver.
+//! reports through [`store`]. The [`driver`]s (kube, local) call the reconcile.
 
 pub mod admit;
 pub mod api;
@@ -13,6 +13,7 @@ pub mod cli;
 pub mod compose;
 pub mod decide;
 pub mod docker;
+pub mod driver;
 pub mod heal;
 pub mod jobs;
 pub mod metrics;
