@@ -2,8 +2,9 @@
 //!
 //! Data flows one way: [`admit`] checks the whole spec and gives the project [`compose`] builds
 //! from it; [`reconcile`] observes Docker ([`observe`]), asks the pure modules ([`decide`],
-//! [`heal`], the planner) what to do, acts through [`docker`], the database clients in [`act`] and the [`jobs`] registry, and
-//! reports through either [`store`] driver.
+//! [`heal`], the planner) what to do, acts through [`docker`], the database clients in [`act`]
+//! and the [`jobs`] registry, and reports through [`store`]. The [`driver`]s (kube, local) call
+//! the reconcile; the reconcile never knows which one did.
 
 pub mod act;
 pub mod admit;
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod compose;
 pub mod decide;
 pub mod docker;
+pub mod driver;
 pub mod heal;
 pub mod jobs;
 pub mod metrics;

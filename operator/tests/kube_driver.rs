@@ -1,4 +1,4 @@
-//! The kube driver (`store::kube::reconcile`) against kube's mocked API service.
+//! The kube driver (`driver::kube::reconcile`) against kube's mocked API service.
 //!
 //! No Kubernetes here: the `Client` talks to a `tower_test` mock, and a fake API server task
 //! records every request (method, path, query, content type, body) and answers it the way the
@@ -15,7 +15,7 @@ use kube::client::Body;
 use kube::runtime::controller::Action;
 use serde_json::{json, Value};
 use stackwarden::api::ServiceStack;
-use stackwarden::store::kube::{reconcile, KubeContext, KubeError, FINALIZER};
+use stackwarden::driver::kube::{reconcile, KubeContext, KubeError, FINALIZER};
 use tokio::task::JoinHandle;
 use tower_test::mock::Handle;
 

@@ -426,8 +426,8 @@ impl LocalDriver {
         let manifest = manifests.join("stack.yaml");
         std::fs::write(&manifest, yaml_serde::to_string(stack).unwrap()).unwrap();
         let state = dir.path().join("state");
-        let task = tokio::spawn(stackwarden::store::local::run(
-            stackwarden::store::local::LocalOptions {
+        let task = tokio::spawn(stackwarden::driver::local::run(
+            stackwarden::driver::local::LocalOptions {
                 manifests,
                 state_dir: state.clone(),
                 exit_when_ready: false,

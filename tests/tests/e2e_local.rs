@@ -403,7 +403,8 @@ async fn operator_killed_between_create_and_start_converges_without_duplicates()
 
 #[tokio::test]
 async fn local_driver_follows_manifest_files_and_keeps_stacks_whose_file_breaks() {
-    use stackwarden::store::local::{run, LocalOptions, LocalStore};
+    use stackwarden::driver::local::{run, LocalOptions};
+    use stackwarden::store::local::LocalStore;
     let h = Harness::new("driver");
     let dir = tempfile::tempdir().unwrap();
     let manifests = dir.path().join("manifests");

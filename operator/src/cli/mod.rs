@@ -7,7 +7,8 @@ use chrono::Utc;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::{condition, ConditionType};
-use crate::store::local::{self, LocalOptions, LocalStore, Record};
+use crate::driver::local::{self as local_driver, LocalOptions};
+use crate::store::local::{self, LocalStore, Record};
 
 mod backup_cli;
 mod hold_cli;
@@ -247,7 +248,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "{} does not exist: give a manifest file or a directory of them",
                 path.display()
             );
-            local::run(LocalOptions {
+            local_driver::run(LocalOptions {
                 manifests: path,
                 state_dir,
                 exit_when_ready,
@@ -329,7 +330,7 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         args.lease_duration >= Duration::from_secs(4),
         "--lease-duration must be at least 4 seconds (the leader renews 2 s before it ends)"
     );
-    let lease = crate::store::kube::LeaseOptions {
+    let lease = crate::driver::kube::LeaseOptions {
         name: args.lease_name,
         namespace: args
             .lease_namespace
@@ -340,12 +341,12 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         grace: (args.lease_duration / 3).max(Duration::from_secs(2)),
         shutdown_timeout: args.shutdown_timeout,
     };
-    let opts = crate::store::kube::ControllerOptions {
+    let opts = crate::driver::kube::ControllerOptions {
         namespace: args.namespace,
         metrics_addr: args.metrics_addr.0,
         lease,
     };
-    crate::store::kube::run(client, opts).await
+    crate::driver::kube::run(client, opts).await
 }
 
 /// The text `stackwarden status` prints.

@@ -1,5 +1,5 @@
-//! Where ServiceStacks come from and where their status and events go: the Kubernetes API
-//! ([`kube`]) or files on one machine ([`local`]). The reconcile only sees [`Store`].
+//! Where ServiceStacks' status and events go: the Kubernetes API ([`kube`]) or files on one
+//! machine ([`local`]). The reconcile only sees [`Store`]; the drivers (`driver/`) call it.
 
 pub mod kube;
 pub mod local;

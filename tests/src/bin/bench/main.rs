@@ -18,7 +18,7 @@ mod calm;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use stackwarden::store::local::{run, LocalOptions};
+use stackwarden::driver::local::{run, LocalOptions};
 use stackwarden_tests::harness::{demo_spec, demo_stack, docker, write_manifest, LocalDriver};
 
 #[tokio::main]
