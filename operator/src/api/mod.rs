@@ -19,7 +19,7 @@ pub use backup::{
     RunningJob, S3Destination, Trigger, VerificationRecord, VerifySpec,
 };
 pub use condition::{Condition, ConditionStatus, ConditionType, Reason, Verdict};
-pub use event::EventReason;
+pub use event::{EventReason, EventType, StackEvent};
 pub use failure::{mask, Failure};
 
 /// Docker engine used when `spec.docker.host` is not set.

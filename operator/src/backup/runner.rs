@@ -26,9 +26,9 @@ use crate::api::{
     FailureRecord, Job, Reason, RestoreRecord, RunningJob, ServiceStack, Trigger,
     VerificationRecord,
 };
+use crate::api::{EventType, StackEvent};
 use crate::compose::Project;
 use crate::docker::{Engine, Observed};
-use crate::store::{EventType, StackEvent};
 
 /// Attempts of one job: the first, and one retry after an operator restart cut it off.
 const MAX_ATTEMPTS: u32 = 2;
@@ -122,7 +122,7 @@ impl Jobs {
     }
 
     /// Starts a job the reconcile has recorded in status.
-    pub fn spawn(&self, spawn: Spawn, wake: crate::reconcile::Waker) {
+    pub fn spawn(&self, spawn: Spawn, wake: crate::jobs::Waker) {
         let key = Self::key(&spawn.work.stack, &spawn.work.target.name);
         let progress = Arc::new(AtomicU64::new(0));
         let finished = Arc::new(Mutex::new(None));

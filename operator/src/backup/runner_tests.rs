@@ -3,7 +3,7 @@
 use chrono::TimeZone;
 
 use super::*;
-use crate::store::EventType;
+use crate::api::EventType;
 
 fn target() -> BackupTarget {
     serde_json::from_value(serde_json::json!({

@@ -13,6 +13,9 @@ use std::sync::Mutex;
 
 use tokio_util::sync::CancellationToken;
 
+mod wake;
+pub use wake::{Wake, Waker};
+
 /// What a job does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {

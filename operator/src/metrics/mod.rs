@@ -103,8 +103,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::api::condition::{self, Condition, ConditionStatus, ConditionType};
+use crate::api::EventType;
 use crate::api::{ContainerHealth, ContainerState, ServiceStackStatus, ServiceStatus};
-use crate::store::EventType;
 use labels::*;
 
 pub use server::{serve, METRICS_CONTENT_TYPE};

@@ -4,9 +4,9 @@ use std::collections::BTreeSet;
 
 use super::plan::{self, Action, Plan};
 use crate::api::{EventReason, ServiceStack};
+use crate::api::{EventType, StackEvent};
 use crate::compose::{self, Project};
 use crate::docker::{Claim, Engine, EngineError, Owner};
-use crate::store::{EventType, StackEvent};
 
 /// What a pass did on the engine and what it saw afterwards.
 pub struct Outcome {

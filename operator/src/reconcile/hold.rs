@@ -7,8 +7,8 @@ use tracing::warn;
 
 use super::{Error, Outcome, Pass};
 use crate::api::{ContainerState, EventReason, ServiceStackStatus};
+use crate::api::{EventType, StackEvent};
 use crate::heal::hold::{describe, Holds};
-use crate::store::{EventType, StackEvent};
 
 /// Stops what is held and still runs, and starts what was held and is not any more; whether
 /// it did either.

@@ -48,8 +48,9 @@ use crate::heal::hold::Holds;
 use crate::heal::ProbeVerdict;
 use crate::store::StoreError;
 
+pub use crate::jobs::{Wake, Waker};
 pub use cleanup::cleanup;
-pub use context::{Context, Wake, Waker};
+pub use context::Context;
 pub use converge::{converge, Outcome};
 pub use plan::{plan, Action, Plan};
 pub use requeue::{backoff_delay, BACKUP_PROGRESS_REQUEUE, PROGRESS_REQUEUE, STEADY_REQUEUE};

@@ -8,13 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 
 use super::{Error, Outcome, Pass, Snapshot};
+use crate::api::{EventType, StackEvent};
 use crate::api::{
     RestartReason, RestartRecord, Restarter, ServiceStack, ServiceStackStatus, ServiceStatus,
 };
 use crate::compose::{Project, ServiceSpec};
 use crate::docker::{short_id, ObservedContainer};
 use crate::heal::{self, Decision, ProbeVerdict, Schedule};
-use crate::store::{EventType, StackEvent};
 use tracing::{info, warn};
 
 /// What the repair pass leaves for the status report.

@@ -9,9 +9,9 @@ use crate::api::{
     ConditionStatus, ConditionType, ContainerHealth, ContainerState, Reason, ServiceStatus,
     StackHealth, Verdict,
 };
+use crate::api::{EventType, StackEvent};
 use crate::compose::Project;
 use crate::observe::short_id;
-use crate::store::{EventType, StackEvent};
 
 pub struct Report {
     pub services: BTreeMap<String, ServiceStatus>,

@@ -5,13 +5,13 @@ use super::plan::{Hold, Plan};
 use super::plan_tests::{exited, project, running, stack_with, UID};
 use super::report::Report;
 use super::Outcome;
+use crate::api::EventType;
 use crate::api::{
     Condition, ConditionStatus, ConditionType, ContainerHealth, ContainerState, Reason,
     ServiceStatus, StackHealth, Verdict,
 };
 use crate::compose::{self, Project};
 use crate::docker::{Observed, ObservedContainer};
-use crate::store::EventType;
 
 /// db has a healthcheck, api waits for it, cache has no healthcheck.
 /// The report of the stack that owns containers labelled with [`UID`].

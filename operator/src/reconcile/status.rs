@@ -5,7 +5,7 @@ use tracing::{info, warn};
 
 use super::{report, Context, Error};
 use crate::api::{condition, ServiceStack, ServiceStackStatus, Verdict};
-use crate::store::{EventType, StackEvent};
+use crate::api::{EventType, StackEvent};
 
 /// Writes the status when anything in it changed, then publishes the events of the pass: the
 /// ones given (what the pass found out) and one for each condition that turned bad. Events come

@@ -453,7 +453,7 @@ mod tests {
             .record(
                 &stack,
                 &StackEvent::new(
-                    crate::store::EventType::Normal,
+                    crate::api::EventType::Normal,
                     crate::api::EventReason::Created,
                     "Create",
                     "n".into(),

@@ -9,7 +9,6 @@ pub mod private;
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use crate::api::{ServiceStack, ServiceStackStatus};
 
@@ -58,35 +57,4 @@ pub trait Store: Send + Sync {
     }
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventType {
-    Normal,
-    Warning,
-}
-
-/// An event about a stack, as `kubectl describe` shows them: reason, action, note.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct StackEvent {
-    #[serde(rename = "type")]
-    pub type_: EventType,
-    /// CamelCase, stable.
-    pub reason: crate::api::EventReason,
-    pub action: String,
-    pub note: String,
-}
-
-impl StackEvent {
-    pub fn new(
-        type_: EventType,
-        reason: impl Into<crate::api::EventReason>,
-        action: &str,
-        note: String,
-    ) -> Self {
-        Self {
-            type_,
-            reason: reason.into(),
-            action: action.to_owned(),
-            note,
-        }
-    }
-}
+pub use crate::api::event::{EventType, StackEvent};
