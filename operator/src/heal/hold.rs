@@ -1,7 +1,7 @@
 //! Holding a service: a person (the runbook's "stop the backend, then recover the database") or
 //! a restore keeps it stopped, and the operator neither starts nor repairs it until the hold
 //! ends. Pure: which holds are in force, and which ended, from the annotations, the running
-//! restore, the previous status and `now`; `controller::hold` acts on the answer.
+//! restore, the previous status and `now`; `reconcile::hold` acts on the answer.
 //!
 //! A hold is asked for with the annotation `hold.stackwarden.dev/<service>` (`kubectl
 //! annotate` in a cluster; `stackwarden hold` writes the same annotation into the state

@@ -4,7 +4,7 @@
 //!
 //! Telemetry lives here and nowhere else, in the style of kube-rs's controller-rs example:
 //! the reconcile loop, the prober and the healer call one method of [`Metrics`] each, and
-//! errors show up as a stable label (`controller::Error::metric_label`), never as a message.
+//! errors show up as a stable label (`reconcile::Error::metric_label`), never as a message.
 //!
 //! # What the drivers call
 //!
@@ -347,7 +347,7 @@ impl Metrics {
     }
 
     /// One reconcile pass of `stack` ("namespace/name") took `took`; `error` is a stable label
-    /// such as "store" or "cleanup" (see `controller::Error::metric_label`), None on success.
+    /// such as "store" or "cleanup" (see `reconcile::Error::metric_label`), None on success.
     pub fn reconciled(&self, stack: &str, took: Duration, error: Option<&'static str>) {
         let mut seen = self.seen();
         let series = seen.entry(stack.to_owned()).or_default();

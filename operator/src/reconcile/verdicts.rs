@@ -16,12 +16,7 @@ pub(super) fn applied(
     now: DateTime<Utc>,
 ) -> Vec<Verdict> {
     let mut verdicts = vec![
-        Verdict::new(
-            ConditionType::InvalidSpec,
-            ConditionStatus::False,
-            Reason::SpecValid,
-            "the spec is valid",
-        ),
+        spec_valid(),
         Verdict::new(
             ConditionType::DockerUnreachable,
             ConditionStatus::False,
@@ -94,12 +89,7 @@ fn gate_verdict(gate: &Gate) -> Option<Verdict> {
 pub(super) fn unreachable(host: &str, e: &crate::docker::EngineError) -> Vec<Verdict> {
     let message = format!("{e}; check that the engine runs and spec.docker.host ({host}) is right. Nothing was changed; retrying with backoff");
     vec![
-        Verdict::new(
-            ConditionType::InvalidSpec,
-            ConditionStatus::False,
-            Reason::SpecValid,
-            "the spec is valid",
-        ),
+        spec_valid(),
         Verdict::new(
             ConditionType::DockerUnreachable,
             ConditionStatus::True,
@@ -128,4 +118,13 @@ pub(super) fn invalid(failure: crate::api::Failure) -> Vec<Verdict> {
         ),
         Verdict::new(ConditionType::Progressing, ConditionStatus::False, reason, "waiting for a valid spec"),
     ]
+}
+
+fn spec_valid() -> Verdict {
+    Verdict::new(
+        ConditionType::InvalidSpec,
+        ConditionStatus::False,
+        Reason::SpecValid,
+        "the spec is valid",
+    )
 }
