@@ -29,20 +29,22 @@ use crate::api::{
 use crate::api::{EventType, StackEvent};
 use crate::compose::Project;
 use crate::docker::{Engine, Observed};
+use crate::jobs::{JobKey, Kind as JobKind, Registry};
 
 /// Attempts of one job: the first, and one retry after an operator restart cut it off.
 const MAX_ATTEMPTS: u32 = 2;
 
-/// The jobs running in this process, by (stack, target).
+/// The backup jobs of this process, by (stack, target): their progress and outcome here, their
+/// tasks in the job registry (one cancellation token each).
 #[derive(Clone, Default)]
 pub struct Jobs {
     live: Arc<Mutex<HashMap<(String, String), Live>>>,
+    registry: Arc<Registry>,
 }
 
 struct Live {
     progress: Arc<AtomicU64>,
     finished: Arc<Mutex<Option<Finished>>>,
-    task: tokio::task::AbortHandle,
 }
 
 /// What a job did.
@@ -113,49 +115,50 @@ impl Jobs {
         self.live.lock().expect("jobs lock").is_empty()
     }
 
+    /// Backup jobs run in `registry` (shared with the probers).
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self {
+            live: Arc::default(),
+            registry,
+        }
+    }
+
     /// Stops every job (shutdown, or leadership lost). Their intent is in status: the next
     /// operator finds them there and recovers them.
     pub fn stop_all(&self) {
-        for (_, l) in self.live.lock().expect("jobs lock").drain() {
-            l.task.abort();
-        }
+        self.registry.cancel_where(|k| k.kind == JobKind::Backup);
+        self.live.lock().expect("jobs lock").clear();
     }
 
     /// Starts a job the reconcile has recorded in status.
     pub fn spawn(&self, spawn: Spawn, wake: crate::jobs::Waker) {
-        let key = Self::key(&spawn.work.stack, &spawn.work.target.name);
+        let (stack, target) = (spawn.work.stack.clone(), spawn.work.target.name.clone());
         let progress = Arc::new(AtomicU64::new(0));
         let finished = Arc::new(Mutex::new(None));
         let (p, f) = (progress.clone(), finished.clone());
-        let stack = spawn.work.stack.clone();
-        let task = tokio::spawn(async move {
+        let key = JobKey::new(&stack, JobKind::Backup, &target);
+        // The live entry first: the job's end must find it to leave its outcome there.
+        let live = Live { progress, finished };
+        self.live
+            .lock()
+            .expect("jobs lock")
+            .insert(Self::key(&stack, &target), live);
+        self.registry.spawn(key, "", move |_| async move {
             let result = execute(spawn.work, spawn.job, &p).await;
             *f.lock().expect("job lock") = Some(result);
             wake.wake(&stack);
         });
-        let mut live = self.live.lock().expect("jobs lock");
-        if let Some(old) = live.insert(
-            key,
-            Live {
-                progress,
-                finished,
-                task: task.abort_handle(),
-            },
-        ) {
-            old.task.abort();
-        }
     }
 
     /// Stops every job of a stack (deleted) or of targets no longer declared.
     pub fn stop(&self, stack: &str, keep: &BTreeSet<String>) {
-        let mut live = self.live.lock().expect("jobs lock");
-        live.retain(|(s, t), l| {
-            let stays = s != stack || keep.contains(t);
-            if !stays {
-                l.task.abort();
-            }
-            stays
-        });
+        let gone = |s: &str, t: &str| s == stack && !keep.contains(t);
+        self.registry
+            .cancel_where(|k| k.kind == JobKind::Backup && gone(&k.stack, &k.name));
+        self.live
+            .lock()
+            .expect("jobs lock")
+            .retain(|(s, t), _| !gone(s, t));
     }
 }
 

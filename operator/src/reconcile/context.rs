@@ -45,13 +45,14 @@ pub struct Context {
 impl Context {
     pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let jobs: Arc<crate::jobs::Registry> = Arc::default();
         Arc::new(Self {
             store,
             engines: Engines::default(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
             probes: prober::Board::default(),
-            jobs: Arc::default(),
-            backups: Default::default(),
+            backups: crate::backup::runner::Jobs::new(jobs.clone()),
+            jobs,
             wake: Waker::new(tx),
             wakes: std::sync::Mutex::new(Some(rx)),
             watches: Default::default(),
