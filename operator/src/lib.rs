@@ -16,7 +16,6 @@ pub mod compose;
 pub mod decide;
 pub mod docker;
 pub mod driver;
-pub mod heal;
 pub mod jobs;
 pub mod metrics;
 pub mod observe;

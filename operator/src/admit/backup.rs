@@ -7,8 +7,8 @@ use crate::api::Failure;
 use crate::api::{
     BackupTarget, PostgresSource, Reason, RedisSource, S3Destination, ServiceStackSpec,
 };
-use crate::backup::schedule::SlotSchedule;
 use crate::compose::Project;
+use crate::decide::backup::schedule::SlotSchedule;
 
 /// A backup target as admitted: the spec's target with its one source and its one destination
 /// chosen, so no later step decides again which of two optional fields is set.

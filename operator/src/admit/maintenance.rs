@@ -4,7 +4,7 @@
 
 use crate::api::{Failure, Reason, ServiceStackSpec};
 use crate::compose::Project;
-use crate::heal::Schedule;
+use crate::decide::heal::Schedule;
 
 /// A scheduled restart as admitted: the service it restarts, with its schedule parsed.
 #[derive(Clone, Debug)]

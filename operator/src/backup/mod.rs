@@ -9,12 +9,9 @@
 
 pub mod destination;
 pub mod pipeline;
-pub mod plan;
 pub mod postgres;
 pub mod redis;
-pub mod retention;
 pub mod runner;
-pub mod schedule;
 
 use std::collections::BTreeMap;
 

@@ -18,7 +18,6 @@ use tracing::{info, warn};
 
 use super::destination::{local::LocalDir, s3, Destination, DestinationError};
 use super::pipeline::destination_error;
-use super::plan::{self, Decision, Requests};
 use super::{backup_id, postgres, redis, Kind, Manifest, Verification};
 use crate::api::EventReason;
 use crate::api::{
@@ -28,6 +27,7 @@ use crate::api::{
 };
 use crate::api::{EventType, StackEvent};
 use crate::compose::Project;
+use crate::decide::backup::plan::{self, Decision, Requests};
 use crate::docker::{Engine, Observed};
 use crate::jobs::{JobKey, Kind as JobKind, Registry};
 
@@ -1078,15 +1078,15 @@ async fn prune(dest: &dyn Destination, target: &BackupTarget) -> Pruned {
         .unwrap_or(chrono_tz::UTC);
     let result: Result<(), Failure> = async {
         let catalog = catalog(dest).await?;
-        let candidates: Vec<super::retention::Candidate> = catalog
+        let candidates: Vec<crate::decide::backup::retention::Candidate> = catalog
             .iter()
-            .map(|(m, v)| super::retention::Candidate {
+            .map(|(m, v)| crate::decide::backup::retention::Candidate {
                 id: m.id.clone(),
                 time: m.slot.unwrap_or(m.started),
                 verified: v.as_ref().is_some_and(|v| v.passed),
             })
             .collect();
-        let decision = super::retention::apply(&candidates, &target.retention, tz);
+        let decision = crate::decide::backup::retention::apply(&candidates, &target.retention, tz);
         for id in &decision.delete {
             let Some((m, _)) = catalog.iter().find(|(m, _)| &m.id == id) else {
                 continue;

@@ -11,9 +11,9 @@ use chrono::Utc;
 
 use crate::api::{condition, BackupTargetStatus, ConditionStatus, ConditionType, Job};
 use crate::backup::destination::DestinationError;
-use crate::backup::plan::{BACKUP_REQUEST, RESTORE_REQUEST, VERIFY_REQUEST};
 use crate::backup::runner::{catalog, DestinationConfig};
 use crate::backup::Manifest;
+use crate::decide::backup::plan::{BACKUP_REQUEST, RESTORE_REQUEST, VERIFY_REQUEST};
 use crate::store::local::{LocalStore, Record};
 
 const POLL: Duration = Duration::from_millis(500);

@@ -9,7 +9,7 @@ use chrono::Utc;
 
 use super::backup_cli::find;
 use crate::api::{ContainerState, ServiceStatus};
-use crate::heal::hold::{describe, HoldRequest, HOLD_ANNOTATION};
+use crate::decide::heal::hold::{describe, HoldRequest, HOLD_ANNOTATION};
 use crate::store::local::{LocalStore, Record};
 
 const POLL: Duration = Duration::from_millis(500);

@@ -505,7 +505,7 @@ fn backup_table(
                 None => b
                     .last_failure
                     .as_ref()
-                    .filter(|_| crate::backup::plan::failing(b).is_some())
+                    .filter(|_| crate::decide::backup::plan::failing(b).is_some())
                     .map_or("-".to_owned(), |f| format!("failed: {}", f.reason)),
             },
         ]);

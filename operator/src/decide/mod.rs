@@ -2,4 +2,13 @@
 //! argument. Nothing here talks to Docker, a database or the API server; the callers act on the
 //! answers.
 
+pub mod backup;
+pub mod heal;
+pub mod plan;
 pub mod probe;
+pub mod report;
+
+#[cfg(test)]
+mod plan_tests;
+#[cfg(test)]
+mod report_tests;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::api::{ProbeRecord, ServiceHealthSpec};
-use crate::heal::{still_starting, ProbeVerdict};
+use crate::decide::heal::{still_starting, ProbeVerdict};
 
 /// How soon a run that has not passed yet is probed again after a failure.
 pub const STARTUP_RETRY: Duration = Duration::from_secs(1);

@@ -2,35 +2,11 @@
 
 use std::collections::BTreeSet;
 
-use super::plan::{self, Action, Plan};
 use crate::api::{EventReason, ServiceStack};
 use crate::api::{EventType, StackEvent};
 use crate::compose::{self, Project};
+use crate::decide::plan::{self, Action, Outcome};
 use crate::docker::{Claim, Engine, EngineError, Owner};
-
-/// What a pass did on the engine and what it saw afterwards.
-pub struct Outcome {
-    pub plan: Plan,
-    pub observed: crate::docker::Observed,
-    /// Services whose action failed, with the error text.
-    pub failures: Vec<(String, String)>,
-    pub acted: bool,
-    pub events: Vec<StackEvent>,
-}
-
-impl Outcome {
-    /// The container of `service` that `claim` owns, as observed.
-    pub fn container(
-        &self,
-        service: &str,
-        claim: &crate::docker::Claim,
-    ) -> Option<&crate::docker::ObservedContainer> {
-        self.observed
-            .containers
-            .iter()
-            .find(|c| c.service == service && claim.owns(c))
-    }
-}
 
 pub(super) async fn observe(
     engine: &dyn Engine,

@@ -1,8 +1,8 @@
 //! The deploy gate: a changed compose file waits for its `beforeDeploy` backups.
 
 use crate::api::{ServiceStack, ServiceStackStatus};
-use crate::backup::plan::Gate;
 use crate::compose::Project;
+use crate::decide::backup::plan::Gate;
 
 /// A compose file other than the one applied last, and whether its `beforeDeploy` backups
 /// let it through yet; until they do, nothing is applied and status keeps the old revision.
@@ -19,7 +19,11 @@ impl Deploy {
         let changed =
             !stack.spec.suspend && previous.spec_hash.as_ref().is_some_and(|h| *h != spec_hash);
         let gate = if changed {
-            crate::backup::plan::deploy_gate(&stack.spec.backups, &previous.backups, &spec_hash)
+            crate::decide::backup::plan::deploy_gate(
+                &stack.spec.backups,
+                &previous.backups,
+                &spec_hash,
+            )
         } else {
             Gate::Open
         };
@@ -37,7 +41,9 @@ impl Deploy {
     /// The gate again, on the backups as this pass left them.
     pub fn gate_after(&self, stack: &ServiceStack, status: &ServiceStackStatus) -> Gate {
         match self.deploying() {
-            Some(h) => crate::backup::plan::deploy_gate(&stack.spec.backups, &status.backups, h),
+            Some(h) => {
+                crate::decide::backup::plan::deploy_gate(&stack.spec.backups, &status.backups, h)
+            }
             None => Gate::Open,
         }
     }

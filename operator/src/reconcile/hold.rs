@@ -1,4 +1,4 @@
-//! The acting half of holds: [`crate::heal::hold`] decides which services are held, this stops
+//! The acting half of holds: [`crate::decide::heal::hold`] decides which services are held, this stops
 //! a held service (its hold written into the status first) and starts one whose hold ended,
 //! as a resume rather than a crash repair.
 
@@ -8,7 +8,7 @@ use tracing::warn;
 use super::{Error, Outcome, Pass};
 use crate::api::{ContainerState, EventReason, ServiceStackStatus};
 use crate::api::{EventType, StackEvent};
-use crate::heal::hold::{describe, Holds};
+use crate::decide::heal::hold::{describe, Holds};
 
 /// Stops what is held and still runs, and starts what was held and is not any more; whether
 /// it did either.

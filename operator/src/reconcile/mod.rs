@@ -4,10 +4,10 @@
 //! admit      secrets joined, compose file loaded and checked          (or: InvalidSpec, stop)
 //! engine     the stack's Docker engine                                (or: DockerUnreachable, stop)
 //! intent     held services and the deploy gate, decided before acting (heal::hold, Deploy)
-//! converge   observe -> plan -> act -> observe                        (converge.rs, plan.rs)
+//! converge   observe -> plan -> act -> observe                        (converge.rs, decide/plan.rs)
 //! holds      stop what is held, resume what is not                    (hold.rs)
 //! repair     restarts and budgets, each written into status first     (repair.rs)
-//! report     per-service status, health, Ready and Progressing        (report.rs, pure)
+//! report     per-service status, health, Ready and Progressing        (decide/report.rs)
 //! backups    fold finished jobs, decide what starts                   (backups.rs)
 //! write      one status write, then the events                        (status.rs)
 //! jobs       the backup jobs whose intent the write recorded
@@ -24,10 +24,8 @@ mod context;
 mod converge;
 mod deploy;
 mod hold;
-pub mod plan;
 pub mod prober;
 mod repair;
-mod report;
 pub mod requeue;
 mod status;
 mod verdicts;
@@ -41,18 +39,19 @@ use chrono::{DateTime, Utc};
 
 use crate::admit::{self, Admitted};
 use crate::api::{Reason, ServiceStack, ServiceStackStatus};
-use crate::backup::plan::Gate;
 use crate::compose::Project;
+use crate::decide::backup::plan::Gate;
+use crate::decide::heal::hold::Holds;
+use crate::decide::heal::ProbeVerdict;
+use crate::decide::{plan, report};
 use crate::docker::{Claim, Engine, EngineError};
-use crate::heal::hold::Holds;
-use crate::heal::ProbeVerdict;
 use crate::store::StoreError;
 
+pub use crate::decide::plan::{plan, Action, Outcome, Plan};
 pub use crate::jobs::{Wake, Waker};
 pub use cleanup::cleanup;
 pub use context::Context;
-pub use converge::{converge, Outcome};
-pub use plan::{plan, Action, Plan};
+pub use converge::converge;
 pub use requeue::{backoff_delay, BACKUP_PROGRESS_REQUEUE, PROGRESS_REQUEUE, STEADY_REQUEUE};
 
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +168,7 @@ impl Intent {
         project: &Project,
         previous: &ServiceStackStatus,
     ) -> Self {
-        let holds = crate::heal::hold::holds(
+        let holds = crate::decide::heal::hold::holds(
             project,
             stack
                 .metadata
@@ -434,9 +433,5 @@ async fn backed_off(ctx: &Context, stack: &ServiceStack) -> Result<Requeue, Erro
     Ok(Requeue(delay))
 }
 
-#[cfg(test)]
-mod plan_tests;
-#[cfg(test)]
-mod report_tests;
 #[cfg(test)]
 mod tests;

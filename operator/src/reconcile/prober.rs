@@ -11,9 +11,9 @@ use sha2::{Digest, Sha256};
 
 use crate::api::{ContainerState, ServiceHealthSpec, ServiceStack};
 use crate::compose::Project;
+use crate::decide::heal::ProbeVerdict;
 use crate::decide::probe::{self as decide, Now, Round, Run, Track};
 use crate::docker::{Engine, ObservedContainer};
-use crate::heal::ProbeVerdict;
 use crate::jobs::{JobKey, Kind, Registry};
 use crate::metrics::Metrics;
 use crate::probe::{self, Targets};

@@ -1,4 +1,4 @@
-//! The acting half of self-healing: [`crate::heal`] decides, this records and restarts.
+//! The acting half of self-healing: [`crate::decide::heal`] decides, this records and restarts.
 //!
 //! A restart is written into the status (`recentRestarts`, `lastRestart`) before it is done, so
 //! an operator killed right after restarting cannot forget it and overspend the budget.
@@ -13,8 +13,8 @@ use crate::api::{
     RestartReason, RestartRecord, Restarter, ServiceStack, ServiceStackStatus, ServiceStatus,
 };
 use crate::compose::{Project, ServiceSpec};
+use crate::decide::heal::{self, Decision, ProbeVerdict, Schedule};
 use crate::docker::{short_id, ObservedContainer};
-use crate::heal::{self, Decision, ProbeVerdict, Schedule};
 use tracing::{info, warn};
 
 /// What the repair pass leaves for the status report.

@@ -3,9 +3,10 @@
 use chrono::Utc;
 use tracing::{info, warn};
 
-use super::{report, Context, Error};
+use super::{Context, Error};
 use crate::api::{condition, ServiceStack, ServiceStackStatus, Verdict};
 use crate::api::{EventType, StackEvent};
+use crate::decide::report;
 
 /// Writes the status when anything in it changed, then publishes the events of the pass: the
 /// ones given (what the pass found out) and one for each condition that turned bad. Events come

@@ -206,7 +206,7 @@ async fn a_backup_job_cut_off_by_a_kill_is_taken_up_again_by_the_next_operator()
             .annotations
             .get_or_insert_with(Default::default)
             .insert(
-                format!("{}cache", crate::backup::plan::BACKUP_REQUEST),
+                format!("{}cache", crate::decide::backup::plan::BACKUP_REQUEST),
                 "1".into(),
             );
         stack

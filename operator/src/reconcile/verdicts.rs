@@ -2,9 +2,10 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{repair, report, Pass};
+use super::{repair, Pass};
 use crate::api::{ConditionStatus, ConditionType, Reason, ServiceStackStatus, Verdict};
-use crate::backup::plan::Gate;
+use crate::decide::backup::plan::Gate;
+use crate::decide::report;
 
 /// Every condition of a pass on a reachable engine.
 pub(super) fn applied(
@@ -35,7 +36,7 @@ pub(super) fn applied(
     if let Some(v) = gate_verdict(gate) {
         verdicts.push(v);
     }
-    verdicts.extend(crate::backup::plan::conditions(
+    verdicts.extend(crate::decide::backup::plan::conditions(
         &pass.stack.spec.backups,
         &status.backups,
         now,

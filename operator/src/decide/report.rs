@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::Outcome;
+use super::plan::Outcome;
 use crate::api::Condition;
 use crate::api::{
     ConditionStatus, ConditionType, ContainerHealth, ContainerState, Reason, ServiceStatus,
@@ -40,7 +40,7 @@ pub fn report(
     outcome: &Outcome,
     claim: &crate::observe::Claim,
     facts: &Facts,
-    probes: &BTreeMap<String, crate::heal::ProbeVerdict>,
+    probes: &BTreeMap<String, crate::decide::heal::ProbeVerdict>,
 ) -> Report {
     let seen = services(project, outcome, claim, facts, probes);
     let plan = &outcome.plan;
@@ -107,7 +107,7 @@ fn services(
     outcome: &Outcome,
     claim: &crate::observe::Claim,
     facts: &Facts,
-    probes: &BTreeMap<String, crate::heal::ProbeVerdict>,
+    probes: &BTreeMap<String, crate::decide::heal::ProbeVerdict>,
 ) -> Seen {
     let mut seen = Seen {
         services: BTreeMap::new(),
@@ -138,9 +138,9 @@ fn services(
         }
         if let (Some(p), true) = (problem, facts.required.contains(&svc.name)) {
             match hold {
-                Some(h) if st.state != ContainerState::Running => {
-                    seen.held.push(crate::heal::hold::describe(&svc.name, h))
-                }
+                Some(h) if st.state != ContainerState::Running => seen
+                    .held
+                    .push(crate::decide::heal::hold::describe(&svc.name, h)),
                 _ => seen.not_ready.push(format!("{}: {p}", svc.name)),
             }
         }
@@ -152,7 +152,7 @@ fn services(
 /// A service's status from its container and, when it has probes, their verdict.
 fn service_status(
     container: Option<&crate::observe::ObservedContainer>,
-    probe: Option<&crate::heal::ProbeVerdict>,
+    probe: Option<&crate::decide::heal::ProbeVerdict>,
 ) -> ServiceStatus {
     let mut st = match container {
         None => ServiceStatus::default(),

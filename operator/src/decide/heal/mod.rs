@@ -14,8 +14,8 @@ pub mod hold;
 use chrono::{DateTime, Duration, Utc};
 
 use crate::api::{ContainerHealth, ContainerState, RestartReason, RestartSpec, ScheduledRestart};
-use crate::backup::schedule::SlotSchedule;
 use crate::compose::{DependencyCondition, Project, RestartPolicy, ServiceSpec};
+use crate::decide::backup::schedule::SlotSchedule;
 use crate::observe::ObservedContainer;
 
 /// The window of the restart budget.

@@ -392,7 +392,7 @@ pub fn is_current(svc: &ServiceSpec, c: &ObservedContainer, observed: &Observed)
 }
 
 /// Starts a container that was created but never started (an operator killed between create
-/// and start). A container that ran and stopped is a fault for [`crate::heal`], which restarts
+/// and start). A container that ran and stopped is a fault for [`crate::decide::heal`], which restarts
 /// it with backoff and a budget rather than on every pass.
 fn needs_start(c: &ObservedContainer) -> bool {
     c.state == ContainerState::Created
@@ -486,5 +486,29 @@ impl ServiceSpec {
         self.mounts
             .iter()
             .any(|m| matches!(m, crate::compose::MountSpec::Volume { source, .. } if source == docker_name))
+    }
+}
+
+/// What a pass did on the engine and what it saw afterwards.
+pub struct Outcome {
+    pub plan: Plan,
+    pub observed: crate::observe::Observed,
+    /// Services whose action failed, with the error text.
+    pub failures: Vec<(String, String)>,
+    pub acted: bool,
+    pub events: Vec<crate::api::StackEvent>,
+}
+
+impl Outcome {
+    /// The container of `service` that `claim` owns, as observed.
+    pub fn container(
+        &self,
+        service: &str,
+        claim: &crate::observe::Claim,
+    ) -> Option<&crate::observe::ObservedContainer> {
+        self.observed
+            .containers
+            .iter()
+            .find(|c| c.service == service && claim.owns(c))
     }
 }

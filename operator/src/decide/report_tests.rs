@@ -1,10 +1,10 @@
 //! How a pass's outcome becomes per-service status, the Ready and Progressing conditions and
 //! the one-word stack health. Pure: no Docker, no clock.
 
+use super::plan::Outcome;
 use super::plan::{Hold, Plan};
 use super::plan_tests::{exited, project, running, stack_with, UID};
 use super::report::Report;
-use super::Outcome;
 use crate::api::EventType;
 use crate::api::{
     Condition, ConditionStatus, ConditionType, ContainerHealth, ContainerState, Reason,

@@ -6,7 +6,7 @@ use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 
 /// A parsed cron schedule in a time zone: the one wrapper of croner, for backups, restore
-/// tests and maintenance restarts (`crate::heal::Schedule` reads its entry into one). croner's
+/// tests and maintenance restarts (`crate::decide::heal::Schedule` reads its entry into one). croner's
 /// backward search finds the newest slot at or before `now` directly, whatever the number of
 /// slots missed during an outage.
 #[derive(Clone, Debug)]
