@@ -242,31 +242,42 @@ pub enum DestinationConfig {
 }
 
 impl DestinationConfig {
-    /// The target's own directory or key prefix: `ROOT/NAMESPACE/STACK/TARGET`.
+    /// [`Self::of`] for a target as the spec has it (the command line reads manifests, not
+    /// admitted specs); None when it names no destination.
     pub fn for_target(stack: &ServiceStack, target: &BackupTarget) -> Option<Self> {
+        let destination = match (&target.destination.path, &target.destination.s3) {
+            (Some(p), _) => crate::admit::Destination::Path(p.clone()),
+            (None, Some(s3)) => crate::admit::Destination::S3(s3.clone()),
+            (None, None) => return None,
+        };
+        Some(Self::of(stack, &target.name, &destination))
+    }
+
+    /// The target's own directory or key prefix: `ROOT/NAMESPACE/STACK/TARGET`.
+    pub fn of(stack: &ServiceStack, target: &str, destination: &crate::admit::Destination) -> Self {
         let ns = stack.metadata.namespace.as_deref().unwrap_or("default");
         let name = stack.metadata.name.as_deref().unwrap_or_default();
-        if let Some(p) = &target.destination.path {
-            return Some(Self::Local(
-                PathBuf::from(p).join(ns).join(name).join(&target.name),
-            ));
-        }
-        let s = target.destination.s3.as_ref()?;
+        let s = match destination {
+            crate::admit::Destination::Path(p) => {
+                return Self::Local(PathBuf::from(p).join(ns).join(name).join(target));
+            }
+            crate::admit::Destination::S3(s) => s,
+        };
         let var = |n: &str| stack.spec.variables.get(n).cloned().unwrap_or_default();
-        let prefix = [s.prefix.as_deref().unwrap_or(""), ns, name, &target.name]
+        let prefix = [s.prefix.as_deref().unwrap_or(""), ns, name, target]
             .iter()
             .map(|p| p.trim_matches('/'))
             .filter(|p| !p.is_empty())
             .collect::<Vec<_>>()
             .join("/");
-        Some(Self::S3(s3::S3Config {
+        Self::S3(s3::S3Config {
             bucket: s.bucket.clone(),
             prefix,
             endpoint: s.endpoint.clone(),
             region: s.region.clone(),
             access_key_id: var(&s.access_key_id_variable),
             secret_access_key: var(&s.secret_access_key_variable),
-        }))
+        })
     }
 
     pub fn open(&self) -> Result<Box<dyn Destination>, Failure> {
@@ -312,6 +323,8 @@ pub struct Scope<'a> {
     pub claim: &'a crate::docker::Claim,
     pub engine: &'a Arc<dyn Engine>,
     pub observed: &'a Observed,
+    /// The stack's backup targets as admitted: each with its one source and destination.
+    pub backups: &'a [crate::admit::Backup],
 }
 
 /// Folds finished jobs into `statuses`, recovers jobs cut off by a restart, and decides
@@ -328,7 +341,11 @@ pub async fn reconcile(
 ) -> Pass {
     let stack = scope.stack;
     let key = stack.key();
-    let declared: BTreeSet<String> = stack.spec.backups.iter().map(|t| t.name.clone()).collect();
+    let declared: BTreeSet<String> = scope
+        .backups
+        .iter()
+        .map(|b| b.target.name.clone())
+        .collect();
     jobs.stop(&key, &declared);
     statuses.retain(|name, _| declared.contains(name));
     let targets = crate::probe::Targets::new(
@@ -338,7 +355,8 @@ pub async fn reconcile(
         scope.claim,
     );
     let mut pass = Pass::default();
-    for target in &stack.spec.backups {
+    for backup in scope.backups {
+        let target = &backup.target;
         let st = statuses.entry(target.name.clone()).or_default();
         st.since.get_or_insert(now);
         let ctx = Ctx {
@@ -347,6 +365,7 @@ pub async fn reconcile(
             targets: &targets,
             engine: scope.engine,
             target,
+            backup,
             observed: scope.observed,
             claim: scope.claim,
         };
@@ -473,8 +492,17 @@ struct Ctx<'a> {
     targets: &'a crate::probe::Targets,
     engine: &'a Arc<dyn Engine>,
     target: &'a BackupTarget,
+    /// `target` as admitted.
+    backup: &'a crate::admit::Backup,
     observed: &'a Observed,
     claim: &'a crate::docker::Claim,
+}
+
+impl Ctx<'_> {
+    /// Where the target's backups go: its own directory or key prefix.
+    fn destination(&self) -> DestinationConfig {
+        DestinationConfig::of(self.stack, &self.target.name, &self.backup.destination)
+    }
 }
 
 /// Records the job as running and queues it, or records why it cannot start.
@@ -510,9 +538,9 @@ async fn recover(ctx: &Ctx<'_>, st: &mut BackupTargetStatus, now: DateTime<Utc>,
     };
     if running.job == Job::Backup {
         // The manifest is written last: if it is there, the backup was finished.
-        let found = match DestinationConfig::for_target(ctx.stack, ctx.target).map(|d| d.open()) {
-            Some(Ok(dest)) => read_manifest(dest.as_ref(), &running.id).await.ok(),
-            _ => None,
+        let found = match ctx.destination().open() {
+            Ok(dest) => read_manifest(dest.as_ref(), &running.id).await.ok(),
+            Err(_) => None,
         };
         if let Some(m) = found {
             let f = Finished {
@@ -623,8 +651,8 @@ fn prepare(ctx: &Ctx<'_>, running: &RunningJob) -> Result<Work, Failure> {
     let secret = |v: &Option<String>| v.as_ref().and_then(|n| vars.get(n)).cloned();
     let unreachable =
         |e: crate::probe::ProbeError| Failure::new(Reason::DatabaseUnreachable, e.message);
-    let source = match (&ctx.target.postgres, &ctx.target.redis) {
-        (Some(pg), _) => Source::Postgres {
+    let source = match &ctx.backup.source {
+        crate::admit::Source::Postgres(pg) => Source::Postgres {
             container: ctx
                 .targets
                 .container(&pg.service)
@@ -639,7 +667,7 @@ fn prepare(ctx: &Ctx<'_>, running: &RunningJob) -> Result<Work, Failure> {
             user: pg.user.clone(),
             password: secret(&pg.password_variable),
         },
-        (_, Some(r)) => {
+        crate::admit::Source::Redis(r) => {
             // A restore stops Redis itself: its address is not needed then, and may be gone.
             let c = ctx.targets.container(&r.service).map_err(unreachable)?;
             Source::Redis {
@@ -652,10 +680,8 @@ fn prepare(ctx: &Ctx<'_>, running: &RunningJob) -> Result<Work, Failure> {
                 image: c.image.clone(),
             }
         }
-        _ => unreachable!("validated: exactly one source"),
     };
-    let destination = DestinationConfig::for_target(ctx.stack, ctx.target)
-        .expect("validated: exactly one destination");
+    let destination = ctx.destination();
     let stop = running
         .paused_services
         .iter()

@@ -28,6 +28,7 @@ pub(super) async fn step(
         claim,
         engine,
         observed: &outcome.observed,
+        backups: &pass.admitted.backups,
     };
     let backups = crate::backup::runner::reconcile(
         &ctx.backups,
