@@ -36,13 +36,12 @@ impl Board {
             .unwrap_or_default()
     }
 
-    /// Posts a verdict; returns whether the service's health flipped.
-    pub fn post(&self, stack: &str, service: &str, verdict: ProbeVerdict) -> bool {
+    /// Posts a verdict (whether to wake the reconcile is `decide::probe::step`'s answer).
+    pub fn post(&self, stack: &str, service: &str, verdict: ProbeVerdict) {
         let mut all = self.verdicts.lock().expect("probe board lock");
-        let services = all.entry(stack.to_owned()).or_default();
-        let flipped = services.get(service).map(|v| v.healthy) != Some(verdict.healthy);
-        services.insert(service.to_owned(), verdict);
-        flipped
+        all.entry(stack.to_owned())
+            .or_default()
+            .insert(service.to_owned(), verdict);
     }
 
     /// Drops a stack's verdicts (stack deleted, or its probes changed).
