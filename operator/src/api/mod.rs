@@ -6,6 +6,7 @@ pub mod backup;
 pub mod condition;
 pub mod event;
 pub mod failure;
+pub mod revision;
 
 use std::collections::BTreeMap;
 
@@ -81,6 +82,10 @@ pub struct ServiceStackSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backups: Vec<BackupTarget>,
 
+    /// How changes of the compose file are rolled out, and how much history is kept.
+    #[serde(default, skip_serializing_if = "RolloutSpec::is_empty")]
+    pub rollout: RolloutSpec,
+
     /// What deleting this ServiceStack does to its containers, networks and volumes.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
@@ -88,6 +93,33 @@ pub struct ServiceStackSpec {
     /// When true, the operator only observes and reports: it creates, starts and removes nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
+}
+
+/// How changes are rolled out.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolloutSpec {
+    /// How many revisions to keep (`stackwarden history`, `kubectl get controllerrevisions`);
+    /// the oldest beyond it are forgotten, never the one running or the last good one.
+    /// Defaults to 10, as for a Deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub revision_history_limit: Option<u32>,
+}
+
+impl RolloutSpec {
+    /// What `revisionHistoryLimit` means when it is not set.
+    pub const DEFAULT_HISTORY_LIMIT: u32 = 10;
+
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    pub fn history_limit(&self) -> usize {
+        self.revision_history_limit
+            .unwrap_or(Self::DEFAULT_HISTORY_LIMIT)
+            .max(1) as usize
+    }
 }
 
 /// A source of variables.
@@ -434,6 +466,10 @@ pub struct ServiceStackStatus {
     /// a changed spec from an unchanged one, so revision numbers never repeat or go back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spec_hash: Option<String>,
+
+    /// The newest revision the stack was Ready on: what a rollback goes back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_good_revision: Option<u64>,
 
     /// One-word summary of the services: Healthy, Progressing, Unhealthy or Unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]

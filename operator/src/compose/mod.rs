@@ -218,6 +218,7 @@ pub(crate) mod tests {
                 health: Default::default(),
                 deletion_policy: Default::default(),
                 variables_from: Default::default(),
+                rollout: Default::default(),
                 maintenance: Default::default(),
                 backups: Vec::new(),
                 suspend: false,

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod heal;
+pub mod history;
 pub mod plan;
 pub mod probe;
 pub mod report;

@@ -181,6 +181,7 @@ networks: {front: {}, back: {}}
                 backups: Vec::new(),
                 deletion_policy: Default::default(),
                 variables_from: Default::default(),
+                rollout: Default::default(),
                 suspend: false,
             },
         );

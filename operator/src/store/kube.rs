@@ -8,7 +8,9 @@ use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporte
 use kube::{Client, Resource, ResourceExt};
 
 use super::{EventType, StackEvent, Store, StoreError};
+use crate::api::revision::{Outcome, Recorded, Revision};
 use crate::api::{ServiceStack, ServiceStackStatus};
+use chrono::{DateTime, Utc};
 
 /// Field manager of the status and reporting controller of events.
 pub const MANAGER: &str = "stackwarden";
@@ -20,6 +22,10 @@ pub struct KubeStore {
 }
 
 impl KubeStore {
+    pub(super) fn client(&self) -> Client {
+        self.client.clone()
+    }
+
     pub fn new(client: Client) -> Self {
         let reporter = Reporter {
             controller: MANAGER.into(),
@@ -89,6 +95,32 @@ impl Store for KubeStore {
             }
         }
         Ok(out)
+    }
+
+    async fn revisions(&self, stack: &ServiceStack) -> Result<Vec<Recorded>, StoreError> {
+        self.list_revisions(stack).await
+    }
+
+    async fn create_revision(
+        &self,
+        stack: &ServiceStack,
+        revision: &Revision,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.post_revision(stack, revision, now).await
+    }
+
+    async fn set_outcome(
+        &self,
+        stack: &ServiceStack,
+        number: u64,
+        outcome: &Outcome,
+    ) -> Result<(), StoreError> {
+        self.patch_outcome(stack, number, outcome).await
+    }
+
+    async fn remove_revision(&self, stack: &ServiceStack, number: u64) -> Result<(), StoreError> {
+        self.delete_revision(stack, number).await
     }
 
     async fn record(&self, stack: &ServiceStack, event: &StackEvent) -> Result<(), StoreError> {

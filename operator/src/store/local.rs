@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{private, StackEvent, Store, StoreError};
+use crate::api::revision::{Outcome, Recorded, Revision};
 use crate::api::{ServiceStack, ServiceStackSpec, ServiceStackStatus};
 
 /// What the state directory remembers of a stack.
@@ -71,11 +72,11 @@ impl LocalStore {
         Self { root: root.into() }
     }
 
-    fn dir(&self, namespace: &str, name: &str) -> PathBuf {
+    pub(super) fn dir(&self, namespace: &str, name: &str) -> PathBuf {
         self.root.join(namespace).join(name)
     }
 
-    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
         move |source| StoreError::Io {
             path: path.display().to_string(),
             source,
@@ -323,6 +324,32 @@ impl Store for LocalStore {
         )
     }
 
+    async fn revisions(&self, stack: &ServiceStack) -> Result<Vec<Recorded>, StoreError> {
+        self.read_revisions(stack)
+    }
+
+    async fn create_revision(
+        &self,
+        stack: &ServiceStack,
+        revision: &Revision,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.add_revision(stack, revision, now)
+    }
+
+    async fn set_outcome(
+        &self,
+        stack: &ServiceStack,
+        number: u64,
+        outcome: &Outcome,
+    ) -> Result<(), StoreError> {
+        self.put_outcome(stack, number, outcome)
+    }
+
+    async fn remove_revision(&self, stack: &ServiceStack, number: u64) -> Result<(), StoreError> {
+        self.drop_revision(stack, number)
+    }
+
     async fn record(&self, stack: &ServiceStack, event: &StackEvent) -> Result<(), StoreError> {
         let (ns, name) = names(stack);
         let dir = self.dir(&ns, &name);
@@ -396,6 +423,7 @@ mod tests {
             health: Default::default(),
             deletion_policy: Default::default(),
             variables_from: Default::default(),
+            rollout: Default::default(),
             maintenance: Default::default(),
             backups: Vec::new(),
             suspend: false,

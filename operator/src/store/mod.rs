@@ -2,14 +2,18 @@
 //! machine ([`local`]). The reconcile only sees [`Store`]; the drivers (`driver/`) call it.
 
 pub mod kube;
+pub mod kube_revisions;
 pub mod local;
 pub mod local_inputs;
+mod local_revisions;
 pub mod private;
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
+use crate::api::revision::{Outcome, Recorded, Revision};
 use crate::api::{ServiceStack, ServiceStackStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,27 @@ pub trait Store: Send + Sync {
     fn manifest_dir(&self, _stack: &ServiceStack) -> Option<std::path::PathBuf> {
         None
     }
+
+    /// The stack's revisions, oldest first.
+    async fn revisions(&self, stack: &ServiceStack) -> Result<Vec<Recorded>, StoreError>;
+    /// Records a revision, with the outcome [`Phase::Progressing`](crate::api::revision::Phase).
+    /// A revision is written once: when one with its number exists (a pass cut off after
+    /// recording it), that is success and the stored one stays.
+    async fn create_revision(
+        &self,
+        stack: &ServiceStack,
+        revision: &Revision,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Records how a revision went; a revision no longer kept is not an error.
+    async fn set_outcome(
+        &self,
+        stack: &ServiceStack,
+        number: u64,
+        outcome: &Outcome,
+    ) -> Result<(), StoreError>;
+    /// Forgets a revision; one already gone is not an error.
+    async fn remove_revision(&self, stack: &ServiceStack, number: u64) -> Result<(), StoreError>;
 }
 
 pub use crate::api::event::{EventType, StackEvent};
