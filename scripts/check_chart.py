@@ -39,6 +39,7 @@ STACK_RULES = {
     ("stackwarden.dev", "servicestacks/status"): {"patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("", "secrets"): {"get"},
+    ("apps", "controllerrevisions"): {"list", "create", "patch", "delete"},
 }
 
 # Each case: a name, the values given (as --set would), and what it must produce.

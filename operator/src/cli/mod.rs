@@ -11,6 +11,7 @@ use crate::driver::local::{self as local_driver, LocalOptions};
 use crate::store::local::{self, LocalStore, Record};
 
 mod backup_cli;
+mod history_cli;
 mod hold_cli;
 
 #[derive(Parser, Debug)]
@@ -116,6 +117,17 @@ pub enum Command {
     Backups {
         /// The stack (`name` or `namespace/name`).
         stack: String,
+        #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
+        state_dir: PathBuf,
+    },
+    /// List a stack's revisions (each change of its compose file or variables), oldest first,
+    /// as `kubectl rollout history` does; with --revision, one revision in full (its compose
+    /// file with variable values masked, its services' images).
+    History {
+        /// The stack (`name` or `namespace/name`).
+        stack: String,
+        #[arg(long)]
+        revision: Option<u64>,
         #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
         state_dir: PathBuf,
     },
@@ -283,6 +295,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backups { stack, state_dir } => {
             backup_cli::list(&LocalStore::new(&state_dir), &stack).await
         }
+        Command::History {
+            stack,
+            revision,
+            state_dir,
+        } => history_cli::history(&LocalStore::new(&state_dir), &stack, revision),
         Command::Hold {
             stack,
             service,

@@ -27,6 +27,7 @@ mod hold;
 pub mod prober;
 mod repair;
 pub mod requeue;
+mod revisions;
 mod status;
 mod verdicts;
 mod watch;
@@ -38,7 +39,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::admit::{self, Admitted};
-use crate::api::{Reason, ServiceStack, ServiceStackStatus};
+use crate::api::{
+    ConditionStatus, ConditionType, Reason, ServiceStack, ServiceStackStatus, Verdict,
+};
 use crate::compose::Project;
 use crate::decide::backup::plan::Gate;
 use crate::decide::heal::hold::Holds;
@@ -314,6 +317,12 @@ async fn finish_pass(
     // The backups a held deploy waited for are done: deploy now, not at the next requeue.
     let deploy_now =
         *gate != Gate::Open && intent.deploy.gate_after(pass.stack, &status) == Gate::Open;
+    let ready = ready_on(&verdicts, &status, &outcome).filter(|_| !pass.stack.spec.suspend);
+    if let Some(n) = ready.filter(|n| previous.last_good_revision != Some(*n)) {
+        // The revision is marked Complete before the status naming it last good is written.
+        revisions::ready(&pass, n, &outcome.observed, now).await?;
+        status.last_good_revision = Some(n);
+    }
     let later = repair
         .events
         .iter()
@@ -347,6 +356,18 @@ async fn finish_pass(
         at,
     };
     Ok(Requeue(requeue::next_pass(due, now)))
+}
+
+/// The revision the stack is Ready on, all of it applied.
+fn ready_on(verdicts: &[Verdict], status: &ServiceStackStatus, outcome: &Outcome) -> Option<u64> {
+    let ready = verdicts
+        .iter()
+        .rev()
+        .find(|v| v.type_ == ConditionType::Ready)
+        .is_some_and(|v| v.status == ConditionStatus::True);
+    (ready && outcome.failures.is_empty())
+        .then_some(status.revision)
+        .flatten()
 }
 
 /// The status as the report sees it, before repairs, holds and backups add theirs.

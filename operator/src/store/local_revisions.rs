@@ -20,7 +20,8 @@ impl LocalStore {
         self.revisions_dir(stack).join(format!("{number}.json"))
     }
 
-    pub(super) fn read_revisions(&self, stack: &ServiceStack) -> Result<Vec<Recorded>, StoreError> {
+    /// The stack's revisions, oldest first.
+    pub fn read_revisions(&self, stack: &ServiceStack) -> Result<Vec<Recorded>, StoreError> {
         let dir = self.revisions_dir(stack);
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
@@ -100,5 +101,87 @@ impl LocalStore {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Self::io(&path)(e)),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::revision::{Cause, Phase};
+    use crate::store::Store;
+
+    fn stack() -> ServiceStack {
+        let spec: crate::api::ServiceStackSpec =
+            yaml_serde::from_str("compose:\n  file: 'services: {}'\n").unwrap();
+        let mut s = ServiceStack::new("shop", spec);
+        s.metadata.namespace = Some("ops".into());
+        s
+    }
+
+    fn revision(number: u64) -> Revision {
+        Revision {
+            number,
+            spec_hash: format!("h{number}"),
+            created: "2026-12-05T00:00:00Z".parse().unwrap(),
+            cause: Cause::SpecChange {
+                generation: Some(1),
+            },
+            compose: "services: {}".into(),
+            services: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_revision_is_written_once_and_its_outcome_updated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let (s, now) = (stack(), chrono::Utc::now());
+        store.create_revision(&s, &revision(2), now).await.unwrap();
+        store.create_revision(&s, &revision(1), now).await.unwrap();
+        // A second create of the same number (a pass cut off after recording) keeps the first.
+        let mut other = revision(2);
+        other.spec_hash = "changed".into();
+        store.create_revision(&s, &other, now).await.unwrap();
+        let done = Outcome {
+            phase: Phase::Complete,
+            since: Some(now),
+        };
+        store.set_outcome(&s, 2, &done).await.unwrap();
+        store.set_outcome(&s, 9, &done).await.unwrap();
+        let listed = store.revisions(&s).await.unwrap();
+        let numbers: Vec<u64> = listed.iter().map(|r| r.revision.number).collect();
+        assert_eq!(numbers, [1, 2]);
+        assert_eq!(listed[1].revision.spec_hash, "h2");
+        assert_eq!(listed[1].outcome, done);
+        assert_eq!(listed[0].outcome.phase, Phase::Progressing);
+    }
+
+    #[tokio::test]
+    async fn removed_revisions_are_gone_and_removing_twice_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let (s, now) = (stack(), chrono::Utc::now());
+        store.create_revision(&s, &revision(1), now).await.unwrap();
+        store.remove_revision(&s, 1).await.unwrap();
+        store.remove_revision(&s, 1).await.unwrap();
+        assert!(store.revisions(&s).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn revision_files_are_private_and_leftovers_of_a_cut_write_are_skipped() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path());
+        let s = stack();
+        store
+            .create_revision(&s, &revision(1), chrono::Utc::now())
+            .await
+            .unwrap();
+        let revisions = dir.path().join("ops/shop/revisions");
+        std::fs::write(revisions.join(".tmp-k3Jx9q"), b"{half").unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&revisions), 0o700);
+        assert_eq!(mode(&revisions.join("1.json")), 0o600);
+        assert_eq!(store.revisions(&s).await.unwrap().len(), 1);
     }
 }
