@@ -90,6 +90,27 @@ async fn demo_reaches_ready_and_docker_compose_lists_it() {
         .iter()
         .any(|e| e.reason == "Recreated" && e.note.contains("backend")));
 
+    // Both configurations are in the history, each Complete, with the image ids they ran.
+    let revisions = h.store.read_revisions(&h.stack()).unwrap();
+    let phases: Vec<_> = revisions
+        .iter()
+        .map(|r| (r.revision.number, r.outcome.phase.to_string()))
+        .collect();
+    assert_eq!(phases, [(1, "Complete".into()), (2, "Complete".into())]);
+    assert_eq!(h.status().last_good_revision, Some(2));
+    let (one, two) = (&revisions[0].revision, &revisions[1].revision);
+    assert_ne!(one.services["backend"].config_hash, two.services["backend"].config_hash);
+    assert_eq!(one.services["redis"], two.services["redis"]);
+    assert!(two.services["backend"]
+        .image_id
+        .as_deref()
+        .is_some_and(|id| id.starts_with("sha256:")));
+    assert!(two.compose.contains("LOG_LEVEL: debug"));
+    let stored = serde_json::to_string(&revisions).unwrap();
+    for secret in spec.variables.values().filter(|v| v.len() >= 3) {
+        assert!(!stored.contains(secret.as_str()), "a variable value is in a revision");
+    }
+
     // Secrets stay out of status and events.
     let everything = format!("{:?}{:?}", h.status(), h.events());
     for secret in spec.variables.values() {

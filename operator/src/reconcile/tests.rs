@@ -228,3 +228,61 @@ async fn a_backup_job_cut_off_by_a_kill_is_taken_up_again_by_the_next_operator()
     let again = again.expect("the next operator takes the job up");
     assert_eq!((again.id.as_str(), again.attempt), (first.id.as_str(), 2));
 }
+
+fn history(b: &Bench) -> Vec<(u64, crate::api::revision::Phase)> {
+    b.store
+        .read_revisions(&b.stack())
+        .unwrap()
+        .iter()
+        .map(|r| (r.revision.number, r.outcome.phase))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_changed_compose_file_is_recorded_as_a_revision_before_anything_of_it_is_done() {
+    use crate::api::revision::Phase::Complete;
+    let b = Bench::new();
+    b.until_ready().await;
+    assert_eq!(history(&b), [(1, Complete)]);
+    assert_eq!(b.status().last_good_revision, Some(1));
+
+    // The store refuses the revision (a full disk, say): the pass fails before touching the
+    // engine, and the containers of revision 1 run on.
+    let revisions = b._dir.path().join("state/ops/shop/revisions");
+    let kept = b._dir.path().join("kept-revisions");
+    std::fs::rename(&revisions, &kept).unwrap();
+    std::fs::write(&revisions, b"not a directory").unwrap();
+    b.apply(&COMPOSE.replace("test/app:1", "test/app:2"), |_| {});
+    let calls = b.engine.calls().len();
+    let record = b.store.load("ops", "shop").unwrap().unwrap();
+    let failed = reconcile(&record.to_stack(), &record.uid, &b.ctx).await;
+    assert!(failed.is_err(), "the pass went on without its revision");
+    let after: Vec<String> = b.engine.calls()[calls..]
+        .iter()
+        .filter(|c| !c.starts_with("observe"))
+        .cloned()
+        .collect();
+    assert!(after.is_empty(), "acted without a revision: {after:?}");
+
+    std::fs::remove_file(&revisions).unwrap();
+    std::fs::rename(&kept, &revisions).unwrap();
+    b.until_ready().await;
+    assert_eq!(history(&b), [(1, Complete), (2, Complete)]);
+    assert_eq!(b.status().last_good_revision, Some(2));
+    let stored = b.store.read_revisions(&b.stack()).unwrap();
+    assert_eq!(stored[1].revision.services["app"].image, "test/app:2");
+}
+
+#[tokio::test]
+async fn beyond_the_history_limit_the_oldest_revisions_are_forgotten() {
+    use crate::api::revision::Phase::Complete;
+    let b = Bench::new();
+    let limited = |s: &mut ServiceStackSpec| s.rollout.revision_history_limit = Some(2);
+    b.apply(COMPOSE, limited);
+    b.until_ready().await;
+    for tag in ["2", "3", "4"] {
+        b.apply(&COMPOSE.replace("test/app:1", &format!("test/app:{tag}")), limited);
+        b.until_ready().await;
+    }
+    assert_eq!(history(&b), [(3, Complete), (4, Complete)]);
+}
