@@ -228,3 +228,31 @@ async fn a_backup_job_cut_off_by_a_kill_is_taken_up_again_by_the_next_operator()
     let again = again.expect("the next operator takes the job up");
     assert_eq!((again.id.as_str(), again.attempt), (first.id.as_str(), 2));
 }
+
+#[tokio::test]
+async fn a_pass_looks_at_the_engine_once_before_acting_and_once_after() {
+    let b = Bench::new();
+    b.pass().await;
+    // Planned, acted on and reported from one look each side of the actions.
+    assert_eq!(
+        b.engine.requests(),
+        [
+            "observe bench",
+            "create network bench_default",
+            "create db",
+            "start db",
+            "create app",
+            "start app",
+            "observe bench",
+        ]
+    );
+    b.until_ready().await;
+    b.engine.crash("app", 3);
+    let before = b.engine.requests().len();
+    b.pass().await;
+    // Repaired on the snapshot: nothing was converged, so nothing is looked at again.
+    assert_eq!(
+        b.engine.requests()[before..],
+        ["observe bench".to_owned(), "start app".to_owned()]
+    );
+}
