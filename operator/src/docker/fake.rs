@@ -1,8 +1,8 @@
 //! An engine in memory, for unit tests of the reconcile: containers, networks and volumes as
 //! plain data, every request recorded as a line of [`FakeEngine::requests`] (the changes alone
-//! in [`FakeEngine::calls`]), and a few levers for
-//! what Docker does by itself (a crash). What a test never needs (exec, files, scratch
-//! containers) answers with an error, as an engine that cannot do it would.
+//! in [`FakeEngine::calls`]), and a few levers for what Docker does by itself (a crash). What
+//! a test never needs (exec, files, scratch containers) answers with an error, as an engine
+//! that cannot do it would.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;

@@ -85,10 +85,11 @@ pub struct Observed {
     pub image_ids: BTreeMap<String, String>,
 }
 
-/// What one reconcile pass sees of its stack, taken once before anything is done: every
-/// decision of the pass is taken on this one view and this one `now`, never on a second look
-/// or a second reading of the clock. What runs *after* an acting step is that step's own
-/// answer (the converge [`Outcome`](crate::decide::plan::Outcome)), not a new snapshot.
+/// What one reconcile pass sees of its stack, taken once before anything is done: what the
+/// pass decides before acting is decided on this view alone, and everything it decides at
+/// this one `now`, never at a second reading of the clock. What runs *after* an acting step
+/// is that step's own answer (the converge [`Outcome`](crate::decide::plan::Outcome)), not a
+/// new snapshot.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     /// The project on the engine.
