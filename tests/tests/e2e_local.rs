@@ -99,7 +99,10 @@ async fn demo_reaches_ready_and_docker_compose_lists_it() {
     assert_eq!(phases, [(1, "Complete".into()), (2, "Complete".into())]);
     assert_eq!(h.status().last_good_revision, Some(2));
     let (one, two) = (&revisions[0].revision, &revisions[1].revision);
-    assert_ne!(one.services["backend"].config_hash, two.services["backend"].config_hash);
+    assert_ne!(
+        one.services["backend"].config_hash,
+        two.services["backend"].config_hash
+    );
     assert_eq!(one.services["redis"], two.services["redis"]);
     assert!(two.services["backend"]
         .image_id
@@ -108,7 +111,10 @@ async fn demo_reaches_ready_and_docker_compose_lists_it() {
     assert!(two.compose.contains("LOG_LEVEL: debug"));
     let stored = serde_json::to_string(&revisions).unwrap();
     for secret in spec.variables.values().filter(|v| v.len() >= 3) {
-        assert!(!stored.contains(secret.as_str()), "a variable value is in a revision");
+        assert!(
+            !stored.contains(secret.as_str()),
+            "a variable value is in a revision"
+        );
     }
 
     // Secrets stay out of status and events.

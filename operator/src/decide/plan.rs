@@ -492,6 +492,8 @@ impl ServiceSpec {
 /// What a pass did on the engine and what it saw afterwards.
 pub struct Outcome {
     pub plan: Plan,
+    /// What runs after the pass's actions: looked at again by a step that acted (converge,
+    /// holds), the pass's snapshot otherwise.
     pub observed: crate::observe::Observed,
     /// Services whose action failed, with the error text.
     pub failures: Vec<(String, String)>,

@@ -1,7 +1,8 @@
 //! An engine in memory, for unit tests of the reconcile: containers, networks and volumes as
-//! plain data, every change recorded as a line of [`FakeEngine::calls`], and a few levers for
-//! what Docker does by itself (a crash). What a test never needs (exec, files, scratch
-//! containers) answers with an error, as an engine that cannot do it would.
+//! plain data, every request recorded as a line of [`FakeEngine::requests`] (the changes alone
+//! in [`FakeEngine::calls`]), and a few levers for what Docker does by itself (a crash). What
+//! a test never needs (exec, files, scratch containers) answers with an error, as an engine
+//! that cannot do it would.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -33,6 +34,16 @@ struct State {
 impl FakeEngine {
     /// The changes asked of the engine so far, one line each (`create cache`, `start cache`).
     pub fn calls(&self) -> Vec<String> {
+        let s = self.lock();
+        s.calls
+            .iter()
+            .filter(|c| !c.starts_with(OBSERVE))
+            .cloned()
+            .collect()
+    }
+
+    /// Every request so far in order, the looks (`observe PROJECT`) among the changes.
+    pub fn requests(&self) -> Vec<String> {
         self.lock().calls.clone()
     }
 
@@ -79,6 +90,9 @@ impl FakeEngine {
     }
 }
 
+/// How a look at a project is recorded.
+const OBSERVE: &str = "observe ";
+
 fn missing(id: &str) -> EngineError {
     EngineError::Api {
         context: format!("container {id}"),
@@ -110,7 +124,8 @@ impl Engine for FakeEngine {
         volumes: &[String],
         images: &[String],
     ) -> Result<Observed, EngineError> {
-        let s = self.lock();
+        let mut s = self.lock();
+        s.calls.push(format!("{OBSERVE}{project}"));
         let prefix = format!("{project}-");
         Ok(Observed {
             containers: s

@@ -181,6 +181,8 @@ const EXEC_QUOTE: usize = 512;
 /// decides, this acts.
 #[async_trait]
 pub trait Engine: Send + Sync {
+    /// The project's containers (one-offs left out), and which of `networks`, `volumes` and
+    /// `images` exist on the engine, whoever made them.
     async fn observe(
         &self,
         project: &str,
@@ -414,46 +416,86 @@ impl BollardEngine {
             .boxed()
     }
 
-    /// Which of `networks` exist. The engine's whole list is read only when there is a name
-    /// to look for: the prober observes a project several times a second for its containers
-    /// alone, and listing every network and volume on a busy engine for nothing was a third
-    /// of its Docker requests.
+    /// Which of `networks` exist. One list of the networks labelled with the compose project
+    /// (ours and docker-compose's) answers for most; a name not on it (an external network,
+    /// or a namesake made by someone else, which exists all the same) is looked up by itself.
+    /// Nothing is asked when there is no name to look for: the prober observes a project
+    /// several times a second for its containers alone.
     async fn existing_networks(
         &self,
+        project: &str,
         networks: &[String],
     ) -> Result<BTreeSet<String>, EngineError> {
         if networks.is_empty() {
             return Ok(BTreeSet::new());
         }
-        let list = self
+        let filters = Self::label_filter(labels::PROJECT, project);
+        let opts = ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let labelled = self
             .docker
-            .list_networks(Some(ListNetworksOptionsBuilder::default().build()))
+            .list_networks(Some(opts))
             .await
-            .map_err(self.err("listing networks"))?;
-        Ok(list
+            .map_err(self.err("listing networks"))?
             .into_iter()
-            .filter_map(|n| n.name)
-            .filter(|name| networks.contains(name))
-            .collect())
+            .filter_map(|n| n.name);
+        let (mut found, unlisted) = sort_out(networks, labelled);
+        for name in unlisted {
+            match self.docker.inspect_network(name, None).await {
+                // The engine also matches an id prefix; only the name counts here.
+                Ok(n) if n.name.as_deref() == Some(name.as_str()) => {
+                    found.insert(name.clone());
+                }
+                Ok(_) => {}
+                Err(e) => self.absent_or(e, format!("inspecting network {name}"))?,
+            }
+        }
+        Ok(found)
     }
 
     /// Which of `volumes` exist (see [`Self::existing_networks`]).
-    async fn existing_volumes(&self, volumes: &[String]) -> Result<BTreeSet<String>, EngineError> {
+    async fn existing_volumes(
+        &self,
+        project: &str,
+        volumes: &[String],
+    ) -> Result<BTreeSet<String>, EngineError> {
         if volumes.is_empty() {
             return Ok(BTreeSet::new());
         }
-        let list = self
+        let filters = Self::label_filter(labels::PROJECT, project);
+        let opts = ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let labelled = self
             .docker
-            .list_volumes(Some(ListVolumesOptionsBuilder::default().build()))
+            .list_volumes(Some(opts))
             .await
-            .map_err(self.err("listing volumes"))?;
-        Ok(list
+            .map_err(self.err("listing volumes"))?
             .volumes
             .unwrap_or_default()
             .into_iter()
-            .map(|v| v.name)
-            .filter(|name| volumes.contains(name))
-            .collect())
+            .map(|v| v.name);
+        let (mut found, unlisted) = sort_out(volumes, labelled);
+        for name in unlisted {
+            match self.docker.inspect_volume(name).await {
+                Ok(_) => {
+                    found.insert(name.clone());
+                }
+                Err(e) => self.absent_or(e, format!("inspecting volume {name}"))?,
+            }
+        }
+        Ok(found)
+    }
+
+    /// A 404 is an answer (it does not exist); anything else is the error it is.
+    fn absent_or(&self, e: bollard::errors::Error, context: String) -> Result<(), EngineError> {
+        let e = EngineError::from_bollard(&self.host, context, e);
+        if e.is_not_found() {
+            Ok(())
+        } else {
+            Err(e)
+        }
     }
 
     /// Which of `images` are present, with their ids.
@@ -504,6 +546,20 @@ impl BollardEngine {
     }
 }
 
+/// Which of `wanted` are among `labelled`, and which are not there and must be looked up by
+/// name.
+fn sort_out(
+    wanted: &[String],
+    labelled: impl IntoIterator<Item = String>,
+) -> (BTreeSet<String>, Vec<&String>) {
+    let found: BTreeSet<String> = labelled
+        .into_iter()
+        .filter(|name| wanted.contains(name))
+        .collect();
+    let unlisted = wanted.iter().filter(|w| !found.contains(*w)).collect();
+    (found, unlisted)
+}
+
 #[async_trait]
 impl Engine for BollardEngine {
     async fn observe(
@@ -550,8 +606,8 @@ impl Engine for BollardEngine {
         let image_ids = self.existing_images(images).await?;
         Ok(Observed {
             containers,
-            networks: self.existing_networks(networks).await?,
-            volumes: self.existing_volumes(volumes).await?,
+            networks: self.existing_networks(project, networks).await?,
+            volumes: self.existing_volumes(project, volumes).await?,
             images: image_ids.keys().cloned().collect(),
             image_ids,
         })
@@ -805,5 +861,19 @@ impl Engine for BollardEngine {
         let opts = RemoveVolumeOptionsBuilder::default().force(false).build();
         let res = self.docker.remove_volume(name, Some(opts)).await;
         self.settled(res, &[404], format!("removing volume {name}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sort_out;
+
+    #[test]
+    fn a_name_the_project_list_lacks_is_left_to_be_looked_up_by_name() {
+        let wanted = ["shop_default".to_owned(), "shared".to_owned()];
+        let labelled = ["shop_default".to_owned(), "shop_other".to_owned()];
+        let (found, unlisted) = sort_out(&wanted, labelled);
+        assert_eq!(found.into_iter().collect::<Vec<_>>(), ["shop_default"]);
+        assert_eq!(unlisted, [&"shared".to_owned()]);
     }
 }

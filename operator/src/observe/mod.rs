@@ -1,5 +1,6 @@
 //! What was observed of a project: plain data, no Docker client. The pure decisions (plan,
 //! heal, report) read these; the Docker adapter (`crate::docker`) fills them and re-exports them.
+//! A reconcile pass takes one [`Snapshot`] before it does anything, and decides on it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -82,6 +83,40 @@ pub struct Observed {
     pub images: BTreeSet<String>,
     /// Their ids (docker-compose's config hash includes the image id).
     pub image_ids: BTreeMap<String, String>,
+}
+
+/// What one reconcile pass sees of its stack, taken once before anything is done: what the
+/// pass decides before acting is decided on this view alone, and everything it decides at
+/// this one `now`, never at a second reading of the clock. What runs *after* an acting step
+/// is that step's own answer (the converge [`Outcome`](crate::decide::plan::Outcome)), not a
+/// new snapshot.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// The project on the engine.
+    pub observed: Observed,
+    /// The probers' verdicts, by service.
+    pub probes: BTreeMap<String, ProbeVerdict>,
+    /// The status as the pass found it.
+    pub previous: crate::api::ServiceStackStatus,
+    /// The moment the pass decides at.
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+/// The prober's current verdict on a service with probes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProbeVerdict {
+    /// None until `successThreshold` or `failureThreshold` rounds have decided it.
+    pub healthy: Option<bool>,
+    pub consecutive_failures: u32,
+    pub consecutive_successes: u32,
+    pub last: Option<crate::api::ProbeRecord>,
+    /// The probe cannot do its job as configured (a wrong password, an unpublished port): says
+    /// nothing about the service, so it is no fault and causes no restart; the message tells
+    /// the user what to fix.
+    pub misconfigured: Option<String>,
+    /// The start time of the container run the verdict is about. A verdict about an earlier run
+    /// (before a restart) says nothing about the current one.
+    pub run_started_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// The 12-character id `docker ps` shows.

@@ -1,4 +1,5 @@
-//! Observe, plan, act, observe again: the step that brings the containers to the compose file.
+//! Plan, act, look again: the step that brings the containers to the compose file, planned on
+//! the pass's snapshot.
 
 use std::collections::BTreeSet;
 
@@ -6,27 +7,10 @@ use crate::api::{EventReason, ServiceStack};
 use crate::api::{EventType, StackEvent};
 use crate::compose::{self, Project};
 use crate::decide::plan::{self, Action, Outcome};
-use crate::docker::{Claim, Engine, EngineError, Owner};
-
-pub(super) async fn observe(
-    engine: &dyn Engine,
-    project: &Project,
-) -> Result<crate::docker::Observed, EngineError> {
-    let nets: Vec<String> = project.networks.iter().map(|n| n.name.clone()).collect();
-    let vols: Vec<String> = project.volumes.iter().map(|v| v.name.clone()).collect();
-    let images: Vec<String> = project
-        .services
-        .iter()
-        .map(|s| s.image.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    engine.observe(&project.name, &nets, &vols, &images).await
-}
+use crate::docker::{Claim, Engine, EngineError, Observed, Owner};
 
 /// Whose containers to converge, toward what, and what must not be touched.
 pub struct Target<'a> {
-    pub owner: &'a Owner,
     pub claim: &'a Claim,
     /// The revision and spec hash applied last (None before the first deploy).
     pub last: Option<&'a plan::Applied>,
@@ -36,28 +20,28 @@ pub struct Target<'a> {
     pub hold: bool,
 }
 
-/// Observe, plan, act, and observe again when anything was done, so status shows the result.
+/// The plan on `seen` (the pass's snapshot of the engine), less what must not be touched.
+pub fn planned(project: &Project, seen: &Observed, target: &Target<'_>) -> plan::Plan {
+    let mut plan = plan::plan_claimed(project, seen, target.claim, target.last);
+    plan.actions
+        .retain(|a| !target.hold && a.service().is_none_or(|s| !target.paused.contains(s)));
+    plan
+}
+
+/// Carries out `plan` (made by [`planned`] on `seen`); the outcome's `observed` is what runs
+/// afterwards: looked at again when anything was done, `seen` itself otherwise.
 pub async fn converge(
     stack: &ServiceStack,
     project: &Project,
-    target: &Target<'_>,
+    owner: &Owner,
+    plan: plan::Plan,
+    seen: &Observed,
     engine: &dyn Engine,
 ) -> Result<Outcome, EngineError> {
-    let Target {
-        owner,
-        claim,
-        last,
-        paused,
-        hold,
-    } = *target;
-    let observed = observe(engine, project).await?;
-    let mut plan = plan::plan_claimed(project, &observed, claim, last);
-    plan.actions
-        .retain(|a| !hold && a.service().is_none_or(|s| !paused.contains(s)));
     if stack.spec.suspend || plan.conflict.is_some() || plan.actions.is_empty() {
         return Ok(Outcome {
             plan,
-            observed,
+            observed: seen.clone(),
             failures: Vec::new(),
             acted: false,
             events: Vec::new(),
@@ -96,7 +80,7 @@ pub async fn converge(
             }
         }
     }
-    let observed = observe(engine, project).await?;
+    let observed = super::snapshot::look(engine, project).await?;
     Ok(Outcome {
         plan,
         observed,

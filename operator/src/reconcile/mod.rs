@@ -3,9 +3,10 @@
 //! ```text
 //! admit      secrets joined, compose file loaded and checked          (or: InvalidSpec, stop)
 //! engine     the stack's Docker engine                                (or: DockerUnreachable, stop)
-//! intent     held services and the deploy gate, decided before acting (heal::hold, Deploy)
-//! converge   observe -> plan -> act -> observe                        (converge.rs, decide/plan.rs)
-//! holds      stop what is held, resume what is not                    (hold.rs)
+//! observe    one Snapshot: engine, probe verdicts, status, `now`      (snapshot.rs, observe/)
+//! intent     held services and the deploy gate                        (heal::hold, Deploy)
+//! converge   plan on the snapshot -> act -> look again if it acted    (converge.rs, decide/plan.rs)
+//! holds      stop what is held, resume what is not; look again if so  (hold.rs)
 //! repair     restarts and budgets, each written into status first     (repair.rs)
 //! report     per-service status, health, Ready and Progressing        (decide/report.rs)
 //! backups    fold finished jobs, decide what starts                   (backups.rs)
@@ -13,6 +14,11 @@
 //! jobs       the backup jobs whose intent the write recorded
 //! requeue    when to look again                                       (requeue.rs, pure)
 //! ```
+//!
+//! The engine is observed once before anything is done, and every decision of the pass reads
+//! that snapshot and its one `now`. An acting step that changed what runs (converge, holds)
+//! looks again once done and hands that after-view on in its [`Outcome`]: repair, report and
+//! backups see what runs afterwards (the snapshot's own view when nothing was done).
 //!
 //! Docker trouble and bad specs are not errors of the reconcile: they end as conditions and a
 //! requeue, and nothing running is touched because of them. `Err` is kept for what the
@@ -28,6 +34,7 @@ pub mod prober;
 mod repair;
 pub mod requeue;
 mod revisions;
+mod snapshot;
 mod status;
 mod verdicts;
 mod watch;
@@ -36,7 +43,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use crate::admit::{self, Admitted};
 use crate::api::{
@@ -45,9 +52,9 @@ use crate::api::{
 use crate::compose::Project;
 use crate::decide::backup::plan::Gate;
 use crate::decide::heal::hold::Holds;
-use crate::decide::heal::ProbeVerdict;
 use crate::decide::{plan, report};
 use crate::docker::{Claim, Engine, EngineError};
+use crate::observe::Snapshot;
 use crate::store::StoreError;
 
 pub use crate::decide::plan::{plan, Action, Outcome, Plan};
@@ -93,13 +100,6 @@ pub(crate) struct Pass<'a> {
     pub claim: Claim,
     /// The stack's engine; jobs and probers that outlive the pass hold it too.
     pub engine: Arc<dyn Engine>,
-}
-
-/// What the pass sees once the engine has been acted on: the probers' verdicts and the
-/// moment every later decision is taken at.
-pub(crate) struct Snapshot {
-    pub probes: BTreeMap<String, ProbeVerdict>,
-    pub now: DateTime<Utc>,
 }
 
 /// Brings one stack one step closer to its spec and reports what it sees.
@@ -165,12 +165,8 @@ struct Intent {
 }
 
 impl Intent {
-    fn of(
-        ctx: &Context,
-        stack: &ServiceStack,
-        project: &Project,
-        previous: &ServiceStackStatus,
-    ) -> Self {
+    fn of(ctx: &Context, stack: &ServiceStack, project: &Project, seen: &Snapshot) -> Self {
+        let previous = &seen.previous;
         let holds = crate::decide::heal::hold::holds(
             project,
             stack
@@ -180,7 +176,7 @@ impl Intent {
                 .unwrap_or(&BTreeMap::new()),
             &crate::backup::runner::restoring(&previous.backups),
             &previous.services,
-            Utc::now(),
+            seen.now,
         );
         let deploy = deploy::Deploy::of(stack, project, previous);
         let hold_deploy = deploy.gate != Gate::Open || ctx.draining();
@@ -212,7 +208,6 @@ async fn apply(
 ) -> Result<Requeue, Error> {
     let project = &admitted.project;
     let previous = stack.status.clone().unwrap_or_default();
-    let intent = Intent::of(ctx, stack, project, &previous);
     let claim = claim(stack, project, uid, &previous);
     ctx.watches.ensure(
         stack.spec.docker.host(),
@@ -222,6 +217,12 @@ async fn apply(
     );
     let shared = ctx.prober_shared();
     prober::ensure(&ctx.jobs, stack, project, &claim, &engine, &shared);
+    // Read after the prober is started or cancelled: the board then holds this spec's verdicts.
+    let seen = match snapshot::take(ctx, &stack.key(), &*engine, project, previous).await {
+        Ok(s) => s,
+        Err(e) => return unreachable(ctx, stack, e).await,
+    };
+    let intent = Intent::of(ctx, stack, project, &seen);
     let mut pass = Pass {
         ctx,
         stack,
@@ -230,16 +231,12 @@ async fn apply(
         claim,
         engine,
     };
-    let outcome = match converged(&mut pass, &intent, uid, &previous).await? {
+    let outcome = match converged(&mut pass, &intent, uid, &seen).await? {
         Ok(o) => o,
         Err(e) => return unreachable(ctx, pass.stack, e).await,
     };
-    let snapshot = Snapshot {
-        probes: ctx.probes.snapshot(&pass.stack.key()),
-        now: Utc::now(),
-    };
-    let repair = repair::repair(&mut pass, &outcome, &snapshot, &intent.hands_off()).await?;
-    finish_pass(pass, &intent, &previous, outcome, &snapshot, repair).await
+    let repair = repair::repair(&mut pass, &outcome, &seen, &intent.hands_off()).await?;
+    finish_pass(pass, &intent, outcome, &seen, repair).await
 }
 
 /// The converge and holds steps: the containers brought to the compose file, held services
@@ -249,8 +246,9 @@ async fn converged(
     pass: &mut Pass<'_>,
     intent: &Intent,
     uid: &str,
-    previous: &ServiceStackStatus,
+    seen: &Snapshot,
 ) -> Result<Result<Outcome, EngineError>, Error> {
+    let previous = &seen.previous;
     let owner = crate::docker::Owner {
         project: pass.project.name.clone(),
         stack: pass.stack.key(),
@@ -264,13 +262,26 @@ async fn converged(
             spec_hash,
         });
     let target = converge::Target {
-        owner: &owner,
         claim: &pass.claim,
         last: last.as_ref(),
         paused: &intent.holds.held(),
         hold: intent.hold_deploy,
     };
-    let mut outcome = match converge(pass.stack, pass.project, &target, &*pass.engine).await {
+    let plan = converge::planned(pass.project, &seen.observed, &target);
+    // Intent first: the revision is in the store before any container of it is touched.
+    let applies = !intent.hold_deploy && !pass.stack.spec.suspend && plan.conflict.is_none();
+    if applies && previous.revision != Some(plan.revision) {
+        revisions::record(pass, plan.revision, &seen.observed, seen.now).await?;
+    }
+    let converged = converge(
+        pass.stack,
+        pass.project,
+        &owner,
+        plan,
+        &seen.observed,
+        &*pass.engine,
+    );
+    let mut outcome = match converged.await {
         Ok(o) => o,
         Err(e) => return Ok(Err(e)),
     };
@@ -281,7 +292,7 @@ async fn converged(
     let may_act = !pass.ctx.draining() && !pass.stack.spec.suspend;
     if may_act && hold::act(pass, &intent.holds, &outcome).await? {
         // What the status reports must be what runs after the stop or start.
-        match converge::observe(&*pass.engine, pass.project).await {
+        match snapshot::look(&*pass.engine, pass.project).await {
             Ok(o) => outcome.observed = o,
             Err(e) => return Ok(Err(e)),
         }
@@ -293,12 +304,12 @@ async fn converged(
 async fn finish_pass(
     pass: Pass<'_>,
     intent: &Intent,
-    previous: &ServiceStackStatus,
     outcome: Outcome,
     snapshot: &Snapshot,
     repair: repair::Repair,
 ) -> Result<Requeue, Error> {
     let (ctx, project, now) = (pass.ctx, pass.project, snapshot.now);
+    let previous = &snapshot.previous;
     let key = pass.stack.key();
     let facts = report::Facts {
         required: &pass.admitted.required,
@@ -329,7 +340,7 @@ async fn finish_pass(
         .chain(&backups.events)
         .cloned()
         .collect();
-    status::finish(ctx, pass.stack, status, previous, verdicts, later).await?;
+    status::finish(ctx, pass.stack, status, previous, verdicts, later, now).await?;
     // Only now that status holds their intent do the jobs start; and only now are the results
     // folded into it let go of (a pass whose write failed folds them again).
     for spawn in backups.spawns {
@@ -425,7 +436,16 @@ async fn unreachable(
         ..previous.clone()
     };
     let verdicts = verdicts::unreachable(&host, &e);
-    status::finish(ctx, stack, status, &previous, verdicts, Vec::new()).await?;
+    status::finish(
+        ctx,
+        stack,
+        status,
+        &previous,
+        verdicts,
+        Vec::new(),
+        Utc::now(),
+    )
+    .await?;
     backed_off(ctx, stack).await
 }
 
@@ -442,7 +462,16 @@ async fn invalid(
         ..previous.clone()
     };
     let verdicts = verdicts::invalid(failure);
-    status::finish(ctx, stack, status, &previous, verdicts, Vec::new()).await?;
+    status::finish(
+        ctx,
+        stack,
+        status,
+        &previous,
+        verdicts,
+        Vec::new(),
+        Utc::now(),
+    )
+    .await?;
     backed_off(ctx, stack).await
 }
 

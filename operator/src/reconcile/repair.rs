@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use super::{Error, Outcome, Pass, Snapshot};
+use super::{Error, Outcome, Pass};
 use crate::api::{EventType, StackEvent};
 use crate::api::{
     RestartReason, RestartRecord, Restarter, ServiceStack, ServiceStackStatus, ServiceStatus,
@@ -15,6 +15,7 @@ use crate::api::{
 use crate::compose::{Project, ServiceSpec};
 use crate::decide::heal::{self, Decision, ProbeVerdict, Schedule};
 use crate::docker::{short_id, ObservedContainer};
+use crate::observe::Snapshot;
 use tracing::{info, warn};
 
 /// What the repair pass leaves for the status report.

@@ -1,6 +1,6 @@
 //! The one status writer, and the events that follow a write.
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tracing::{info, warn};
 
 use super::{Context, Error};
@@ -11,7 +11,8 @@ use crate::decide::report;
 /// Writes the status when anything in it changed, then publishes the events of the pass: the
 /// ones given (what the pass found out) and one for each condition that turned bad. Events come
 /// after the write, so a pass whose write failed (a stale view, another writer) tells nothing it
-/// did not commit; the next pass finds the same things and tells them once.
+/// did not commit; the next pass finds the same things and tells them once. A condition that
+/// changes is stamped `now`, the moment the pass decided it.
 pub(super) async fn finish(
     ctx: &Context,
     stack: &mut ServiceStack,
@@ -19,10 +20,11 @@ pub(super) async fn finish(
     previous: &ServiceStackStatus,
     verdicts: Vec<Verdict>,
     mut events: Vec<StackEvent>,
+    now: DateTime<Utc>,
 ) -> Result<(), Error> {
     let generation = stack.metadata.generation;
     status.observed_generation = generation;
-    status.conditions = condition::merge(&previous.conditions, verdicts, generation, Utc::now());
+    status.conditions = condition::merge(&previous.conditions, verdicts, generation, now);
     // Every pass reports, whatever its outcome: an alert on readiness must hear of an invalid
     // spec or an unreachable engine too.
     ctx.metrics.stack_observed(&stack.key(), &status);

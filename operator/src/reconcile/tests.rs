@@ -281,8 +281,39 @@ async fn beyond_the_history_limit_the_oldest_revisions_are_forgotten() {
     b.apply(COMPOSE, limited);
     b.until_ready().await;
     for tag in ["2", "3", "4"] {
-        b.apply(&COMPOSE.replace("test/app:1", &format!("test/app:{tag}")), limited);
+        b.apply(
+            &COMPOSE.replace("test/app:1", &format!("test/app:{tag}")),
+            limited,
+        );
         b.until_ready().await;
     }
     assert_eq!(history(&b), [(3, Complete), (4, Complete)]);
+}
+
+#[tokio::test]
+async fn a_pass_looks_at_the_engine_once_before_acting_and_once_after() {
+    let b = Bench::new();
+    b.pass().await;
+    // Planned, acted on and reported from one look each side of the actions.
+    assert_eq!(
+        b.engine.requests(),
+        [
+            "observe bench",
+            "create network bench_default",
+            "create db",
+            "start db",
+            "create app",
+            "start app",
+            "observe bench",
+        ]
+    );
+    b.until_ready().await;
+    b.engine.crash("app", 3);
+    let before = b.engine.requests().len();
+    b.pass().await;
+    // Repaired on the snapshot: nothing was converged, so nothing is looked at again.
+    assert_eq!(
+        b.engine.requests()[before..],
+        ["observe bench".to_owned(), "start app".to_owned()]
+    );
 }

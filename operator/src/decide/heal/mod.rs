@@ -17,6 +17,8 @@ use crate::api::{ContainerHealth, ContainerState, RestartReason, RestartSpec, Sc
 use crate::compose::{DependencyCondition, Project, RestartPolicy, ServiceSpec};
 use crate::decide::backup::schedule::SlotSchedule;
 use crate::observe::ObservedContainer;
+// Probe verdicts are observations; the decisions here read them.
+pub use crate::observe::ProbeVerdict;
 
 /// The window of the restart budget.
 pub const BUDGET_WINDOW: Duration = Duration::hours(1);
@@ -25,23 +27,6 @@ pub const BUDGET_WINDOW: Duration = Duration::hours(1);
 /// waits longer, but shows `restarting` meanwhile). An `exited` container past this grace, under a
 /// policy that would restart it, was stopped on purpose or given up on.
 const DOCKER_RESTART_GRACE: Duration = Duration::seconds(2);
-
-/// The prober's current verdict on a service with probes.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ProbeVerdict {
-    /// None until `successThreshold` or `failureThreshold` rounds have decided it.
-    pub healthy: Option<bool>,
-    pub consecutive_failures: u32,
-    pub consecutive_successes: u32,
-    pub last: Option<crate::api::ProbeRecord>,
-    /// The probe cannot do its job as configured (a wrong password, an unpublished port): says
-    /// nothing about the service, so it is no fault and causes no restart; the message tells
-    /// the user what to fix.
-    pub misconfigured: Option<String>,
-    /// The start time of the container run the verdict is about. A verdict about an earlier run
-    /// (before a restart) says nothing about the current one.
-    pub run_started_at: Option<DateTime<Utc>>,
-}
 
 /// Whether a container run whose probes fail is still starting: it never passed them and is
 /// younger than `startupSeconds`. Its failures are counted, but do not make it unhealthy yet.
