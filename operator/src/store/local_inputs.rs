@@ -106,3 +106,28 @@ pub fn stamp(refs: &References) -> Stamp {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_env_files_of_variables_from_are_watched_and_lend_the_compose_file_their_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        // The compose file's env_file path needs ${ENV_NAME}, which only stack.env sets.
+        std::fs::write(dir.path().join("stack.env"), "ENV_NAME=app.env\n").unwrap();
+        let spec = serde_json::json!({
+            "compose": {"file": "services: {a: {image: x, env_file: \"${ENV_NAME}\"}}"},
+            "variablesFrom": [{"file": "stack.env"}],
+        });
+        let stack = ServiceStack::new("demo", serde_json::from_value(spec).unwrap());
+        let refs = references(&stack, dir.path());
+        assert_eq!(
+            refs.env_files,
+            [dir.path().join("app.env"), dir.path().join("stack.env")].into()
+        );
+        let before = stamp(&refs);
+        std::fs::write(dir.path().join("stack.env"), "ENV_NAME=app.env\nPW=x\n").unwrap();
+        assert_ne!(stamp(&refs), before, "an edit to stack.env went unseen");
+    }
+}
