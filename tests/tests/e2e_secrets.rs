@@ -278,8 +278,24 @@ async fn a_password_from_an_env_file_reaches_the_container_and_neither_status_ev
         format!("# the database\nDB_PASSWORD={}\n", pw("two"))
     );
     printenv_until(&container, "DB_PASSWORD", &pw("two"));
-    assert_ne!(docker(&["inspect", "-f", "{{.Id}}", &container]), first);
+    let second = docker(&["inspect", "-f", "{{.Id}}", &container]);
+    assert_ne!(second, first);
     ready_in(&driver, "varfile");
+
+    // The file gone: InvalidSpec again, and what runs is left as it is.
+    std::fs::remove_file(&env).unwrap();
+    wait_for("InvalidSpec after the file is removed", TIMEOUT, || {
+        let status = driver.status("vars", "varfile");
+        match condition::find(&status.conditions, ConditionType::InvalidSpec) {
+            Some(c) if c.message.contains("does not exist") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    assert_eq!(docker(&["inspect", "-f", "{{.Id}}", &container]), second);
+    assert_eq!(
+        docker(&["inspect", "-f", "{{.State.Running}}", &container]).trim(),
+        "true"
+    );
 
     // Nowhere else: status, events and stamps (the state directory), labels.
     let state = all_text(&driver.state);
