@@ -54,7 +54,9 @@ pub trait Store: Send + Sync {
     /// wins). The failure says what to fix and never holds a value.
     async fn referenced_variables(&self, stack: &ServiceStack) -> Result<Variables, Failure>;
     /// Puts one variable's new value where it lives, with its rotation stamp (see
-    /// [`Rewrite`]: a compare-and-swap, idempotent). Errors never hold a value.
+    /// [`Rewrite`]: a compare-and-swap, idempotent). The caller records its intent first and,
+    /// after a crash, retries the same rewrite, which completes whatever half was not done.
+    /// Errors never hold a value.
     async fn write_variable(
         &self,
         stack: &ServiceStack,
