@@ -16,6 +16,7 @@ pub mod compose;
 pub mod decide;
 pub mod docker;
 pub mod driver;
+pub mod env_file;
 pub mod jobs;
 pub mod metrics;
 pub mod observe;

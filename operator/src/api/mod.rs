@@ -65,8 +65,9 @@ pub struct ServiceStackSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variables: BTreeMap<String, String>,
 
-    /// Secrets whose keys become variables too, for passwords that must not sit in the
-    /// manifest (cluster mode only). A key set in `variables` as well takes that value.
+    /// Where else variables come from, for passwords that must not sit in the manifest: a
+    /// Secret (in a cluster) or an env file beside the manifest (`stackwarden local`). A key
+    /// set in `variables` as well takes that value; among the sources, a later one wins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variables_from: Vec<VariablesSource>,
 
@@ -122,12 +123,17 @@ impl RolloutSpec {
     }
 }
 
-/// A source of variables.
+/// A source of variables: exactly one of `secretRef` (in a cluster) or `file` (in local mode).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct VariablesSource {
-    /// A Secret in the ServiceStack's namespace; each of its keys becomes a variable.
-    pub secret_ref: SecretRef,
+pub enum VariablesSource {
+    /// A Secret in the ServiceStack's namespace; each of its keys becomes a variable. Cluster
+    /// mode only.
+    SecretRef(SecretRef),
+    /// An env file (`KEY=value` lines, read as docker-compose reads `.env`); each of its
+    /// variables becomes one. The path is relative to the manifest file's directory. Local
+    /// mode only (`stackwarden local`); keep the file private (`chmod 600`).
+    File(String),
 }
 
 /// A Secret by name.
@@ -903,6 +909,38 @@ spec:
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field `backupz`"), "{err}");
+    }
+
+    #[test]
+    fn a_variables_source_is_exactly_one_of_a_secret_or_a_file() {
+        // Read as manifests are (`from_yaml_value`): through JSON, where an enum is a one-key map.
+        let spec = |sources: &str| {
+            let yaml: yaml_serde::Value =
+                yaml_serde::from_str(&format!("compose: {{file: x}}\nvariablesFrom: {sources}"))
+                    .unwrap();
+            serde_json::from_value::<ServiceStackSpec>(serde_json::to_value(yaml).unwrap())
+        };
+        let parsed = spec("[{secretRef: {name: db}}, {file: stack.env}]").unwrap();
+        assert_eq!(
+            parsed.variables_from,
+            vec![
+                VariablesSource::SecretRef(SecretRef { name: "db".into() }),
+                VariablesSource::File("stack.env".into()),
+            ]
+        );
+        // Written back in the shape existing manifests have.
+        let json = serde_json::to_value(&parsed.variables_from).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([{"secretRef": {"name": "db"}}, {"file": "stack.env"}])
+        );
+        for bad in [
+            "[{secretRef: {name: db}, file: stack.env}]",
+            "[{}]",
+            "[{env: x}]",
+        ] {
+            assert!(spec(bad).is_err(), "{bad} was accepted");
+        }
     }
 
     #[test]

@@ -352,92 +352,11 @@ pub fn build_tag(
     format!("stackwarden-build/{project}-{service}:{}", &digest[..12])
 }
 
-/// Parses an env file as docker-compose 1.29 does (through python-dotenv): `KEY=value` lines,
-/// `#` comments and blank lines skipped, an optional `export ` prefix, values in single quotes
-/// taken literally, in double quotes with `\n`, `\t`, `\"` and `\\` escapes, unquoted ones
-/// trimmed and cut at ` #`. A line with no `=` is a variable from the shell, which the operator
-/// does not have: it is skipped. Unlike python-dotenv, `${VAR}` in a value is not expanded: a
-/// password with a `$` in it arrives as written. Errors name the line, never its value.
-pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let line = line.strip_prefix("export ").map_or(line, str::trim_start);
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let key = key.trim();
-        if key.is_empty() || key.chars().any(char::is_whitespace) {
-            return Err(format!(
-                "line {}: the variable name before `=` is empty or contains whitespace",
-                n + 1
-            ));
-        }
-        let value = env_value(value.trim())
-            .ok_or_else(|| format!("line {}: a quoted value is not closed", n + 1))?;
-        out.push((key.to_owned(), value));
-    }
-    Ok(out)
-}
-
-fn env_value(v: &str) -> Option<String> {
-    if let Some(rest) = v.strip_prefix('\'') {
-        return rest.find('\'').map(|end| rest[..end].to_owned());
-    }
-    if let Some(rest) = v.strip_prefix('"') {
-        let mut out = String::new();
-        let mut chars = rest.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '"' => return Some(out),
-                '\\' => match chars.next()? {
-                    'n' => out.push('\n'),
-                    't' => out.push('\t'),
-                    'r' => out.push('\r'),
-                    other @ ('"' | '\\' | '\'') => out.push(other),
-                    other => {
-                        out.push('\\');
-                        out.push(other);
-                    }
-                },
-                c => out.push(c),
-            }
-        }
-        return None;
-    }
-    let cut = v.find(" #").map_or(v, |i| &v[..i]);
-    Some(cut.trim_end().to_owned())
-}
+pub use crate::env_file::parse as parse_env_file;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn env_files_read_like_docker_compose_reads_them() {
-        let text = "\u{feff}# comment\n\nA=1\nexport B = two \nC='x y # z'\nD=\"l1\\nl2 \\\"q\\\"\"\nE=plain # trailing\nFROM_SHELL\nF=\nG=a=b\n";
-        let vars: BTreeMap<_, _> = parse_env_file(text).unwrap().into_iter().collect();
-        assert_eq!(vars["A"], "1");
-        assert_eq!(vars["B"], "two");
-        assert_eq!(vars["C"], "x y # z");
-        assert_eq!(vars["D"], "l1\nl2 \"q\"");
-        assert_eq!(vars["E"], "plain");
-        assert_eq!(vars["F"], "");
-        assert_eq!(vars["G"], "a=b");
-        assert!(!vars.contains_key("FROM_SHELL"));
-    }
-
-    #[test]
-    fn a_broken_env_file_line_is_named_without_its_value() {
-        let err = parse_env_file("OK=1\nPW=\"s3cret-unclosed\n").unwrap_err();
-        assert!(err.contains("line 2") && !err.contains("s3cret"), "{err}");
-        let err = parse_env_file("BAD KEY=s3cret").unwrap_err();
-        assert!(err.contains("line 1") && !err.contains("s3cret"), "{err}");
-    }
 
     #[test]
     fn a_build_tag_changes_with_content_dockerfile_args_and_target_only() {

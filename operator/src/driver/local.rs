@@ -597,7 +597,7 @@ impl Driver {
             let stack = record.to_stack();
             // Stamped before the reconcile reads them: an edit in between is seen next poll.
             let dir = file.parent().unwrap_or(Path::new("."));
-            let refs = crate::compose::references(&stack, dir);
+            let refs = local_inputs::references(&stack, dir);
             let stamp = local_inputs::stamp(&refs);
             self.inputs.insert(key.clone(), (refs, stamp));
             match reconcile::reconcile(&stack, &record.uid, ctx).await {

@@ -46,9 +46,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::admit::{self, Admitted};
-use crate::api::{
-    ConditionStatus, ConditionType, Reason, ServiceStack, ServiceStackStatus, Verdict,
-};
+use crate::api::{ConditionStatus, ConditionType, ServiceStack, ServiceStackStatus, Verdict};
 use crate::compose::Project;
 use crate::decide::backup::plan::Gate;
 use crate::decide::heal::hold::Holds;
@@ -129,18 +127,14 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
     }
 }
 
-/// The admit step: variables from Secrets join the spec's own (which win) before anything
+/// The admit step: variables from Secrets and env files join the spec's own (which win) before anything
 /// reads them, then the compose file (with what the local driver read beside the manifest).
 async fn admitted(
     ctx: &Context,
     stack: &mut ServiceStack,
 ) -> Result<Admitted, crate::api::Failure> {
-    let from_secrets = ctx
-        .store
-        .referenced_variables(stack)
-        .await
-        .map_err(|message| crate::api::Failure::new(Reason::SecretNotFound, message))?;
-    for (k, v) in from_secrets {
+    let referenced = ctx.store.referenced_variables(stack).await?;
+    for (k, v) in crate::store::variables::values(referenced) {
         stack.spec.variables.entry(k).or_insert(v);
     }
     let Some(dir) = ctx.store.manifest_dir(stack) else {

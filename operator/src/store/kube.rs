@@ -1,15 +1,23 @@
 //! [`Store`] on the Kubernetes API, for the cluster driver (`driver/kube.rs`): status
 //! is written by server-side apply with the version it was computed from (a stale view cannot
-//! overwrite a newer status), events go through `events.k8s.io`.
+//! overwrite a newer status), events go through `events.k8s.io`. Variables come from Secrets,
+//! and rotated values go back into them (with their stamps in an annotation).
+
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 
-use super::{EventType, StackEvent, Store, StoreError};
+use super::variables::Found;
+use super::{
+    EventType, Location, Rewrite, StackEvent, Stamp, Store, StoreError, Variable, Variables,
+};
 use crate::api::revision::{Outcome, Recorded, Revision};
-use crate::api::{ServiceStack, ServiceStackStatus};
+use crate::api::{Failure, Reason, ServiceStack, ServiceStackStatus, VariablesSource};
 use chrono::{DateTime, Utc};
 
 /// Field manager of the status and reporting controller of events.
@@ -20,6 +28,12 @@ pub struct KubeStore {
     client: Client,
     reporter: Reporter,
 }
+
+/// The annotation on a Secret recording when each of its keys was last rotated: one JSON object
+/// of key to [`Stamp`], not an annotation per key, because an annotation's name part allows at
+/// most 63 characters and must start and end with a letter or digit, which a Secret key (up
+/// to 253 characters, `.`, `_` and `-` anywhere) need not.
+pub const ROTATIONS: &str = "stackwarden.dev/rotations";
 
 impl KubeStore {
     pub(super) fn client(&self) -> Client {
@@ -33,6 +47,47 @@ impl KubeStore {
         };
         Self { client, reporter }
     }
+
+    fn secrets(&self, stack: &ServiceStack) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &stack.namespace().unwrap_or_default())
+    }
+
+    async fn secret(&self, ns: &str, name: &str) -> Result<Secret, Failure> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        match api.get(name).await {
+            Ok(s) => Ok(s),
+            Err(kube::Error::Api(e)) if e.code == 404 => Err(Failure::new(
+                Reason::SecretNotFound,
+                format!("Secret {ns}/{name} named in spec.variablesFrom does not exist; create it or fix the name"),
+            )),
+            Err(e) => Err(Failure::new(
+                Reason::SecretNotFound,
+                format!("Secret {ns}/{name} named in spec.variablesFrom cannot be read ({e}); check the operator's RBAC"),
+            )),
+        }
+    }
+}
+
+/// The Secret a source names; an env file is refused: a cluster has no directory to read it from.
+fn secret_name(source: &VariablesSource) -> Result<&String, Failure> {
+    match source {
+        VariablesSource::SecretRef(r) => Ok(&r.name),
+        VariablesSource::File(path) => Err(Failure::new(
+            Reason::InvalidField,
+            format!("spec.variablesFrom names the env file {path:?}, but in a cluster there is no directory to read it from; put the values in a Secret and name it instead: `variablesFrom: [{{secretRef: {{name: ...}}}}]`"),
+        )),
+    }
+}
+
+/// The rotation stamps the Secret's [`ROTATIONS`] annotation records.
+fn rotations(secret: &Secret, name: &str) -> Result<BTreeMap<String, Stamp>, StoreError> {
+    let Some(json) = secret.annotations().get(ROTATIONS) else {
+        return Ok(BTreeMap::new());
+    };
+    serde_json::from_str(json).map_err(|source| StoreError::Corrupt {
+        path: format!("annotation {ROTATIONS} of Secret {name}"),
+        source,
+    })
 }
 
 #[async_trait]
@@ -71,27 +126,77 @@ impl Store for KubeStore {
         }
     }
 
-    async fn referenced_variables(
+    async fn referenced_variables(&self, stack: &ServiceStack) -> Result<Variables, Failure> {
+        let ns = stack.namespace().unwrap_or_default();
+        let mut out = Variables::new();
+        for source in &stack.spec.variables_from {
+            let name = secret_name(source)?;
+            let secret = self.secret(&ns, name).await?;
+            for (key, v) in secret.data.unwrap_or_default() {
+                let value = String::from_utf8(v.0).map_err(|_| {
+                    Failure::new(
+                        Reason::InvalidField,
+                        format!("key {key} of Secret {ns}/{name} is not UTF-8 text"),
+                    )
+                })?;
+                let location = Location::Secret {
+                    name: name.clone(),
+                    key: key.clone(),
+                };
+                out.insert(key, Variable { value, location });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write_variable(
         &self,
         stack: &ServiceStack,
-    ) -> Result<std::collections::BTreeMap<String, String>, String> {
-        let ns = stack.namespace().unwrap_or_default();
-        let api: Api<k8s_openapi::api::core::v1::Secret> =
-            Api::namespaced(self.client.clone(), &ns);
-        let mut out = std::collections::BTreeMap::new();
+        rewrite: Rewrite<'_>,
+    ) -> Result<(), StoreError> {
+        let Location::Secret { name, key } = rewrite.location else {
+            return Err(StoreError::Refused(format!(
+                "variable {} lives in an env file, which a cluster does not have",
+                rewrite.location.key()
+            )));
+        };
+        let api = self.secrets(stack);
+        let mut secret = api.get(name).await?;
+        let current = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned());
+        let mut stamps = rotations(&secret, name)?;
+        let found = rewrite.found(current.as_deref());
+        if found == Found::Changed {
+            return Err(StoreError::Conflict);
+        }
+        if found == Found::Done && stamps.get(key) == Some(&rewrite.stamp) {
+            return Ok(());
+        }
+        secret
+            .data
+            .get_or_insert_default()
+            .insert(key.clone(), ByteString(rewrite.value.as_bytes().to_vec()));
+        stamps.insert(key.clone(), rewrite.stamp);
+        let stamps = serde_json::to_string(&stamps).expect("stamps serialize");
+        secret.annotations_mut().insert(ROTATIONS.into(), stamps);
+        // A replace carries the resourceVersion it was read at: the API server refuses it (409)
+        // if another writer changed the Secret in between.
+        match api.replace(name, &PostParams::default(), &secret).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Err(StoreError::Conflict),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn stamps(&self, stack: &ServiceStack) -> Result<BTreeMap<String, Stamp>, StoreError> {
+        let api = self.secrets(stack);
+        let mut out = BTreeMap::new();
         for source in &stack.spec.variables_from {
-            let name = &source.secret_ref.name;
-            let secret = match api.get(name).await {
-                Ok(s) => s,
-                Err(kube::Error::Api(e)) if e.code == 404 => {
-                    return Err(format!("Secret {ns}/{name} named in spec.variablesFrom does not exist; create it or fix the name"))
-                }
-                Err(e) => return Err(format!("Secret {ns}/{name} named in spec.variablesFrom cannot be read ({e}); check the operator's RBAC")),
-            };
-            for (k, v) in secret.data.unwrap_or_default() {
-                let text = String::from_utf8(v.0)
-                    .map_err(|_| format!("key {k} of Secret {ns}/{name} is not UTF-8 text"))?;
-                out.insert(k, text);
+            if let VariablesSource::SecretRef(r) = source {
+                out.extend(rotations(&api.get(&r.name).await?, &r.name)?);
             }
         }
         Ok(out)

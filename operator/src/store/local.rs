@@ -3,7 +3,9 @@
 //!
 //! Layout of the state directory: `<state>/<namespace>/<name>/record.json` (uid, generation,
 //! the spec last seen, where it came from, status) and `events.jsonl` next to it;
-//! `<state>/manifests.json` holds what is wrong in the manifest files (see [`Problems`]).
+//! `<state>/manifests.json` holds what is wrong in the manifest files (see [`Problems`]);
+//! `secrets.json` beside a record, when each variable of `spec.variablesFrom` was last rotated
+//! (the values stay in the env files the manifest names).
 //! Records are written to a temporary file and renamed, so a kill never leaves half a record.
 //! They hold `spec.variables` (passwords): every directory is 0700 and every file 0600 (see
 //! [`private`]).
@@ -15,9 +17,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{private, StackEvent, Store, StoreError};
+use super::variables::Found;
+use super::{
+    private, Location, Rewrite, StackEvent, Stamp, Store, StoreError, Variable, Variables,
+};
 use crate::api::revision::{Outcome, Recorded, Revision};
-use crate::api::{ServiceStack, ServiceStackSpec, ServiceStackStatus};
+use crate::api::{
+    Failure, Reason, ServiceStack, ServiceStackSpec, ServiceStackStatus, VariablesSource,
+};
+use crate::env_file;
 
 /// What the state directory remembers of a stack.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -60,6 +68,8 @@ impl Record {
 
 /// Beside the namespaces' directories: what is wrong in the manifest files.
 const PROBLEMS_FILE: &str = "manifests.json";
+/// Beside a stack's record: when each of its variables was last rotated (stamps, never values).
+const STAMPS_FILE: &str = "secrets.json";
 
 /// [`Store`] on a state directory.
 #[derive(Clone)]
@@ -200,6 +210,33 @@ impl LocalStore {
         }
     }
 
+    /// The rotation stamps of a stack's variables, from `secrets.json` beside its record.
+    fn load_stamps(&self, ns: &str, name: &str) -> Result<BTreeMap<String, Stamp>, StoreError> {
+        let path = self.dir(ns, name).join(STAMPS_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Corrupt {
+                path: path.display().to_string(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
+            Err(e) => Err(Self::io(&path)(e)),
+        }
+    }
+
+    fn save_stamp(&self, stack: &ServiceStack, key: &str, stamp: &Stamp) -> Result<(), StoreError> {
+        let (ns, name) = names(stack);
+        let mut stamps = self.load_stamps(&ns, &name)?;
+        if stamps.get(key) == Some(stamp) {
+            return Ok(());
+        }
+        stamps.insert(key.to_owned(), stamp.clone());
+        let dir = self.dir(&ns, &name);
+        private::create_dir(&dir).map_err(Self::io(&dir))?;
+        let path = dir.join(STAMPS_FILE);
+        let bytes = serde_json::to_vec_pretty(&stamps).expect("stamps serialize");
+        private::write_durable(&path, &bytes).map_err(Self::io(&path))
+    }
+
     /// Every stack the state directory knows, sorted by namespace and name.
     pub fn list(&self) -> Result<Vec<Record>, StoreError> {
         let mut out = Vec::new();
@@ -271,6 +308,47 @@ impl LocalStore {
     }
 }
 
+/// The env file a `spec.variablesFrom` source names (relative to the manifest's directory); a
+/// Secret is refused: local mode has none.
+fn env_file_of(source: &VariablesSource) -> Result<&String, Failure> {
+    match source {
+        VariablesSource::File(file) => Ok(file),
+        VariablesSource::SecretRef(r) => Err(Failure::new(
+            Reason::InvalidField,
+            format!("spec.variablesFrom names Secret {:?}, but local mode has no Secrets; put the values in an env file beside the manifest (KEY=value lines, chmod 600) and name it instead: `variablesFrom: [{{file: stack.env}}]`", r.name),
+        )),
+    }
+}
+
+/// The variables of the env file at `path`. The failure names the file and line, never a value.
+fn read_env_file(path: &Path) -> Result<Variables, Failure> {
+    let shown = path.display();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let message = if e.kind() == std::io::ErrorKind::NotFound {
+            format!("env file {shown} named in spec.variablesFrom does not exist; create it (KEY=value lines, chmod 600) or fix the path (relative paths are taken from the manifest file's directory)")
+        } else {
+            format!("env file {shown} named in spec.variablesFrom cannot be read ({e}); check its permissions")
+        };
+        Failure::new(Reason::SecretNotFound, message)
+    })?;
+    let vars = env_file::parse(&text).map_err(|e| {
+        Failure::new(
+            Reason::InvalidField,
+            format!("env file {shown} named in spec.variablesFrom: {e}; fix that line"),
+        )
+    })?;
+    Ok(vars
+        .into_iter()
+        .map(|(key, value)| {
+            let location = Location::File {
+                path: path.to_owned(),
+                key: key.clone(),
+            };
+            (key, Variable { value, location })
+        })
+        .collect())
+}
+
 #[derive(Serialize, Deserialize)]
 struct TimedEvent {
     time: DateTime<Utc>,
@@ -300,17 +378,66 @@ impl Store for LocalStore {
         Ok(())
     }
 
-    async fn referenced_variables(
+    async fn referenced_variables(&self, stack: &ServiceStack) -> Result<Variables, Failure> {
+        let files: Vec<&String> = stack
+            .spec
+            .variables_from
+            .iter()
+            .map(env_file_of)
+            .collect::<Result<_, _>>()?;
+        if files.is_empty() {
+            return Ok(Variables::new());
+        }
+        let dir = self.manifest_dir(stack).ok_or_else(|| {
+            Failure::new(
+                Reason::InvalidField,
+                "the stack's manifest file is not known yet; spec.variablesFrom is read on the next pass",
+            )
+        })?;
+        let mut out = Variables::new();
+        for file in files {
+            out.extend(read_env_file(&dir.join(file))?);
+        }
+        Ok(out)
+    }
+
+    async fn write_variable(
         &self,
         stack: &ServiceStack,
-    ) -> Result<BTreeMap<String, String>, String> {
-        match stack.spec.variables_from.first() {
-            None => Ok(BTreeMap::new()),
-            Some(source) => Err(format!(
-                "spec.variablesFrom names Secret {:?}, but local mode has no Secrets; put the values in spec.variables (and keep the manifest file private)",
-                source.secret_ref.name
-            )),
+        rewrite: Rewrite<'_>,
+    ) -> Result<(), StoreError> {
+        let Location::File { path, key } = rewrite.location else {
+            return Err(StoreError::Refused(format!(
+                "variable {} lives in a Secret, which local mode does not have",
+                rewrite.location.key()
+            )));
+        };
+        // The file a symlink points to is rewritten, not the symlink replaced by a copy.
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(Self::io(&path)(e)),
+        };
+        let unparsable =
+            |e: String| StoreError::Refused(format!("env file {}: {e}", path.display()));
+        let current = env_file::get(&text, key).map_err(unparsable)?;
+        match rewrite.found(current.as_deref()) {
+            Found::Changed => return Err(StoreError::Conflict),
+            Found::Done => {}
+            Found::Expected => {
+                let new = env_file::set(&text, key, rewrite.value).map_err(unparsable)?;
+                private::write_durable(&path, new.as_bytes()).map_err(Self::io(&path))?;
+            }
         }
+        // After the value: a crash in between leaves the value written and the stamp old, which
+        // the caller's retry (finding its value there) completes.
+        self.save_stamp(stack, key, &rewrite.stamp)
+    }
+
+    async fn stamps(&self, stack: &ServiceStack) -> Result<BTreeMap<String, Stamp>, StoreError> {
+        let (ns, name) = names(stack);
+        self.load_stamps(&ns, &name)
     }
 
     fn manifest_dir(&self, stack: &ServiceStack) -> Option<PathBuf> {
@@ -501,22 +628,221 @@ mod tests {
         assert_eq!(store.events("default", "demo")[0].1.reason, "Created");
     }
 
+    const PW: &str = "s3cret-Zebra-90210";
+
+    /// A stack admitted from `dir/stack.yaml` whose variables come from `dir/stack.env`.
+    fn with_env_file(store: &LocalStore, dir: &Path) -> ServiceStack {
+        let mut spec = spec("services: {a: {image: x}}");
+        spec.variables_from = vec![VariablesSource::File("stack.env".into())];
+        let record = store
+            .admit("default", "demo", spec, &dir.join("stack.yaml"))
+            .unwrap();
+        record.to_stack()
+    }
+
+    fn stamp(version: u64) -> Stamp {
+        Stamp {
+            rotated_at: DateTime::UNIX_EPOCH + chrono::Duration::days(version as i64),
+            version,
+            reason: Some("scheduled".into()),
+        }
+    }
+
+    fn pw_in(dir: &Path) -> Location {
+        Location::File {
+            path: dir.join("stack.env"),
+            key: "PW".into(),
+        }
+    }
+
     #[tokio::test]
-    async fn local_mode_refuses_variables_from_secrets_by_name() {
+    async fn local_mode_refuses_variables_from_secrets_and_says_to_use_a_file() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path());
         let mut stack = ServiceStack::new("demo", spec("services: {a: {image: x}}"));
         assert_eq!(
             store.referenced_variables(&stack).await,
-            Ok(BTreeMap::new())
+            Ok(Variables::new())
         );
-        stack.spec.variables_from = vec![crate::api::VariablesSource {
-            secret_ref: crate::api::SecretRef { name: "db".into() },
-        }];
+        stack.spec.variables_from = vec![VariablesSource::SecretRef(crate::api::SecretRef {
+            name: "db".into(),
+        })];
         let err = store.referenced_variables(&stack).await.unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidField);
         assert!(
-            err.contains("\"db\"") && err.contains("spec.variables"),
+            err.message.contains("\"db\"") && err.message.contains("file: stack.env"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn variables_are_read_from_the_env_file_beside_the_manifest_with_where_they_live() {
+        let (state, manifests) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = LocalStore::new(state.path());
+        let stack = with_env_file(&store, manifests.path());
+        std::fs::write(
+            manifests.path().join("stack.env"),
+            format!("PW='{PW}'\nUSER=app\n"),
+        )
+        .unwrap();
+        let vars = store.referenced_variables(&stack).await.unwrap();
+        assert_eq!(vars["PW"].value, PW);
+        assert_eq!(vars["PW"].location, pw_in(manifests.path()));
+        assert_eq!(vars["USER"].value, "app");
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_broken_env_file_is_named_without_its_values() {
+        let (state, manifests) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = LocalStore::new(state.path());
+        let stack = with_env_file(&store, manifests.path());
+        let err = store.referenced_variables(&stack).await.unwrap_err();
+        assert_eq!(err.reason, Reason::SecretNotFound);
+        let path = manifests.path().join("stack.env");
+        assert!(
+            err.message.contains(&path.display().to_string()) && err.message.contains("create it"),
+            "{err}"
+        );
+        std::fs::write(&path, format!("USER=app\nPW=\"{PW}\n")).unwrap();
+        let err = store.referenced_variables(&stack).await.unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidField);
+        assert!(
+            err.message.contains("stack.env") && err.message.contains("line 2"),
+            "{err}"
+        );
+        assert!(!err.message.contains(PW), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_rotated_value_replaces_only_its_line_in_a_private_file_and_its_stamp_holds_no_value()
+    {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let (state, manifests) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = LocalStore::new(state.path());
+        let stack = with_env_file(&store, manifests.path());
+        let env = manifests.path().join("stack.env");
+        std::fs::write(
+            &env,
+            "# database\nUSER=app # who\n\nPW=old\nexport TOKEN='t'\n",
+        )
+        .unwrap();
+        let location = pw_in(manifests.path());
+        let rewrite = Rewrite {
+            location: &location,
+            expected: Some("old"),
+            value: PW,
+            stamp: stamp(1),
+        };
+        store.write_variable(&stack, rewrite.clone()).await.unwrap();
+        let text = std::fs::read_to_string(&env).unwrap();
+        assert_eq!(
+            text,
+            format!("# database\nUSER=app # who\n\nPW={PW}\nexport TOKEN='t'\n")
+        );
+        let meta = std::fs::metadata(&env).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+        let left: Vec<_> = std::fs::read_dir(manifests.path())
+            .unwrap()
+            .flatten()
+            .collect();
+        assert_eq!(left.len(), 1, "a temporary file was left behind: {left:?}");
+        assert_eq!(store.stamps(&stack).await.unwrap()["PW"], stamp(1));
+        let stamps =
+            std::fs::read_to_string(state.path().join("default/demo/secrets.json")).unwrap();
+        assert!(!stamps.contains(PW) && !stamps.contains("old"), "{stamps}");
+
+        // Done already (a retry after a crash): nothing is written again.
+        store.write_variable(&stack, rewrite).await.unwrap();
+        assert_eq!(
+            std::fs::metadata(&env).unwrap().ino(),
+            meta.ino(),
+            "rewritten"
+        );
+        assert_eq!(
+            store.referenced_variables(&stack).await.unwrap()["PW"].value,
+            PW
+        );
+    }
+
+    #[tokio::test]
+    async fn a_rotation_over_a_value_someone_else_wrote_is_a_conflict_that_writes_nothing() {
+        let (state, manifests) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = LocalStore::new(state.path());
+        let stack = with_env_file(&store, manifests.path());
+        let env = manifests.path().join("stack.env");
+        std::fs::write(&env, "PW=edited-by-hand\n").unwrap();
+        let location = pw_in(manifests.path());
+        let rewrite = Rewrite {
+            location: &location,
+            expected: Some("old"),
+            value: PW,
+            stamp: stamp(2),
+        };
+        let err = store.write_variable(&stack, rewrite).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict), "{err}");
+        assert!(!err.to_string().contains(PW));
+        assert_eq!(
+            std::fs::read_to_string(&env).unwrap(),
+            "PW=edited-by-hand\n"
+        );
+        assert!(store.stamps(&stack).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_new_key_is_appended_and_the_stamp_of_a_value_already_there_is_still_recorded() {
+        let (state, manifests) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = LocalStore::new(state.path());
+        let stack = with_env_file(&store, manifests.path());
+        let env = manifests.path().join("stack.env");
+        std::fs::write(&env, "USER=app").unwrap();
+        let location = pw_in(manifests.path());
+        let rewrite = |version| Rewrite {
+            location: &location,
+            expected: None,
+            value: PW,
+            stamp: stamp(version),
+        };
+        store.write_variable(&stack, rewrite(1)).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&env).unwrap(),
+            format!("USER=app\nPW={PW}\n")
+        );
+        // The value written, then a crash before the stamp: the retry records the stamp.
+        store.write_variable(&stack, rewrite(2)).await.unwrap();
+        assert_eq!(store.stamps(&stack).await.unwrap()["PW"].version, 2);
+    }
+
+    #[tokio::test]
+    async fn a_secret_location_and_a_broken_env_file_are_refused_without_values() {
+        let (state, manifests) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = LocalStore::new(state.path());
+        let stack = with_env_file(&store, manifests.path());
+        let secret = Location::Secret {
+            name: "db".into(),
+            key: "PW".into(),
+        };
+        let rewrite = |location| Rewrite {
+            location,
+            expected: Some("0ld-v4lue"),
+            value: PW,
+            stamp: stamp(1),
+        };
+        let err = store
+            .write_variable(&stack, rewrite(&secret))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Refused(_)), "{err}");
+        std::fs::write(manifests.path().join("stack.env"), "PW='0ld-v4lue\n").unwrap();
+        let file = pw_in(manifests.path());
+        let err = store
+            .write_variable(&stack, rewrite(&file))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("stack.env") && text.contains("line 1"),
+            "{text}"
+        );
+        assert!(!text.contains(PW) && !text.contains("0ld-v4lue"), "{text}");
     }
 }

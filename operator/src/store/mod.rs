@@ -7,6 +7,7 @@ pub mod local;
 pub mod local_inputs;
 mod local_revisions;
 pub mod private;
+pub mod variables;
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::api::revision::{Outcome, Recorded, Revision};
-use crate::api::{ServiceStack, ServiceStackStatus};
+use crate::api::{Failure, ServiceStack, ServiceStackStatus};
+pub use variables::{Location, Rewrite, Stamp, Variable, Variables};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -30,10 +32,14 @@ pub enum StoreError {
         path: String,
         source: serde_json::Error,
     },
-    /// The stack changed since this view of it was read (a stale cache, or another writer):
-    /// nothing was written, and the pass must be redone on a fresh view.
-    #[error("the ServiceStack changed since it was read; retrying on a fresh copy")]
+    /// What was written to changed since it was read (a stale cache, another writer): nothing
+    /// was written, and the work must be redone on a fresh view.
+    #[error("the ServiceStack or Secret changed since it was read; retrying on a fresh copy")]
     Conflict,
+    /// A write asked of the wrong store (a Secret of the local one) or of a file that does not
+    /// parse. The message names the place (file, line), never a value.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Writes what the reconcile concluded.
@@ -48,12 +54,20 @@ pub trait Store: Send + Sync {
         status: ServiceStackStatus,
     ) -> Result<(), StoreError>;
     async fn record(&self, stack: &ServiceStack, event: &StackEvent) -> Result<(), StoreError>;
-    /// The variables `spec.variablesFrom` brings in. The error message says what to fix and
-    /// never holds a value.
-    async fn referenced_variables(
+    /// The variables `spec.variablesFrom` brings in, each with where it lives (a later source
+    /// wins). The failure says what to fix and never holds a value.
+    async fn referenced_variables(&self, stack: &ServiceStack) -> Result<Variables, Failure>;
+    /// Puts one variable's new value where it lives, with its rotation stamp (see
+    /// [`Rewrite`]: a compare-and-swap, idempotent). The caller records its intent first and,
+    /// after a crash, retries the same rewrite, which completes whatever half was not done.
+    /// Errors never hold a value.
+    async fn write_variable(
         &self,
         stack: &ServiceStack,
-    ) -> Result<BTreeMap<String, String>, String>;
+        rewrite: Rewrite<'_>,
+    ) -> Result<(), StoreError>;
+    /// The rotation stamps of the stack's variables, by key (keys never rotated are absent).
+    async fn stamps(&self, stack: &ServiceStack) -> Result<BTreeMap<String, Stamp>, StoreError>;
     /// The directory of the manifest file the stack was read from: relative `env_file` and
     /// `build` paths are taken from it. None in a cluster, where the compose file is inline.
     fn manifest_dir(&self, _stack: &ServiceStack) -> Option<std::path::PathBuf> {

@@ -35,6 +35,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// [`write_atomic`], then the directory flushed too, so that the rename itself survives a power
+/// loss: for files whose old content must not come back (a rotated password).
+pub fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    write_atomic(path, bytes)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    std::fs::File::open(dir.unwrap_or(Path::new(".")))?.sync_all()
+}
+
 /// Opens (creating it 0600 if missing) a file to lock or append to.
 pub fn open(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt as _;
