@@ -430,17 +430,7 @@ async fn unreachable(
         ..previous.clone()
     };
     let verdicts = verdicts::unreachable(&host, &e);
-    status::finish(
-        ctx,
-        stack,
-        status,
-        &previous,
-        verdicts,
-        Vec::new(),
-        Utc::now(),
-    )
-    .await?;
-    backed_off(ctx, stack).await
+    backed_off(ctx, stack, status, &previous, verdicts).await
 }
 
 /// Reports a spec that cannot be applied, touches nothing, and backs off: a person must change
@@ -456,20 +446,19 @@ async fn invalid(
         ..previous.clone()
     };
     let verdicts = verdicts::invalid(failure);
-    status::finish(
-        ctx,
-        stack,
-        status,
-        &previous,
-        verdicts,
-        Vec::new(),
-        Utc::now(),
-    )
-    .await?;
-    backed_off(ctx, stack).await
+    backed_off(ctx, stack, status, &previous, verdicts).await
 }
 
-async fn backed_off(ctx: &Context, stack: &ServiceStack) -> Result<Requeue, Error> {
+/// Writes the status of a pass that touched nothing, and backs off.
+async fn backed_off(
+    ctx: &Context,
+    stack: &mut ServiceStack,
+    status: ServiceStackStatus,
+    previous: &ServiceStackStatus,
+    verdicts: Vec<Verdict>,
+) -> Result<Requeue, Error> {
+    let now = Utc::now();
+    status::finish(ctx, stack, status, previous, verdicts, Vec::new(), now).await?;
     let delay = ctx
         .backoff(&stack.key(), true)
         .await
