@@ -7,6 +7,7 @@ pub mod condition;
 pub mod event;
 pub mod failure;
 pub mod revision;
+pub mod rollout_status;
 
 use std::collections::BTreeMap;
 
@@ -106,6 +107,38 @@ pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub revision_history_limit: Option<u32>,
+
+    /// `Auto` (default): a service without a published host port or a fixed `container_name`
+    /// is updated without downtime (the new container starts beside the old one, which is
+    /// retired once the new one passed its gates); the others are stopped and replaced.
+    /// `Recreate`: every service is stopped and replaced.
+    #[serde(default, skip_serializing_if = "Strategy::is_auto")]
+    pub strategy: Strategy,
+
+    /// Services updated first, in this order; the rest follow in dependency order. One service
+    /// at a time, and the services it depends on are never restarted for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub order: Vec<String>,
+
+    /// How long an updated service's new container may take to pass its probes (its compose
+    /// healthcheck, and `spec.health` probes) before the rollout is rolled back. Default 120.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub progress_deadline_seconds: Option<u32>,
+}
+
+/// How services are replaced in a rollout.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Strategy {
+    #[default]
+    Auto,
+    Recreate,
+}
+
+impl Strategy {
+    fn is_auto(&self) -> bool {
+        *self == Strategy::Auto
+    }
 }
 
 impl RolloutSpec {
@@ -114,6 +147,16 @@ impl RolloutSpec {
 
     fn is_empty(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// What `progressDeadlineSeconds` means when it is not set.
+    pub const DEFAULT_PROGRESS_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+    pub fn progress_deadline(&self) -> std::time::Duration {
+        self.progress_deadline_seconds
+            .map_or(Self::DEFAULT_PROGRESS_DEADLINE, |s| {
+                std::time::Duration::from_secs(s.into())
+            })
     }
 
     pub fn history_limit(&self) -> usize {
@@ -476,6 +519,11 @@ pub struct ServiceStackStatus {
     /// The newest revision the stack was Ready on: what a rollback goes back to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_good_revision: Option<u64>,
+
+    /// The rollout of the newest revision: phase, the service being updated and its step,
+    /// gates passed, and why it was rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<rollout_status::RolloutStatus>,
 
     /// One-word summary of the services: Healthy, Progressing, Unhealthy or Unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,8 +8,11 @@ pub mod history;
 pub mod plan;
 pub mod probe;
 pub mod report;
+pub mod rollout;
 
 #[cfg(test)]
 mod plan_tests;
 #[cfg(test)]
 mod report_tests;
+#[cfg(test)]
+mod rollout_tests;

@@ -1,0 +1,382 @@
+//! The rollout state machine, step by step: what is recorded and what is done, forward, on a
+//! failed gate, and after a kill.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::rollout::*;
+use crate::api::rollout_status::{Method, RolloutPhase, RolloutStatus, ServiceStep};
+
+fn t(s: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+}
+
+const LIMITS: Limits = Limits {
+    progress_deadline: Duration::from_secs(60),
+    analysis: false,
+};
+
+const ANALYSED: Limits = Limits {
+    progress_deadline: Duration::from_secs(60),
+    analysis: true,
+};
+
+fn change(service: &str, old: Option<&str>, can_surge: bool) -> Change {
+    Change {
+        service: service.into(),
+        old_container: old.map(str::to_owned),
+        can_surge,
+    }
+}
+
+fn up(probes: Probes) -> Option<Seen> {
+    Some(Seen {
+        running: true,
+        probes,
+        exit_code: None,
+        restarts: 0,
+    })
+}
+
+fn stopped() -> Option<Seen> {
+    Some(Seen {
+        running: false,
+        probes: Probes::Unknown,
+        exit_code: Some(0),
+        restarts: 0,
+    })
+}
+
+fn seen(old: Option<Seen>, new: Option<Seen>) -> Observed {
+    Observed {
+        new_id: new.as_ref().map(|_| "new-id".to_owned()),
+        old,
+        new,
+        analysis: Analysis::NotAsked,
+    }
+}
+
+/// One backend behind the network (surge) and one frontend with a published port.
+fn two() -> RolloutStatus {
+    begin(
+        4,
+        "h4",
+        Some(3),
+        &[
+            change("backend", Some("old-b"), true),
+            change("frontend", Some("old-f"), false),
+        ],
+        &[],
+        t(0),
+    )
+}
+
+fn steps(r: &RolloutStatus) -> Vec<ServiceStep> {
+    r.services.iter().map(|s| s.step).collect()
+}
+
+#[test]
+fn services_in_order_go_first_then_the_rest_in_dependency_order() {
+    let r = begin(
+        2,
+        "h",
+        Some(1),
+        &[
+            change("db", Some("a"), true),
+            change("api", Some("b"), true),
+            change("web", None, true),
+            change("worker", Some("c"), false),
+        ],
+        &["web".into(), "api".into()],
+        t(0),
+    );
+    let names: Vec<&str> = r.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["web", "api", "db", "worker"]);
+    let methods: Vec<Method> = r.services.iter().map(|s| s.method).collect();
+    assert_eq!(
+        methods,
+        [
+            Method::Create,
+            Method::Surge,
+            Method::Surge,
+            Method::Recreate
+        ]
+    );
+}
+
+#[test]
+fn a_surge_starts_the_new_container_beside_the_old_one_and_retires_the_old_after_its_probes_pass() {
+    let r = two();
+    let n = next(&r, &seen(up(Probes::Passing), None), LIMITS, t(1));
+    assert_eq!(n.acts, [Act::StartNew("backend".into())]);
+    assert_eq!(n.rollout.services[0].step, ServiceStep::Starting);
+
+    let n = next(
+        &n.rollout,
+        &seen(up(Probes::Passing), up(Probes::Unknown)),
+        LIMITS,
+        t(2),
+    );
+    assert_eq!(n.rollout.services[0].step, ServiceStep::Verifying);
+    assert_eq!(
+        n.rollout.services[0].new_container.as_deref(),
+        Some("new-id")
+    );
+    assert!(n.acts.is_empty());
+
+    let n = next(
+        &n.rollout,
+        &seen(up(Probes::Passing), up(Probes::Passing)),
+        LIMITS,
+        t(5),
+    );
+    assert_eq!(n.acts, [Act::StopOld("backend".into())]);
+    assert_eq!(n.rollout.services[0].step, ServiceStep::Retiring);
+    assert_eq!(n.rollout.gates_passed, ["backend: probes pass"]);
+}
+
+#[test]
+fn once_the_old_container_is_stopped_the_next_service_starts_in_the_same_pass() {
+    let mut r = two();
+    r.services[0].step = ServiceStep::Retiring;
+    let n = next(&r, &seen(stopped(), up(Probes::Passing)), LIMITS, t(9));
+    assert_eq!(
+        steps(&n.rollout),
+        [ServiceStep::Done, ServiceStep::Starting]
+    );
+    // Published port: the old frontend stops before the new one can start.
+    assert_eq!(
+        n.acts,
+        [
+            Act::StopOld("frontend".into()),
+            Act::StartNew("frontend".into())
+        ]
+    );
+}
+
+#[test]
+fn the_rollout_completes_when_every_service_is_done_and_removes_the_kept_old_containers() {
+    let mut r = two();
+    r.services[0].step = ServiceStep::Done;
+    r.services[1].step = ServiceStep::Retiring;
+    let n = next(&r, &seen(stopped(), up(Probes::Passing)), LIMITS, t(20));
+    assert_eq!(n.rollout.phase, RolloutPhase::Complete);
+    assert_eq!(n.rollout.finished, Some(t(20)));
+    assert_eq!(
+        n.acts,
+        [Act::RemoveOld(vec!["old-b".into(), "old-f".into()])]
+    );
+}
+
+#[test]
+fn probes_still_failing_within_the_deadline_is_waiting_and_past_it_is_a_rollback() {
+    let mut r = two();
+    r.services[0].new_container = Some("new-id".into());
+    r.services[0].step = ServiceStep::Verifying;
+    r.services[0].since = Some(t(0));
+    let failing = seen(
+        up(Probes::Passing),
+        up(Probes::Failing("/health answered 500".into())),
+    );
+    let n = next(&r, &failing, LIMITS, t(59));
+    assert_eq!(n.rollout, r);
+    assert!(n.acts.is_empty());
+
+    let n = next(&r, &failing, LIMITS, t(61));
+    assert_eq!(n.rollout.phase, RolloutPhase::RollingBack);
+    let failure = n.rollout.failure.clone().unwrap();
+    assert!(
+        failure.contains("backend")
+            && failure.contains("progressDeadlineSeconds 60")
+            && failure.contains("/health answered 500"),
+        "{failure}"
+    );
+    // The old container still runs and passes: the new one goes at once, without a gap.
+    assert_eq!(n.acts, [Act::RemoveNew("backend".into())]);
+}
+
+#[test]
+fn a_new_container_that_exits_or_restarts_fails_at_once() {
+    let mut r = two();
+    r.services[0].step = ServiceStep::Verifying;
+    r.services[0].since = Some(t(0));
+    let mut crashed = stopped().unwrap();
+    crashed.exit_code = Some(3);
+    let n = next(&r, &seen(up(Probes::Passing), Some(crashed)), LIMITS, t(1));
+    assert!(n.rollout.failure.unwrap().contains("exited with code 3"));
+    let mut looping = up(Probes::Unknown).unwrap();
+    looping.restarts = 2;
+    let n = next(&r, &seen(up(Probes::Passing), Some(looping)), LIMITS, t(1));
+    assert!(n.rollout.failure.unwrap().contains("restarted 2 time(s)"));
+}
+
+#[test]
+fn with_an_analysis_the_old_container_serves_until_the_analysis_passed() {
+    let mut r = two();
+    r.services[0].step = ServiceStep::Verifying;
+    r.services[0].since = Some(t(0));
+    let both = seen(up(Probes::Passing), up(Probes::Passing));
+    let n = next(&r, &both, ANALYSED, t(3));
+    assert_eq!(n.acts, [Act::Analyse("backend".into())]);
+    assert_eq!(n.rollout.services[0].step, ServiceStep::Analysing);
+
+    let running = Observed {
+        analysis: Analysis::Running,
+        ..both.clone()
+    };
+    assert!(next(&n.rollout, &running, ANALYSED, t(10)).acts.is_empty());
+    let passed = Observed {
+        analysis: Analysis::Passed("5xx 0.0 % of 310".into()),
+        ..both
+    };
+    let n = next(&n.rollout, &passed, ANALYSED, t(40));
+    assert_eq!(n.acts, [Act::StopOld("backend".into())]);
+    assert_eq!(
+        n.rollout.gates_passed,
+        [
+            "backend: probes pass",
+            "backend: analysis (5xx 0.0 % of 310)"
+        ]
+    );
+}
+
+#[test]
+fn a_failed_analysis_rolls_back_naming_the_gate_and_the_value() {
+    let mut r = two();
+    r.services[0].step = ServiceStep::Analysing;
+    r.services[0].since = Some(t(0));
+    let failed = Observed {
+        analysis: Analysis::Failed("5xx share 34.0 % is above maxErrorRate 10 %".into()),
+        ..seen(up(Probes::Passing), up(Probes::Passing))
+    };
+    let n = next(&r, &failed, ANALYSED, t(12));
+    assert_eq!(n.rollout.phase, RolloutPhase::RollingBack);
+    assert_eq!(
+        n.rollout.failure.as_deref(),
+        Some("backend: analysis failed: 5xx share 34.0 % is above maxErrorRate 10 %")
+    );
+    assert_eq!(n.acts, [Act::RemoveNew("backend".into())]);
+}
+
+#[test]
+fn an_analysis_lost_with_a_killed_operator_starts_again() {
+    let mut r = two();
+    r.services[0].new_container = Some("new-id".into());
+    r.services[0].step = ServiceStep::Analysing;
+    r.services[0].since = Some(t(0));
+    let n = next(
+        &r,
+        &seen(up(Probes::Passing), up(Probes::Passing)),
+        ANALYSED,
+        t(5),
+    );
+    assert_eq!(n.acts, [Act::Analyse("backend".into())]);
+    assert_eq!(n.rollout, r);
+}
+
+#[test]
+fn a_kill_between_recording_starting_and_starting_repeats_the_start() {
+    let mut r = two();
+    r.services[1].step = ServiceStep::Starting;
+    r.services[0].step = ServiceStep::Done;
+    // The old frontend was stopped, the new one never created.
+    let n = next(&r, &seen(stopped(), None), LIMITS, t(5));
+    assert_eq!(n.acts, [Act::StartNew("frontend".into())]);
+    assert_eq!(n.rollout, r);
+    // Killed before even the stop: both again.
+    let n = next(&r, &seen(up(Probes::Passing), None), LIMITS, t(5));
+    assert_eq!(
+        n.acts,
+        [
+            Act::StopOld("frontend".into()),
+            Act::StartNew("frontend".into())
+        ]
+    );
+}
+
+#[test]
+fn a_rollback_brings_services_back_newest_first_each_old_container_running_before_the_new_goes() {
+    let mut r = two();
+    r.phase = RolloutPhase::RollingBack;
+    r.services[0].step = ServiceStep::Done;
+    r.services[1].step = ServiceStep::Verifying;
+    // frontend (published port): the new container goes first, then the old one starts.
+    let n = next(&r, &seen(stopped(), up(Probes::Passing)), LIMITS, t(1));
+    assert_eq!(n.acts, [Act::RemoveNew("frontend".into())]);
+    let n = next(&n.rollout, &seen(stopped(), None), LIMITS, t(2));
+    assert_eq!(n.acts, [Act::StartOld("frontend".into())]);
+    let n = next(&n.rollout, &seen(up(Probes::Unknown), None), LIMITS, t(3));
+    assert_eq!(
+        steps(&n.rollout),
+        [ServiceStep::Done, ServiceStep::Reverted]
+    );
+    assert_eq!(n.rollout.phase, RolloutPhase::RollingBack);
+
+    // backend (surge): its old container starts beside the new one and must pass first.
+    let n = next(
+        &n.rollout,
+        &seen(stopped(), up(Probes::Passing)),
+        LIMITS,
+        t(4),
+    );
+    assert_eq!(n.acts, [Act::StartOld("backend".into())]);
+    let n2 = next(
+        &n.rollout,
+        &seen(up(Probes::Unknown), up(Probes::Passing)),
+        LIMITS,
+        t(5),
+    );
+    assert!(n2.acts.is_empty());
+    let n = next(
+        &n2.rollout,
+        &seen(up(Probes::Passing), up(Probes::Passing)),
+        LIMITS,
+        t(6),
+    );
+    assert_eq!(n.acts, [Act::RemoveNew("backend".into())]);
+    let n = next(&n.rollout, &seen(up(Probes::Passing), None), LIMITS, t(7));
+    assert_eq!(n.rollout.phase, RolloutPhase::RolledBack);
+    assert_eq!(n.rollout.finished, Some(t(7)));
+    assert_eq!(
+        steps(&n.rollout),
+        [ServiceStep::Reverted, ServiceStep::Reverted]
+    );
+}
+
+#[test]
+fn a_new_service_is_simply_removed_on_rollback() {
+    let mut r = begin(2, "h", Some(1), &[change("cache", None, true)], &[], t(0));
+    r.phase = RolloutPhase::RollingBack;
+    r.services[0].step = ServiceStep::Verifying;
+    let n = next(
+        &r,
+        &seen(None, up(Probes::Failing("refused".into()))),
+        LIMITS,
+        t(1),
+    );
+    assert_eq!(n.acts, [Act::RemoveNew("cache".into())]);
+    let n = next(&n.rollout, &seen(None, None), LIMITS, t(2));
+    assert_eq!(n.rollout.phase, RolloutPhase::RolledBack);
+}
+
+#[test]
+fn a_finished_rollout_does_nothing_more() {
+    let mut r = two();
+    for phase in [RolloutPhase::Complete, RolloutPhase::RolledBack] {
+        r.phase = phase;
+        let n = next(
+            &r,
+            &seen(up(Probes::Passing), up(Probes::Passing)),
+            LIMITS,
+            t(99),
+        );
+        assert_eq!(
+            n,
+            Next {
+                rollout: r.clone(),
+                acts: vec![]
+            }
+        );
+    }
+}
