@@ -31,6 +31,9 @@ pub enum ConditionType {
     /// The spec is valid and applied, but asks for something risky (the host's root or the
     /// Docker socket bound into a service, backups to `/`, a retention keeping one backup).
     SpecWarning,
+    /// The newest revision failed a rollout gate and the previous one runs again; it is not
+    /// tried again until the spec changes.
+    RolledBack,
 }
 
 impl fmt::Display for ConditionType {
@@ -137,6 +140,17 @@ pub enum Reason {
     SingleBackupKept,
     /// SpecWarning: nothing risky in the spec.
     NoSpecWarnings,
+    /// Progressing, Ready: a revision is being rolled out, one service at a time.
+    RollingOut,
+    /// Progressing, Ready: a rollout failed a gate; the previous revision is being brought back.
+    RollingBack,
+    /// RolledBack, Ready: a rollout failed a gate (the message names the service, the gate and
+    /// the value against its limit); the previous revision runs.
+    GateFailed,
+    /// RolledBack: the newest rollout completed.
+    RolloutComplete,
+    /// RolledBack: no rollout yet.
+    NoRollout,
 }
 
 impl fmt::Display for Reason {

@@ -336,7 +336,7 @@ fn readiness(
 fn warns(c: &Condition) -> bool {
     use ConditionType as T;
     match c.type_ {
-        T::InvalidSpec | T::DockerUnreachable | T::Degraded | T::SpecWarning => {
+        T::InvalidSpec | T::DockerUnreachable | T::Degraded | T::SpecWarning | T::RolledBack => {
             c.status == ConditionStatus::True
         }
         T::Progressing => {

@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use crate::api::rollout_status::{
     Method, RolloutPhase, RolloutStatus, ServiceRollout, ServiceStep,
 };
+use crate::api::{ConditionStatus, ConditionType, Reason, Verdict};
 
 /// A service the revision changes, as the caller found it.
 #[derive(Clone, Debug, PartialEq)]
@@ -383,4 +384,107 @@ fn back(r: &mut RolloutStatus, seen: &Observed, now: DateTime<Utc>) -> Vec<Act> 
         (Method::Surge, true) if old_up => Vec::new(),
         (Method::Surge, true) => vec![Act::StartOld(name)],
     }
+}
+
+/// The conditions a rollout sets, later in the list than the report's so they win: while a
+/// rollout runs, services run two revisions and the stack is not Ready; a rolled-back stack is
+/// not Ready either (it does not run its spec), and `RolledBack` says why, so `kubectl wait
+/// --for=condition=Ready` and Argo CD tell it from a healthy one.
+pub fn verdicts(rollout: Option<&RolloutStatus>) -> Vec<Verdict> {
+    use ConditionStatus::{False, True};
+    use ConditionType::{Progressing, Ready, RolledBack};
+    let Some(r) = rollout else {
+        return vec![Verdict::new(
+            RolledBack,
+            False,
+            Reason::NoRollout,
+            "no rollout yet",
+        )];
+    };
+    let n = r.revision;
+    let back_to = r
+        .from
+        .map_or("the previous revision".into(), |f| format!("revision {f}"));
+    match r.phase {
+        RolloutPhase::Progressing => {
+            let step = describe(r);
+            vec![
+                Verdict::new(
+                    Progressing,
+                    True,
+                    Reason::RollingOut,
+                    format!("rolling out revision {n}: {step}"),
+                ),
+                Verdict::new(
+                    Ready,
+                    False,
+                    Reason::RollingOut,
+                    format!("revision {n} is rolling out: {step}"),
+                ),
+            ]
+        }
+        RolloutPhase::RollingBack => {
+            let why = r.failure.clone().unwrap_or_default();
+            let message = format!("rolling revision {n} back to {back_to}: {why}");
+            vec![
+                Verdict::new(Progressing, True, Reason::RollingBack, message.clone()),
+                Verdict::new(Ready, False, Reason::RollingBack, message),
+            ]
+        }
+        RolloutPhase::RolledBack => {
+            let why = r.failure.clone().unwrap_or_default();
+            let message = format!(
+                "revision {n} was rolled back to {back_to}: {why}; it is not tried again until the spec changes"
+            );
+            vec![
+                Verdict::new(RolledBack, True, Reason::GateFailed, message.clone()),
+                Verdict::new(Ready, False, Reason::GateFailed, message),
+                Verdict::new(
+                    Progressing,
+                    False,
+                    Reason::GateFailed,
+                    format!("{back_to} runs; revision {n} was rolled back"),
+                ),
+            ]
+        }
+        RolloutPhase::Complete => {
+            let gates = if r.gates_passed.is_empty() {
+                String::new()
+            } else {
+                format!("; gates passed: {}", r.gates_passed.join(", "))
+            };
+            let message = format!("revision {n} rolled out{gates}");
+            vec![Verdict::new(
+                RolledBack,
+                False,
+                Reason::RolloutComplete,
+                message,
+            )]
+        }
+    }
+}
+
+/// `backend 1/2: waiting for its new container's probes since 10:04:05Z`.
+fn describe(r: &RolloutStatus) -> String {
+    let Some((i, s)) = r
+        .services
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.step != ServiceStep::Done)
+    else {
+        return "every service updated".into();
+    };
+    let doing = match s.step {
+        ServiceStep::Pending | ServiceStep::Starting => "starting its new container",
+        ServiceStep::Verifying => "waiting for its new container's probes",
+        ServiceStep::Analysing => "analysing its metrics",
+        ServiceStep::Retiring => "stopping its old container",
+        ServiceStep::Done | ServiceStep::Reverted => "done",
+    };
+    // A time, not an age: the message must not change at every pass (calm status writes).
+    let since = s
+        .since
+        .map(|t| format!(" since {}", t.format("%H:%M:%SZ")))
+        .unwrap_or_default();
+    format!("{} {}/{}: {doing}{since}", s.name, i + 1, r.services.len())
 }

@@ -380,3 +380,73 @@ fn a_finished_rollout_does_nothing_more() {
         );
     }
 }
+
+fn verdict(vs: &[crate::api::Verdict], t: crate::api::ConditionType) -> &crate::api::Verdict {
+    vs.iter()
+        .rev()
+        .find(|v| v.type_ == t)
+        .expect("a verdict of that type")
+}
+
+#[test]
+fn a_stack_running_two_revisions_is_never_ready_and_the_message_is_stable_between_passes() {
+    use crate::api::{ConditionStatus, ConditionType, Reason};
+    let mut r = two();
+    r.services[0].step = ServiceStep::Verifying;
+    r.services[0].since = Some(t(5));
+    let vs = verdicts(Some(&r));
+    let ready = verdict(&vs, ConditionType::Ready);
+    assert_eq!(
+        (ready.status, ready.reason),
+        (ConditionStatus::False, Reason::RollingOut)
+    );
+    let progressing = verdict(&vs, ConditionType::Progressing);
+    assert_eq!(
+        progressing.message,
+        "rolling out revision 4: backend 1/2: waiting for its new container's probes since 08:00:05Z"
+    );
+    assert_eq!(verdicts(Some(&r)), vs);
+}
+
+#[test]
+fn a_rolled_back_stack_is_not_ready_and_rolled_back_says_why() {
+    use crate::api::{ConditionStatus, ConditionType, Reason};
+    let mut r = two();
+    r.phase = RolloutPhase::RolledBack;
+    r.failure =
+        Some("backend: analysis failed: 5xx share 34.0 % is above maxErrorRate 10 %".into());
+    let vs = verdicts(Some(&r));
+    let rolled = verdict(&vs, ConditionType::RolledBack);
+    assert_eq!(
+        (rolled.status, rolled.reason),
+        (ConditionStatus::True, Reason::GateFailed)
+    );
+    assert!(
+        rolled.message.starts_with(
+            "revision 4 was rolled back to revision 3: backend: analysis failed: 5xx share 34.0 %"
+        ),
+        "{}",
+        rolled.message
+    );
+    assert_eq!(
+        verdict(&vs, ConditionType::Ready).status,
+        ConditionStatus::False
+    );
+    assert_eq!(
+        verdict(&vs, ConditionType::Progressing).status,
+        ConditionStatus::False
+    );
+
+    r.phase = RolloutPhase::Complete;
+    r.gates_passed = vec!["backend: probes pass".into()];
+    let vs = verdicts(Some(&r));
+    assert_eq!(
+        vs.len(),
+        1,
+        "a completed rollout leaves Ready to the report"
+    );
+    assert_eq!(
+        verdict(&vs, ConditionType::RolledBack).status,
+        ConditionStatus::False
+    );
+}
