@@ -17,12 +17,16 @@
 //! RolledBack with the failure (service, gate, observed value against its limit). A completed
 //! rollout removes the old containers it kept.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
 
 use crate::api::rollout_status::{
     Method, RolloutPhase, RolloutStatus, ServiceRollout, ServiceStep,
 };
-use crate::api::{ConditionStatus, ConditionType, Reason, Verdict};
+use crate::api::{ConditionStatus, ConditionType, Reason, Strategy, Verdict};
+use crate::compose::Project;
+use crate::decide::plan::{Action, Plan};
 
 /// A service the revision changes, as the caller found it.
 #[derive(Clone, Debug, PartialEq)]
@@ -487,4 +491,51 @@ fn describe(r: &RolloutStatus) -> String {
         .map(|t| format!(" since {}", t.format("%H:%M:%SZ")))
         .unwrap_or_default();
     format!("{} {}/{}: {doing}{since}", s.name, i + 1, r.services.len())
+}
+
+/// The services a plan changes, as a rollout takes them: a recreate (the old container is
+/// known) or a create (a new service), in the plan's order, which is dependency order.
+/// Only a service with neither a fixed host port nor a fixed `container_name` can have two
+/// containers at once.
+pub fn changes(plan: &Plan, project: &Project, strategy: Strategy) -> Vec<Change> {
+    plan.actions
+        .iter()
+        .filter_map(|a| {
+            let (service, old) = match a {
+                Action::Recreate { service, old_id } => (service, Some(old_id.clone())),
+                Action::Create { service } => (service, None),
+                _ => return None,
+            };
+            let spec = project.service(service)?;
+            let fixed_port = spec.ports.iter().any(|p| p.host_port.is_some());
+            let can_surge = strategy == Strategy::Auto && !fixed_port && spec.fixed_name.is_none();
+            Some(Change {
+                service: service.clone(),
+                old_container: old,
+                can_surge,
+            })
+        })
+        .collect()
+}
+
+/// Whether a pass that applies a new revision rolls it out step by step: only a change of
+/// a stack that ran before (its first deploy starts everything at once, as `up` does), and
+/// only when it changes services.
+pub fn rolls_out(previous_revision: Option<u64>, changes: &[Change]) -> bool {
+    previous_revision.is_some() && !changes.is_empty()
+}
+
+/// The services converge must leave alone because the rollout holds them: all of an active
+/// rollout's, and a rolled-back one's while the spec is still the one that was rolled back
+/// (it is not tried again until the spec changes).
+pub fn held(rollout: Option<&RolloutStatus>, spec_hash: &str) -> BTreeSet<String> {
+    match rollout {
+        Some(r)
+            if r.phase.active()
+                || (r.phase == RolloutPhase::RolledBack && r.spec_hash == spec_hash) =>
+        {
+            r.services.iter().map(|s| s.name.clone()).collect()
+        }
+        _ => BTreeSet::new(),
+    }
 }

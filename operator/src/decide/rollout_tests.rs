@@ -450,3 +450,72 @@ fn a_rolled_back_stack_is_not_ready_and_rolled_back_says_why() {
         ConditionStatus::False
     );
 }
+
+#[test]
+fn only_services_without_a_fixed_host_port_or_name_surge_and_recreate_forces_a_stop_first() {
+    use crate::api::Strategy;
+    use crate::decide::plan::{Action, Plan};
+    let project = super::plan_tests::project(
+        "services:\n  api:\n    image: a:2\n  web:\n    image: w:2\n    ports: ['8080:80']\n  \
+         db:\n    image: d:2\n    container_name: shop-db\n  any:\n    image: x:2\n    ports: ['80']\n  new:\n    image: n:1\n",
+    );
+    let recreate = |s: &str| Action::Recreate {
+        service: s.into(),
+        old_id: format!("old-{s}"),
+    };
+    let plan = Plan {
+        actions: vec![
+            recreate("db"),
+            recreate("api"),
+            recreate("web"),
+            recreate("any"),
+            Action::Create {
+                service: "new".into(),
+            },
+            Action::PullImage {
+                service: "api".into(),
+                image: "a:2".into(),
+            },
+        ],
+        ..Plan::default()
+    };
+    let surge = |strategy| {
+        changes(&plan, &project, strategy)
+            .into_iter()
+            .map(|c| (c.service, c.can_surge))
+            .collect::<Vec<_>>()
+    };
+    let s = |x: &str| x.to_owned();
+    assert_eq!(
+        surge(Strategy::Auto),
+        [
+            (s("db"), false),
+            (s("api"), true),
+            (s("web"), false),
+            (s("any"), true),
+            (s("new"), true)
+        ]
+    );
+    assert!(surge(Strategy::Recreate).iter().all(|(_, can)| !can));
+    assert!(!rolls_out(None, &changes(&plan, &project, Strategy::Auto)));
+    assert!(rolls_out(
+        Some(1),
+        &changes(&plan, &project, Strategy::Auto)
+    ));
+}
+
+#[test]
+fn converge_leaves_a_rollouts_services_alone_and_a_rolled_back_spec_until_it_changes() {
+    let mut r = two();
+    let both = std::collections::BTreeSet::from(["backend".to_owned(), "frontend".to_owned()]);
+    assert_eq!(held(Some(&r), "h4"), both);
+    r.phase = RolloutPhase::RolledBack;
+    assert_eq!(held(Some(&r), "h4"), both);
+    assert!(
+        held(Some(&r), "h5").is_empty(),
+        "a changed spec is rolled out afresh"
+    );
+    r.phase = RolloutPhase::Complete;
+    assert!(held(Some(&r), "h4").is_empty());
+    assert!(held(None, "h4").is_empty());
+}
