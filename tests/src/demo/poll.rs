@@ -99,11 +99,22 @@ fn get_once(url: &str) -> Result<(), String> {
 }
 
 /// Asks `url` every `every` until `stop` is set, and tallies the answers.
-pub fn poll(url: &str, every: Duration, stop: &AtomicBool) -> Summary {
-    let mut tally = Tally::new(Instant::now());
+/// With `verbose`, every request is told on stderr (start, duration, outcome), for finding out
+/// where a gap came from.
+pub fn poll(url: &str, every: Duration, stop: &AtomicBool, verbose: bool) -> Summary {
+    let started = Instant::now();
+    let mut tally = Tally::new(started);
     while !stop.load(Ordering::SeqCst) {
         let began = Instant::now();
         let outcome = get_once(url);
+        if verbose {
+            eprintln!(
+                "{:.3} {:.3} {:?}",
+                began.duration_since(started).as_secs_f64(),
+                began.elapsed().as_secs_f64(),
+                outcome
+            );
+        }
         tally.record(Instant::now(), outcome);
         if let Some(rest) = every.checked_sub(began.elapsed()) {
             std::thread::sleep(rest);
@@ -112,12 +123,14 @@ pub fn poll(url: &str, every: Duration, stop: &AtomicBool) -> Summary {
     tally.summary()
 }
 
-/// Polls on a thread of its own until SIGTERM or SIGINT, or `for_s` seconds when given.
+/// Polls on a thread of its own until SIGTERM or SIGINT, or `for_s` seconds when given;
+/// `DEMO_POLL_VERBOSE=1` tells every request on stderr.
 pub fn poll_until_stopped(url: String, every: Duration, for_s: Option<u64>) -> Summary {
+    let verbose = std::env::var("DEMO_POLL_VERBOSE").is_ok_and(|v| v == "1");
     let stop = Arc::new(AtomicBool::new(false));
     let poller = {
         let stop = stop.clone();
-        std::thread::spawn(move || poll(&url, every, &stop))
+        std::thread::spawn(move || poll(&url, every, &stop, verbose))
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
