@@ -12,7 +12,7 @@ use chrono::Utc;
 
 use super::{
     Brief, Bytes, Engine, EngineError, ExecOutcome, ExecStream, FileStat, Observed,
-    ObservedContainer, Owner,
+    ObservedContainer, Owner, Surge,
 };
 use crate::api::ContainerState;
 use crate::compose::{BuildSpec, NetworkSpec, RestartPolicy, ServiceSpec, VolumeSpec};
@@ -63,6 +63,48 @@ impl FakeEngine {
         c.state = ContainerState::Exited;
         c.exit_code = Some(code);
         c.finished_at = Some(Utc::now());
+    }
+
+    /// A created container of `svc` named `name`, with an address on each of its networks.
+    fn add(
+        &self,
+        svc: &ServiceSpec,
+        owner: &Owner,
+        revision: u64,
+        spec_hash: &str,
+        name: String,
+    ) -> String {
+        let mut s = self.lock();
+        s.created += 1;
+        let id = format!("{:064x}", s.created);
+        let host = (s.created % 250) as u8 + 2;
+        s.containers.push(ObservedContainer {
+            id: id.clone(),
+            name,
+            service: svc.name.clone(),
+            uid: Some(owner.uid.clone()),
+            config_hash: Some(svc.config_hash()),
+            compose_hash: None,
+            revision: Some(revision),
+            spec_hash: Some(spec_hash.to_owned()),
+            state: ContainerState::Created,
+            health: None,
+            image: svc.image.clone(),
+            exit_code: None,
+            restart_count: 0,
+            // One address per network, as Docker gives (probes and backups reach it there).
+            addresses: svc
+                .networks
+                .iter()
+                .map(|n| (n.network.clone(), [172, 18, 0, host].into()))
+                .collect(),
+            published: Default::default(),
+            oom_killed: false,
+            started_at: None,
+            finished_at: None,
+            restart_policy: Some(svc.restart),
+        });
+        id
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -184,38 +226,44 @@ impl Engine for FakeEngine {
         revision: u64,
         spec_hash: &str,
     ) -> Result<String, EngineError> {
-        let mut s = self.lock();
-        s.created += 1;
-        let id = format!("{:064x}", s.created);
-        let host = (s.created % 250) as u8 + 2;
-        s.containers.push(ObservedContainer {
-            id: id.clone(),
-            name: format!("{}-{}-1", owner.project, svc.name),
-            service: svc.name.clone(),
-            uid: Some(owner.uid.clone()),
-            config_hash: Some(svc.config_hash()),
-            compose_hash: None,
-            revision: Some(revision),
-            spec_hash: Some(spec_hash.to_owned()),
-            state: ContainerState::Created,
-            health: None,
-            image: svc.image.clone(),
-            exit_code: None,
-            restart_count: 0,
-            // One address per network, as Docker gives (probes and backups reach it there).
-            addresses: svc
-                .networks
-                .iter()
-                .map(|n| (n.network.clone(), [172, 18, 0, host].into()))
-                .collect(),
-            published: Default::default(),
-            oom_killed: false,
-            started_at: None,
-            finished_at: None,
-            restart_policy: Some(svc.restart),
-        });
-        s.calls.push(format!("create {}", svc.name));
+        let name = format!("{}-{}-1", owner.project, svc.name);
+        let id = self.add(svc, owner, revision, spec_hash, name);
+        self.lock().calls.push(format!("create {}", svc.name));
         Ok(id)
+    }
+
+    async fn create_surge_container(
+        &self,
+        svc: &ServiceSpec,
+        owner: &Owner,
+        revision: u64,
+        spec_hash: &str,
+        surge: &Surge,
+    ) -> Result<String, EngineError> {
+        // Repeat-safe as the real engine's: the surge made by an earlier try is answered.
+        let made = self.lock().containers.iter().find_map(|c| {
+            (c.name == surge.name() && c.spec_hash.as_deref() == Some(spec_hash))
+                .then(|| c.id.clone())
+        });
+        let id = match made {
+            Some(id) => id,
+            None => self.add(svc, owner, revision, spec_hash, surge.name().to_owned()),
+        };
+        self.lock()
+            .calls
+            .push(format!("create surge {} {}", svc.name, surge.number()));
+        Ok(id)
+    }
+
+    async fn disconnect_network(&self, id: &str, network: &str) -> Result<(), EngineError> {
+        let mut s = self.lock();
+        // Gone, or not on the network, is done.
+        if let Some(c) = s.containers.iter_mut().find(|c| c.id == id) {
+            c.addresses.remove(network);
+            let line = format!("disconnect {} from {network}", c.service);
+            s.calls.push(line);
+        }
+        Ok(())
     }
 
     async fn start_container(&self, id: &str) -> Result<(), EngineError> {

@@ -8,9 +8,11 @@ mod create;
 #[cfg(test)]
 pub mod fake;
 mod stream;
+mod surge;
 
 pub use archive::{Brief, FileStat, SCRATCH_LABEL};
 pub use stream::{ExecDone, ExecStream, Exited};
+pub use surge::{CannotSurge, Surge, RETIREMENT};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -204,7 +206,21 @@ pub trait Engine: Send + Sync {
         revision: u64,
         spec_hash: &str,
     ) -> Result<String, EngineError>;
+    /// Creates (not starts) `surge`, a second container of the service beside its running one:
+    /// the same config, aliases and labels under another name and container number. One left
+    /// by a cut-off earlier try (same stack, slot and spec) is answered as made.
+    async fn create_surge_container(
+        &self,
+        svc: &ServiceSpec,
+        owner: &Owner,
+        revision: u64,
+        spec_hash: &str,
+        surge: &Surge,
+    ) -> Result<String, EngineError>;
     async fn start_container(&self, id: &str) -> Result<(), EngineError>;
+    /// Takes a container off a network, its aliases there with it; a container not on it, or
+    /// gone, is done.
+    async fn disconnect_network(&self, id: &str, network: &str) -> Result<(), EngineError>;
     /// Stops (with the service's grace period) and removes; a missing container is not an error.
     async fn remove_container(&self, id: &str, grace_s: Option<i64>) -> Result<(), EngineError>;
     /// Networks and volumes labelled with the owner's compose project, for cleanup.
@@ -364,6 +380,18 @@ impl Engines {
     }
 }
 
+/// What a container is created as: the service at a revision, under a name and docker-compose
+/// container number.
+#[derive(Clone, Copy)]
+struct CreateAs<'a> {
+    svc: &'a ServiceSpec,
+    owner: &'a Owner,
+    revision: u64,
+    spec_hash: &'a str,
+    name: &'a str,
+    number: u8,
+}
+
 /// [`Engine`] over a bollard client.
 #[derive(Clone)]
 pub struct BollardEngine {
@@ -520,6 +548,94 @@ impl BollardEngine {
         Ok(present)
     }
 
+    /// Creates the container `spec` describes and connects it to the service's other
+    /// networks; None when the name is taken.
+    async fn create_named(&self, spec: &CreateAs<'_>) -> Result<Option<String>, EngineError> {
+        let CreateAs { svc, name, .. } = *spec;
+        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
+            .name(name)
+            .build();
+        let image_id = self
+            .existing_images(std::slice::from_ref(&svc.image))
+            .await?
+            .remove(&svc.image);
+        let mut body = create::container_body(
+            svc,
+            spec.owner,
+            spec.revision,
+            spec.spec_hash,
+            image_id.as_deref(),
+        );
+        if let Some(l) = body.labels.as_mut() {
+            l.insert(labels::CONTAINER_NUMBER.to_owned(), spec.number.to_string());
+        }
+        let id = match self.docker.create_container(Some(opts), body).await {
+            Ok(created) => created.id,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409, ..
+            }) => return Ok(None),
+            Err(e) => return Err(self.err(format!("creating container {name}"))(e)),
+        };
+        self.connect_rest(svc, &id, name, &BTreeSet::new()).await?;
+        Ok(Some(id))
+    }
+
+    /// API 1.41 takes one network at create time; the rest are connected before start, those
+    /// in `already` left out.
+    async fn connect_rest(
+        &self,
+        svc: &ServiceSpec,
+        id: &str,
+        name: &str,
+        already: &BTreeSet<String>,
+    ) -> Result<(), EngineError> {
+        for net in svc.networks.iter().skip(1) {
+            if already.contains(&net.network) {
+                continue;
+            }
+            let req = bollard::models::NetworkConnectRequest {
+                container: id.to_owned(),
+                endpoint_config: Some(bollard::models::EndpointSettings {
+                    aliases: Some(net.aliases.clone()),
+                    ..Default::default()
+                }),
+            };
+            self.docker
+                .connect_network(&net.network, req)
+                .await
+                .map_err(self.err(format!("connecting {name} to network {}", net.network)))?;
+        }
+        Ok(())
+    }
+
+    /// The surge's name is taken: by this very surge from a cut-off try (finish connecting it
+    /// and answer its id), or by something else, which the caller must clear first.
+    async fn adopt_surge(&self, spec: &CreateAs<'_>, surge: &Surge) -> Result<String, EngineError> {
+        let name = surge.name();
+        let found = self
+            .docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+            .map_err(self.err(format!("inspecting container {name}")))?;
+        if !surge.is_this(&found, spec.owner, spec.svc, spec.spec_hash) {
+            return Err(EngineError::Api {
+                context: format!("creating container {name} beside the running one of service {}", spec.svc.name),
+                status: Some(409),
+                message: format!(
+                    "the name {name} is taken by another container (a leftover of an earlier rollout, or not this stack's); remove it (docker rm) and the rollout goes on"
+                ),
+            });
+        }
+        let id = found.id.clone().unwrap_or_default();
+        let on: BTreeSet<String> = found
+            .network_settings
+            .and_then(|n| n.networks)
+            .map(|n| n.into_keys().collect())
+            .unwrap_or_default();
+        self.connect_rest(spec.svc, &id, name, &on).await?;
+        Ok(id)
+    }
+
     /// Every change the operator makes must be safe to repeat after a crash, and Docker answers
     /// a repeated request with a status that means "already so" (304 already started or
     /// stopped, 404 already gone, 409 already exists or already being removed). Those count as
@@ -653,46 +769,69 @@ impl Engine for BollardEngine {
         spec_hash: &str,
     ) -> Result<String, EngineError> {
         let name = svc.container_name(&owner.project);
-        let opts = bollard::query_parameters::CreateContainerOptionsBuilder::default()
-            .name(&name)
-            .build();
-        let image_id = self
-            .existing_images(std::slice::from_ref(&svc.image))
-            .await?
-            .remove(&svc.image);
-        let body = create::container_body(svc, owner, revision, spec_hash, image_id.as_deref());
-        let id = match self.docker.create_container(Some(opts), body).await {
-            Ok(created) => created.id,
+        let spec = CreateAs {
+            svc,
+            owner,
+            revision,
+            spec_hash,
+            name: &name,
+            number: 1,
+        };
+        match self.create_named(&spec).await? {
+            Some(id) => Ok(id),
             // The planner removes this stack's own container before creating its successor,
             // so a name still taken belongs to someone else: say whose and what to do.
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 409, ..
-            }) => {
-                return Err(EngineError::Api {
-                    context: format!("creating container {name} for service {}", svc.name),
-                    status: Some(409),
-                    message: format!(
-                        "the name {name} is already used by a container this stack does not manage; remove or rename that container (docker rm / docker rename), or change container_name"
-                    ),
-                })
-            }
-            Err(e) => return Err(self.err(format!("creating container {name}"))(e)),
-        };
-        // API 1.41 takes one network at create time; the rest are connected before start.
-        for net in svc.networks.iter().skip(1) {
-            let req = bollard::models::NetworkConnectRequest {
-                container: id.clone(),
-                endpoint_config: Some(bollard::models::EndpointSettings {
-                    aliases: Some(net.aliases.clone()),
-                    ..Default::default()
-                }),
-            };
-            self.docker
-                .connect_network(&net.network, req)
-                .await
-                .map_err(self.err(format!("connecting {name} to network {}", net.network)))?;
+            None => Err(EngineError::Api {
+                context: format!("creating container {name} for service {}", svc.name),
+                status: Some(409),
+                message: format!(
+                    "the name {name} is already used by a container this stack does not manage; remove or rename that container (docker rm / docker rename), or change container_name"
+                ),
+            }),
         }
-        Ok(id)
+    }
+
+    async fn create_surge_container(
+        &self,
+        svc: &ServiceSpec,
+        owner: &Owner,
+        revision: u64,
+        spec_hash: &str,
+        surge: &Surge,
+    ) -> Result<String, EngineError> {
+        let spec = CreateAs {
+            svc,
+            owner,
+            revision,
+            spec_hash,
+            name: surge.name(),
+            number: surge.number(),
+        };
+        if let Some(id) = self.create_named(&spec).await? {
+            return Ok(id);
+        }
+        self.adopt_surge(&spec, surge).await
+    }
+
+    async fn disconnect_network(&self, id: &str, network: &str) -> Result<(), EngineError> {
+        let context = format!("taking container {} off network {network}", short_id(id));
+        let req = bollard::models::NetworkDisconnectRequest {
+            container: id.to_owned(),
+            force: Some(false),
+        };
+        match self.docker.disconnect_network(network, req).await {
+            Ok(()) => Ok(()),
+            // Docker 20.10 answers "is not connected to network" with a 500, not a 304.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { message, .. })
+                if message.contains("is not connected") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(EngineError::from_bollard(&self.host, context, e)),
+        }
     }
 
     async fn start_container(&self, id: &str) -> Result<(), EngineError> {

@@ -7,6 +7,7 @@ pub mod checks;
 pub mod config;
 pub mod faults;
 pub mod metrics;
+pub mod poll;
 pub mod server;
 
 use std::sync::Arc;

@@ -1,0 +1,196 @@
+//! Zero-downtime replacement of one service on the real Docker engine (issue 11): the new
+//! backend starts beside the old one under the same aliases, and the old one is retired once
+//! the new one is healthy, while a client on the project network asks it every 20 ms.
+
+use std::time::{Duration, Instant};
+
+use stackwarden::api::ContainerHealth;
+use stackwarden::compose::ServiceSpec;
+use stackwarden::docker::{BollardEngine, Engine, Engines, Owner, Surge};
+use stackwarden_tests::harness::{demo_spec, docker, Containers, Harness};
+use stackwarden_tests::images::DEMO_APP_IMAGE;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The demo stack with its backend reached on the project network only: a published port
+/// cannot be shared by two containers.
+fn unpublished_demo(h: &Harness) -> stackwarden::api::ServiceStackSpec {
+    let mut spec = demo_spec(&h.project);
+    let file: Vec<&str> = spec
+        .compose
+        .file
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("ports:"))
+        .collect();
+    spec.compose.file = file.join("\n");
+    spec
+}
+
+/// Waits, looking again every 200 ms, until `done` holds.
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+    let start = Instant::now();
+    while !done().await {
+        assert!(start.elapsed() < TIMEOUT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn health(engine: &BollardEngine, project: &str, id: &str) -> Option<ContainerHealth> {
+    let seen = engine.observe(project, &[], &[], &[]).await.unwrap();
+    seen.containers.iter().find(|c| c.id == id)?.health
+}
+
+/// How many requests the verbose poller has answered successfully so far.
+fn poller_successes(name: &str) -> usize {
+    let out = std::process::Command::new("docker")
+        .args(["logs", name])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.ends_with("Ok(())"))
+        .count()
+}
+
+/// Starts `demo-app poll` on `network` against `url`, each request told in its log.
+fn start_poller(name: &str, network: &str, url: &str) {
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--network",
+        network,
+        "--env",
+        "DEMO_POLL_VERBOSE=1",
+        "--entrypoint",
+        "demo-app",
+        DEMO_APP_IMAGE,
+        "poll",
+        url,
+        "--every-ms",
+        "20",
+    ]);
+}
+
+/// Stops the poller (SIGTERM) and reads its JSON line.
+fn poller_summary(name: &str) -> serde_json::Value {
+    docker(&["stop", name]);
+    let line = docker(&["logs", name])
+        .lines()
+        .rfind(|l| l.starts_with('{'))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no summary from the poller: {}", docker(&["logs", name])));
+    serde_json::from_str(&line).unwrap()
+}
+
+/// `docker-compose ps` of the project from its compose file: does it list both containers?
+fn compose_ps(h: &Harness, file: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("docker-compose.yml");
+    std::fs::write(&path, file).unwrap();
+    let out = std::process::Command::new("docker-compose")
+        .args(["-p", &h.project, "-f"])
+        .arg(&path)
+        .arg("ps")
+        .output()
+        .expect("docker-compose runs");
+    assert!(
+        out.status.success(),
+        "docker-compose ps: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The backend as the next rollout wants it: another environment, so really another container.
+fn next_backend(h: &Harness) -> ServiceSpec {
+    let project = stackwarden::compose::load(&h.stack()).unwrap();
+    let mut svc = project.service("backend").unwrap().clone();
+    svc.environment
+        .0
+        .insert("DEMO_RELEASE".into(), "surged".into());
+    svc
+}
+
+#[tokio::test]
+async fn a_surged_backend_replacement_fails_no_request_of_a_client_on_the_project_network() {
+    let h = Harness::new("surge");
+    let spec = unpublished_demo(&h);
+    let file = spec.compose.file.clone();
+    h.apply(spec);
+    h.until_ready(TIMEOUT).await;
+    let old = h.containers()["backend"].clone();
+    let old_name = docker(&["inspect", "-f", "{{.Name}}", &old]);
+    let old_name = old_name.trim().trim_start_matches('/');
+
+    let poller = format!("{}-poller", h.project);
+    let _cleanup = Containers(vec![poller.clone()]);
+    start_poller(
+        &poller,
+        &format!("{}_default", h.project),
+        "http://backend:8000/",
+    );
+    until("the poller's first answer", || async {
+        poller_successes(&poller) > 0
+    })
+    .await;
+
+    let engine = Engines::default()
+        .get(stackwarden::api::DEFAULT_DOCKER_HOST)
+        .await
+        .unwrap();
+    let svc = next_backend(&h);
+    let owner = Owner {
+        project: h.project.clone(),
+        stack: format!("e2e/{}", h.name),
+        uid: h.uid(),
+    };
+    let surge = Surge::beside(&svc, &h.project, old_name).expect("the backend can surge");
+    assert_eq!(surge.name(), format!("{}-backend-2", h.project));
+    let new = engine
+        .create_surge_container(&svc, &owner, 2, "surge-test", &surge)
+        .await
+        .unwrap();
+    let again = engine
+        .create_surge_container(&svc, &owner, 2, "surge-test", &surge)
+        .await
+        .expect("creating the same surge again is done, not a conflict");
+    assert_eq!(again, new);
+    engine.start_container(&new).await.unwrap();
+    until("the new backend healthy", || async {
+        health(&engine, &h.project, &new).await == Some(ContainerHealth::Healthy)
+    })
+    .await;
+
+    let listed = compose_ps(&h, &file);
+    assert!(
+        listed.contains(&surge.name()) && listed.contains(old_name),
+        "docker-compose ps lists both backends:\n{listed}"
+    );
+
+    // The retirement found best (docker::RETIREMENT): stop gracefully while still on the
+    // network, then remove.
+    let grace = svc.stop_grace_period_s;
+    engine.stop_container(&old, grace).await.unwrap();
+    engine.remove_container(&old, grace).await.unwrap();
+    engine
+        .remove_container(&old, grace)
+        .await
+        .expect("removing it again is done");
+
+    let after = poller_successes(&poller);
+    until("more answers after the retirement", || async {
+        poller_successes(&poller) > after + 25
+    })
+    .await;
+    let summary = poller_summary(&poller);
+    println!("poller: {summary}");
+    assert!(summary["requests"].as_u64().unwrap() > 25, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    let left = h.containers()["backend"].clone();
+    assert!(
+        new.starts_with(&left),
+        "the backend left is the new one: {left}"
+    );
+}
