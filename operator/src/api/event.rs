@@ -50,11 +50,15 @@ pub enum EventReason {
     /// A restore succeeded.
     Restored,
     BackupFailed,
+    /// A new revision's rollout began.
+    RolloutStarted,
+    /// Every service of a revision was rolled out.
+    RolloutComplete,
 }
 
 /// The reasons of an event's own, by their word; the others are [`Reason`]'s and
 /// [`RestartReason`]'s.
-const OWN: [(EventReason, &str); 18] = [
+const OWN: [(EventReason, &str); 20] = [
     (EventReason::Created, "Created"),
     (EventReason::Recreated, "Recreated"),
     (EventReason::Started, "Started"),
@@ -73,6 +77,8 @@ const OWN: [(EventReason, &str); 18] = [
     (EventReason::BackupVerified, "BackupVerified"),
     (EventReason::Restored, "Restored"),
     (EventReason::BackupFailed, "BackupFailed"),
+    (EventReason::RolloutStarted, "RolloutStarted"),
+    (EventReason::RolloutComplete, "RolloutComplete"),
 ];
 
 impl EventReason {

@@ -89,6 +89,8 @@ pub enum Phase {
     Complete,
     /// A newer revision was applied before this one was ever Ready.
     Superseded,
+    /// It failed a rollout gate and the revision before it was brought back.
+    RolledBack,
 }
 
 impl std::fmt::Display for Phase {
@@ -97,6 +99,7 @@ impl std::fmt::Display for Phase {
             Phase::Progressing => "Progressing",
             Phase::Complete => "Complete",
             Phase::Superseded => "Superseded",
+            Phase::RolledBack => "RolledBack",
         })
     }
 }

@@ -55,6 +55,23 @@ impl Surge {
                 port: p.container_port,
             });
         }
+        Self::replacing(svc, project, old_name)
+    }
+
+    /// The other slot for a service whose old container is stopped first (a published port):
+    /// the old one keeps its name, stopped, for a rollback. Only a fixed `container_name`
+    /// cannot have a second container at all.
+    pub fn replacing(
+        svc: &ServiceSpec,
+        project: &str,
+        old_name: &str,
+    ) -> Result<Self, CannotSurge> {
+        if let Some(name) = &svc.fixed_name {
+            return Err(CannotSurge::FixedName {
+                service: svc.name.clone(),
+                name: name.clone(),
+            });
+        }
         // docker-compose 1.29 writes `project_service_N`, the operator `project-service-N`.
         let old_number = old_name.rsplit(['-', '_']).next();
         let number = if old_number == Some("2") { 1 } else { 2 };

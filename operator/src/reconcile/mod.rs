@@ -34,6 +34,7 @@ pub mod prober;
 mod repair;
 pub mod requeue;
 mod revisions;
+mod rollout;
 mod snapshot;
 mod status;
 mod verdicts;
@@ -242,31 +243,12 @@ async fn converged(
     uid: &str,
     seen: &Snapshot,
 ) -> Result<Result<Outcome, EngineError>, Error> {
-    let previous = &seen.previous;
     let owner = crate::docker::Owner {
         project: pass.project.name.clone(),
         stack: pass.stack.key(),
         uid: uid.to_owned(),
     };
-    let last = previous
-        .revision
-        .zip(previous.spec_hash.clone())
-        .map(|(revision, spec_hash)| plan::Applied {
-            revision,
-            spec_hash,
-        });
-    let target = converge::Target {
-        claim: &pass.claim,
-        last: last.as_ref(),
-        paused: &intent.holds.held(),
-        hold: intent.hold_deploy,
-    };
-    let plan = converge::planned(pass.project, &seen.observed, &target);
-    // Intent first: the revision is in the store before any container of it is touched.
-    let applies = !intent.hold_deploy && !pass.stack.spec.suspend && plan.conflict.is_none();
-    if applies && previous.revision != Some(plan.revision) {
-        revisions::record(pass, plan.revision, &seen.observed, seen.now).await?;
-    }
+    let (plan, rollout) = planned(pass, intent, seen).await?;
     let converged = converge(
         pass.stack,
         pass.project,
@@ -282,16 +264,70 @@ async fn converged(
     for event in std::mem::take(&mut outcome.events) {
         status::publish(pass.ctx, pass.stack, event).await?;
     }
+    // After converge, which pulled or built the new images and made the networks.
+    let rolled = rollout::step(pass, rollout, &owner, seen).await?;
+    outcome.failures.extend(rolled.failure);
+    outcome.acted |= rolled.acted;
+    let mut look_again = rolled.acted;
     // Suspended: holds are recorded and reported, but nothing is stopped or started.
     let may_act = !pass.ctx.draining() && !pass.stack.spec.suspend;
     if may_act && hold::act(pass, &intent.holds, &outcome).await? {
-        // What the status reports must be what runs after the stop or start.
+        look_again = true;
+    }
+    // What the status reports must be what runs after the acts.
+    if look_again {
         match snapshot::look(&*pass.engine, pass.project).await {
             Ok(o) => outcome.observed = o,
             Err(e) => return Ok(Err(e)),
         }
     }
     Ok(Ok(outcome))
+}
+
+/// The plan on the snapshot, the new revision recorded before anything of it is done, and the
+/// rollout that takes the services it changes one at a time (converge leaves those alone).
+async fn planned(
+    pass: &mut Pass<'_>,
+    intent: &Intent,
+    seen: &Snapshot,
+) -> Result<
+    (
+        plan::Plan,
+        Option<crate::api::rollout_status::RolloutStatus>,
+    ),
+    Error,
+> {
+    let previous = &seen.previous;
+    let last = previous
+        .revision
+        .zip(previous.spec_hash.clone())
+        .map(|(revision, spec_hash)| plan::Applied {
+            revision,
+            spec_hash,
+        });
+    let target = converge::Target {
+        claim: &pass.claim,
+        last: last.as_ref(),
+        paused: &intent.holds.held(),
+        hold: intent.hold_deploy,
+    };
+    let mut plan = converge::planned(pass.project, &seen.observed, &target);
+    let applies = !intent.hold_deploy && !pass.stack.spec.suspend && plan.conflict.is_none();
+    if applies && previous.revision != Some(plan.revision) {
+        revisions::record(pass, plan.revision, &seen.observed, seen.now).await?;
+    }
+    let spec_hash = pass.project.spec_hash();
+    let rollout = rollout::current(pass, &plan, seen, applies, &spec_hash);
+    let held = crate::decide::rollout::held(rollout.as_ref(), &spec_hash);
+    // Images are still pulled and built here; the containers are the rollout's.
+    plan.actions.retain(|a| match a {
+        Action::Create { service }
+        | Action::Start { service, .. }
+        | Action::Recreate { service, .. }
+        | Action::Remove { service, .. } => !held.contains(service),
+        _ => true,
+    });
+    Ok((plan, rollout))
 }
 
 /// The report, backups, write, jobs and requeue steps.
@@ -334,6 +370,12 @@ async fn finish_pass(
         .chain(&backups.events)
         .cloned()
         .collect();
+    // A rollout's steps wait on containers starting and probes passing: look again soon.
+    let rolling = status
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.phase.active())
+        .then(|| now + chrono::Duration::seconds(1));
     status::finish(ctx, pass.stack, status, previous, verdicts, later, now).await?;
     // Only now that status holds their intent do the jobs start; and only now are the results
     // folded into it let go of (a pass whose write failed folds them again).
@@ -349,6 +391,7 @@ async fn finish_pass(
         backups.next,
         hold::next_end(&intent.holds),
         resumed,
+        rolling,
     ]
     .into_iter()
     .flatten()
@@ -387,6 +430,8 @@ fn reported_status(
         project: Some(pass.stack.project_name()),
         services: report.services.clone(),
         health: Some(report.health),
+        // As the rollout step recorded it this pass.
+        rollout: pass.stack.status.as_ref().and_then(|s| s.rollout.clone()),
         ..previous.clone()
     };
     // A held deploy, or a stack refused for its project name, applied nothing new.

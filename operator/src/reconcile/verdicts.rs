@@ -36,6 +36,8 @@ pub(super) fn applied(
     if let Some(v) = gate_verdict(gate) {
         verdicts.push(v);
     }
+    // Last: a stack running two revisions, or rolled back, is not Ready whatever the report saw.
+    verdicts.extend(crate::decide::rollout::verdicts(status.rollout.as_ref()));
     verdicts.extend(crate::decide::backup::plan::conditions(
         &pass.stack.spec.backups,
         &status.backups,

@@ -1,0 +1,353 @@
+//! The rollout step: a new revision of a stack that ran before is rolled out one service at a
+//! time, each service's container replaced the way `decide::rollout` chose, and rolled back
+//! when a gate fails. This step observes the containers concerned, records the rollout in
+//! status before it acts (a kill repeats the same acts, each repeat-safe), and acts.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
+use super::{status, Error, Pass};
+use crate::api::revision::{Outcome as RevisionOutcome, Phase};
+use crate::api::rollout_status::{Method, RolloutPhase, RolloutStatus, ServiceRollout};
+use crate::api::{ContainerHealth, ContainerState, EventReason, EventType, StackEvent};
+use crate::decide::plan::Plan;
+use crate::decide::rollout::{self, Act, Analysis, Limits, Probes, Seen};
+use crate::docker::{EngineError, Owner, Surge};
+use crate::observe::{ObservedContainer, Snapshot};
+
+/// What the step leaves for the rest of the pass.
+#[derive(Default)]
+pub(super) struct Rolled {
+    /// The rollout as recorded (None: there never was one).
+    pub rollout: Option<RolloutStatus>,
+    /// Services converge leaves to the rollout.
+    pub held: BTreeSet<String>,
+    /// The engine was acted on: what runs must be looked at again.
+    pub acted: bool,
+    /// An act the engine refused: the service and the message (retried next pass).
+    pub failure: Option<(String, String)>,
+}
+
+/// Advances or rolls back `rollout` (from [`current`]), recording each step before it acts.
+pub(super) async fn step(
+    pass: &mut Pass<'_>,
+    rollout: Option<RolloutStatus>,
+    owner: &Owner,
+    seen: &Snapshot,
+) -> Result<Rolled, Error> {
+    let spec_hash = pass.project.spec_hash();
+    let Some(rollout) = rollout else {
+        return Ok(Rolled::default());
+    };
+    if !rollout.phase.active() {
+        if recorded(pass) != Some(&rollout) {
+            record(pass, &rollout, seen.now).await?;
+        }
+        return Ok(Rolled {
+            held: rollout::held(Some(&rollout), &spec_hash),
+            rollout: Some(rollout),
+            ..Rolled::default()
+        });
+    }
+    let observed = observe(pass, &rollout, seen);
+    let limits = Limits {
+        progress_deadline: pass.stack.spec.rollout.progress_deadline(),
+        analysis: false,
+    };
+    let next = rollout::next(&rollout, &observed, limits, seen.now);
+    if recorded(pass) != Some(&next.rollout) {
+        record(pass, &next.rollout, seen.now).await?;
+    }
+    let mut failure = None;
+    for act in &next.acts {
+        if let Err(e) = perform(pass, &next.rollout, owner, seen, act).await {
+            failure = Some((act_service(act).to_owned(), e.to_string()));
+            break;
+        }
+    }
+    Ok(Rolled {
+        held: rollout::held(Some(&next.rollout), &spec_hash),
+        acted: !next.acts.is_empty(),
+        rollout: Some(next.rollout),
+        failure,
+    })
+}
+
+fn recorded<'a>(pass: &'a Pass<'_>) -> Option<&'a RolloutStatus> {
+    pass.stack.status.as_ref().and_then(|s| s.rollout.as_ref())
+}
+
+/// The rollout this pass works on: the recorded one, a new one when the pass applies a new
+/// revision that changes services, and an unfinished one for an older spec turned to rolling
+/// back (its containers are undone before the new spec is rolled out).
+pub(super) fn current(
+    pass: &Pass<'_>,
+    plan: &Plan,
+    seen: &Snapshot,
+    applies: bool,
+    spec_hash: &str,
+) -> Option<RolloutStatus> {
+    let previous = &seen.previous;
+    let mut rollout = recorded(pass).cloned();
+    let idle = rollout.as_ref().is_none_or(|r| !r.phase.active());
+    let tried = rollout.as_ref().is_some_and(|r| r.spec_hash == spec_hash);
+    if applies && idle && !tried && previous.revision != Some(plan.revision) {
+        let spec = &pass.stack.spec.rollout;
+        let changes = rollout::changes(plan, pass.project, spec.strategy);
+        if rollout::rolls_out(previous.revision, &changes) {
+            let from = previous.last_good_revision.or(previous.revision);
+            let begun = rollout::begin(
+                plan.revision,
+                spec_hash,
+                from,
+                &changes,
+                &spec.order,
+                seen.now,
+            );
+            rollout = Some(begun);
+        }
+    }
+    if let Some(r) = rollout
+        .as_mut()
+        .filter(|r| r.phase == RolloutPhase::Progressing && r.spec_hash != spec_hash)
+    {
+        r.phase = RolloutPhase::RollingBack;
+        r.failure = Some(format!(
+            "the spec changed before revision {} was rolled out; it is undone first",
+            r.revision
+        ));
+    }
+    rollout
+}
+
+/// The current service's containers as the rollout needs to see them.
+fn observe(pass: &Pass<'_>, r: &RolloutStatus, seen: &Snapshot) -> rollout::Observed {
+    let Some(s) = rollout::current(r) else {
+        return rollout::Observed::default();
+    };
+    let ours: Vec<&ObservedContainer> = seen
+        .observed
+        .containers
+        .iter()
+        .filter(|c| c.service == s.name && pass.claim.owns(c))
+        .collect();
+    let old = ours
+        .iter()
+        .find(|c| Some(&c.id) == s.old_container.as_ref())
+        .copied();
+    // Found by the id recorded, or (cut off before it was recorded) as the one carrying the
+    // rollout's spec that is not the old one.
+    let new = ours
+        .iter()
+        .find(|c| Some(&c.id) == s.new_container.as_ref())
+        .or_else(|| {
+            ours.iter().find(|c| {
+                Some(&c.id) != s.old_container.as_ref()
+                    && c.spec_hash.as_deref() == Some(r.spec_hash.as_str())
+            })
+        })
+        .copied();
+    let verdict = seen.probes.get(&s.name);
+    rollout::Observed {
+        old: old.map(|c| seen_of(c, verdict)),
+        new: new.map(|c| seen_of(c, verdict)),
+        new_id: new.map(|c| c.id.clone()),
+        analysis: Analysis::NotAsked,
+    }
+}
+
+/// A container's state and probes: Docker's healthcheck when it has one, the prober's verdict
+/// when it is about this very container run, else passing once it runs.
+fn seen_of(c: &ObservedContainer, verdict: Option<&crate::observe::ProbeVerdict>) -> Seen {
+    let running = c.state == ContainerState::Running;
+    let prober = verdict
+        .filter(|v| v.run_started_at.is_some() && v.run_started_at == c.started_at)
+        .and_then(|v| v.healthy.map(|h| (h, v)));
+    let probes = match (c.health, prober) {
+        (Some(ContainerHealth::Unhealthy), _) => {
+            Probes::Failing("its Docker healthcheck reports unhealthy".into())
+        }
+        (_, Some((false, v))) => Probes::Failing(
+            v.last
+                .as_ref()
+                .map_or_else(|| "its probes fail".into(), |l| l.message.clone()),
+        ),
+        (Some(ContainerHealth::Starting), _) => Probes::Unknown,
+        (Some(ContainerHealth::Healthy), _) | (None, Some((true, _))) => Probes::Passing,
+        (None, None) if verdict.is_some() => Probes::Unknown,
+        (None, None) => Probes::Passing,
+    };
+    Seen {
+        running,
+        probes,
+        exit_code: (!running).then_some(c.exit_code).flatten(),
+        restarts: c.restart_count,
+    }
+}
+
+/// Writes the rollout into status before it is acted on; the revision store hears of a
+/// rollback.
+async fn record(pass: &mut Pass<'_>, r: &RolloutStatus, now: DateTime<Utc>) -> Result<(), Error> {
+    let before = recorded(pass).cloned();
+    let mut interim = pass.stack.status.clone().unwrap_or_default();
+    interim.rollout = Some(r.clone());
+    pass.ctx.store.write_status(pass.stack, interim).await?;
+    pass.ctx.metrics.status_written(&pass.stack.key());
+    let phase_changed = before
+        .as_ref()
+        .is_none_or(|b| b.phase != r.phase || b.revision != r.revision);
+    if phase_changed {
+        if r.phase == RolloutPhase::RolledBack {
+            let outcome = RevisionOutcome {
+                phase: Phase::RolledBack,
+                since: Some(now),
+            };
+            pass.ctx
+                .store
+                .set_outcome(pass.stack, r.revision, &outcome)
+                .await?;
+        }
+        status::publish(pass.ctx, pass.stack, phase_event(r)).await?;
+    }
+    Ok(())
+}
+
+fn phase_event(r: &RolloutStatus) -> StackEvent {
+    let names: Vec<&str> = r.services.iter().map(|s| s.name.as_str()).collect();
+    let (reason, type_, note) = match r.phase {
+        RolloutPhase::Progressing => (
+            EventReason::RolloutStarted,
+            EventType::Normal,
+            format!("rolling out revision {}: {}", r.revision, names.join(", ")),
+        ),
+        RolloutPhase::Complete => (
+            EventReason::RolloutComplete,
+            EventType::Normal,
+            format!("revision {} rolled out", r.revision),
+        ),
+        // The Warning is the RolledBack condition's own event.
+        RolloutPhase::RollingBack | RolloutPhase::RolledBack => (
+            EventReason::Reason(crate::api::Reason::RollingBack),
+            EventType::Normal,
+            format!(
+                "revision {}: {}",
+                r.revision,
+                r.failure.as_deref().unwrap_or("rolling back")
+            ),
+        ),
+    };
+    StackEvent {
+        type_,
+        reason,
+        note,
+        action: "Rollout".into(),
+    }
+}
+
+fn act_service(act: &Act) -> &str {
+    match act {
+        Act::StartNew(s)
+        | Act::StopOld(s)
+        | Act::StartOld(s)
+        | Act::RemoveNew(s)
+        | Act::Analyse(s) => s,
+        Act::RemoveOld(_) => "*",
+    }
+}
+
+fn part<'a>(r: &'a RolloutStatus, service: &str) -> Option<&'a ServiceRollout> {
+    r.services.iter().find(|s| s.name == service)
+}
+
+/// Carries out one act; each is repeat-safe (a container already started, stopped or gone is
+/// done).
+async fn perform(
+    pass: &Pass<'_>,
+    r: &RolloutStatus,
+    owner: &Owner,
+    seen: &Snapshot,
+    act: &Act,
+) -> Result<(), EngineError> {
+    let engine = &*pass.engine;
+    let grace = |service: &str| {
+        pass.project
+            .service(service)
+            .and_then(|s| s.stop_grace_period_s)
+    };
+    let old = |service: &str| part(r, service).and_then(|s| s.old_container.clone());
+    let new = |service: &str| part(r, service).and_then(|s| s.new_container.clone());
+    match act {
+        Act::StartNew(service) => start_new(pass, r, owner, seen, service).await,
+        Act::StopOld(service) => match old(service) {
+            Some(id) => engine.stop_container(&id, grace(service)).await,
+            None => Ok(()),
+        },
+        Act::StartOld(service) => match old(service) {
+            Some(id) => engine.start_container(&id).await,
+            None => Ok(()),
+        },
+        Act::RemoveNew(service) => match new(service) {
+            Some(id) => engine.remove_container(&id, grace(service)).await,
+            None => Ok(()),
+        },
+        Act::RemoveOld(ids) => {
+            for id in ids {
+                engine.remove_container(id, Some(0)).await?;
+            }
+            Ok(())
+        }
+        // Not asked for until the analysis gate is wired in.
+        Act::Analyse(_) => Ok(()),
+    }
+}
+
+/// Creates (unless a cut-off try did) and starts the service's container of the new revision:
+/// beside the old one under the other docker-compose number, or under the service's own name
+/// when it is new.
+async fn start_new(
+    pass: &Pass<'_>,
+    r: &RolloutStatus,
+    owner: &Owner,
+    seen: &Snapshot,
+    service: &str,
+) -> Result<(), EngineError> {
+    let engine = &*pass.engine;
+    let Some(svc) = pass.project.service(service) else {
+        return Ok(());
+    };
+    let part = part(r, service);
+    if let Some(id) = part.and_then(|s| s.new_container.as_ref()) {
+        return engine.start_container(id).await;
+    }
+    let spec_hash = &r.spec_hash;
+    let id = match (
+        part.map(|s| s.method),
+        part.and_then(|s| s.old_container.as_ref()),
+    ) {
+        (Some(Method::Surge | Method::Recreate), Some(old_id)) => {
+            let old_name = seen
+                .observed
+                .containers
+                .iter()
+                .find(|c| c.id == *old_id)
+                .map_or("", |c| c.name.as_str());
+            let surge = Surge::replacing(svc, &pass.project.name, old_name).map_err(|e| {
+                EngineError::Api {
+                    context: format!("replacing service {service}"),
+                    status: None,
+                    message: e.to_string(),
+                }
+            })?;
+            engine
+                .create_surge_container(svc, owner, r.revision, spec_hash, &surge)
+                .await?
+        }
+        _ => {
+            engine
+                .create_container(svc, owner, r.revision, spec_hash)
+                .await?
+        }
+    };
+    engine.start_container(&id).await
+}
