@@ -2,6 +2,7 @@
 //! here are the one PostgreSQL and the one Redis client that probes, backups (and next, key
 //! rotation) log in with. Both mask the password out of every message they make.
 
+pub mod metrics;
 pub mod postgres;
 pub mod reading;
 pub mod redis;

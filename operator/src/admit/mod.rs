@@ -13,6 +13,7 @@
 pub mod backup;
 pub mod health;
 pub mod maintenance;
+pub mod rollout;
 pub mod warnings;
 
 use std::collections::BTreeMap;

@@ -7,6 +7,7 @@ pub mod condition;
 pub mod event;
 pub mod failure;
 pub mod revision;
+pub mod rollout;
 
 use std::collections::BTreeMap;
 
