@@ -10,7 +10,9 @@
 //! Scrapes are parsed with `prometheus-parse`, which reads the classic Prometheus text and
 //! the OpenMetrics text (the `# EOF` line and `_created` series are skipped). It types an
 //! OpenMetrics counter under its family name only, so samples are read by name whatever their
-//! type; that is why the requests counter matches with or without its `_total` suffix.
+//! type; that is why the requests counter matches with or without its `_total` suffix. Its
+//! label parsing is plain: a label value holding a comma, `=` or `}` is misread (status codes
+//! and bucket bounds never hold one).
 
 use std::collections::BTreeMap;
 use std::time::Duration;

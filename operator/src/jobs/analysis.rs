@@ -145,15 +145,12 @@ mod tests {
         serde_json::from_value(base).unwrap()
     }
 
+    type Page = std::future::Ready<Result<String, ScrapeError>>;
+    type Scraped = Arc<Mutex<Vec<Duration>>>;
+
     /// A service whose counters grow with (paused) time: `per_second` requests a second,
     /// `errors` of them 5xx; and the instants it was scraped at, from the start.
-    fn service(
-        per_second: u64,
-        errors: f64,
-    ) -> (
-        impl FnMut() -> std::future::Ready<Result<String, ScrapeError>>,
-        Arc<Mutex<Vec<Duration>>>,
-    ) {
+    fn service(per_second: u64, errors: f64) -> (impl FnMut() -> Page, Scraped) {
         let began = Instant::now();
         let times = Arc::new(Mutex::new(Vec::new()));
         let seen = times.clone();
