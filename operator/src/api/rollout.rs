@@ -83,6 +83,14 @@ impl AnalysisSpec {
         Self::DEFAULT_MIN_REQUESTS
     }
 
+    /// Whether a rollout must measure the previous revision's latency before it updates a
+    /// service: only `latency.maxIncrease` reads that figure.
+    pub fn needs_baseline(&self) -> bool {
+        self.latency
+            .as_ref()
+            .is_some_and(|l| l.max_increase.is_some())
+    }
+
     /// The endpoint's URL at `addr`, the address the caller found for the service's
     /// `metrics.port` (a container address on the project network, or a published port).
     pub fn url(&self, addr: SocketAddr) -> String {
@@ -180,6 +188,7 @@ mod tests {
         let latency = spec.latency.as_ref().unwrap();
         assert_eq!(latency.metric, "http_request_duration_seconds");
         assert_eq!(latency.quantile, 0.95);
+        assert!(!spec.needs_baseline());
         assert_eq!(
             spec.url("172.18.0.3:8000".parse().unwrap()),
             "http://172.18.0.3:8000/metrics"
