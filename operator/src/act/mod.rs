@@ -1,7 +1,9 @@
 //! The operator's hands on what runs: the Docker engine lives behind [`crate::docker::Engine`];
 //! here are the one PostgreSQL and the one Redis client that probes, backups (and next, key
-//! rotation) log in with. Both mask the password out of every message they make.
+//! rotation) log in with. Both mask the password out of every message they make. And the
+//! scraper of a service's metrics page, for the rollout analysis (`metrics`).
 
+pub mod metrics;
 pub mod postgres;
 pub mod reading;
 pub mod redis;

@@ -13,6 +13,7 @@
 pub mod backup;
 pub mod health;
 pub mod maintenance;
+pub mod rollout;
 pub mod warnings;
 
 use std::collections::BTreeMap;
@@ -60,6 +61,7 @@ fn checked(stack: &ServiceStack, project: Project) -> Result<Admitted, Failure> 
     health::validate(spec, &project)?;
     let backups = backup::validate(spec, &project)?;
     maintenance::restart_policy(spec)?;
+    rollout::validate_rollout(spec, &project)?;
     Ok(Admitted {
         health: spec.health.services.clone(),
         backups,

@@ -52,13 +52,11 @@ pub enum EventReason {
     BackupFailed,
     /// A new revision's rollout began.
     RolloutStarted,
-    /// Every service of a revision was rolled out.
-    RolloutComplete,
 }
 
 /// The reasons of an event's own, by their word; the others are [`Reason`]'s and
 /// [`RestartReason`]'s.
-const OWN: [(EventReason, &str); 20] = [
+const OWN: [(EventReason, &str); 19] = [
     (EventReason::Created, "Created"),
     (EventReason::Recreated, "Recreated"),
     (EventReason::Started, "Started"),
@@ -78,7 +76,6 @@ const OWN: [(EventReason, &str); 20] = [
     (EventReason::Restored, "Restored"),
     (EventReason::BackupFailed, "BackupFailed"),
     (EventReason::RolloutStarted, "RolloutStarted"),
-    (EventReason::RolloutComplete, "RolloutComplete"),
 ];
 
 impl EventReason {

@@ -7,6 +7,7 @@ pub mod condition;
 pub mod event;
 pub mod failure;
 pub mod revision;
+pub mod rollout;
 pub mod rollout_status;
 
 use std::collections::BTreeMap;
@@ -125,6 +126,11 @@ pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub progress_deadline_seconds: Option<u32>,
+
+    /// Judge each updated service on its own metrics (its Prometheus endpoint) before the old
+    /// container is retired: the 5xx share, and optionally a latency quantile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<rollout::AnalysisSpec>,
 }
 
 /// How services are replaced in a rollout.

@@ -2,6 +2,7 @@
 //! argument. Nothing here talks to Docker, a database or the API server; the callers act on the
 //! answers.
 
+pub mod analysis;
 pub mod backup;
 pub mod heal;
 pub mod history;

@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use tokio_util::sync::CancellationToken;
 
+pub mod analysis;
 mod wake;
 pub use wake::{Wake, Waker};
 
@@ -23,6 +24,8 @@ pub enum Kind {
     Prober,
     /// A backup, restore test or restore of one backup target.
     Backup,
+    /// The rollout analysis of one service (`analysis::analyse`), named by the service.
+    Analysis,
 }
 
 /// Which job: its stack (the owner), its kind, and a name within the two (the backup target;

@@ -3,8 +3,6 @@
 //! when a gate fails. This step observes the containers concerned, records the rollout in
 //! status before it acts (a kill repeats the same acts, each repeat-safe), and acts.
 
-use std::collections::BTreeSet;
-
 use chrono::{DateTime, Utc};
 
 use super::{status, Error, Pass};
@@ -19,10 +17,6 @@ use crate::observe::{ObservedContainer, Snapshot};
 /// What the step leaves for the rest of the pass.
 #[derive(Default)]
 pub(super) struct Rolled {
-    /// The rollout as recorded (None: there never was one).
-    pub rollout: Option<RolloutStatus>,
-    /// Services converge leaves to the rollout.
-    pub held: BTreeSet<String>,
     /// The engine was acted on: what runs must be looked at again.
     pub acted: bool,
     /// An act the engine refused: the service and the message (retried next pass).
@@ -36,7 +30,6 @@ pub(super) async fn step(
     owner: &Owner,
     seen: &Snapshot,
 ) -> Result<Rolled, Error> {
-    let spec_hash = pass.project.spec_hash();
     let Some(rollout) = rollout else {
         return Ok(Rolled::default());
     };
@@ -44,11 +37,7 @@ pub(super) async fn step(
         if recorded(pass) != Some(&rollout) {
             record(pass, &rollout, seen.now).await?;
         }
-        return Ok(Rolled {
-            held: rollout::held(Some(&rollout), &spec_hash),
-            rollout: Some(rollout),
-            ..Rolled::default()
-        });
+        return Ok(Rolled::default());
     }
     let observed = observe(pass, &rollout, seen);
     let limits = Limits {
@@ -67,9 +56,7 @@ pub(super) async fn step(
         }
     }
     Ok(Rolled {
-        held: rollout::held(Some(&next.rollout), &spec_hash),
         acted: !next.acts.is_empty(),
-        rollout: Some(next.rollout),
         failure,
     })
 }
@@ -222,7 +209,7 @@ fn phase_event(r: &RolloutStatus) -> StackEvent {
             format!("rolling out revision {}: {}", r.revision, names.join(", ")),
         ),
         RolloutPhase::Complete => (
-            EventReason::RolloutComplete,
+            EventReason::Reason(crate::api::Reason::RolloutComplete),
             EventType::Normal,
             format!("revision {} rolled out", r.revision),
         ),

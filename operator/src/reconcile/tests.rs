@@ -317,3 +317,45 @@ async fn a_pass_looks_at_the_engine_once_before_acting_and_once_after() {
         ["observe bench".to_owned(), "start app".to_owned()]
     );
 }
+
+#[tokio::test]
+async fn a_changed_service_is_rolled_out_beside_its_old_container_which_goes_only_after() {
+    use crate::api::rollout_status::{Method, RolloutPhase};
+    let b = Bench::new();
+    b.until_ready().await;
+    let old = b.engine.containers();
+    let old_app = old.iter().find(|c| c.service == "app").unwrap().id.clone();
+    let before = b.engine.calls().len();
+    b.apply(&COMPOSE.replace("test/app:1", "test/app:2"), |_| {});
+    b.until_ready().await;
+
+    let rollout = b.status().rollout.expect("a rollout");
+    assert_eq!(rollout.phase, RolloutPhase::Complete);
+    assert_eq!(rollout.services.len(), 1);
+    assert_eq!(rollout.services[0].method, Method::Surge);
+    let calls: Vec<String> = b.engine.calls()[before..].to_vec();
+    let at = |c: &str| {
+        calls
+            .iter()
+            .position(|x| x.starts_with(c))
+            .unwrap_or_else(|| panic!("{c} not in {calls:?}"))
+    };
+    // The new container runs before the old one is stopped; db is never touched.
+    assert!(at("create surge app") < at("stop app"), "{calls:?}");
+    assert!(calls.iter().all(|c| !c.ends_with(" db")), "{calls:?}");
+    let apps: Vec<_> = b
+        .engine
+        .containers()
+        .into_iter()
+        .filter(|c| c.service == "app")
+        .collect();
+    assert_eq!(apps.len(), 1, "the old container is removed at the end");
+    assert_ne!(apps[0].id, old_app);
+    assert_eq!(apps[0].image, "test/app:2");
+    assert_eq!(b.status().last_good_revision, Some(2));
+    assert!(
+        b.events().iter().any(|e| e == "RolloutComplete"),
+        "{:?}",
+        b.events()
+    );
+}
