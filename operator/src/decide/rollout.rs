@@ -495,7 +495,7 @@ fn describe(r: &RolloutStatus) -> String {
 
 /// The services a plan changes, as a rollout takes them: a recreate (the old container is
 /// known) or a create (a new service), in the plan's order, which is dependency order.
-/// Only a service with neither a fixed host port nor a fixed `container_name` can have two
+/// Only a service that publishes no port and has no fixed `container_name` can have two
 /// containers at once.
 pub fn changes(plan: &Plan, project: &Project, strategy: Strategy) -> Vec<Change> {
     plan.actions
@@ -507,8 +507,10 @@ pub fn changes(plan: &Plan, project: &Project, strategy: Strategy) -> Vec<Change
                 _ => return None,
             };
             let spec = project.service(service)?;
-            let fixed_port = spec.ports.iter().any(|p| p.host_port.is_some());
-            let can_surge = strategy == Strategy::Auto && !fixed_port && spec.fixed_name.is_none();
+            // Even a port Docker picks: the new container would answer on another host port
+            // than the one its users know.
+            let can_surge =
+                strategy == Strategy::Auto && spec.ports.is_empty() && spec.fixed_name.is_none();
             Some(Change {
                 service: service.clone(),
                 old_container: old,

@@ -452,7 +452,8 @@ fn a_rolled_back_stack_is_not_ready_and_rolled_back_says_why() {
 }
 
 #[test]
-fn only_services_without_a_fixed_host_port_or_name_surge_and_recreate_forces_a_stop_first() {
+fn only_services_publishing_no_port_and_without_a_fixed_name_surge_and_recreate_forces_a_stop_first(
+) {
     use crate::api::Strategy;
     use crate::decide::plan::{Action, Plan};
     let project = super::plan_tests::project(
@@ -492,7 +493,7 @@ fn only_services_without_a_fixed_host_port_or_name_surge_and_recreate_forces_a_s
             (s("db"), false),
             (s("api"), true),
             (s("web"), false),
-            (s("any"), true),
+            (s("any"), false),
             (s("new"), true)
         ]
     );
