@@ -165,7 +165,7 @@ async fn a_surged_backend_replacement_fails_no_request_of_a_client_on_the_projec
 
     let listed = compose_ps(&h, &file);
     assert!(
-        listed.contains(&surge.name()) && listed.contains(old_name),
+        listed.contains(surge.name()) && listed.contains(old_name),
         "docker-compose ps lists both backends:\n{listed}"
     );
 
