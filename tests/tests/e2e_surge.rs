@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use stackwarden::api::ContainerHealth;
 use stackwarden::compose::ServiceSpec;
-use stackwarden::docker::{BollardEngine, Engine, Engines, Owner, Surge};
+use stackwarden::docker::{retire, BollardEngine, Engine, Engines, Owner, Surge};
 use stackwarden_tests::harness::{demo_spec, docker, Containers, Harness};
 use stackwarden_tests::images::DEMO_APP_IMAGE;
 
@@ -165,19 +165,16 @@ async fn a_surged_backend_replacement_fails_no_request_of_a_client_on_the_projec
 
     let listed = compose_ps(&h, &file);
     assert!(
-        listed.contains(&surge.name()) && listed.contains(old_name),
+        listed.contains(surge.name()) && listed.contains(old_name),
         "docker-compose ps lists both backends:\n{listed}"
     );
 
-    // The retirement found best (docker::RETIREMENT): stop gracefully while still on the
-    // network, then remove.
+    // Stopped gracefully while still on the network, then removed (see docker::retire).
     let grace = svc.stop_grace_period_s;
-    engine.stop_container(&old, grace).await.unwrap();
-    engine.remove_container(&old, grace).await.unwrap();
-    engine
-        .remove_container(&old, grace)
+    retire(&engine, &old, grace).await.unwrap();
+    retire(&engine, &old, grace)
         .await
-        .expect("removing it again is done");
+        .expect("retiring it again is done");
 
     let after = poller_successes(&poller);
     until("more answers after the retirement", || async {
@@ -193,4 +190,64 @@ async fn a_surged_backend_replacement_fails_no_request_of_a_client_on_the_projec
         new.starts_with(&left),
         "the backend left is the new one: {left}"
     );
+}
+
+#[tokio::test]
+async fn taking_a_container_off_a_network_twice_or_once_gone_is_done() {
+    stackwarden_tests::images::ensure_images().unwrap();
+    let name = format!("swt-surge-off-{}", std::process::id());
+    // Declared first, dropped last: the container goes before its network.
+    let net = Network::create(&name);
+    let _cleanup = Containers(vec![name.clone()]);
+    let id = docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--network",
+        &net.0,
+        stackwarden_tests::images::BASE_IMAGE,
+        "sleep",
+        "infinity",
+    ]);
+    let id = id.trim();
+    let engine = Engines::default()
+        .get(stackwarden::api::DEFAULT_DOCKER_HOST)
+        .await
+        .unwrap();
+    engine.disconnect_network(id, &net.0).await.unwrap();
+    let on = docker(&[
+        "inspect",
+        "-f",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+        id,
+    ]);
+    assert!(!on.contains(&net.0), "still on {}: {on}", net.0);
+    engine
+        .disconnect_network(id, &net.0)
+        .await
+        .expect("not on the network is done");
+    docker(&["rm", "-f", id]);
+    engine
+        .disconnect_network(id, &net.0)
+        .await
+        .expect("a container gone is done");
+}
+
+/// A network a test created, removed when dropped (after the containers on it).
+struct Network(String);
+
+impl Network {
+    fn create(name: &str) -> Self {
+        docker(&["network", "create", name]);
+        Network(name.to_owned())
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["network", "rm", &self.0])
+            .output();
+    }
 }

@@ -12,7 +12,7 @@ mod surge;
 
 pub use archive::{Brief, FileStat, SCRATCH_LABEL};
 pub use stream::{ExecDone, ExecStream, Exited};
-pub use surge::{CannotSurge, Surge, RETIREMENT};
+pub use surge::{retire, CannotSurge, Surge};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
