@@ -205,7 +205,8 @@ async fn a_new_version_that_crashes_is_rolled_back_to_the_previous_container() {
     h.until_ready(TIMEOUT).await;
     let message = rolled_back(&h, with_backend_env(&spec, "DEMO_CRASH_AT_START", "1")).await;
     assert!(
-        message.contains("backend") && message.contains("exited"),
+        message.contains("backend: its new container")
+            && (message.contains("exited") || message.contains("crashed")),
         "{message}"
     );
 }

@@ -313,11 +313,13 @@ fn failed(
         let code = new
             .exit_code
             .map_or(String::new(), |c| format!(" with code {c}"));
-        return Some(format!("{name}: the new container exited{code}"));
+        return Some(format!(
+            "{name}: its new container exited{code} (it must keep running)"
+        ));
     }
     if new.restarts > 0 {
         return Some(format!(
-            "{name}: the new container restarted {} time(s)",
+            "{name}: its new container crashed and was restarted {} time(s) (it must keep running)",
             new.restarts
         ));
     }

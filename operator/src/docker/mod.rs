@@ -103,7 +103,7 @@ impl EngineError {
         }
     }
 
-    fn is_not_found(&self) -> bool {
+    pub fn is_not_found(&self) -> bool {
         matches!(
             self,
             EngineError::Api {

@@ -37,8 +37,8 @@ pub async fn retire(
 }
 
 /// Where a surge container goes: the container number docker-compose reads from
-/// [`labels::CONTAINER_NUMBER`] and the name made from it. Only [`Surge::beside`] makes one,
-/// so a service that cannot surge never gets this far.
+/// [`labels::CONTAINER_NUMBER`] and the name made from it, made by [`Surge::beside`] (a
+/// container beside a running one) or [`Surge::replacing`] (beside a stopped one).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Surge {
     number: u8,

@@ -230,7 +230,14 @@ async fn apply(
         Ok(o) => o,
         Err(e) => return unreachable(ctx, pass.stack, e).await,
     };
-    let repair = repair::repair(&mut pass, &outcome, &seen, &intent.hands_off()).await?;
+    let mut hands_off = intent.hands_off();
+    // A rollout's containers are the rollout's to judge: a new one that crashes fails its gate
+    // rather than being restarted.
+    let rollout = pass.stack.status.as_ref().and_then(|s| s.rollout.as_ref());
+    if let Some(r) = rollout.filter(|r| r.phase.active()) {
+        hands_off.extend(r.services.iter().map(|s| s.name.clone()));
+    }
+    let repair = repair::repair(&mut pass, &outcome, &seen, &hands_off).await?;
     finish_pass(pass, &intent, outcome, &seen, repair).await
 }
 

@@ -63,7 +63,7 @@ pub(super) async fn repair(
     seen: &Snapshot,
     hands_off: &BTreeSet<String>,
 ) -> Result<Repair, Error> {
-    let mut out = histories(pass.stack, pass.project, outcome, &pass.claim, seen.now);
+    let mut out = histories(pass, outcome, hands_off, seen.now);
     // Shutting down: nothing is restarted (the next operator looks again).
     let suspended =
         pass.stack.spec.suspend || outcome.plan.conflict.is_some() || pass.ctx.draining();
@@ -99,12 +99,12 @@ pub(super) async fn repair(
 /// emptied by a spec change: a new generation starts with a fresh budget), with Docker's own
 /// restarts since counted in.
 fn histories(
-    stack: &ServiceStack,
-    project: &Project,
+    pass: &Pass<'_>,
     outcome: &Outcome,
-    claim: &crate::docker::Claim,
+    hands_off: &BTreeSet<String>,
     now: DateTime<Utc>,
 ) -> Repair {
+    let (stack, project, claim) = (&*pass.stack, pass.project, &pass.claim);
     let previous = stack.status.clone().unwrap_or_default();
     let spec_changed = previous.observed_generation.is_some()
         && previous.observed_generation != stack.metadata.generation;
@@ -123,7 +123,12 @@ fn histories(
         } else {
             heal::in_window(&h.recent_restarts, now)
         };
-        if let Some(c) = outcome.container(&svc.name, claim) {
+        // Docker's restarts of a container in other hands (a rollout's new one, judged by
+        // its gate) are not the service's faults.
+        let counted = outcome
+            .container(&svc.name, claim)
+            .filter(|_| !hands_off.contains(&svc.name));
+        if let Some(c) = counted {
             out.events.extend(count_docker_restarts(&mut h, c, now));
         }
         out.history.insert(svc.name.clone(), h);

@@ -267,15 +267,19 @@ async fn perform(
     match act {
         Act::StartNew(service) => start_new(pass, r, owner, seen, service).await,
         Act::StopOld(service) => match old(service) {
-            Some(id) => engine.stop_container(&id, grace(service)).await,
+            Some(id) => match engine.stop_container(&id, grace(service)).await {
+                Err(e) if e.is_not_found() => Ok(()),
+                other => other,
+            },
             None => Ok(()),
         },
         Act::StartOld(service) => match old(service) {
             Some(id) => engine.start_container(&id).await,
             None => Ok(()),
         },
+        // Stopped gracefully while still on its networks, as an old container is retired.
         Act::RemoveNew(service) => match new(service) {
-            Some(id) => engine.remove_container(&id, grace(service)).await,
+            Some(id) => crate::docker::retire(engine, &id, grace(service)).await,
             None => Ok(()),
         },
         Act::RemoveOld(ids) => {
