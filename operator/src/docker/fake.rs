@@ -266,6 +266,11 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
+    async fn rename_container(&self, id: &str, name: &str) -> Result<(), EngineError> {
+        let name = name.to_owned();
+        self.with(id, "rename", move |c| c.name = name)
+    }
+
     async fn start_container(&self, id: &str) -> Result<(), EngineError> {
         self.with(id, "start", started)
     }

@@ -294,6 +294,9 @@ pub trait Engine: Send + Sync {
     async fn logs_tail(&self, id: &str, lines: usize) -> Result<String, EngineError>;
     /// Stops a container (with the grace period) and leaves it there, as `docker stop` does.
     async fn stop_container(&self, id: &str, grace_s: Option<i64>) -> Result<(), EngineError>;
+    /// Renames a container, as `docker rename` does (a rollout moves an old container with a
+    /// fixed `container_name` aside, and back).
+    async fn rename_container(&self, id: &str, name: &str) -> Result<(), EngineError>;
     /// Changes Docker's restart policy of a container in place, as `docker update --restart`.
     async fn set_restart_policy(
         &self,
@@ -896,6 +899,16 @@ impl Engine for BollardEngine {
             .map(|v| v.name)
             .collect();
         Ok((nets, vols))
+    }
+
+    async fn rename_container(&self, id: &str, name: &str) -> Result<(), EngineError> {
+        let opts = bollard::query_parameters::RenameContainerOptionsBuilder::default()
+            .name(name)
+            .build();
+        self.docker
+            .rename_container(id, opts)
+            .await
+            .map_err(self.err(format!("renaming container {} to {name}", short_id(id))))
     }
 
     async fn stop_container(&self, id: &str, grace_s: Option<i64>) -> Result<(), EngineError> {

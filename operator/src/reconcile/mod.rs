@@ -272,7 +272,7 @@ async fn converged(
         status::publish(pass.ctx, pass.stack, event).await?;
     }
     // After converge, which pulled or built the new images and made the networks.
-    let rolled = rollout::step(pass, rollout, &owner, seen).await?;
+    let rolled = rollout::step(pass, rollout, &owner, seen, &outcome.failures).await?;
     outcome.failures.extend(rolled.failure);
     outcome.acted |= rolled.acted;
     let mut look_again = rolled.acted;

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::{status, Error, Pass};
 use crate::api::revision::{Outcome as RevisionOutcome, Phase};
-use crate::api::rollout_status::{Method, RolloutPhase, RolloutStatus, ServiceRollout};
+use crate::api::rollout_status::{RolloutPhase, RolloutStatus, ServiceRollout};
 use crate::api::{ContainerHealth, ContainerState, EventReason, EventType, StackEvent};
 use crate::decide::plan::Plan;
 use crate::decide::rollout::{self, Act, Analysis, Limits, Probes, Seen};
@@ -24,15 +24,28 @@ pub(super) struct Rolled {
 }
 
 /// Advances or rolls back `rollout` (from [`current`]), recording each step before it acts.
+/// `failures`: what converge could not do this pass (an image that did not build or pull): a
+/// rollout needing it does not begin, or waits.
 pub(super) async fn step(
     pass: &mut Pass<'_>,
     rollout: Option<RolloutStatus>,
     owner: &Owner,
     seen: &Snapshot,
+    failures: &[(String, String)],
 ) -> Result<Rolled, Error> {
     let Some(rollout) = rollout else {
         return Ok(Rolled::default());
     };
+    let failed = |name: &str| failures.iter().any(|(s, _)| s == name || s == "*");
+    let begun = recorded(pass).is_some_and(|r| r.revision == rollout.revision);
+    let waits = if begun {
+        rollout::current(&rollout).is_some_and(|s| failed(&s.name))
+    } else {
+        rollout.services.iter().any(|s| failed(&s.name))
+    };
+    if waits && rollout.phase == RolloutPhase::Progressing {
+        return Ok(Rolled::default());
+    }
     if !rollout.phase.active() {
         if recorded(pass) != Some(&rollout) {
             record(pass, &rollout, seen.now).await?;
@@ -274,7 +287,7 @@ async fn perform(
             None => Ok(()),
         },
         Act::StartOld(service) => match old(service) {
-            Some(id) => engine.start_container(&id).await,
+            Some(id) => start_old(pass, seen, service, &id).await,
             None => Ok(()),
         },
         // Stopped gracefully while still on its networks, as an old container is retired.
@@ -312,17 +325,20 @@ async fn start_new(
         return engine.start_container(id).await;
     }
     let spec_hash = &r.spec_hash;
-    let id = match (
-        part.map(|s| s.method),
-        part.and_then(|s| s.old_container.as_ref()),
-    ) {
-        (Some(Method::Surge | Method::Recreate), Some(old_id)) => {
-            let old_name = seen
-                .observed
-                .containers
-                .iter()
-                .find(|c| c.id == *old_id)
-                .map_or("", |c| c.name.as_str());
+    let old = part.and_then(|s| s.old_container.as_ref());
+    let id = match (old, &svc.fixed_name) {
+        // The name is the service's: the old container steps aside (stopped, kept for a
+        // rollback) and the new one takes it.
+        (Some(old_id), Some(fixed)) => {
+            if name_of(seen, old_id) == Some(fixed.as_str()) {
+                engine.rename_container(old_id, &aside(fixed)).await?;
+            }
+            engine
+                .create_container(svc, owner, r.revision, spec_hash)
+                .await?
+        }
+        (Some(old_id), None) => {
+            let old_name = name_of(seen, old_id).unwrap_or_default();
             let surge = Surge::replacing(svc, &pass.project.name, old_name).map_err(|e| {
                 EngineError::Api {
                     context: format!("replacing service {service}"),
@@ -334,11 +350,44 @@ async fn start_new(
                 .create_surge_container(svc, owner, r.revision, spec_hash, &surge)
                 .await?
         }
-        _ => {
+        (None, _) => {
             engine
                 .create_container(svc, owner, r.revision, spec_hash)
                 .await?
         }
     };
     engine.start_container(&id).await
+}
+
+/// Starts the kept old container again, under the service's fixed name if it has one (the
+/// new container, which held the name, is gone by then: see `decide::rollout`).
+async fn start_old(
+    pass: &Pass<'_>,
+    seen: &Snapshot,
+    service: &str,
+    id: &str,
+) -> Result<(), EngineError> {
+    let fixed = pass
+        .project
+        .service(service)
+        .and_then(|s| s.fixed_name.as_deref());
+    if let Some(fixed) = fixed {
+        if name_of(seen, id) != Some(fixed) {
+            pass.engine.rename_container(id, fixed).await?;
+        }
+    }
+    pass.engine.start_container(id).await
+}
+
+fn name_of<'a>(seen: &'a Snapshot, id: &str) -> Option<&'a str> {
+    seen.observed
+        .containers
+        .iter()
+        .find(|c| c.id == id)
+        .map(|c| c.name.as_str())
+}
+
+/// Where an old container with a fixed name waits while the new one holds the name.
+fn aside(fixed: &str) -> String {
+    format!("{fixed}-previous")
 }

@@ -38,6 +38,12 @@ pub(super) fn applied(
     }
     // Last: a stack running two revisions, or rolled back, is not Ready whatever the report saw.
     verdicts.extend(crate::decide::rollout::verdicts(status.rollout.as_ref()));
+    // What failed to apply (an image that did not build) is what a person must act on.
+    let failed = report.verdicts.iter().filter(|v| {
+        v.type_ == ConditionType::Progressing
+            && matches!(v.reason, Reason::ApplyFailed | Reason::ImageNotFound)
+    });
+    verdicts.extend(failed.cloned());
     verdicts.extend(crate::decide::backup::plan::conditions(
         &pass.stack.spec.backups,
         &status.backups,
