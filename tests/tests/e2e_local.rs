@@ -88,7 +88,7 @@ async fn demo_reaches_ready_and_docker_compose_lists_it() {
     assert!(h
         .events()
         .iter()
-        .any(|e| e.reason == "Recreated" && e.note.contains("backend")));
+        .any(|e| e.reason == "RolloutStarted" && e.note.contains("backend")));
 
     // Both configurations are in the history, each Complete, with the image ids they ran.
     let revisions = h.store.read_revisions(&h.stack()).unwrap();

@@ -396,7 +396,8 @@ fn back(r: &mut RolloutStatus, seen: &Observed, now: DateTime<Utc>) -> Vec<Act> 
 /// rollout runs, services run two revisions and the stack is not Ready; a rolled-back stack is
 /// not Ready either (it does not run its spec), and `RolledBack` says why, so `kubectl wait
 /// --for=condition=Ready` and Argo CD tell it from a healthy one.
-pub fn verdicts(rollout: Option<&RolloutStatus>) -> Vec<Verdict> {
+/// A rolled-back rollout counts only while the spec is still the one it rolled back.
+pub fn verdicts(rollout: Option<&RolloutStatus>, spec_hash: &str) -> Vec<Verdict> {
     use ConditionStatus::{False, True};
     use ConditionType::{Progressing, Ready, RolledBack};
     let Some(r) = rollout else {
@@ -407,6 +408,13 @@ pub fn verdicts(rollout: Option<&RolloutStatus>) -> Vec<Verdict> {
             "no rollout yet",
         )];
     };
+    if r.phase == RolloutPhase::RolledBack && r.spec_hash != spec_hash {
+        let message = format!(
+            "revision {} was rolled back; the spec has changed since",
+            r.revision
+        );
+        return vec![Verdict::new(RolledBack, False, Reason::NoRollout, message)];
+    }
     let n = r.revision;
     let back_to = r
         .from

@@ -394,7 +394,7 @@ fn a_stack_running_two_revisions_is_never_ready_and_the_message_is_stable_betwee
     let mut r = two();
     r.services[0].step = ServiceStep::Verifying;
     r.services[0].since = Some(t(5));
-    let vs = verdicts(Some(&r));
+    let vs = verdicts(Some(&r), "h4");
     let ready = verdict(&vs, ConditionType::Ready);
     assert_eq!(
         (ready.status, ready.reason),
@@ -405,7 +405,7 @@ fn a_stack_running_two_revisions_is_never_ready_and_the_message_is_stable_betwee
         progressing.message,
         "rolling out revision 4: backend 1/2: waiting for its new container's probes since 08:00:05Z"
     );
-    assert_eq!(verdicts(Some(&r)), vs);
+    assert_eq!(verdicts(Some(&r), "h4"), vs);
 }
 
 #[test]
@@ -415,7 +415,7 @@ fn a_rolled_back_stack_is_not_ready_and_rolled_back_says_why() {
     r.phase = RolloutPhase::RolledBack;
     r.failure =
         Some("backend: analysis failed: 5xx share 34.0 % is above maxErrorRate 10 %".into());
-    let vs = verdicts(Some(&r));
+    let vs = verdicts(Some(&r), "h4");
     let rolled = verdict(&vs, ConditionType::RolledBack);
     assert_eq!(
         (rolled.status, rolled.reason),
@@ -437,9 +437,14 @@ fn a_rolled_back_stack_is_not_ready_and_rolled_back_says_why() {
         ConditionStatus::False
     );
 
+    let moved_on = verdicts(Some(&r), "h5");
+    assert_eq!(
+        verdict(&moved_on, ConditionType::RolledBack).status,
+        ConditionStatus::False
+    );
     r.phase = RolloutPhase::Complete;
     r.gates_passed = vec!["backend: probes pass".into()];
-    let vs = verdicts(Some(&r));
+    let vs = verdicts(Some(&r), "h4");
     assert_eq!(
         vs.len(),
         1,

@@ -37,7 +37,11 @@ pub(super) fn applied(
         verdicts.push(v);
     }
     // Last: a stack running two revisions, or rolled back, is not Ready whatever the report saw.
-    verdicts.extend(crate::decide::rollout::verdicts(status.rollout.as_ref()));
+    let spec_hash = pass.project.spec_hash();
+    verdicts.extend(crate::decide::rollout::verdicts(
+        status.rollout.as_ref(),
+        &spec_hash,
+    ));
     // What failed to apply (an image that did not build) is what a person must act on.
     let failed = report.verdicts.iter().filter(|v| {
         v.type_ == ConditionType::Progressing
