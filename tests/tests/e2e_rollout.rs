@@ -224,3 +224,44 @@ async fn a_new_version_failing_its_health_check_is_rolled_back_after_the_progres
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn a_new_version_answering_5xx_above_the_limit_is_rolled_back_by_the_analysis() {
+    let h = Harness::new("roll-5xx");
+    let mut spec = unpublished_demo(&h);
+    spec.rollout.analysis = Some(
+        serde_json::from_value(serde_json::json!({
+            "services": ["backend"],
+            "metrics": {"port": 8000},
+            "windowSeconds": 20,
+            "intervalSeconds": 2,
+            "maxErrorRate": 0.1,
+            "minRequests": 20,
+        }))
+        .unwrap(),
+    );
+    h.apply(spec.clone());
+    h.until_ready(TIMEOUT).await;
+    // Traffic for the analysis to judge: half of it reaches the new container while both run.
+    let poller = format!("{}-poller", h.project);
+    let _cleanup = Containers(vec![poller.clone()]);
+    start_poller(
+        &poller,
+        &format!("{}_default", h.project),
+        "http://backend:8000/",
+    );
+    let message = rolled_back(&h, with_backend_env(&spec, "DEMO_ERROR_RATE", "0.5")).await;
+    assert!(
+        message.contains("backend: analysis failed: 5xx share")
+            && message.contains("maxErrorRate 10 %"),
+        "{message}"
+    );
+    let rollout = h.status().rollout.unwrap();
+    assert!(
+        rollout
+            .gates_passed
+            .iter()
+            .any(|g| g == "backend: probes pass"),
+        "{rollout:?}"
+    );
+}

@@ -100,6 +100,39 @@ mod tests {
     }
 
     #[test]
+    fn a_rollout_order_naming_no_service_and_an_unjudged_latency_increase_are_refused() {
+        let mut s = stack(DEMO, &[("DB_PASSWORD", "x")]);
+        s.spec.rollout.order = vec!["frontend".into()];
+        let err = load(&s).unwrap_err();
+        assert_eq!(err.reason, Reason::UnknownService);
+        assert!(
+            err.message.contains("spec.rollout.order names frontend"),
+            "{}",
+            err.message
+        );
+
+        s.spec.rollout.order = vec!["backend".into()];
+        s.spec.rollout.analysis = Some(
+            serde_json::from_value(serde_json::json!({
+                "services": ["backend"], "metrics": {"port": 8000},
+                "latency": {"maxIncrease": 0.5},
+            }))
+            .unwrap(),
+        );
+        let err = load(&s).unwrap_err();
+        assert_eq!(err.reason, Reason::InvalidField);
+        assert!(
+            err.message.contains("maxIncrease is not judged yet"),
+            "{}",
+            err.message
+        );
+        let analysis = s.spec.rollout.analysis.as_mut().unwrap();
+        analysis.latency.as_mut().unwrap().max_increase = None;
+        analysis.latency.as_mut().unwrap().max_seconds = Some(2.0);
+        assert!(load(&s).is_ok());
+    }
+
+    #[test]
     fn health_must_name_real_services_and_optional_ones_do_not_gate_ready() {
         let mut s = stack(DEMO, &[("DB_PASSWORD", "x")]);
         s.spec.health = HealthSpec {

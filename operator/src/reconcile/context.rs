@@ -24,6 +24,8 @@ pub struct Context {
     pub jobs: Arc<crate::jobs::Registry>,
     /// Backups, restore tests and restores running in the background.
     pub backups: crate::backup::runner::Jobs,
+    /// Rollouts' analysis verdicts (the jobs run in `jobs`).
+    pub analyses: Arc<super::analyses::Analyses>,
     /// Asks the driver to look at one stack now (a probe verdict flipped, a job ended, one of
     /// its containers changed).
     pub wake: Waker,
@@ -52,6 +54,7 @@ impl Context {
             metrics: Arc::new(crate::metrics::Metrics::new()),
             probes: prober::Board::default(),
             backups: crate::backup::runner::Jobs::new(jobs.clone()),
+            analyses: Arc::default(),
             jobs,
             wake: Waker::new(tx),
             wakes: std::sync::Mutex::new(Some(rx)),

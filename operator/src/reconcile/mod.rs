@@ -24,6 +24,7 @@
 //! requeue, and nothing running is touched because of them. `Err` is kept for what the
 //! operator cannot report (the store itself failing) and for cleanup, which must be retried.
 
+mod analyses;
 mod backups;
 mod cleanup;
 mod context;

@@ -10,7 +10,7 @@ use crate::api::revision::{Outcome as RevisionOutcome, Phase};
 use crate::api::rollout_status::{RolloutPhase, RolloutStatus, ServiceRollout};
 use crate::api::{ContainerHealth, ContainerState, EventReason, EventType, StackEvent};
 use crate::decide::plan::Plan;
-use crate::decide::rollout::{self, Act, Analysis, Limits, Probes, Seen};
+use crate::decide::rollout::{self, Act, Limits, Probes, Seen};
 use crate::docker::{EngineError, Owner, Surge};
 use crate::observe::{ObservedContainer, Snapshot};
 
@@ -55,7 +55,7 @@ pub(super) async fn step(
     let observed = observe(pass, &rollout, seen);
     let limits = Limits {
         progress_deadline: pass.stack.spec.rollout.progress_deadline(),
-        analysis: false,
+        analysis: rollout::current(&rollout).is_some_and(|s| analysed(pass, &s.name).is_some()),
     };
     let next = rollout::next(&rollout, &observed, limits, seen.now);
     if recorded(pass) != Some(&next.rollout) {
@@ -155,7 +155,10 @@ fn observe(pass: &Pass<'_>, r: &RolloutStatus, seen: &Snapshot) -> rollout::Obse
         old: old.map(|c| seen_of(c, verdict)),
         new: new.map(|c| seen_of(c, verdict)),
         new_id: new.map(|c| c.id.clone()),
-        analysis: Analysis::NotAsked,
+        analysis: pass
+            .ctx
+            .analyses
+            .state(&pass.ctx.jobs, &pass.stack.key(), r.revision, &s.name),
     }
 }
 
@@ -200,6 +203,13 @@ async fn record(pass: &mut Pass<'_>, r: &RolloutStatus, now: DateTime<Utc>) -> R
         .as_ref()
         .is_none_or(|b| b.phase != r.phase || b.revision != r.revision);
     if phase_changed {
+        if !r.phase.active() {
+            let key = pass.stack.key();
+            pass.ctx
+                .jobs
+                .cancel_where(|k| k.stack == key && k.kind == crate::jobs::Kind::Analysis);
+            pass.ctx.analyses.forget(&key);
+        }
         if r.phase == RolloutPhase::RolledBack {
             let outcome = RevisionOutcome {
                 phase: Phase::RolledBack,
@@ -303,8 +313,7 @@ async fn perform(
             }
             Ok(())
         }
-        // Not asked for until the analysis gate is wired in.
-        Act::Analyse(_) => Ok(()),
+        Act::Analyse(service) => analyse(pass, r, seen, service),
     }
 }
 
@@ -392,4 +401,54 @@ fn name_of<'a>(seen: &'a Snapshot, id: &str) -> Option<&'a str> {
 /// Where an old container with a fixed name waits while the new one holds the name.
 fn aside(fixed: &str) -> String {
     format!("{fixed}-previous")
+}
+
+/// The analysis asked for `service`, if any.
+fn analysed<'a>(
+    pass: &'a Pass<'_>,
+    service: &str,
+) -> Option<&'a crate::api::rollout::AnalysisSpec> {
+    pass.stack
+        .spec
+        .rollout
+        .analysis
+        .as_ref()
+        .filter(|a| a.services.iter().any(|s| s == service))
+}
+
+/// Starts the analysis of the service's new container, scraped at its address on the project
+/// network.
+fn analyse(
+    pass: &Pass<'_>,
+    r: &RolloutStatus,
+    seen: &Snapshot,
+    service: &str,
+) -> Result<(), EngineError> {
+    let Some(spec) = analysed(pass, service) else {
+        return Ok(());
+    };
+    let new = part(r, service).and_then(|s| s.new_container.as_deref());
+    let ip = new
+        .and_then(|id| seen.observed.containers.iter().find(|c| c.id == id))
+        .and_then(|c| c.addresses.values().next().copied());
+    let Some(ip) = ip else {
+        return Err(EngineError::Api {
+            context: format!("analysing service {service}"),
+            status: None,
+            message: "its new container has no address on a network to scrape its metrics at"
+                .into(),
+        });
+    };
+    let url = spec.url(std::net::SocketAddr::new(ip, spec.metrics.port));
+    let request = super::analyses::Request {
+        stack: pass.stack.key(),
+        revision: r.revision,
+        service: service.to_owned(),
+        spec: spec.clone(),
+        url,
+    };
+    pass.ctx
+        .analyses
+        .start(&pass.ctx.jobs, &pass.ctx.wake, request);
+    Ok(())
 }
