@@ -728,3 +728,53 @@ impl Drop for OperatorProcess {
         }
     }
 }
+
+/// The demo with its backend reached on the project network only: a service publishing a
+/// port cannot have two containers at once, so this one can be surged.
+pub fn unpublished_demo(project: &str) -> ServiceStackSpec {
+    let mut spec = demo_spec(project);
+    let file: Vec<&str> = spec
+        .compose
+        .file
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("ports:"))
+        .collect();
+    spec.compose.file = file.join("\n");
+    spec
+}
+
+/// Starts `demo-app poll` (a GET of `url` every 20 ms over fresh connections) on `network`,
+/// with `env` (`DEMO_POLL_VERBOSE=1` tells every request in its log). Put `name` in a
+/// [`Containers`] first.
+pub fn start_poller(name: &str, env: &[(&str, &str)], network: &str, url: &str) {
+    let mut args: Vec<String> = ["run", "-d", "--name", name, "--network", network]
+        .map(str::to_owned)
+        .to_vec();
+    for (k, v) in env {
+        args.extend(["--env".to_owned(), format!("{k}={v}")]);
+    }
+    args.extend(
+        [
+            "--entrypoint",
+            "demo-app",
+            crate::images::DEMO_APP_IMAGE,
+            "poll",
+            url,
+            "--every-ms",
+            "20",
+        ]
+        .map(str::to_owned),
+    );
+    docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// Stops the poller (SIGTERM) and reads its summary: requests, failed, longest_gap_s.
+pub fn poller_summary(name: &str) -> serde_json::Value {
+    docker(&["stop", name]);
+    let logs = docker(&["logs", name]);
+    let line = logs
+        .lines()
+        .rfind(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no summary from the poller: {logs}"));
+    serde_json::from_str(line).unwrap()
+}

@@ -7,23 +7,11 @@ use std::time::Duration;
 use stackwarden::api::revision::Phase;
 use stackwarden::api::rollout_status::{Method, RolloutPhase};
 use stackwarden::api::{ConditionStatus, ConditionType, ServiceStackSpec};
-use stackwarden_tests::harness::{demo_spec, docker, Containers, Harness};
-use stackwarden_tests::images::DEMO_APP_IMAGE;
+use stackwarden_tests::harness::{
+    demo_spec, docker, poller_summary, start_poller, unpublished_demo, Containers, Harness,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The demo with its backend reached on the project network only (it can surge).
-fn unpublished_demo(h: &Harness) -> ServiceStackSpec {
-    let mut spec = demo_spec(&h.project);
-    let file: Vec<&str> = spec
-        .compose
-        .file
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("ports:"))
-        .collect();
-    spec.compose.file = file.join("\n");
-    spec
-}
 
 /// The same spec with one more environment variable on the backend: a new revision of it.
 fn with_backend_env(spec: &ServiceStackSpec, key: &str, value: &str) -> ServiceStackSpec {
@@ -48,40 +36,10 @@ fn ready(h: &Harness) -> bool {
         .is_some_and(|c| c.status == ConditionStatus::True)
 }
 
-/// Starts `demo-app poll` on `network` against `url`, a request every 20 ms.
-fn start_poller(name: &str, network: &str, url: &str) {
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        network,
-        "--entrypoint",
-        "demo-app",
-        DEMO_APP_IMAGE,
-        "poll",
-        url,
-        "--every-ms",
-        "20",
-    ]);
-}
-
-/// Stops the poller (SIGTERM) and reads its JSON line.
-fn poller_summary(name: &str) -> serde_json::Value {
-    docker(&["stop", name]);
-    let logs = docker(&["logs", name]);
-    let line = logs
-        .lines()
-        .rfind(|l| l.starts_with('{'))
-        .unwrap_or_else(|| panic!("no summary from the poller: {logs}"));
-    serde_json::from_str(line).unwrap()
-}
-
 #[tokio::test]
 async fn a_good_update_is_surged_in_without_a_failed_request_and_both_revisions_are_kept() {
     let h = Harness::new("roll-good");
-    let spec = unpublished_demo(&h);
+    let spec = unpublished_demo(&h.project);
     h.apply(spec.clone());
     h.until_ready(TIMEOUT).await;
     let old = h.containers()["backend"].clone();
@@ -90,6 +48,7 @@ async fn a_good_update_is_surged_in_without_a_failed_request_and_both_revisions_
     let _cleanup = Containers(vec![poller.clone()]);
     start_poller(
         &poller,
+        &[],
         &format!("{}_default", h.project),
         "http://backend:8000/",
     );
@@ -214,7 +173,7 @@ async fn a_new_version_that_crashes_is_rolled_back_to_the_previous_container() {
 #[tokio::test]
 async fn a_new_version_failing_its_health_check_is_rolled_back_after_the_progress_deadline() {
     let h = Harness::new("roll-health");
-    let mut spec = unpublished_demo(&h);
+    let mut spec = unpublished_demo(&h.project);
     spec.rollout.progress_deadline_seconds = Some(15);
     h.apply(spec.clone());
     h.until_ready(TIMEOUT).await;
@@ -228,7 +187,7 @@ async fn a_new_version_failing_its_health_check_is_rolled_back_after_the_progres
 #[tokio::test]
 async fn a_new_version_answering_5xx_above_the_limit_is_rolled_back_by_the_analysis() {
     let h = Harness::new("roll-5xx");
-    let mut spec = unpublished_demo(&h);
+    let mut spec = unpublished_demo(&h.project);
     spec.rollout.analysis = Some(
         serde_json::from_value(serde_json::json!({
             "services": ["backend"],
@@ -247,6 +206,7 @@ async fn a_new_version_answering_5xx_above_the_limit_is_rolled_back_by_the_analy
     let _cleanup = Containers(vec![poller.clone()]);
     start_poller(
         &poller,
+        &[],
         &format!("{}_default", h.project),
         "http://backend:8000/",
     );

@@ -7,24 +7,11 @@ use std::time::{Duration, Instant};
 use stackwarden::api::ContainerHealth;
 use stackwarden::compose::ServiceSpec;
 use stackwarden::docker::{retire, BollardEngine, Engine, Engines, Owner, Surge};
-use stackwarden_tests::harness::{demo_spec, docker, Containers, Harness};
-use stackwarden_tests::images::DEMO_APP_IMAGE;
+use stackwarden_tests::harness::{
+    docker, poller_summary, start_poller, unpublished_demo, Containers, Harness,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The demo stack with its backend reached on the project network only: a published port
-/// cannot be shared by two containers.
-fn unpublished_demo(h: &Harness) -> stackwarden::api::ServiceStackSpec {
-    let mut spec = demo_spec(&h.project);
-    let file: Vec<&str> = spec
-        .compose
-        .file
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("ports:"))
-        .collect();
-    spec.compose.file = file.join("\n");
-    spec
-}
 
 /// Waits, looking again every 200 ms, until `done` holds.
 async fn until<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
@@ -50,38 +37,6 @@ fn poller_successes(name: &str) -> usize {
         .lines()
         .filter(|l| l.ends_with("Ok(())"))
         .count()
-}
-
-/// Starts `demo-app poll` on `network` against `url`, each request told in its log.
-fn start_poller(name: &str, network: &str, url: &str) {
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        network,
-        "--env",
-        "DEMO_POLL_VERBOSE=1",
-        "--entrypoint",
-        "demo-app",
-        DEMO_APP_IMAGE,
-        "poll",
-        url,
-        "--every-ms",
-        "20",
-    ]);
-}
-
-/// Stops the poller (SIGTERM) and reads its JSON line.
-fn poller_summary(name: &str) -> serde_json::Value {
-    docker(&["stop", name]);
-    let line = docker(&["logs", name])
-        .lines()
-        .rfind(|l| l.starts_with('{'))
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no summary from the poller: {}", docker(&["logs", name])));
-    serde_json::from_str(&line).unwrap()
 }
 
 /// `docker-compose ps` of the project from its compose file: does it list both containers?
@@ -116,7 +71,7 @@ fn next_backend(h: &Harness) -> ServiceSpec {
 #[tokio::test]
 async fn a_surged_backend_replacement_fails_no_request_of_a_client_on_the_project_network() {
     let h = Harness::new("surge");
-    let spec = unpublished_demo(&h);
+    let spec = unpublished_demo(&h.project);
     let file = spec.compose.file.clone();
     h.apply(spec);
     h.until_ready(TIMEOUT).await;
@@ -128,6 +83,7 @@ async fn a_surged_backend_replacement_fails_no_request_of_a_client_on_the_projec
     let _cleanup = Containers(vec![poller.clone()]);
     start_poller(
         &poller,
+        &[("DEMO_POLL_VERBOSE", "1")],
         &format!("{}_default", h.project),
         "http://backend:8000/",
     );
