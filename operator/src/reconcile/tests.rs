@@ -359,3 +359,58 @@ async fn a_changed_service_is_rolled_out_beside_its_old_container_which_goes_onl
         b.events()
     );
 }
+
+/// Ready as the status says it.
+fn is_ready(b: &Bench) -> bool {
+    crate::api::condition::find(&b.status().conditions, ConditionType::Ready)
+        .is_some_and(|c| c.status == crate::api::ConditionStatus::True)
+}
+
+#[tokio::test]
+async fn an_operator_killed_after_each_pass_of_a_rollout_finishes_it_once_and_never_reports_two_revisions_ready(
+) {
+    use crate::api::rollout_status::RolloutPhase;
+    let mut b = Bench::new();
+    b.until_ready().await;
+    b.apply(&COMPOSE.replace("test/app:1", "test/app:2"), |_| {});
+    for pass in 0..20 {
+        // A new operator each pass: nothing in memory, only status, the store and Docker.
+        b.ctx.stop_all();
+        b.ctx = Bench::context(&b.store, &b.engine);
+        b.pass().await;
+        let apps = b
+            .engine
+            .containers()
+            .into_iter()
+            .filter(|c| c.service == "app" && c.state == ContainerState::Running)
+            .count();
+        assert!(
+            !(apps > 1 && is_ready(&b)),
+            "pass {pass}: two app containers run and the stack says Ready"
+        );
+        let done = b
+            .status()
+            .rollout
+            .is_some_and(|r| r.phase == RolloutPhase::Complete);
+        if done && is_ready(&b) {
+            break;
+        }
+    }
+    let rollout = b.status().rollout.expect("a rollout");
+    assert_eq!(rollout.phase, RolloutPhase::Complete);
+    let calls = b.engine.calls();
+    let surges = calls
+        .iter()
+        .filter(|c| c.starts_with("create surge app"))
+        .count();
+    assert_eq!(surges, 1, "the new container was created once: {calls:?}");
+    let apps: Vec<_> = b
+        .engine
+        .containers()
+        .into_iter()
+        .filter(|c| c.service == "app")
+        .collect();
+    assert_eq!(apps.len(), 1);
+    assert_eq!(apps[0].image, "test/app:2");
+    assert!(is_ready(&b));
+}
