@@ -19,6 +19,9 @@ async fn demo_reaches_ready_and_docker_compose_lists_it() {
 
     let status = h.status();
     assert_eq!(status.revision, Some(1));
+    // A first deploy starts everything as `up` does, backend after its healthy dependencies
+    // included: no rollout.
+    assert_eq!(status.rollout, None);
     for svc in ["postgres", "redis", "backend"] {
         let s = &status.services[svc];
         assert_eq!(serde_json::to_value(s.state).unwrap(), "running", "{svc}");

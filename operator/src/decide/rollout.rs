@@ -530,11 +530,11 @@ pub fn changes(plan: &Plan, project: &Project, strategy: Strategy) -> Vec<Change
         .collect()
 }
 
-/// Whether a pass that applies a new revision rolls it out step by step: only a change of
-/// a stack that ran before (its first deploy starts everything at once, as `up` does), and
-/// only when it changes services.
-pub fn rolls_out(previous_revision: Option<u64>, changes: &[Change]) -> bool {
-    previous_revision.is_some() && !changes.is_empty()
+/// Whether the changes are rolled out step by step: only on a stack that was Ready before
+/// (`last_good`); until then (a first deploy, its later services included) everything starts
+/// at once, as `up` does.
+pub fn rolls_out(last_good: Option<u64>, changes: &[Change]) -> bool {
+    last_good.is_some() && !changes.is_empty()
 }
 
 /// The services converge must leave alone because the rollout holds them: all of an active

@@ -92,13 +92,13 @@ pub(super) fn current(
     let mut rollout = recorded(pass).cloned();
     let idle = rollout.as_ref().is_none_or(|r| !r.phase.active());
     let tried = rollout.as_ref().is_some_and(|r| r.spec_hash == spec_hash);
-    // Not on a first deploy (everything starts at once, as `up` does), and once per spec: a
-    // rollout completed or rolled back is not begun again until the spec changes.
-    if applies && idle && !tried && previous.revision.is_some() {
+    // Once per spec: a rollout completed or rolled back is not begun again until the spec
+    // changes (and never before the stack was first Ready: see `rolls_out`).
+    if applies && idle && !tried {
         let spec = &pass.stack.spec.rollout;
         let changes = rollout::changes(plan, pass.project, spec.strategy);
-        if rollout::rolls_out(previous.revision, &changes) {
-            let from = previous.last_good_revision.or(previous.revision);
+        if rollout::rolls_out(previous.last_good_revision, &changes) {
+            let from = previous.last_good_revision;
             let begun = rollout::begin(
                 plan.revision,
                 spec_hash,
