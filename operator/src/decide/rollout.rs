@@ -257,12 +257,9 @@ fn forward(r: &mut RolloutStatus, seen: &Observed, limits: Limits, now: DateTime
                 retire(s)
             } else {
                 step(s, ServiceStep::Done);
-                // Straight on to the next service in the same pass.
-                let mut more = forward(r, &Observed::default(), limits, now);
-                more.retain(|a| {
-                    matches!(a, Act::StartNew(_) | Act::StopOld(_) | Act::RemoveOld(_))
-                });
-                more
+                // Straight on to the next service in the same pass: it is Pending (or there is
+                // none and the rollout completes), which needs nothing observed.
+                forward(r, &Observed::default(), limits, now)
             }
         }
         ServiceStep::Done | ServiceStep::Reverted => Vec::new(),

@@ -324,9 +324,9 @@ async fn planned(
     if applies && previous.revision != Some(plan.revision) {
         revisions::record(pass, plan.revision, &seen.observed, seen.now).await?;
     }
-    let spec_hash = pass.project.spec_hash();
-    let rollout = rollout::current(pass, &plan, seen, applies, &spec_hash);
-    let held = crate::decide::rollout::held(rollout.as_ref(), &spec_hash);
+    let spec_hash = &intent.deploy.spec_hash;
+    let rollout = rollout::current(pass, &plan, seen, applies, spec_hash);
+    let held = crate::decide::rollout::held(rollout.as_ref(), spec_hash);
     // Images are still pulled and built here; the containers are the rollout's.
     plan.actions.retain(|a| match a {
         Action::Create { service }

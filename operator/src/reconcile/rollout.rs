@@ -64,7 +64,9 @@ pub(super) async fn step(
     let mut failure = None;
     for act in &next.acts {
         if let Err(e) = perform(pass, &next.rollout, owner, seen, act).await {
-            failure = Some((act_service(act).to_owned(), e.to_string()));
+            // As converge does: an engine's message can echo a container's config.
+            let message = crate::api::mask(&e.to_string(), &pass.stack.spec.variables, &[]);
+            failure = Some((act_service(act).to_owned(), message));
             break;
         }
     }
