@@ -5,11 +5,13 @@
 use std::time::Duration;
 
 use stackwarden::api::revision::Phase;
-use stackwarden::api::rollout_status::{Method, RolloutPhase};
+use stackwarden::api::rollout_status::{Method, RolloutPhase, ServiceStep};
 use stackwarden::api::{ConditionStatus, ConditionType, ServiceStackSpec};
+use stackwarden::store::local::LocalStore;
 use stackwarden_tests::harness::{
     demo_spec, docker, poller_summary, start_poller, unpublished_demo, Containers, Harness,
 };
+use stackwarden_tests::trap::{Act, Trapped};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -227,4 +229,179 @@ async fn a_new_version_answering_5xx_above_the_limit_is_rolled_back_by_the_analy
             .any(|g| g == "backend: probes pass"),
         "{rollout:?}"
     );
+}
+
+/// Runs passes of a new operator whose engine hangs at the first action `pick` chooses, until
+/// it does; then that operator is dropped mid-pass (killed between recording the act and doing
+/// it) and a fresh one takes over the same state.
+async fn killed_at(h: &mut Harness, what: &str, pick: stackwarden_tests::trap::Pick) {
+    h.restart_operator();
+    let host = h.stack().spec.docker.host().to_owned();
+    let real = h.ctx.engines.engine(&host).await.unwrap();
+    let trap = Trapped::new(real, pick);
+    h.ctx.engines.stand_in(&host, trap.clone());
+    let start = std::time::Instant::now();
+    while !trap.has_sprung() {
+        tokio::select! {
+            r = h.pass() => {
+                never_mixed_and_ready(h);
+                tokio::time::sleep(r.0.min(Duration::from_millis(250))).await;
+            }
+            () = trap.sprung() => {}
+        }
+        assert!(
+            start.elapsed() < TIMEOUT,
+            "the operator never reached {what}: {:#?}",
+            h.status()
+        );
+    }
+    h.restart_operator();
+}
+
+/// The invariant of every pass: a stack whose service runs two revisions is not Ready.
+fn never_mixed_and_ready(h: &Harness) {
+    let running = running_backends(h);
+    assert!(
+        !(ready(h) && running.len() > 1),
+        "Ready while {} backend containers run: {:#?}",
+        running.len(),
+        h.status()
+    );
+}
+
+fn running_backends(h: &Harness) -> Vec<String> {
+    backends(h)
+        .into_iter()
+        .filter(|id| docker(&["inspect", "-f", "{{.State.Running}}", id]).trim() == "true")
+        .collect()
+}
+
+fn step_of(h: &Harness, service: &str) -> Option<ServiceStep> {
+    let rollout = h.status().rollout?;
+    let s = rollout.services.iter().find(|s| s.name == service)?;
+    Some(s.step)
+}
+
+/// Reads the stack's recorded rollout phase from a pick (which runs inside an engine call).
+fn phase_in(store: &LocalStore, name: &str) -> Option<RolloutPhase> {
+    let record = store.load("e2e", name).ok()??;
+    record.to_stack().status?.rollout.map(|r| r.phase)
+}
+
+#[tokio::test]
+async fn an_operator_killed_at_each_step_of_a_surge_finishes_it_once_and_is_never_ready_mixed() {
+    let mut h = Harness::new("roll-kill");
+    let mut spec = unpublished_demo(&h.project);
+    spec.rollout.analysis = Some(
+        serde_json::from_value(serde_json::json!({
+            "services": ["backend"],
+            "metrics": {"port": 8000},
+            "windowSeconds": 6,
+            "intervalSeconds": 2,
+            "minRequests": 5,
+        }))
+        .unwrap(),
+    );
+    h.apply(spec.clone());
+    h.until_ready(TIMEOUT).await;
+    let old = h.containers()["backend"].clone();
+    let poller = format!("{}-poller", h.project);
+    let _cleanup = Containers(vec![poller.clone()]);
+    let network = format!("{}_default", h.project);
+    start_poller(&poller, &[], &network, "http://backend:8000/");
+    h.apply(with_backend_env(&spec, "DEMO_RELEASE", "2"));
+
+    // 1. The new container is created, then the operator dies before starting it.
+    let old_id = old.clone();
+    killed_at(
+        &mut h,
+        "the start of the new container",
+        Box::new(move |act| matches!(act, Act::Start { id } if !id.starts_with(&old_id))),
+    )
+    .await;
+    assert_eq!(backends(&h).len(), 2, "the new container was created");
+    // 2. Killed while the analysis gate runs: both containers serve.
+    h.until("the analysis gate to run", TIMEOUT, |h| {
+        never_mixed_and_ready(h);
+        step_of(h, "backend") == Some(ServiceStep::Analysing)
+    })
+    .await;
+    assert_eq!(running_backends(&h).len(), 2, "both run during the gate");
+    h.restart_operator();
+    // 3. Killed as the old container is being retired.
+    let old_id = old.clone();
+    killed_at(
+        &mut h,
+        "the retirement of the old container",
+        Box::new(move |act| matches!(act, Act::Retire { id } if old_id.starts_with(id.as_str()) || id.starts_with(&old_id))),
+    )
+    .await;
+
+    h.until(
+        "the rollout to complete and the stack Ready",
+        TIMEOUT,
+        |h| {
+            never_mixed_and_ready(h);
+            rollout_phase(h) == Some(RolloutPhase::Complete) && ready(h)
+        },
+    )
+    .await;
+    let left = backends(&h);
+    assert_eq!(left.len(), 1, "the old backend is gone: {left:?}");
+    assert_ne!(left[0], old);
+    let rollout = h.status().rollout.unwrap();
+    assert!(
+        rollout
+            .gates_passed
+            .iter()
+            .any(|g| g.starts_with("backend: analysis")),
+        "the analysis ran again after the kill and passed: {rollout:?}"
+    );
+    let history = h.store.read_revisions(&h.stack()).unwrap();
+    let phases: Vec<(u64, Phase)> = history
+        .iter()
+        .map(|r| (r.revision.number, r.outcome.phase))
+        .collect();
+    assert_eq!(phases, [(1, Phase::Complete), (2, Phase::Complete)]);
+    // Started once: no rollout began again, and one RolloutStarted event was written.
+    let started = h
+        .events()
+        .iter()
+        .filter(|e| e.reason == stackwarden::api::EventReason::RolloutStarted)
+        .count();
+    assert_eq!(started, 1, "{:#?}", h.events());
+}
+
+#[tokio::test]
+async fn an_operator_killed_during_a_rollback_brings_the_previous_container_back_once() {
+    let mut h = Harness::new("roll-kill-back");
+    let mut spec = demo_spec(&h.project);
+    spec.rollout.progress_deadline_seconds = Some(15);
+    h.apply(spec.clone());
+    h.until_ready(TIMEOUT).await;
+    let old = h.containers()["backend"].clone();
+    h.apply(with_backend_env(&spec, "DEMO_FAIL_HEALTH", "1"));
+
+    // The published port makes this a Recreate: killed at the rollback's first act.
+    let (store, name) = (h.store.clone(), h.name.clone());
+    killed_at(
+        &mut h,
+        "the rollback",
+        Box::new(move |_| phase_in(&store, &name) == Some(RolloutPhase::RollingBack)),
+    )
+    .await;
+    h.until("the previous backend alone and healthy", TIMEOUT, |h| {
+        never_mixed_and_ready(h);
+        rollout_phase(h) == Some(RolloutPhase::RolledBack)
+            && backends(h) == [old.clone()]
+            && health(&old) == "healthy"
+    })
+    .await;
+    let rolled = h.condition(ConditionType::RolledBack).unwrap();
+    assert_eq!(rolled.status, ConditionStatus::True);
+    assert!(rolled.message.contains("backend"), "{}", rolled.message);
+    let warnings = warnings(&h);
+    assert_eq!(warnings.len(), 1, "one Warning event: {warnings:?}");
+    let history = h.store.read_revisions(&h.stack()).unwrap();
+    assert_eq!(history.last().unwrap().outcome.phase, Phase::RolledBack);
 }
