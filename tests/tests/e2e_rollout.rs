@@ -9,7 +9,8 @@ use stackwarden::api::rollout_status::{Method, RolloutPhase, ServiceStep};
 use stackwarden::api::{ConditionStatus, ConditionType, ServiceStackSpec};
 use stackwarden::store::local::LocalStore;
 use stackwarden_tests::harness::{
-    demo_spec, docker, poller_summary, start_poller, unpublished_demo, Containers, Harness,
+    demo_spec, docker, metric_sum, poller_summary, start_poller, unpublished_demo, Containers,
+    Harness,
 };
 use stackwarden_tests::trap::{Act, Trapped};
 
@@ -88,6 +89,13 @@ async fn a_good_update_is_surged_in_without_a_failed_request_and_both_revisions_
         .map(|r| (r.revision.number, r.outcome.phase))
         .collect();
     assert_eq!(phases, [(1, Phase::Complete), (2, Phase::Complete)]);
+    let metrics = h.ctx.metrics.render();
+    let complete =
+        r#"stackwarden_rollouts_total{namespace="e2e",name="roll-good",outcome="Complete"} 1"#;
+    assert!(metrics.contains(complete), "{metrics}");
+    // Starting, Verifying and Retiring of the backend, each measured once.
+    let steps = metric_sum(&metrics, "stackwarden_rollout_step_duration_seconds_count");
+    assert_eq!(steps, 3.0, "{metrics}");
 }
 
 /// Applies `bad` on a Ready stack and waits for it to be rolled back; returns the RolledBack
@@ -229,6 +237,12 @@ async fn a_new_version_answering_5xx_above_the_limit_is_rolled_back_by_the_analy
             .any(|g| g == "backend: probes pass"),
         "{rollout:?}"
     );
+    let metrics = h.ctx.metrics.render();
+    let rolled_back = metric_sum(&metrics, "stackwarden_rollouts_total");
+    assert_eq!(rolled_back, 1.0, "{metrics}");
+    assert!(metrics.contains(r#"outcome="RolledBack"} 1"#), "{metrics}");
+    let ratio = metric_sum(&metrics, "stackwarden_rollout_gate_value");
+    assert!(ratio > 0.1, "the 5xx share the gate saw: {metrics}");
 }
 
 /// Runs passes of a new operator whose engine hangs at the first action `pick` chooses, until

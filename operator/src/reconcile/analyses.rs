@@ -33,12 +33,19 @@ fn key(stack: &str, revision: u64, service: &str) -> JobKey {
 
 impl Analyses {
     /// Starts the analysis unless it runs already.
-    pub fn start(self: &Arc<Self>, jobs: &Registry, wake: &Waker, req: Request) {
+    pub fn start(
+        self: &Arc<Self>,
+        jobs: &Registry,
+        wake: &Waker,
+        metrics: Arc<crate::metrics::Metrics>,
+        req: Request,
+    ) {
         let key = key(&req.stack, req.revision, &req.service);
         let (me, wake, done_key) = (self.clone(), wake.clone(), key.clone());
         let fingerprint = req.url.clone();
         jobs.ensure(key, &fingerprint, move |cancel| async move {
             let verdict = crate::jobs::analysis::analyse(&req.spec, &req.url, None, cancel).await;
+            observed(&metrics, &req, &verdict);
             me.lock().insert(done_key, verdict);
             wake.wake(&req.stack);
         });
@@ -71,5 +78,30 @@ impl Analyses {
         self.done
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The gate values a verdict carries, for the `stackwarden_rollout_gate_value` gauge.
+fn observed(metrics: &crate::metrics::Metrics, req: &Request, verdict: &Verdict) {
+    use crate::decide::analysis::Gate;
+    use crate::metrics::{GATE_ERROR_RATIO, GATE_LATENCY};
+    let (stack, service) = (&req.stack, &req.service);
+    match verdict {
+        Verdict::Pass { figures } => {
+            metrics.rollout_gate_observed(stack, service, GATE_ERROR_RATIO, figures.error_rate);
+            if let Some(latency) = figures.latency {
+                metrics.rollout_gate_observed(stack, service, GATE_LATENCY, latency);
+            }
+        }
+        Verdict::Fail { gate, observed, .. } => {
+            let gate = match gate {
+                Gate::ErrorRate => GATE_ERROR_RATIO,
+                Gate::Latency => GATE_LATENCY,
+                // A relative figure; the gauge keeps absolute values only.
+                Gate::LatencyIncrease => return,
+            };
+            metrics.rollout_gate_observed(stack, service, gate, *observed);
+        }
+        Verdict::Inconclusive { .. } => {}
     }
 }

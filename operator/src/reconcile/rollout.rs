@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::{status, Error, Pass};
 use crate::api::revision::{Outcome as RevisionOutcome, Phase};
-use crate::api::rollout_status::{RolloutPhase, RolloutStatus, ServiceRollout};
+use crate::api::rollout_status::{RolloutPhase, RolloutStatus, ServiceRollout, ServiceStep};
 use crate::api::{ContainerHealth, ContainerState, EventReason, EventType, StackEvent};
 use crate::decide::plan::Plan;
 use crate::decide::rollout::{self, Act, Limits, Probes, Seen};
@@ -201,6 +201,7 @@ async fn record(pass: &mut Pass<'_>, r: &RolloutStatus, now: DateTime<Utc>) -> R
     interim.rollout = Some(r.clone());
     pass.ctx.store.write_status(pass.stack, interim).await?;
     pass.ctx.metrics.status_written(&pass.stack.key());
+    measure(pass, before.as_ref(), r, now);
     let phase_changed = before
         .as_ref()
         .is_none_or(|b| b.phase != r.phase || b.revision != r.revision);
@@ -225,6 +226,48 @@ async fn record(pass: &mut Pass<'_>, r: &RolloutStatus, now: DateTime<Utc>) -> R
         status::publish(pass.ctx, pass.stack, phase_event(r)).await?;
     }
     Ok(())
+}
+
+/// Tells the metrics which steps and which rollout the recorded change ended. Measured from
+/// the times status recorded, so a step that spans an operator restart is measured whole.
+fn measure(pass: &Pass<'_>, before: Option<&RolloutStatus>, r: &RolloutStatus, now: DateTime<Utc>) {
+    let (metrics, key) = (&pass.ctx.metrics, pass.stack.key());
+    let took = |since: DateTime<Utc>| (now - since).to_std().unwrap_or_default();
+    let before = before.filter(|b| b.revision == r.revision);
+    for was in before.iter().flat_map(|b| &b.services) {
+        let step_ended = part(r, &was.name).is_some_and(|s| s.step != was.step);
+        let measured = matches!(
+            was.step,
+            ServiceStep::Starting
+                | ServiceStep::Verifying
+                | ServiceStep::Analysing
+                | ServiceStep::Retiring
+        );
+        if let (true, true, Some(since)) = (step_ended, measured, was.since) {
+            metrics.rollout_step_ended(&key, &was.name, step_label(was.step), took(since));
+        }
+    }
+    let was_active = before.is_some_and(|b| b.phase.active());
+    let outcome = match r.phase {
+        RolloutPhase::Complete => Some("Complete"),
+        RolloutPhase::RolledBack => Some("RolledBack"),
+        RolloutPhase::Progressing | RolloutPhase::RollingBack => None,
+    };
+    if let (true, Some(outcome)) = (was_active, outcome) {
+        metrics.rollout_ended(&key, outcome, took(r.started));
+    }
+}
+
+fn step_label(step: ServiceStep) -> &'static str {
+    match step {
+        ServiceStep::Pending => "Pending",
+        ServiceStep::Starting => "Starting",
+        ServiceStep::Verifying => "Verifying",
+        ServiceStep::Analysing => "Analysing",
+        ServiceStep::Retiring => "Retiring",
+        ServiceStep::Done => "Done",
+        ServiceStep::Reverted => "Reverted",
+    }
 }
 
 fn phase_event(r: &RolloutStatus) -> StackEvent {
@@ -449,8 +492,8 @@ fn analyse(
         spec: spec.clone(),
         url,
     };
-    pass.ctx
-        .analyses
-        .start(&pass.ctx.jobs, &pass.ctx.wake, request);
+    let ctx = pass.ctx;
+    ctx.analyses
+        .start(&ctx.jobs, &ctx.wake, ctx.metrics.clone(), request);
     Ok(())
 }
