@@ -8,7 +8,10 @@ use chrono::{DateTime, Utc};
 use super::{status, Error, Pass};
 use crate::api::revision::{Outcome as RevisionOutcome, Phase};
 use crate::api::rollout_status::{RolloutPhase, RolloutStatus, ServiceRollout, ServiceStep};
-use crate::api::{ContainerHealth, ContainerState, EventReason, EventType, StackEvent};
+use crate::api::{
+    ContainerHealth, ContainerState, DeployBackupState, EventReason, EventType, ServiceStackStatus,
+    StackEvent,
+};
 use crate::decide::plan::Plan;
 use crate::decide::rollout::{self, Act, Limits, Probes, Seen};
 use crate::docker::{EngineError, Owner, Surge};
@@ -101,7 +104,7 @@ pub(super) fn current(
         let changes = rollout::changes(plan, pass.project, spec.strategy);
         if rollout::rolls_out(previous.last_good_revision, &changes) {
             let from = previous.last_good_revision;
-            let begun = rollout::begin(
+            let mut begun = rollout::begin(
                 plan.revision,
                 spec_hash,
                 from,
@@ -109,6 +112,8 @@ pub(super) fn current(
                 &spec.order,
                 seen.now,
             );
+            // The deploy gate let the revision through: its backups were the first step.
+            begun.gates_passed = backed_up_before(previous, spec_hash);
             rollout = Some(begun);
         }
     }
@@ -123,6 +128,19 @@ pub(super) fn current(
         ));
     }
     rollout
+}
+
+/// The `beforeDeploy` backups taken for this spec, as passed gates of its rollout.
+fn backed_up_before(previous: &ServiceStackStatus, spec_hash: &str) -> Vec<String> {
+    previous
+        .backups
+        .iter()
+        .filter_map(|(target, st)| {
+            let d = st.deploy_backup.as_ref()?;
+            let done = d.spec_hash == spec_hash && d.state == DeployBackupState::Succeeded;
+            done.then(|| format!("{target}: backed up before the deploy ({})", d.id))
+        })
+        .collect()
 }
 
 /// The current service's containers as the rollout needs to see them.
