@@ -419,3 +419,44 @@ async fn an_operator_killed_during_a_rollback_brings_the_previous_container_back
     let history = h.store.read_revisions(&h.stack()).unwrap();
     assert_eq!(history.last().unwrap().outcome.phase, Phase::RolledBack);
 }
+
+#[tokio::test]
+async fn a_new_version_much_slower_than_the_previous_one_is_rolled_back_by_the_latency_increase_gate(
+) {
+    let h = Harness::new("roll-slow");
+    let mut spec = unpublished_demo(&h.project);
+    spec.rollout.analysis = Some(
+        serde_json::from_value(serde_json::json!({
+            "services": ["backend"],
+            "metrics": {"port": 8000},
+            "windowSeconds": 6,
+            "intervalSeconds": 2,
+            "minRequests": 10,
+            "latency": {"quantile": 0.9, "maxIncrease": 0.5},
+        }))
+        .unwrap(),
+    );
+    h.apply(spec.clone());
+    h.until_ready(TIMEOUT).await;
+    let poller = format!("{}-poller", h.project);
+    let _cleanup = Containers(vec![poller.clone()]);
+    let network = format!("{}_default", h.project);
+    start_poller(&poller, &[], &network, "http://backend:8000/");
+    let message = rolled_back(&h, with_backend_env(&spec, "DEMO_LATENCY_MS", "300")).await;
+    assert!(
+        message.contains("backend: analysis failed")
+            && message.contains("above the previous revision's")
+            && message.contains("latency.maxIncrease 50 %"),
+        "{message}"
+    );
+    let rollout = h.status().rollout.unwrap();
+    let baseline = rollout.services[0].baseline_latency_seconds;
+    assert!(
+        baseline.is_some_and(|s| s < 0.1),
+        "the old container's own latency was measured first: {rollout:?}"
+    );
+    assert!(
+        rollout.gates_passed[0].starts_with("backend: previous revision's latency"),
+        "{rollout:?}"
+    );
+}

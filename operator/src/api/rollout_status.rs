@@ -75,6 +75,11 @@ pub struct ServiceRollout {
     /// The container of the new revision, once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_container: Option<String>,
+    /// The previous revision's own latency figure (the analysis's latency quantile, in
+    /// seconds), measured on the old container before the update, that `latency.maxIncrease`
+    /// judges the new one against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_latency_seconds: Option<f64>,
 }
 
 /// How a service's container is replaced.
@@ -96,6 +101,9 @@ pub enum Method {
 pub enum ServiceStep {
     /// Not started yet: the old container runs.
     Pending,
+    /// The old container's latency is measured over the analysis window before anything is
+    /// touched (`latency.maxIncrease` is judged against it).
+    Baselining,
     /// The new container is being created and started (and, for Recreate, the old one was
     /// stopped first).
     Starting,

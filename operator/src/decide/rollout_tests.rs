@@ -15,11 +15,20 @@ fn t(s: i64) -> DateTime<Utc> {
 const LIMITS: Limits = Limits {
     progress_deadline: Duration::from_secs(60),
     analysis: false,
+    baseline: false,
 };
 
 const ANALYSED: Limits = Limits {
     progress_deadline: Duration::from_secs(60),
     analysis: true,
+    baseline: false,
+};
+
+/// An analysis with `latency.maxIncrease`.
+const BASELINED: Limits = Limits {
+    progress_deadline: Duration::from_secs(60),
+    analysis: true,
+    baseline: true,
 };
 
 fn change(service: &str, old: Option<&str>, can_surge: bool) -> Change {
@@ -54,6 +63,7 @@ fn seen(old: Option<Seen>, new: Option<Seen>) -> Observed {
         old,
         new,
         analysis: Analysis::NotAsked,
+        baseline: Baseline::NotAsked,
     }
 }
 
@@ -239,6 +249,74 @@ fn with_an_analysis_the_old_container_serves_until_the_analysis_passed() {
             "backend: analysis (5xx 0.0 % of 310)"
         ]
     );
+}
+
+#[test]
+fn with_a_latency_increase_gate_the_old_containers_latency_is_measured_before_anything_is_touched()
+{
+    let r = two();
+    let old_only = seen(up(Probes::Passing), None);
+    let n = next(&r, &old_only, BASELINED, t(1));
+    assert_eq!(n.acts, [Act::MeasureBaseline("backend".into())]);
+    assert_eq!(n.rollout.services[0].step, ServiceStep::Baselining);
+
+    let running = Observed {
+        baseline: Baseline::Running,
+        ..old_only.clone()
+    };
+    assert!(next(&n.rollout, &running, BASELINED, t(10)).acts.is_empty());
+    // Cut off while measuring: measured again (nothing new runs, so it is still the old one).
+    assert_eq!(
+        next(&n.rollout, &old_only, BASELINED, t(12)).acts,
+        [Act::MeasureBaseline("backend".into())]
+    );
+    let measured = Observed {
+        baseline: Baseline::Measured(0.25),
+        ..old_only
+    };
+    let n = next(&n.rollout, &measured, BASELINED, t(31));
+    assert_eq!(n.acts, [Act::StartNew("backend".into())]);
+    let s = &n.rollout.services[0];
+    assert_eq!(s.step, ServiceStep::Starting);
+    assert_eq!(s.baseline_latency_seconds, Some(0.25));
+    assert_eq!(
+        n.rollout.gates_passed,
+        ["backend: previous revision's latency 250.0 ms measured"]
+    );
+}
+
+#[test]
+fn a_baseline_that_cannot_be_measured_lets_the_rollout_go_on_saying_the_increase_is_not_judged() {
+    let mut r = two();
+    r.services[1].step = ServiceStep::Baselining;
+    r.services[0].step = ServiceStep::Done;
+    let unavailable = Observed {
+        baseline: Baseline::Unavailable(
+            "3 requests in the window, fewer than minRequests 20".into(),
+        ),
+        ..seen(up(Probes::Passing), None)
+    };
+    let n = next(&r, &unavailable, BASELINED, t(31));
+    // The frontend publishes a port: its old container stops first.
+    assert_eq!(
+        n.acts,
+        [
+            Act::StopOld("frontend".into()),
+            Act::StartNew("frontend".into())
+        ]
+    );
+    assert_eq!(n.rollout.services[1].baseline_latency_seconds, None);
+    assert_eq!(
+        n.rollout.gates_passed,
+        ["frontend: no previous latency to compare with (3 requests in the window, fewer than minRequests 20); latency.maxIncrease not judged"]
+    );
+}
+
+#[test]
+fn a_new_service_has_no_previous_latency_to_measure() {
+    let r = begin(2, "h", Some(1), &[change("web", None, true)], &[], t(0));
+    let n = next(&r, &seen(None, None), BASELINED, t(1));
+    assert_eq!(n.acts, [Act::StartNew("web".into())]);
 }
 
 #[test]

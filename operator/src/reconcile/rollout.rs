@@ -5,8 +5,10 @@
 
 use chrono::{DateTime, Utc};
 
+use super::analyses::Job;
 use super::{status, Error, Pass};
 use crate::api::revision::{Outcome as RevisionOutcome, Phase};
+use crate::api::rollout::AnalysisSpec;
 use crate::api::rollout_status::{RolloutPhase, RolloutStatus, ServiceRollout, ServiceStep};
 use crate::api::{
     ContainerHealth, ContainerState, DeployBackupState, EventReason, EventType, ServiceStackStatus,
@@ -56,9 +58,11 @@ pub(super) async fn step(
         return Ok(Rolled::default());
     }
     let observed = observe(pass, &rollout, seen);
+    let analysis = rollout::current(&rollout).and_then(|s| analysed(pass, &s.name));
     let limits = Limits {
         progress_deadline: pass.stack.spec.rollout.progress_deadline(),
-        analysis: rollout::current(&rollout).is_some_and(|s| analysed(pass, &s.name).is_some()),
+        analysis: analysis.is_some(),
+        baseline: analysis.is_some_and(AnalysisSpec::judges_increase),
     };
     let next = rollout::next(&rollout, &observed, limits, seen.now);
     if recorded(pass) != Some(&next.rollout) {
@@ -179,6 +183,12 @@ fn observe(pass: &Pass<'_>, r: &RolloutStatus, seen: &Snapshot) -> rollout::Obse
             .ctx
             .analyses
             .state(&pass.ctx.jobs, &pass.stack.key(), r.revision, &s.name),
+        baseline: pass.ctx.analyses.baseline(
+            &pass.ctx.jobs,
+            &pass.stack.key(),
+            r.revision,
+            &s.name,
+        ),
     }
 }
 
@@ -279,6 +289,7 @@ fn measure(pass: &Pass<'_>, before: Option<&RolloutStatus>, r: &RolloutStatus, n
 fn step_label(step: ServiceStep) -> &'static str {
     match step {
         ServiceStep::Pending => "Pending",
+        ServiceStep::Baselining => "Baselining",
         ServiceStep::Starting => "Starting",
         ServiceStep::Verifying => "Verifying",
         ServiceStep::Analysing => "Analysing",
@@ -326,7 +337,8 @@ fn act_service(act: &Act) -> &str {
         | Act::StopOld(s)
         | Act::StartOld(s)
         | Act::RemoveNew(s)
-        | Act::Analyse(s) => s,
+        | Act::Analyse(s)
+        | Act::MeasureBaseline(s) => s,
         Act::RemoveOld(_) => "*",
     }
 }
@@ -376,7 +388,8 @@ async fn perform(
             }
             Ok(())
         }
-        Act::Analyse(service) => analyse(pass, r, seen, service),
+        Act::Analyse(service) => analyse(pass, r, seen, service, Scrape::New),
+        Act::MeasureBaseline(service) => analyse(pass, r, seen, service, Scrape::Old),
     }
 }
 
@@ -467,10 +480,7 @@ fn aside(fixed: &str) -> String {
 }
 
 /// The analysis asked for `service`, if any.
-fn analysed<'a>(
-    pass: &'a Pass<'_>,
-    service: &str,
-) -> Option<&'a crate::api::rollout::AnalysisSpec> {
+fn analysed<'a>(pass: &'a Pass<'_>, service: &str) -> Option<&'a AnalysisSpec> {
     pass.stack
         .spec
         .rollout
@@ -479,27 +489,45 @@ fn analysed<'a>(
         .filter(|a| a.services.iter().any(|s| s == service))
 }
 
-/// Starts the analysis of the service's new container, scraped at its address on the project
-/// network.
+/// Which container an analysis job scrapes.
+#[derive(Clone, Copy)]
+enum Scrape {
+    /// The new one, judged over the window (against the baseline recorded, if any).
+    New,
+    /// The old one, for the baseline figure, before anything is touched.
+    Old,
+}
+
+/// Starts the analysis of the service's new container (or the baseline measurement on its old
+/// one), scraped at its address on the project network.
 fn analyse(
     pass: &Pass<'_>,
     r: &RolloutStatus,
     seen: &Snapshot,
     service: &str,
+    which: Scrape,
 ) -> Result<(), EngineError> {
     let Some(spec) = analysed(pass, service) else {
         return Ok(());
     };
-    let new = part(r, service).and_then(|s| s.new_container.as_deref());
-    let ip = new
+    let part = part(r, service);
+    let (id, job) = match which {
+        Scrape::New => (
+            part.and_then(|s| s.new_container.as_deref()),
+            Job::Analysis {
+                baseline: part.and_then(|s| s.baseline_latency_seconds),
+            },
+        ),
+        Scrape::Old => (part.and_then(|s| s.old_container.as_deref()), Job::Baseline),
+    };
+    let ip = id
         .and_then(|id| seen.observed.containers.iter().find(|c| c.id == id))
         .and_then(|c| c.addresses.values().next().copied());
     let Some(ip) = ip else {
         return Err(EngineError::Api {
             context: format!("analysing service {service}"),
             status: None,
-            message: "its new container has no address on a network to scrape its metrics at"
-                .into(),
+            message: "its container has no address on a network to scrape its metrics at".into(),
         });
     };
     let url = spec.url(std::net::SocketAddr::new(ip, spec.metrics.port));
@@ -509,6 +537,7 @@ fn analyse(
         service: service.to_owned(),
         spec: spec.clone(),
         url,
+        job,
     };
     let ctx = pass.ctx;
     ctx.analyses
