@@ -89,7 +89,8 @@ pub enum Method {
     /// retired once the new one passed its gates. No gap.
     Surge,
     /// The old container is stopped first (a published host port or a fixed
-    /// `container_name`, which two containers cannot share, or `strategy: Recreate`). A gap
+    /// `container_name`, which two containers cannot share; a writable volume or bind mount,
+    /// which two must not write at once; or `strategy: Recreate`). A gap
     /// as long as the new container takes to become healthy.
     Recreate,
     /// The service is new in this revision: there is no old container.

@@ -557,8 +557,8 @@ fn describe(r: &RolloutStatus) -> String {
 
 /// The services a plan changes, as a rollout takes them: a recreate (the old container is
 /// known) or a create (a new service), in the plan's order, which is dependency order.
-/// Only a service that publishes no port and has no fixed `container_name` can have two
-/// containers at once.
+/// Only a service that publishes no port, writes no volume or bind mount and has no fixed
+/// `container_name` can have two containers at once.
 pub fn changes(plan: &Plan, project: &Project, strategy: Strategy) -> Vec<Change> {
     plan.actions
         .iter()
@@ -570,9 +570,12 @@ pub fn changes(plan: &Plan, project: &Project, strategy: Strategy) -> Vec<Change
             };
             let spec = project.service(service)?;
             // Even a port Docker picks: the new container would answer on another host port
-            // than the one its users know.
-            let can_surge =
-                strategy == Strategy::Auto && spec.ports.is_empty() && spec.fixed_name.is_none();
+            // than the one its users know. And two containers writing the same volume (a
+            // database's files) would corrupt it: a stateful service is stopped first.
+            let can_surge = strategy == Strategy::Auto
+                && spec.ports.is_empty()
+                && spec.fixed_name.is_none()
+                && !writes_shared_data(spec);
             Some(Change {
                 service: service.clone(),
                 old_container: old,
@@ -580,6 +583,17 @@ pub fn changes(plan: &Plan, project: &Project, strategy: Strategy) -> Vec<Change
             })
         })
         .collect()
+}
+
+/// Whether the service writes to a named volume or a bind mount, which the old container
+/// would go on writing while the new one starts. Anonymous volumes and tmpfs are each
+/// container's own.
+fn writes_shared_data(spec: &crate::compose::ServiceSpec) -> bool {
+    use crate::compose::MountSpec;
+    spec.mounts.iter().any(|m| match m {
+        MountSpec::Volume { read_only, .. } | MountSpec::Bind { read_only, .. } => !read_only,
+        MountSpec::Anonymous { .. } | MountSpec::Tmpfs { .. } => false,
+    })
 }
 
 /// Whether the changes are rolled out step by step: only on a stack that was Ready before

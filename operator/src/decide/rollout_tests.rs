@@ -535,13 +535,17 @@ fn a_rolled_back_stack_is_not_ready_and_rolled_back_says_why() {
 }
 
 #[test]
-fn only_services_publishing_no_port_and_without_a_fixed_name_surge_and_recreate_forces_a_stop_first(
+fn only_services_publishing_no_port_writing_no_volume_and_without_a_fixed_name_surge_and_recreate_forces_a_stop_first(
 ) {
     use crate::api::Strategy;
     use crate::decide::plan::{Action, Plan};
     let project = super::plan_tests::project(
         "services:\n  api:\n    image: a:2\n  web:\n    image: w:2\n    ports: ['8080:80']\n  \
-         db:\n    image: d:2\n    container_name: shop-db\n  any:\n    image: x:2\n    ports: ['80']\n  new:\n    image: n:1\n",
+         db:\n    image: d:2\n    container_name: shop-db\n  any:\n    image: x:2\n    ports: ['80']\n  new:\n    image: n:1\n  \
+         pg:\n    image: p:2\n    volumes: ['pgdata:/var/lib/postgresql/data']\n  \
+         files:\n    image: f:2\n    volumes: ['/srv/data:/data']\n  \
+         ro:\n    image: r:2\n    volumes: ['pgdata:/seed:ro', '/tmp']\n\
+         volumes:\n  pgdata: {}\n",
     );
     let recreate = |s: &str| Action::Recreate {
         service: s.into(),
@@ -553,6 +557,9 @@ fn only_services_publishing_no_port_and_without_a_fixed_name_surge_and_recreate_
             recreate("api"),
             recreate("web"),
             recreate("any"),
+            recreate("pg"),
+            recreate("files"),
+            recreate("ro"),
             Action::Create {
                 service: "new".into(),
             },
@@ -577,6 +584,9 @@ fn only_services_publishing_no_port_and_without_a_fixed_name_surge_and_recreate_
             (s("api"), true),
             (s("web"), false),
             (s("any"), false),
+            (s("pg"), false),
+            (s("files"), false),
+            (s("ro"), true),
             (s("new"), true)
         ]
     );
