@@ -460,3 +460,65 @@ async fn a_new_version_much_slower_than_the_previous_one_is_rolled_back_by_the_l
         "{rollout:?}"
     );
 }
+
+#[tokio::test]
+async fn services_are_updated_in_the_order_given_one_at_a_time_and_what_they_depend_on_is_not_restarted(
+) {
+    let h = Harness::new("roll-order");
+    let spec = unpublished_demo(&h.project);
+    h.apply(spec.clone());
+    h.until_ready(TIMEOUT).await;
+    let before = h.containers();
+    // Backend and Redis change, backend named first. Postgres, which the backend depends on,
+    // does not change and must not be restarted.
+    let mut next = with_backend_env(&spec, "DEMO_RELEASE", "2");
+    next.compose.file = next.compose.file.replace(
+        "REDIS_PASSWORD: ${REDIS_PASSWORD}\n    volumes",
+        "REDIS_PASSWORD: ${REDIS_PASSWORD}\n      REDIS_RELEASE: \"2\"\n    volumes",
+    );
+    assert!(
+        next.compose.file.contains("REDIS_RELEASE"),
+        "the demo's redis changed shape"
+    );
+    next.rollout.order = vec!["backend".into()];
+    h.apply(next);
+    let seen = std::cell::RefCell::new(Vec::<Vec<ServiceStep>>::new());
+    h.until(
+        "the rollout to complete and the stack Ready",
+        TIMEOUT,
+        |h| {
+            never_mixed_and_ready(h);
+            if let Some(r) = h.status().rollout.filter(|r| r.revision == 2) {
+                seen.borrow_mut()
+                    .push(r.services.iter().map(|s| s.step).collect());
+            }
+            rollout_phase(h) == Some(RolloutPhase::Complete) && ready(h)
+        },
+    )
+    .await;
+    let rollout = h.status().rollout.unwrap();
+    let order: Vec<(&str, Method)> = rollout
+        .services
+        .iter()
+        .map(|s| (s.name.as_str(), s.method))
+        .collect();
+    // Redis writes its volume: stopped first, never two at once.
+    assert_eq!(
+        order,
+        [("backend", Method::Surge), ("redis", Method::Recreate)]
+    );
+    // One at a time: Redis was Pending as long as the backend was not Done.
+    for steps in seen.borrow().iter() {
+        assert!(
+            steps[0] == ServiceStep::Done || steps[1] == ServiceStep::Pending,
+            "{steps:?}"
+        );
+    }
+    let after = h.containers();
+    assert_eq!(
+        after["postgres"], before["postgres"],
+        "postgres was not touched"
+    );
+    assert_ne!(after["backend"], before["backend"]);
+    assert_ne!(after["redis"], before["redis"]);
+}

@@ -556,12 +556,16 @@ fn describe(r: &RolloutStatus) -> String {
 }
 
 /// The services a plan changes, as a rollout takes them: a recreate (the old container is
-/// known) or a create (a new service), in the plan's order, which is dependency order.
+/// known) or a create (a new service), in the plan's order, which is dependency order, those
+/// waiting for a dependency last.
 /// Only a service that publishes no port, writes no volume or bind mount and has no fixed
 /// `container_name` can have two containers at once.
 pub fn changes(plan: &Plan, project: &Project, strategy: Strategy) -> Vec<Change> {
+    // A changed service waiting for a dependency that changes too is part of the same
+    // revision: the rollout takes it after that dependency passed its gates.
     plan.actions
         .iter()
+        .chain(&plan.deferred)
         .filter_map(|a| {
             let (service, old) = match a {
                 Action::Recreate { service, old_id } => (service, Some(old_id.clone())),

@@ -613,3 +613,29 @@ fn converge_leaves_a_rollouts_services_alone_and_a_rolled_back_spec_until_it_cha
     assert!(held(Some(&r), "h4").is_empty());
     assert!(held(None, "h4").is_empty());
 }
+
+#[test]
+fn a_changed_service_waiting_for_a_changed_dependency_is_part_of_the_same_rollout() {
+    use crate::api::Strategy;
+    use crate::decide::plan::{Action, Plan};
+    let project = super::plan_tests::project(
+        "services:\n  redis:\n    image: r:2\n    healthcheck: {test: ['CMD', 'true']}\n  \
+         api:\n    image: a:2\n    depends_on: {redis: {condition: service_healthy}}\n",
+    );
+    let plan = Plan {
+        actions: vec![Action::Recreate {
+            service: "redis".into(),
+            old_id: "old-r".into(),
+        }],
+        deferred: vec![Action::Recreate {
+            service: "api".into(),
+            old_id: "old-a".into(),
+        }],
+        ..Plan::default()
+    };
+    let names: Vec<String> = changes(&plan, &project, Strategy::Auto)
+        .into_iter()
+        .map(|c| c.service)
+        .collect();
+    assert_eq!(names, ["redis", "api"]);
+}
