@@ -34,6 +34,8 @@ pub enum ConditionType {
     /// The newest revision failed a rollout gate and the previous one runs again; it is not
     /// tried again until the spec changes.
     RolledBack,
+    /// A key (`spec.keyRotation`) is older than its maximum age: rotate it.
+    KeyRotationDue,
 }
 
 impl fmt::Display for ConditionType {
@@ -151,6 +153,10 @@ pub enum Reason {
     RolloutComplete,
     /// RolledBack: no rollout yet.
     NoRollout,
+    /// KeyRotationDue: some key is older than its maximum age (the message lists them).
+    KeyTooOld,
+    /// KeyRotationDue: every key is younger than its maximum age.
+    KeysFresh,
 }
 
 impl fmt::Display for Reason {
