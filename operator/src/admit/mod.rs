@@ -12,6 +12,7 @@
 
 pub mod backup;
 pub mod health;
+pub mod keys;
 pub mod maintenance;
 pub mod rollout;
 pub mod warnings;
@@ -42,27 +43,35 @@ pub struct Admitted {
     pub warnings: Vec<Warning>,
     /// The services whose health gates `Ready`, in start order.
     pub required: Vec<String>,
+    /// `spec.keyRotation`: its keys typed, its window parsed, each certificate's one source.
+    pub keys: keys::Keys,
 }
 
 /// Checks a stack's whole spec. Pure: no Docker, no clock; in local mode, what the edge read
 /// of env files and build contexts comes in `origin`.
 pub fn admit(stack: &ServiceStack, origin: Origin<'_>) -> Result<Admitted, Failure> {
     let project = crate::compose::load_from(stack, origin)?;
-    checked(stack, project).map_err(|mut e| {
+    checked(stack, project, origin).map_err(|mut e| {
         e.message = crate::api::mask(&e.message, &crate::compose::secrets(stack, origin), &[]);
         e
     })
 }
 
 /// The checks of the rest of the spec against a project that loaded.
-fn checked(stack: &ServiceStack, project: Project) -> Result<Admitted, Failure> {
+fn checked(
+    stack: &ServiceStack,
+    project: Project,
+    origin: Origin<'_>,
+) -> Result<Admitted, Failure> {
     let spec = &stack.spec;
     let maintenance = maintenance::validate(spec, &project)?;
     health::validate(spec, &project)?;
     let backups = backup::validate(spec, &project)?;
     maintenance::restart_policy(spec)?;
     rollout::validate_rollout(spec, &project)?;
+    let keys = keys::validate(spec, &project, origin)?;
     Ok(Admitted {
+        keys,
         health: spec.health.services.clone(),
         backups,
         maintenance,

@@ -52,11 +52,13 @@ pub enum EventReason {
     BackupFailed,
     /// A new revision's rollout began.
     RolloutStarted,
+    /// A key (`spec.keyRotation`) falls due for rotation soon, or is due.
+    KeyRotationDue,
 }
 
 /// The reasons of an event's own, by their word; the others are [`Reason`]'s and
 /// [`RestartReason`]'s.
-const OWN: [(EventReason, &str); 19] = [
+const OWN: [(EventReason, &str); 20] = [
     (EventReason::Created, "Created"),
     (EventReason::Recreated, "Recreated"),
     (EventReason::Started, "Started"),
@@ -76,6 +78,7 @@ const OWN: [(EventReason, &str); 19] = [
     (EventReason::Restored, "Restored"),
     (EventReason::BackupFailed, "BackupFailed"),
     (EventReason::RolloutStarted, "RolloutStarted"),
+    (EventReason::KeyRotationDue, "KeyRotationDue"),
 ];
 
 impl EventReason {

@@ -90,6 +90,11 @@ pub struct ServiceStackSpec {
     #[serde(default, skip_serializing_if = "RolloutSpec::is_empty")]
     pub rollout: RolloutSpec,
 
+    /// The stack's keys (the variables holding its passwords and secrets): how old each may
+    /// get, which the operator rotates itself; and the certificates whose expiry it watches.
+    #[serde(default, skip_serializing_if = "keys::KeyRotationSpec::is_empty")]
+    pub key_rotation: keys::KeyRotationSpec,
+
     /// What deleting this ServiceStack does to its containers, networks and volumes.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
@@ -567,6 +572,11 @@ pub struct ServiceStackStatus {
 
     /// Standard conditions: Ready, Progressing, Degraded, InvalidSpec, DockerUnreachable,
     /// BackupFailed, BackupStale.
+    /// Each key of `spec.keyRotation`: what its age counts from, when it is due, how its last
+    /// rotation went. Never a value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub keys: keys::KeyStatuses,
+
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -219,6 +219,7 @@ pub(crate) mod tests {
                 deletion_policy: Default::default(),
                 variables_from: Default::default(),
                 rollout: Default::default(),
+                key_rotation: Default::default(),
                 maintenance: Default::default(),
                 backups: Vec::new(),
                 suspend: false,

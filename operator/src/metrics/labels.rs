@@ -129,3 +129,11 @@ pub(super) struct GateLabels {
     /// `error_ratio` or `latency_seconds`.
     pub gate: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct KeyLabels {
+    #[prometheus(flatten)]
+    pub stack: StackLabels,
+    /// The variable holding the key (its name, never its value).
+    pub key: String,
+}

@@ -94,7 +94,9 @@
 //! | `stackwarden_rollout_duration_seconds` | histogram | namespace, name, outcome |
 //! | `stackwarden_rollout_step_duration_seconds` | histogram | namespace, name, service, step |
 //! | `stackwarden_rollout_gate_value` | gauge | namespace, name, service, gate (`error_ratio`/`latency_seconds`) |
+//! | `stackwarden_key_age_seconds` | gauge | namespace, name, key (the variable's name) |
 
+mod keys;
 mod labels;
 mod rollouts;
 mod server;
@@ -174,6 +176,7 @@ struct StackSeries {
     rollouts: HashSet<&'static str>,
     rollout_steps: HashSet<(String, &'static str)>,
     gates: HashSet<(String, &'static str)>,
+    keys: HashSet<String>,
 }
 
 /// The operator's metrics. Share it as `Arc<Metrics>`; every method takes `&self`.
@@ -197,6 +200,7 @@ pub struct Metrics {
     backup_last_success: Family<TargetLabels, Gauge>,
     backup_last_size: Family<TargetLabels, Gauge>,
     rollout: rollouts::RolloutFamilies,
+    keys: keys::KeyFamilies,
     /// Held while a series is created or removed, so that forgetting a stack and recording
     /// for it do not interleave.
     seen: Mutex<HashMap<String, StackSeries>>,
@@ -236,6 +240,7 @@ impl Metrics {
             backup_last_success: Family::default(),
             backup_last_size: Family::default(),
             rollout: rollouts::RolloutFamilies::new(),
+            keys: keys::KeyFamilies::new(),
             seen: Mutex::default(),
         };
         metrics.register_process();
@@ -243,6 +248,7 @@ impl Metrics {
         metrics.register_stacks();
         metrics.register_backups();
         metrics.rollout.register(&mut metrics.registry);
+        metrics.keys.register(&mut metrics.registry);
         metrics
             .build_info
             .get_or_create(&BuildLabels {
@@ -594,6 +600,7 @@ impl Metrics {
         };
         let labels = StackLabels::of(stack);
         self.rollout.forget(&labels, &series);
+        self.keys.forget(&labels, &series);
         self.reconcile_duration.remove(&labels);
         self.stack_ready.remove(&labels);
         self.healthy_services.remove(&labels);

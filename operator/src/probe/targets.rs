@@ -182,6 +182,7 @@ networks: {front: {}, back: {}}
                 deletion_policy: Default::default(),
                 variables_from: Default::default(),
                 rollout: Default::default(),
+                key_rotation: Default::default(),
                 suspend: false,
             },
         );

@@ -31,6 +31,7 @@ mod context;
 mod converge;
 mod deploy;
 mod hold;
+mod keys;
 pub mod prober;
 mod repair;
 pub mod requeue;
@@ -357,12 +358,14 @@ async fn finish_pass(
     };
     let report = report::report(project, &outcome, &pass.claim, &facts, &snapshot.probes);
     let mut status = reported_status(&pass, intent, previous, &outcome, &report);
+    let keys = keys::step(&pass, &mut status, previous, now).await?;
     repair.apply_to(&mut status);
     hold::record(&mut status, &intent.holds);
     let deploying = intent.deploy.deploying();
     let backups = backups::step(&pass, &outcome, &mut status, deploying, now).await;
     let gate = &intent.deploy.gate;
-    let verdicts = verdicts::applied(&pass, &report, &repair, gate, &status, now);
+    let mut verdicts = verdicts::applied(&pass, &report, &repair, gate, &status, now);
+    verdicts.extend(keys.verdict);
     // The backups a held deploy waited for are done: deploy now, not at the next requeue.
     let deploy_now =
         *gate != Gate::Open && intent.deploy.gate_after(pass.stack, &status) == Gate::Open;
@@ -376,6 +379,7 @@ async fn finish_pass(
         .events
         .iter()
         .chain(&backups.events)
+        .chain(&keys.events)
         .cloned()
         .collect();
     // A rollout's steps wait on containers starting and probes passing: look again soon.

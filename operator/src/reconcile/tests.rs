@@ -414,3 +414,56 @@ async fn an_operator_killed_after_each_pass_of_a_rollout_finishes_it_once_and_ne
     assert_eq!(apps[0].image, "test/app:2");
     assert!(is_ready(&b));
 }
+
+#[tokio::test]
+async fn a_manual_key_past_its_age_gets_the_condition_and_one_warning_and_nothing_is_touched() {
+    let b = Bench::new();
+    b.apply(COMPOSE, |s| {
+        s.variables
+            .insert("API_KEY".into(), "sk-secret-value".into());
+        s.key_rotation = serde_json::from_value(serde_json::json!({
+            "maxAgeDays": 90,
+            "keys": [{"variable": "API_KEY"}],
+        }))
+        .unwrap();
+    });
+    b.until_ready().await;
+    b.pass().await;
+    let key = b.status().keys["API_KEY"].clone();
+    let due = crate::api::condition::find(&b.status().conditions, ConditionType::KeyRotationDue)
+        .cloned()
+        .unwrap();
+    assert_eq!(due.status, crate::api::ConditionStatus::False);
+    assert_eq!(key.next_due - key.since, chrono::Duration::days(90));
+
+    // 100 days later, as the status remembers it: first seen then.
+    let mut stack = b.stack();
+    let mut status = b.status();
+    let long_ago = Utc::now() - chrono::Duration::days(100);
+    status.keys.get_mut("API_KEY").unwrap().since = long_ago;
+    status.keys.get_mut("API_KEY").unwrap().next_due = long_ago + chrono::Duration::days(90);
+    crate::store::Store::write_status(&b.store, &mut stack, status)
+        .await
+        .unwrap();
+    let calls = b.engine.calls().len();
+    b.pass().await;
+    b.pass().await;
+    let due = crate::api::condition::find(&b.status().conditions, ConditionType::KeyRotationDue)
+        .cloned()
+        .unwrap();
+    assert_eq!(due.status, crate::api::ConditionStatus::True);
+    assert!(
+        due.message.starts_with("API_KEY (manual): first seen "),
+        "{}",
+        due.message
+    );
+    let warnings: Vec<String> = b
+        .events()
+        .into_iter()
+        .filter(|r| r == "KeyRotationDue")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{:?}", b.events());
+    assert_eq!(b.engine.calls().len(), calls, "nothing was touched");
+    let everything = format!("{:?}{:?}", b.status(), b.store.events("ops", "shop"));
+    assert!(!everything.contains("sk-secret-value"));
+}

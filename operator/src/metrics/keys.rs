@@ -1,0 +1,56 @@
+//! The key series: how old each key of `spec.keyRotation` is, for a dashboard of last
+//! rotations and an alert ahead of the `KeyRotationDue` condition.
+
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::labels::{KeyLabels, StackLabels};
+use super::{Metrics, StackSeries};
+
+pub(super) struct KeyFamilies {
+    age: Family<KeyLabels, Gauge>,
+}
+
+impl KeyFamilies {
+    pub fn new() -> Self {
+        Self {
+            age: Family::default(),
+        }
+    }
+
+    pub fn register(&self, r: &mut Registry) {
+        r.register_with_unit(
+            "key_age",
+            "Seconds since a key was last rotated (or first seen by the operator); compare with its maximum age",
+            Unit::Seconds,
+            self.age.clone(),
+        );
+    }
+
+    pub fn forget(&self, stack: &StackLabels, series: &StackSeries) {
+        for key in &series.keys {
+            self.age.remove(&KeyLabels {
+                stack: stack.clone(),
+                key: key.clone(),
+            });
+        }
+    }
+}
+
+impl Metrics {
+    /// `key` of `stack` (its variable's name) is `age` old.
+    pub fn key_age(&self, stack: &str, key: &str, age: std::time::Duration) {
+        let mut seen = self.seen();
+        seen.entry(stack.to_owned())
+            .or_default()
+            .keys
+            .insert(key.to_owned());
+        let labels = KeyLabels {
+            stack: StackLabels::of(stack),
+            key: key.to_owned(),
+        };
+        let seconds = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
+        self.keys.age.get_or_create(&labels).set(seconds);
+    }
+}
