@@ -119,6 +119,7 @@ pub struct RandomKey {
     #[serde(default = "RandomKey::default_bytes")]
     #[schemars(range(min = 16, max = 512))]
     pub bytes: u32,
+    /// How the bytes are written into the variable: `hex` (default) or `base64`.
     #[serde(default)]
     pub encoding: Encoding,
 }
@@ -165,7 +166,9 @@ impl CertificateSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CertificateSecret {
+    /// Name of the Secret, in the stack's namespace.
     pub name: String,
+    /// The key holding the PEM. Default `tls.crt`.
     #[serde(default = "CertificateSecret::default_key")]
     pub key: String,
 }
@@ -190,6 +193,7 @@ pub struct KeyStatus {
     /// When it is due for rotation (`since` + its maximum age).
     #[schemars(with = "String")]
     pub next_due: DateTime<Utc>,
+    /// Whether the operator rotates it (`auto`) or a person does (`manual`).
     pub rotate: RotateMode,
     /// How its last rotation ended, in a sentence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,7 +215,9 @@ pub enum Warned {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CertificateStatus {
+    /// The certificate's subject, as `CN=…`.
     pub subject: String,
+    /// When it expires.
     #[schemars(with = "String")]
     pub not_after: DateTime<Utc>,
 }
