@@ -36,6 +36,8 @@ pub enum ConditionType {
     RolledBack,
     /// A key (`spec.keyRotation`) is older than its maximum age: rotate it.
     KeyRotationDue,
+    /// A certificate of `spec.keyRotation.certificates` expires within its warnBeforeDays.
+    CertificateExpiring,
 }
 
 impl fmt::Display for ConditionType {
@@ -157,6 +159,13 @@ pub enum Reason {
     KeyTooOld,
     /// KeyRotationDue: every key is younger than its maximum age.
     KeysFresh,
+    /// CertificateExpiring: a certificate expires within its warnBeforeDays, or has expired.
+    CertificateExpiresSoon,
+    /// CertificateExpiring: no certificate expires within its warnBeforeDays.
+    CertificatesValid,
+    /// CertificateExpiring: a certificate could not be read or parsed (the message says which
+    /// and why).
+    CertificateUnreadable,
 }
 
 impl fmt::Display for Reason {

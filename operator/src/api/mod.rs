@@ -577,6 +577,11 @@ pub struct ServiceStackStatus {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub keys: keys::KeyStatuses,
 
+    /// Each certificate of `spec.keyRotation.certificates` that could be read: its subject
+    /// and expiry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub certificates: BTreeMap<String, keys::CertificateStatus>,
+
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -4,6 +4,7 @@
 
 pub mod analysis;
 pub mod backup;
+pub mod certificates;
 pub mod heal;
 pub mod history;
 pub mod keys;

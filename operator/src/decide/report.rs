@@ -336,9 +336,12 @@ fn readiness(
 fn warns(c: &Condition) -> bool {
     use ConditionType as T;
     match c.type_ {
-        T::InvalidSpec | T::DockerUnreachable | T::Degraded | T::SpecWarning | T::RolledBack => {
-            c.status == ConditionStatus::True
-        }
+        T::InvalidSpec
+        | T::DockerUnreachable
+        | T::Degraded
+        | T::SpecWarning
+        | T::RolledBack
+        | T::CertificateExpiring => c.status == ConditionStatus::True,
         T::Progressing => {
             c.status == ConditionStatus::False
                 && matches!(

@@ -1,21 +1,24 @@
 //! The key series: how old each key of `spec.keyRotation` is, for a dashboard of last
-//! rotations and an alert ahead of the `KeyRotationDue` condition.
+//! rotations and an alert ahead of the `KeyRotationDue` condition; and how long each watched
+//! certificate has left.
 
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::labels::{KeyLabels, StackLabels};
+use super::labels::{CertificateLabels, KeyLabels, StackLabels};
 use super::{Metrics, StackSeries};
 
 pub(super) struct KeyFamilies {
     age: Family<KeyLabels, Gauge>,
+    expiry: Family<CertificateLabels, Gauge>,
 }
 
 impl KeyFamilies {
     pub fn new() -> Self {
         Self {
             age: Family::default(),
+            expiry: Family::default(),
         }
     }
 
@@ -26,9 +29,21 @@ impl KeyFamilies {
             Unit::Seconds,
             self.age.clone(),
         );
+        r.register_with_unit(
+            "certificate_expiry",
+            "Seconds until a watched certificate's notAfter (negative once expired)",
+            Unit::Seconds,
+            self.expiry.clone(),
+        );
     }
 
     pub fn forget(&self, stack: &StackLabels, series: &StackSeries) {
+        for certificate in &series.certificates {
+            self.expiry.remove(&CertificateLabels {
+                stack: stack.clone(),
+                certificate: certificate.clone(),
+            });
+        }
         for key in &series.keys {
             self.age.remove(&KeyLabels {
                 stack: stack.clone(),
@@ -52,5 +67,21 @@ impl Metrics {
         };
         let seconds = i64::try_from(age.as_secs()).unwrap_or(i64::MAX);
         self.keys.age.get_or_create(&labels).set(seconds);
+    }
+}
+
+impl Metrics {
+    /// `certificate` of `stack` expires in `seconds` (negative: it has).
+    pub fn certificate_expiry(&self, stack: &str, certificate: &str, seconds: i64) {
+        let mut seen = self.seen();
+        seen.entry(stack.to_owned())
+            .or_default()
+            .certificates
+            .insert(certificate.to_owned());
+        let labels = CertificateLabels {
+            stack: StackLabels::of(stack),
+            certificate: certificate.to_owned(),
+        };
+        self.keys.expiry.get_or_create(&labels).set(seconds);
     }
 }

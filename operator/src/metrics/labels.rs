@@ -137,3 +137,11 @@ pub(super) struct KeyLabels {
     /// The variable holding the key (its name, never its value).
     pub key: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct CertificateLabels {
+    #[prometheus(flatten)]
+    pub stack: StackLabels,
+    /// The certificate's name in `spec.keyRotation.certificates`.
+    pub certificate: String,
+}

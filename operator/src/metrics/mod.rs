@@ -95,6 +95,7 @@
 //! | `stackwarden_rollout_step_duration_seconds` | histogram | namespace, name, service, step |
 //! | `stackwarden_rollout_gate_value` | gauge | namespace, name, service, gate (`error_ratio`/`latency_seconds`) |
 //! | `stackwarden_key_age_seconds` | gauge | namespace, name, key (the variable's name) |
+//! | `stackwarden_certificate_expiry_seconds` | gauge | namespace, name, certificate |
 
 mod keys;
 mod labels;
@@ -177,6 +178,7 @@ struct StackSeries {
     rollout_steps: HashSet<(String, &'static str)>,
     gates: HashSet<(String, &'static str)>,
     keys: HashSet<String>,
+    certificates: HashSet<String>,
 }
 
 /// The operator's metrics. Share it as `Arc<Metrics>`; every method takes `&self`.

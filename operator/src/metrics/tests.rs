@@ -179,6 +179,7 @@ fn every_family_is_declared_with_prefix_unit_and_type_once_used() {
     m.rollout_step_ended("ops/erni", "backend", "Starting", ms(1));
     m.rollout_gate_observed("ops/erni", "backend", GATE_LATENCY, 0.1);
     m.key_age("ops/erni", "DB_PASSWORD", ms(1_000));
+    m.certificate_expiry("ops/erni", "web", -5);
     let text = m.render();
     let families = [
         ("stackwarden_build_info", "gauge"),
@@ -203,6 +204,7 @@ fn every_family_is_declared_with_prefix_unit_and_type_once_used() {
         ("stackwarden_rollout_step_duration_seconds", "histogram"),
         ("stackwarden_rollout_gate_value", "gauge"),
         ("stackwarden_key_age_seconds", "gauge"),
+        ("stackwarden_certificate_expiry_seconds", "gauge"),
     ];
     for (name, kind) in families {
         let declared = format!("# TYPE {name} {kind}\n");
@@ -560,7 +562,7 @@ fn rollouts_are_counted_by_outcome_with_their_step_durations_and_gate_values() {
 }
 
 /// Every family a stack can have a series in.
-const STACK_FAMILIES: [&str; 20] = [
+const STACK_FAMILIES: [&str; 21] = [
     "stackwarden_reconcile_duration_seconds",
     "stackwarden_reconcile_errors_total",
     "stackwarden_probes_total",
@@ -581,6 +583,7 @@ const STACK_FAMILIES: [&str; 20] = [
     "stackwarden_rollout_step_duration_seconds",
     "stackwarden_rollout_gate_value",
     "stackwarden_key_age_seconds",
+    "stackwarden_certificate_expiry_seconds",
 ];
 
 /// The samples of stack `name` in namespace ops, as `metric{labels}` lines, sorted.
@@ -622,6 +625,7 @@ fn record_everything(m: &Metrics, stack: &str) {
     m.rollout_gate_observed(stack, "backend", GATE_ERROR_RATIO, 0.02);
     m.rollout_ended(stack, "RolledBack", ms(30_000));
     m.key_age(stack, "DB_PASSWORD", ms(86_400_000));
+    m.certificate_expiry(stack, "web", 864_000);
 }
 
 #[test]

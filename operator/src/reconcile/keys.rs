@@ -1,7 +1,8 @@
 //! The keys step: the age of each key of `spec.keyRotation`, from the rotation times the store
 //! keeps beside the values, into `status.keys`, the `KeyRotationDue` condition and a Warning
-//! event per key and due date. The decisions are `decide::keys`'s. The store is read only for
-//! a stack that declares keys.
+//! event per key and due date; and each certificate's expiry into `status.certificates` and
+//! `CertificateExpiring`. The decisions are `decide::keys`'s and `decide::certificates`'s. The
+//! store is read only for a stack that declares keys or certificates.
 
 use chrono::{DateTime, Utc};
 
@@ -11,28 +12,39 @@ use crate::decide::keys;
 
 /// What the step adds to the pass's report.
 pub(super) struct Keys {
-    pub verdict: Option<Verdict>,
+    pub verdicts: Vec<Verdict>,
     pub events: Vec<StackEvent>,
 }
 
-/// Fills `status.keys` and says what the keys' condition and events are.
+/// Fills `status.keys` and `status.certificates` and says what their conditions and events
+/// are.
 pub(super) async fn step(
     pass: &Pass<'_>,
     status: &mut ServiceStackStatus,
     previous: &ServiceStackStatus,
     now: DateTime<Utc>,
 ) -> Result<Keys, Error> {
+    let mut out = ages(pass, status, previous, now).await?;
+    out.verdicts
+        .extend(certificates(pass, status, previous, now).await);
+    Ok(out)
+}
+
+async fn ages(
+    pass: &Pass<'_>,
+    status: &mut ServiceStackStatus,
+    previous: &ServiceStackStatus,
+    now: DateTime<Utc>,
+) -> Result<Keys, Error> {
     let admitted = &pass.admitted.keys;
-    let had_condition =
-        crate::api::condition::find(&previous.conditions, ConditionType::KeyRotationDue).is_some();
     if admitted.keys.is_empty() {
         status.keys.clear();
         // A stack that stopped declaring keys gets the condition turned off, not left True.
-        let verdict = had_condition.then(|| {
+        let verdict = had(previous, ConditionType::KeyRotationDue).then(|| {
             keys::report(&[], &|_| None, &previous.keys, admitted.warn_before, now).verdict
         });
         return Ok(Keys {
-            verdict,
+            verdicts: verdict.into_iter().collect(),
             events: Vec::new(),
         });
     }
@@ -62,7 +74,47 @@ pub(super) async fn step(
         })
         .collect();
     Ok(Keys {
-        verdict: Some(report.verdict),
+        verdicts: vec![report.verdict],
         events,
     })
+}
+
+/// Reads and judges each certificate; the condition turning True is the Warning event.
+async fn certificates(
+    pass: &Pass<'_>,
+    status: &mut ServiceStackStatus,
+    previous: &ServiceStackStatus,
+    now: DateTime<Utc>,
+) -> Option<Verdict> {
+    let declared = &pass.admitted.keys.certificates;
+    if declared.is_empty() {
+        status.certificates.clear();
+        let off = crate::decide::certificates::report(&[], now).1;
+        return had(previous, ConditionType::CertificateExpiring).then_some(off);
+    }
+    let mut read = Vec::with_capacity(declared.len());
+    for cert in declared {
+        let pem = pass
+            .ctx
+            .store
+            .certificate_pem(pass.stack, &cert.source)
+            .await;
+        read.push((
+            cert,
+            pem.and_then(|p| crate::decide::certificates::parse(&p)),
+        ));
+    }
+    let (statuses, verdict) = crate::decide::certificates::report(&read, now);
+    for (name, cert) in &statuses {
+        let left = (cert.not_after - now).num_seconds();
+        pass.ctx
+            .metrics
+            .certificate_expiry(&pass.stack.key(), name, left);
+    }
+    status.certificates = statuses;
+    Some(verdict)
+}
+
+fn had(previous: &ServiceStackStatus, type_: ConditionType) -> bool {
+    crate::api::condition::find(&previous.conditions, type_).is_some()
 }

@@ -365,7 +365,7 @@ async fn finish_pass(
     let backups = backups::step(&pass, &outcome, &mut status, deploying, now).await;
     let gate = &intent.deploy.gate;
     let mut verdicts = verdicts::applied(&pass, &report, &repair, gate, &status, now);
-    verdicts.extend(keys.verdict);
+    verdicts.extend(keys.verdicts);
     // The backups a held deploy waited for are done: deploy now, not at the next requeue.
     let deploy_now =
         *gate != Gate::Open && intent.deploy.gate_after(pass.stack, &status) == Gate::Open;

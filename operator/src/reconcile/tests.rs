@@ -467,3 +467,56 @@ async fn a_manual_key_past_its_age_gets_the_condition_and_one_warning_and_nothin
     let everything = format!("{:?}{:?}", b.status(), b.store.events("ops", "shop"));
     assert!(!everything.contains("sk-secret-value"));
 }
+
+#[tokio::test]
+async fn a_certificate_ten_days_from_expiry_sets_certificate_expiring_with_subject_and_date() {
+    let b = Bench::new();
+    let not_after = Utc::now() + chrono::Duration::days(10);
+    let mut params = rcgen::CertificateParams::new(vec!["shop.example".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "shop.example");
+    params.not_after = rcgen::date_time_ymd(
+        not_after.format("%Y").to_string().parse().unwrap(),
+        not_after.format("%m").to_string().parse().unwrap(),
+        not_after.format("%d").to_string().parse().unwrap(),
+    );
+    let key = rcgen::KeyPair::generate().unwrap();
+    let pem = params.self_signed(&key).unwrap().pem();
+    std::fs::write(b._dir.path().join("web.pem"), pem).unwrap();
+    b.apply(COMPOSE, |s| {
+        s.key_rotation = serde_json::from_value(serde_json::json!({
+            "certificates": [
+                {"name": "web", "file": "web.pem"},
+                {"name": "gone", "file": "missing.pem", "warnBeforeDays": 5},
+            ],
+        }))
+        .unwrap();
+    });
+    b.until_ready().await;
+    b.pass().await;
+    let c = crate::api::condition::find(&b.status().conditions, ConditionType::CertificateExpiring)
+        .cloned()
+        .unwrap();
+    assert_eq!(c.status, crate::api::ConditionStatus::True);
+    let date = not_after.format("%Y-%m-%d").to_string();
+    assert!(
+        c.message
+            .starts_with(&format!("web (CN=shop.example) expires on {date}")),
+        "{}",
+        c.message
+    );
+    assert!(c.message.contains("unreadable: gone: "), "{}", c.message);
+    assert_eq!(b.status().certificates["web"].subject, "CN=shop.example");
+    let warned = b
+        .events()
+        .iter()
+        .filter(|r| *r == "CertificateExpiresSoon")
+        .count();
+    assert_eq!(warned, 1, "{:?}", b.events());
+    let metrics = b.ctx.metrics.render();
+    assert!(
+        metrics.contains("stackwarden_certificate_expiry_seconds{namespace=\"ops\",name=\"shop\",certificate=\"web\"}"),
+        "{metrics}"
+    );
+}

@@ -52,17 +52,18 @@ impl KubeStore {
         Api::namespaced(self.client.clone(), &stack.namespace().unwrap_or_default())
     }
 
-    async fn secret(&self, ns: &str, name: &str) -> Result<Secret, Failure> {
+    /// The Secret `name`, which `field` of the spec names (for the failure's message).
+    async fn secret(&self, ns: &str, name: &str, field: &str) -> Result<Secret, Failure> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), ns);
         match api.get(name).await {
             Ok(s) => Ok(s),
             Err(kube::Error::Api(e)) if e.code == 404 => Err(Failure::new(
                 Reason::SecretNotFound,
-                format!("Secret {ns}/{name} named in spec.variablesFrom does not exist; create it or fix the name"),
+                format!("Secret {ns}/{name} named in {field} does not exist; create it or fix the name"),
             )),
             Err(e) => Err(Failure::new(
                 Reason::SecretNotFound,
-                format!("Secret {ns}/{name} named in spec.variablesFrom cannot be read ({e}); check the operator's RBAC"),
+                format!("Secret {ns}/{name} named in {field} cannot be read ({e}); check the operator's RBAC"),
             )),
         }
     }
@@ -131,7 +132,7 @@ impl Store for KubeStore {
         let mut out = Variables::new();
         for source in &stack.spec.variables_from {
             let name = secret_name(source)?;
-            let secret = self.secret(&ns, name).await?;
+            let secret = self.secret(&ns, name, "spec.variablesFrom").await?;
             for (key, v) in secret.data.unwrap_or_default() {
                 let value = String::from_utf8(v.0).map_err(|_| {
                     Failure::new(
@@ -147,6 +148,24 @@ impl Store for KubeStore {
             }
         }
         Ok(out)
+    }
+
+    async fn certificate_pem(
+        &self,
+        stack: &ServiceStack,
+        source: &crate::admit::keys::CertificateSource,
+    ) -> Result<Vec<u8>, String> {
+        let crate::admit::keys::CertificateSource::Secret { name, key } = source else {
+            return Err("a file is read in local mode only; use secretRef".into());
+        };
+        let ns = stack.namespace().unwrap_or_default();
+        let field = "spec.keyRotation.certificates";
+        let secret = self.secret(&ns, name, field).await.map_err(|f| f.message)?;
+        secret
+            .data
+            .and_then(|mut d| d.remove(key))
+            .map(|v| v.0)
+            .ok_or_else(|| format!("Secret {ns}/{name} has no key {key}"))
     }
 
     async fn write_variable(

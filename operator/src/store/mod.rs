@@ -74,6 +74,30 @@ pub trait Store: Send + Sync {
         None
     }
 
+    /// The PEM text of a certificate to watch: a file beside the manifest (local mode), or a
+    /// Secret's key (a cluster, where the kube store reads it). Err says why, in a sentence.
+    async fn certificate_pem(
+        &self,
+        stack: &ServiceStack,
+        source: &crate::admit::keys::CertificateSource,
+    ) -> Result<Vec<u8>, String> {
+        use crate::admit::keys::CertificateSource;
+        match (source, self.manifest_dir(stack)) {
+            (CertificateSource::File(path), Some(dir)) => {
+                let path = dir.join(path);
+                tokio::fs::read(&path)
+                    .await
+                    .map_err(|e| format!("{} cannot be read: {e}", path.display()))
+            }
+            (CertificateSource::File(path), None) => Err(format!(
+                "{path} is a file, which a cluster has no directory for"
+            )),
+            (CertificateSource::Secret { name, .. }, _) => {
+                Err(format!("Secret {name} is read in a cluster only"))
+            }
+        }
+    }
+
     /// The stack's revisions, oldest first.
     async fn revisions(&self, stack: &ServiceStack) -> Result<Vec<Recorded>, StoreError>;
     /// Records a revision, with the outcome [`Phase::Progressing`](crate::api::revision::Phase).
