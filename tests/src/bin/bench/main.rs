@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release -p stackwarden-tests --bin bench -- converge|heal|backup [--rounds N]`
 //! `cargo run --release -p stackwarden-tests --bin bench -- calm [--stacks N] [--minutes M]`
-//! `cargo run --release -p stackwarden-tests --bin bench -- rollout [--runs N]`
+//! `cargo run --release -p stackwarden-tests --bin bench -- rollout [--runs N] [--surge-only]`
 //!
 //! backup: see [`backup`]. calm: see [`calm`]. rollout: see [`rollout`].
 //!
@@ -38,9 +38,12 @@ async fn main() -> anyhow::Result<()> {
             option(&args, "--stacks")?.unwrap_or(10),
             option(&args, "--minutes")?.unwrap_or(3),
         ),
-        Some("rollout") => rollout::run(option(&args, "--runs")?.unwrap_or(3)).await,
+        Some("rollout") => {
+            let surge_only = args.iter().any(|a| a == "--surge-only");
+            rollout::run(option(&args, "--runs")?.unwrap_or(3), surge_only).await
+        }
         _ => anyhow::bail!(
-            "usage: bench converge|heal|backup [--rounds N] [--size-mb MB]\n       bench calm [--stacks N] [--minutes M]\n       bench rollout [--runs N]"
+            "usage: bench converge|heal|backup [--rounds N] [--size-mb MB]\n       bench calm [--stacks N] [--minutes M]\n       bench rollout [--runs N] [--surge-only]"
         ),
     }
 }

@@ -37,9 +37,12 @@ const PROBE_PERIOD_S: u32 = 2;
 const PROBE_FAILURES: u32 = 3;
 const ANALYSIS_WINDOW_S: u32 = 10;
 
-pub async fn run(runs: usize) -> anyhow::Result<()> {
+pub async fn run(runs: usize, surge_only: bool) -> anyhow::Result<()> {
     anyhow::ensure!(runs > 0, "--runs must be at least 1");
     stackwarden_tests::images::ensure_images()?;
+    if surge_only {
+        return surges(runs).await;
+    }
     let load_start = loadavg();
     let stacks = Stacks::up().await?;
     let mut rounds = Vec::new();
@@ -51,6 +54,37 @@ pub async fn run(runs: usize) -> anyhow::Result<()> {
     let load_end = loadavg();
     println!("load average (1 5 15 min): at the start {load_start}, at the end {load_end}");
     println!("{}", report(&rounds, &load_start, &load_end));
+    Ok(())
+}
+
+/// `--surge-only`: the network figure alone, `runs` rollouts of one stack, for chasing a lost
+/// request (each is told with the engine's events around it).
+async fn surges(runs: usize) -> anyhow::Result<()> {
+    let h = Harness::new("bench-roll-net");
+    let spec = unpublished_demo(&h.project);
+    h.apply(spec.clone());
+    h.until_ready(TIMEOUT).await;
+    let mut polls = Vec::new();
+    for run in 1..=runs {
+        let log = EventLog::start()?;
+        let poll = good_network(&h, &spec, &(run + 1).to_string(), &log).await?;
+        println!("run {run}: network {}", poll.line());
+        polls.push(poll);
+    }
+    let mut gaps: Vec<f64> = polls.iter().map(|p| p.longest_gap_s).collect();
+    println!(
+        "{}",
+        json!({
+            "bench": "rollout --surge-only",
+            "runs": runs,
+            "network_failed_requests": polls.iter().map(|p| p.failed).sum::<u64>(),
+            "runs_with_failed_requests": polls.iter().filter(|p| p.failed > 0).count(),
+            "network_requests": polls.iter().map(|p| p.requests).sum::<u64>(),
+            "network_longest_gap_s": round3(median(&mut gaps)),
+            "network_longest_gap_max_s": round3(gaps.last().copied().unwrap_or(f64::NAN)),
+            "load_end": loadavg(),
+        })
+    );
     Ok(())
 }
 
@@ -262,6 +296,11 @@ async fn good_published(
         .as_deref()
         .context("no new container recorded")?;
     let healthy = log.first(new, "health_status: healthy")?;
+    println!(
+        "  published: new container started {}, healthy {}",
+        log.first(new, "start")?.format("%H:%M:%S%.3f"),
+        healthy.format("%H:%M:%S%.3f")
+    );
     Ok((poll, seconds(log.first(new, "start")?, healthy)))
 }
 
@@ -323,6 +362,11 @@ async fn undone(
     anyhow::ensure!(
         backends(&h.project) == old,
         "the old backend does not run alone again"
+    );
+    println!(
+        "  {}: rolled back: {}",
+        h.name,
+        r.failure.as_deref().unwrap_or("(no failure recorded)")
     );
     Ok(seconds(log.first(new, "start")?, log.first(new, "die")?))
 }
@@ -435,13 +479,30 @@ struct Poller {
 }
 
 impl Poller {
+    /// Starts it and waits for its first successful answer: a gap is measured between two
+    /// answers, so the change must come after one.
     fn start(name: &str, network: &str, url: &str) -> Self {
         let cleanup = Containers(vec![name.to_owned()]);
         start_poller(name, &[("DEMO_POLL_VERBOSE", "1")], network, url);
+        let started = Instant::now();
+        while !Self::answered(name) {
+            assert!(
+                started.elapsed() < TIMEOUT,
+                "poller {name} never got an answer from {url}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         Self {
             name: name.to_owned(),
             _cleanup: cleanup,
         }
+    }
+
+    fn answered(name: &str) -> bool {
+        Command::new("docker")
+            .args(["logs", name])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("Ok(())"))
     }
 
     fn stop(self) {
