@@ -58,10 +58,16 @@ pub async fn run(runs: usize, surge_only: bool) -> anyhow::Result<()> {
 }
 
 /// `--surge-only`: the network figure alone, `runs` rollouts of one stack, for chasing a lost
-/// request (each is told with the engine's events around it).
+/// request (each is told with the engine's events around it). `BENCH_DEMO_IMAGE` runs the
+/// backend from another image of the demo app.
 async fn surges(runs: usize) -> anyhow::Result<()> {
     let h = Harness::new("bench-roll-net");
-    let spec = unpublished_demo(&h.project);
+    let mut spec = unpublished_demo(&h.project);
+    // Another build of the demo app to measure, as is (the poller stays the test image's).
+    if let Ok(image) = std::env::var("BENCH_DEMO_IMAGE") {
+        let ours = stackwarden_tests::images::DEMO_APP_IMAGE;
+        spec.compose.file = spec.compose.file.replace(ours, &image);
+    }
     h.apply(spec.clone());
     h.until_ready(TIMEOUT).await;
     let mut polls = Vec::new();
