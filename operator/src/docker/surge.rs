@@ -24,6 +24,11 @@ use crate::compose::ServiceSpec;
 /// some 10-50 ms after the container exits or leaves the network, so a client that resolves just then stalls on a
 /// connect to nowhere (about half the tries, once, 3.3 s with the poller's 5 s budget, ~3 s
 /// ARP timeout for others) before trying the new address; no order avoids that window.
+/// Clients still reach the old container when it gets SIGTERM (Docker drops it from the alias
+/// only when it leaves the network), so no lost request also needs the application to answer
+/// the connections it had queued before closing its listener: axum's default graceful
+/// shutdown resets them, which lost one request in 15 rollouts under load (BENCHMARKS.md,
+/// rollout; the demo app drains them, `demo::drain` in the tests crate).
 pub async fn retire(
     engine: &dyn Engine,
     id: &str,

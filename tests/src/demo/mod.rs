@@ -5,6 +5,7 @@
 
 pub mod checks;
 pub mod config;
+pub mod drain;
 pub mod faults;
 pub mod metrics;
 pub mod poll;
@@ -43,8 +44,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         faults,
         metrics: Arc::new(Metrics::new()),
     };
+    let (close, closing) = tokio::sync::watch::channel(false);
+    let listener = drain::DrainingListener::new(listener, closing);
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = close.send(true);
+        tokio::time::sleep(drain::DRAIN).await;
+    };
     axum::serve(listener, server::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await
         .context("serving HTTP")?;
     println!("demo-app: shut down");

@@ -3,8 +3,9 @@
 //!
 //! `cargo run --release -p stackwarden-tests --bin bench -- converge|heal|backup [--rounds N]`
 //! `cargo run --release -p stackwarden-tests --bin bench -- calm [--stacks N] [--minutes M]`
+//! `cargo run --release -p stackwarden-tests --bin bench -- rollout [--runs N] [--surge-only]`
 //!
-//! backup: see [`backup`]. calm: see [`calm`].
+//! backup: see [`backup`]. calm: see [`calm`]. rollout: see [`rollout`].
 //!
 //! converge: from applying the demo manifest to Ready in local mode (the local driver, exactly
 //! as `stackwarden local DIR --exit-when-ready` runs it) against `docker-compose up -d` plus
@@ -14,6 +15,7 @@
 
 mod backup;
 mod calm;
+mod rollout;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -36,8 +38,12 @@ async fn main() -> anyhow::Result<()> {
             option(&args, "--stacks")?.unwrap_or(10),
             option(&args, "--minutes")?.unwrap_or(3),
         ),
+        Some("rollout") => {
+            let surge_only = args.iter().any(|a| a == "--surge-only");
+            rollout::run(option(&args, "--runs")?.unwrap_or(3), surge_only).await
+        }
         _ => anyhow::bail!(
-            "usage: bench converge|heal|backup [--rounds N] [--size-mb MB]\n       bench calm [--stacks N] [--minutes M]"
+            "usage: bench converge|heal|backup [--rounds N] [--size-mb MB]\n       bench calm [--stacks N] [--minutes M]\n       bench rollout [--runs N] [--surge-only]"
         ),
     }
 }
