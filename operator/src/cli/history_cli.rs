@@ -145,6 +145,7 @@ mod tests {
                         ((*name).to_owned(), s)
                     })
                     .collect(),
+                backups: Default::default(),
             },
             outcome: Outcome { phase, since: None },
         }

@@ -9,6 +9,7 @@ pub mod history;
 pub mod plan;
 pub mod probe;
 pub mod report;
+pub mod rollback;
 pub mod rollout;
 
 #[cfg(test)]

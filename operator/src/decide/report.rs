@@ -336,7 +336,12 @@ fn readiness(
 fn warns(c: &Condition) -> bool {
     use ConditionType as T;
     match c.type_ {
-        T::InvalidSpec | T::DockerUnreachable | T::Degraded | T::SpecWarning | T::RolledBack => {
+        T::InvalidSpec
+        | T::DockerUnreachable
+        | T::Degraded
+        | T::SpecWarning
+        | T::RolledBack
+        | T::RollbackRefused => {
             c.status == ConditionStatus::True
         }
         T::Progressing => {

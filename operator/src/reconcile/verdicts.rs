@@ -48,6 +48,12 @@ pub(super) fn applied(
             && matches!(v.reason, Reason::ApplyFailed | Reason::ImageNotFound)
     });
     verdicts.extend(failed.cloned());
+    // The spec's own hash: a changed spec ends a pin.
+    let spec_hash = pass.pin.map_or(spec_hash, |p| p.spec_hash.clone());
+    verdicts.extend(crate::decide::rollback::verdict(
+        status.rollback.as_ref(),
+        &spec_hash,
+    ));
     verdicts.extend(crate::decide::backup::plan::conditions(
         &pass.stack.spec.backups,
         &status.backups,
