@@ -18,3 +18,5 @@ mod plan_tests;
 mod report_tests;
 #[cfg(test)]
 mod rollout_tests;
+#[cfg(test)]
+mod rollback_tests;
