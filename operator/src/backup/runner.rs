@@ -325,6 +325,8 @@ pub struct Scope<'a> {
     pub observed: &'a Observed,
     /// The stack's backup targets as admitted: each with its one source and destination.
     pub backups: &'a [crate::admit::Backup],
+    /// The restores a manual rollback asks for now, by target (`BACKUP-ID#NONCE`).
+    pub rollback_restores: &'a std::collections::BTreeMap<String, String>,
 }
 
 /// Folds finished jobs into `statuses`, recovers jobs cut off by a restart, and decides
@@ -384,7 +386,8 @@ pub async fn reconcile(
                 None => {}
             }
         } else if may_start {
-            let requests = requests(stack, &target.name, deploy);
+            let mut requests = requests(stack, &target.name, deploy);
+            requests.rollback = scope.rollback_restores.get(&target.name).cloned();
             decide(&ctx, st, &requests, now, &mut pass);
         }
         st.next_run = plan::next_run(target, now);
@@ -467,6 +470,11 @@ fn handled(
 ) {
     let slot = running.slot;
     match (running.job, running.trigger) {
+        // The annotation's request goes first (see `plan::decide`): the rollback's only
+        // when that one was handled already.
+        (Job::Restore, _) if requests.restore == st.handled_restore_request => {
+            st.handled_rollback_restore = requests.rollback.clone();
+        }
         (Job::Restore, _) => st.handled_restore_request = requests.restore.clone(),
         (Job::Backup, Trigger::Manual) => st.handled_backup_request = requests.backup.clone(),
         (Job::Verify, Trigger::Manual) => st.handled_verify_request = requests.verify.clone(),
@@ -619,6 +627,7 @@ fn requests(stack: &ServiceStack, target: &str, deploy: Option<&str>) -> Request
         restore: get(plan::RESTORE_REQUEST),
         verify: get(plan::VERIFY_REQUEST),
         deploy: deploy.map(str::to_owned),
+        rollback: None,
     }
 }
 

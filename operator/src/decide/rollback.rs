@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 
 use crate::api::revision::{Phase, Recorded, Revision};
 use crate::api::rollback_status::RollbackStatus;
-use crate::api::{ConditionStatus, ConditionType, Reason, Verdict};
+use crate::api::rollout_status::RolloutPhase;
+use crate::api::{ConditionStatus, ConditionType, Reason, ServiceStackStatus, Verdict};
 use crate::compose::{Project, PullPolicy};
 
 /// The annotation a rollback is asked for with (`stackwarden rollback` writes it locally).
@@ -218,4 +219,27 @@ pub fn verdict(rollback: Option<&RollbackStatus>, spec_hash: &str) -> Option<Ver
         reason,
         message,
     ))
+}
+
+/// The restores a rollback with `restore-backup` asks of each target's restore machinery
+/// (`BACKUP-ID#NONCE`, acted on once): only once the pinned revision (`pinned_hash`) is
+/// applied and its rollout, if it had one, completed; never while it rolls out, nor when it
+/// was rolled back.
+pub fn restores_due(
+    r: &RollbackStatus,
+    pinned_hash: &str,
+    status: &ServiceStackStatus,
+) -> BTreeMap<String, String> {
+    let applied = status.spec_hash.as_deref() == Some(pinned_hash);
+    let rolled_out = status
+        .rollout
+        .as_ref()
+        .is_none_or(|o| o.spec_hash != pinned_hash || o.phase == RolloutPhase::Complete);
+    if !(r.restore_backup && applied && rolled_out) {
+        return BTreeMap::new();
+    }
+    r.restores
+        .iter()
+        .map(|(target, id)| (target.clone(), r.restore_request(id)))
+        .collect()
 }

@@ -218,3 +218,47 @@ fn no_rollback_asked_means_no_condition_and_a_refusal_is_true_with_its_reason() 
     let dropped = verdict(Some(&requested(1, None)), "spec3").unwrap();
     assert!(dropped.message.contains("no longer applies"));
 }
+
+fn rollout_of(spec_hash: &str, phase: crate::api::rollout_status::RolloutPhase) -> crate::api::rollout_status::RolloutStatus {
+    crate::api::rollout_status::RolloutStatus {
+        revision: 3,
+        spec_hash: spec_hash.into(),
+        from: Some(2),
+        phase,
+        started: "2026-12-05T00:00:00Z".parse().unwrap(),
+        finished: None,
+        services: Vec::new(),
+        gates_passed: Vec::new(),
+        failure: None,
+    }
+}
+
+#[test]
+fn the_backups_are_restored_only_once_the_pinned_revision_is_rolled_out() {
+    use super::rollback::restores_due;
+    use crate::api::rollout_status::RolloutPhase::{Complete, Progressing, RolledBack};
+    use crate::api::ServiceStackStatus;
+    let mut r = requested(1, None);
+    r.restore_backup = true;
+    r.restores.insert("db".into(), "db-20261205T010000Z".into());
+    let status = |applied: &str, rollout| ServiceStackStatus {
+        spec_hash: Some(applied.into()),
+        rollout,
+        ..Default::default()
+    };
+    let asked = restores_due(&r, "pinned", &status("pinned", Some(rollout_of("pinned", Complete))));
+    assert_eq!(
+        asked,
+        BTreeMap::from([("db".to_owned(), r.restore_request("db-20261205T010000Z"))])
+    );
+    assert!(asked["db"].starts_with("db-20261205T010000Z#rollback-"));
+    for not_yet in [
+        status("spec2", None),
+        status("pinned", Some(rollout_of("pinned", Progressing))),
+        status("pinned", Some(rollout_of("pinned", RolledBack))),
+    ] {
+        assert!(restores_due(&r, "pinned", &not_yet).is_empty(), "{not_yet:?}");
+    }
+    r.restore_backup = false;
+    assert!(restores_due(&r, "pinned", &status("pinned", None)).is_empty());
+}

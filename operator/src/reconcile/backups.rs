@@ -22,6 +22,10 @@ pub(super) async fn step(
         ..
     } = *pass;
     let key = stack.key();
+    let rollback_restores = match (pass.pin, &status.rollback) {
+        (Some(_), Some(r)) => crate::decide::rollback::restores_due(r, &project.spec_hash(), status),
+        _ => Default::default(),
+    };
     let scope = crate::backup::runner::Scope {
         stack,
         project,
@@ -29,6 +33,7 @@ pub(super) async fn step(
         engine,
         observed: &outcome.observed,
         backups: &pass.admitted.backups,
+        rollback_restores: &rollback_restores,
     };
     let backups = crate::backup::runner::reconcile(
         &ctx.backups,
