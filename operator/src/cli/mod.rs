@@ -275,21 +275,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             exit_when_ready,
             timeout,
             metrics_addr,
-        } => {
-            anyhow::ensure!(
-                path.exists(),
-                "{} does not exist: give a manifest file or a directory of them",
-                path.display()
-            );
-            local_driver::run(LocalOptions {
-                manifests: path,
-                state_dir,
-                exit_when_ready,
-                timeout,
-                metrics_addr: metrics_addr.0,
-            })
-            .await
-        }
+        } => local(path, state_dir, exit_when_ready, timeout, metrics_addr).await,
         Command::Status { name, state_dir } => status(name.as_deref(), &state_dir),
         Command::Backup {
             stack,
@@ -350,6 +336,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => hold_cli::resume(&LocalStore::new(&state_dir), &stack, &service, timeout).await,
         Command::Controller(args) => controller(args).await,
     }
+}
+
+/// `stackwarden local`, once its manifests are known to exist.
+async fn local(
+    manifests: PathBuf,
+    state_dir: PathBuf,
+    exit_when_ready: bool,
+    timeout: Option<Duration>,
+    metrics_addr: Endpoint,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        manifests.exists(),
+        "{} does not exist: give a manifest file or a directory of them",
+        manifests.display()
+    );
+    local_driver::run(LocalOptions {
+        manifests,
+        state_dir,
+        exit_when_ready,
+        timeout,
+        metrics_addr: metrics_addr.0,
+    })
+    .await
 }
 
 /// `stackwarden status`: every stack's table, or one stack's.

@@ -21,7 +21,11 @@ const POLL: Duration = Duration::from_millis(500);
 /// The annotation value for a request (see `decide::rollback` for the grammar).
 pub fn request_value(to: Option<u64>, restore_backup: bool, nonce: i64) -> String {
     let to = to.map_or_else(|| "previous".to_owned(), |n| n.to_string());
-    let flag = if restore_backup { ",restore-backup" } else { "" };
+    let flag = if restore_backup {
+        ",restore-backup"
+    } else {
+        ""
+    };
     format!("{to}{flag}#{nonce}")
 }
 
@@ -106,11 +110,8 @@ fn finished(
     {
         bail!("the rollback's own rollout failed: {}", c.message);
     }
-    let rolled_out = st.revision != rb.from
-        && st
-            .rollout
-            .as_ref()
-            .is_none_or(|r| !r.phase.active());
+    let rolled_out =
+        st.revision != rb.from && st.rollout.as_ref().is_none_or(|r| !r.phase.active());
     let ready = condition::find(&st.conditions, ConditionType::Ready)
         .is_some_and(|c| c.status == ConditionStatus::True);
     let restored = rb.restores.iter().all(|(target, id)| {

@@ -17,6 +17,6 @@ mod plan_tests;
 #[cfg(test)]
 mod report_tests;
 #[cfg(test)]
-mod rollout_tests;
-#[cfg(test)]
 mod rollback_tests;
+#[cfg(test)]
+mod rollout_tests;

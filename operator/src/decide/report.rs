@@ -341,9 +341,7 @@ fn warns(c: &Condition) -> bool {
         | T::Degraded
         | T::SpecWarning
         | T::RolledBack
-        | T::RollbackRefused => {
-            c.status == ConditionStatus::True
-        }
+        | T::RollbackRefused => c.status == ConditionStatus::True,
         T::Progressing => {
             c.status == ConditionStatus::False
                 && matches!(

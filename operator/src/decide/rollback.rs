@@ -47,7 +47,9 @@ pub enum Refusal {
     NothingBefore(u64),
     #[error("revision {0} is not kept (or was never recorded); `stackwarden history` lists the revisions a rollback can go back to")]
     NoSuchRevision(u64),
-    #[error("revision {0} is {1}: only a revision the stack was once Ready on can be rolled back to")]
+    #[error(
+        "revision {0} is {1}: only a revision the stack was once Ready on can be rolled back to"
+    )]
     NotComplete(u64, Phase),
     #[error("revision {0} is the one running; there is nothing to roll back")]
     AlreadyRunning(u64),

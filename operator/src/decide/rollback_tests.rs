@@ -212,14 +212,15 @@ fn no_rollback_asked_means_no_condition_and_a_refusal_is_true_with_its_reason() 
     assert!(refused.message.contains("revision 1 is gone"));
     let taken = verdict(Some(&requested(1, None)), "spec2").unwrap();
     assert_eq!(taken.status, ConditionStatus::False);
-    assert!(taken
-        .message
-        .contains("rollback to revision 1 requested"));
+    assert!(taken.message.contains("rollback to revision 1 requested"));
     let dropped = verdict(Some(&requested(1, None)), "spec3").unwrap();
     assert!(dropped.message.contains("no longer applies"));
 }
 
-fn rollout_of(spec_hash: &str, phase: crate::api::rollout_status::RolloutPhase) -> crate::api::rollout_status::RolloutStatus {
+fn rollout_of(
+    spec_hash: &str,
+    phase: crate::api::rollout_status::RolloutPhase,
+) -> crate::api::rollout_status::RolloutStatus {
     crate::api::rollout_status::RolloutStatus {
         revision: 3,
         spec_hash: spec_hash.into(),
@@ -246,7 +247,11 @@ fn the_backups_are_restored_only_once_the_pinned_revision_is_rolled_out() {
         rollout,
         ..Default::default()
     };
-    let asked = restores_due(&r, "pinned", &status("pinned", Some(rollout_of("pinned", Complete))));
+    let asked = restores_due(
+        &r,
+        "pinned",
+        &status("pinned", Some(rollout_of("pinned", Complete))),
+    );
     assert_eq!(
         asked,
         BTreeMap::from([("db".to_owned(), r.restore_request("db-20261205T010000Z"))])
@@ -257,7 +262,10 @@ fn the_backups_are_restored_only_once_the_pinned_revision_is_rolled_out() {
         status("pinned", Some(rollout_of("pinned", Progressing))),
         status("pinned", Some(rollout_of("pinned", RolledBack))),
     ] {
-        assert!(restores_due(&r, "pinned", &not_yet).is_empty(), "{not_yet:?}");
+        assert!(
+            restores_due(&r, "pinned", &not_yet).is_empty(),
+            "{not_yet:?}"
+        );
     }
     r.restore_backup = false;
     assert!(restores_due(&r, "pinned", &status("pinned", None)).is_empty());

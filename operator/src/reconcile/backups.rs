@@ -23,7 +23,9 @@ pub(super) async fn step(
     } = *pass;
     let key = stack.key();
     let rollback_restores = match (pass.pin, &status.rollback) {
-        (Some(_), Some(r)) => crate::decide::rollback::restores_due(r, &project.spec_hash(), status),
+        (Some(_), Some(r)) => {
+            crate::decide::rollback::restores_due(r, &project.spec_hash(), status)
+        }
         _ => Default::default(),
     };
     let scope = crate::backup::runner::Scope {

@@ -59,9 +59,9 @@ async fn settle(pass: &Pass<'_>, event: Event, now: DateTime<Utc>) -> Result<(),
         status.and_then(|s| s.last_good_revision),
         pass.pin.map(|p| p.to),
     ]
-        .into_iter()
-        .flatten()
-        .collect();
+    .into_iter()
+    .flatten()
+    .collect();
     let limit = pass.stack.spec.rollout.history_limit();
     let changes = history::changes(&stored, event, limit, &keep, now);
     for (number, outcome) in &changes.outcomes {

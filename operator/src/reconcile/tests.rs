@@ -450,7 +450,10 @@ async fn a_rollback_applies_the_old_revision_as_a_new_one_rolled_out_until_the_s
     assert_eq!(stored[2].revision.compose, stored[0].revision.compose);
     // Through the rollout machinery, beside the old container; db untouched.
     let rollout = b.status().rollout.expect("a rollout");
-    assert_eq!((rollout.revision, rollout.phase), (3, RolloutPhase::Complete));
+    assert_eq!(
+        (rollout.revision, rollout.phase),
+        (3, RolloutPhase::Complete)
+    );
     assert_eq!(rollout.services.len(), 1);
     // The spec is the person's: still revision 2's.
     assert_eq!(b.stack().spec.compose.file, two);
@@ -506,7 +509,11 @@ async fn a_rollback_that_cannot_be_done_is_refused_with_a_condition_and_nothing_
             .expect("a RollbackRefused condition")
             .clone();
     assert_eq!(refused.status, crate::api::ConditionStatus::True);
-    assert!(refused.message.contains("revision 7"), "{}", refused.message);
+    assert!(
+        refused.message.contains("revision 7"),
+        "{}",
+        refused.message
+    );
     assert!(is_ready(&b));
     assert_eq!(b.status().revision, Some(2));
     assert_eq!(app_images(&b), ["test/app:2"]);
