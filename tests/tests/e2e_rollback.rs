@@ -32,7 +32,12 @@ fn with_backend_env(mut spec: ServiceStackSpec, key: &str, value: &str) -> Servi
 /// The backend container's environment, one `K=V` a line.
 fn backend_env(h: &Harness) -> String {
     let id = &h.containers()["backend"];
-    docker(&["inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", id])
+    docker(&[
+        "inspect",
+        "-f",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        id,
+    ])
 }
 
 fn ask_rollback(h: &Harness, value: &str) {
@@ -83,7 +88,10 @@ async fn a_rollback_brings_the_old_backend_back_as_a_new_revision_until_the_spec
     );
     assert_eq!(cause(&h, 3), Cause::Rollback { to: 1 });
     let rollout = h.status().rollout.expect("the rollback was rolled out");
-    assert_eq!((rollout.revision, rollout.phase), (3, RolloutPhase::Complete));
+    assert_eq!(
+        (rollout.revision, rollout.phase),
+        (3, RolloutPhase::Complete)
+    );
     assert_eq!(h.containers()["postgres"], postgres, "postgres untouched");
     // The spec is the person's own: still revision 2's.
     assert!(h.stack().spec.compose.file.contains("DEMO_RELEASE"));
@@ -126,7 +134,10 @@ async fn a_rollback_with_restore_backup_loses_the_rows_written_since_the_deploy_
     spec.backups = vec![pg_target(root.path())];
     h.apply(spec.clone());
     h.until_ready(TIMEOUT).await;
-    psql(&h, "CREATE TABLE marks (x int); INSERT INTO marks VALUES (1)");
+    psql(
+        &h,
+        "CREATE TABLE marks (x int); INSERT INTO marks VALUES (1)",
+    );
 
     h.apply(with_backend_env(spec.clone(), "DEMO_RELEASE", "2"));
     h.until("revision 2 deployed", TIMEOUT, |h| settled_on(h, 2))
@@ -156,8 +167,26 @@ async fn a_rollback_with_restore_backup_loses_the_rows_written_since_the_deploy_
     .await;
     let st = h.status();
     let restore = st.backups["pg"].last_restore.clone().expect("a restore");
-    assert!(restore.succeeded, "{}", restore.message);
+    let files: Vec<_> = walkdir(root.path());
+    assert!(
+        restore.succeeded,
+        "{} {files:?} {:#?}",
+        restore.message,
+        h.events()
+    );
     assert_eq!(restore.id, deploy_backup);
     assert_eq!(psql(&h, "SELECT string_agg(x::text, ',') FROM marks"), "1");
     assert!(!backend_env(&h).contains("DEMO_RELEASE"));
+}
+
+fn walkdir(p: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+        if e.path().is_dir() {
+            out.extend(walkdir(&e.path()));
+        } else {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out
 }

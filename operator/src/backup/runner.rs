@@ -177,6 +177,8 @@ struct Work {
     destination: DestinationConfig,
     /// Containers to stop before a restore.
     stop: Vec<(String, Option<i64>)>,
+    /// Backups retention must not delete (see [`Scope::kept`]).
+    kept: BTreeSet<String>,
 }
 
 /// The database a job works on, as its module takes it.
@@ -327,6 +329,8 @@ pub struct Scope<'a> {
     pub backups: &'a [crate::admit::Backup],
     /// The restores a manual rollback asks for now, by target (`BACKUP-ID#NONCE`).
     pub rollback_restores: &'a std::collections::BTreeMap<String, String>,
+    /// Backups retention keeps whatever its rules say: those a manual rollback is to restore.
+    pub kept: &'a BTreeSet<String>,
 }
 
 /// Folds finished jobs into `statuses`, recovers jobs cut off by a restart, and decides
@@ -370,6 +374,7 @@ pub async fn reconcile(
             backup,
             observed: scope.observed,
             claim: scope.claim,
+            kept: scope.kept,
         };
         if let Some(f) = jobs.finished(&key, &target.name) {
             fold(st, target, f, now, &mut pass);
@@ -504,6 +509,7 @@ struct Ctx<'a> {
     backup: &'a crate::admit::Backup,
     observed: &'a Observed,
     claim: &'a crate::docker::Claim,
+    kept: &'a BTreeSet<String>,
 }
 
 impl Ctx<'_> {
@@ -714,6 +720,7 @@ fn prepare(ctx: &Ctx<'_>, running: &RunningJob) -> Result<Work, Failure> {
         source,
         destination,
         stop,
+        kept: ctx.kept.clone(),
     })
 }
 
@@ -1098,13 +1105,13 @@ async fn backup(
         let _ = dest.delete(&object).await;
         return Err(destination_error(e));
     }
-    let pruned = prune(dest, &work.target).await;
+    let pruned = prune(dest, &work.target, &work.kept).await;
     Ok(Done::BackedUp(Box::new(manifest), pruned))
 }
 
 /// Applies retention after a successful backup. Also removes data objects without a manifest:
 /// left by a crash between writing the data and its manifest, or between deleting them.
-async fn prune(dest: &dyn Destination, target: &BackupTarget) -> Pruned {
+async fn prune(dest: &dyn Destination, target: &BackupTarget, kept: &BTreeSet<String>) -> Pruned {
     let mut pruned = Pruned::default();
     let tz = target
         .time_zone
@@ -1122,7 +1129,7 @@ async fn prune(dest: &dyn Destination, target: &BackupTarget) -> Pruned {
             })
             .collect();
         let decision = crate::decide::backup::retention::apply(&candidates, &target.retention, tz);
-        for id in &decision.delete {
+        for id in decision.delete.iter().filter(|id| !kept.contains(*id)) {
             let Some((m, _)) = catalog.iter().find(|(m, _)| &m.id == id) else {
                 continue;
             };
