@@ -245,3 +245,13 @@ pub fn restores_due(
         .map(|(target, id)| (target.clone(), r.restore_request(id)))
         .collect()
 }
+
+/// While a rollback is rolled out, `Progressing` says first that it is one.
+pub fn name_rollout(verdicts: &mut [Verdict], to: u64) {
+    let progressing = |v: &&mut Verdict| {
+        v.type_ == ConditionType::Progressing && v.status == ConditionStatus::True
+    };
+    for v in verdicts.iter_mut().filter(progressing) {
+        v.message = format!("rollback to revision {to} requested: {}", v.message);
+    }
+}

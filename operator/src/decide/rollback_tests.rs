@@ -270,3 +270,32 @@ fn the_backups_are_restored_only_once_the_pinned_revision_is_rolled_out() {
     r.restore_backup = false;
     assert!(restores_due(&r, "pinned", &status("pinned", None)).is_empty());
 }
+
+#[test]
+fn while_a_rollback_rolls_out_progressing_says_it_is_one() {
+    use crate::api::ConditionType;
+    let mut rolling = crate::decide::rollout::verdicts(
+        Some(&rollout_of(
+            "pinned",
+            crate::api::rollout_status::RolloutPhase::Progressing,
+        )),
+        "pinned",
+    );
+    super::rollback::name_rollout(&mut rolling, 1);
+    let progressing = rolling
+        .iter()
+        .find(|v| v.type_ == ConditionType::Progressing)
+        .unwrap();
+    assert!(
+        progressing
+            .message
+            .starts_with("rollback to revision 1 requested: rolling out revision 3"),
+        "{}",
+        progressing.message
+    );
+    let ready = rolling
+        .iter()
+        .find(|v| v.type_ == ConditionType::Ready)
+        .unwrap();
+    assert!(!ready.message.starts_with("rollback"));
+}

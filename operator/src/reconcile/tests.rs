@@ -518,3 +518,35 @@ async fn a_rollback_that_cannot_be_done_is_refused_with_a_condition_and_nothing_
     assert_eq!(b.status().revision, Some(2));
     assert_eq!(app_images(&b), ["test/app:2"]);
 }
+
+#[tokio::test]
+async fn a_rollback_survives_an_operator_killed_after_every_pass_and_is_recorded_once() {
+    use crate::api::revision::{Cause, Phase::Complete};
+    let mut b = Bench::new();
+    b.until_ready().await;
+    b.apply(&COMPOSE.replace("test/app:1", "test/app:2"), |_| {});
+    b.until_ready().await;
+    let before = b.engine.calls().len();
+    ask_rollback(&b, "previous#k");
+    for _ in 0..20 {
+        // A new operator each pass: nothing in memory, only status, the store and Docker.
+        b.ctx.stop_all();
+        b.ctx = Bench::context(&b.store, &b.engine);
+        b.pass().await;
+        let rolled = b.status().rollout.is_some_and(|r| !r.phase.active());
+        if b.status().revision == Some(3) && rolled && is_ready(&b) {
+            break;
+        }
+    }
+    assert_eq!(app_images(&b), ["test/app:1"]);
+    assert_eq!(history(&b), [(1, Complete), (2, Complete), (3, Complete)]);
+    let stored = b.store.read_revisions(&b.stack()).unwrap();
+    assert_eq!(stored[2].revision.cause, Cause::Rollback { to: 1 });
+    let surges = b.engine.calls()[before..]
+        .iter()
+        .filter(|c| c.starts_with("create surge app"))
+        .count();
+    assert_eq!(surges, 1, "{:?}", &b.engine.calls()[before..]);
+    let taken = b.events().iter().filter(|e| *e == "RollbackTaken").count();
+    assert_eq!(taken, 1, "the request was acted on once");
+}
