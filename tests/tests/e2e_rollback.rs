@@ -190,3 +190,73 @@ fn walkdir(p: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// Runs the real `stackwarden` command line: whether it succeeded, stdout, stderr.
+fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(stackwarden_tests::harness::operator_binary())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// Multi-threaded: the command line and the waits block, the driver must go on meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stackwarden_rollback_rolls_back_through_the_running_operator_and_refuses_clearly() {
+    use stackwarden_tests::harness::{redis_spec, wait_for, LocalDriver};
+    let h = Harness::new("rb-cli");
+    let stack = |extra: &str| {
+        let mut s = stackwarden::api::ServiceStack::new("rb", redis_spec(&h.project, extra));
+        s.metadata.namespace = Some("ops".into());
+        serde_json::to_value(&s).unwrap()
+    };
+    let d = LocalDriver::start(&stack(""));
+    let settled = |n: u64| {
+        let st = d.status("ops", "rb");
+        (st.revision == Some(n) && st.rollout.as_ref().is_none_or(|r| !r.phase.active()))
+            && d.ready("ops", "rb")
+    };
+    wait_for("revision 1 Ready", TIMEOUT, || {
+        settled(1).then_some(()).ok_or_else(|| "not yet".to_owned())
+    });
+    let two = yaml_serde::to_string(&stack("CACHE_RELEASE: \"2\"")).unwrap();
+    std::fs::write(&d.manifest, two).unwrap();
+    wait_for("revision 2 Ready", TIMEOUT, || {
+        settled(2).then_some(()).ok_or_else(|| "not yet".to_owned())
+    });
+    let state = d.state.to_str().unwrap().to_owned();
+
+    let (ok, _, err) = cli(&["rollback", "ops/rb", "--to", "9", "--state-dir", &state]);
+    assert!(!ok && err.contains("revision 9 is not kept"), "{err}");
+    let (ok, _, err) = cli(&[
+        "rollback",
+        "ops/rb",
+        "--restore-backup",
+        "--state-dir",
+        &state,
+    ]);
+    assert!(
+        !ok && err.contains("no beforeDeploy backup was recorded for revision 2"),
+        "{err}"
+    );
+    assert_eq!(d.status("ops", "rb").revision, Some(2), "nothing was asked");
+
+    let (ok, out, err) = cli(&["rollback", "ops/rb", "--state-dir", &state]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("rolled back to revision 1 (now running as revision 3)"),
+        "{out}"
+    );
+    let env = docker(&[
+        "inspect",
+        "-f",
+        "{{range .Config.Env}}{{println .}}{{end}}",
+        &h.containers()["cache"],
+    ]);
+    assert!(!env.contains("CACHE_RELEASE"), "{env}");
+    assert!(env.contains("REDIS_PASSWORD=test-redis-password"));
+}
