@@ -171,14 +171,10 @@ async fn pinned_project(
         Failure::new(Reason::RollbackNotPossible, message)
     })?;
     let images = rollback::images(revision);
-    let present = engine
-        .observe(&admitted.project.name, &[], &[], &images)
-        .await
-        .map_err(|e| {
-            let message = format!("could not look up revision {to}'s images: {e}");
-            Failure::new(Reason::RollbackNotPossible, message)
-        })?
-        .image_ids;
+    let present = engine.image_ids(&images).await.map_err(|e| {
+        let message = format!("could not look up revision {to}'s images: {e}");
+        Failure::new(Reason::RollbackNotPossible, message)
+    })?;
     rollback::pin(&mut admitted.project, revision, &present).map_err(refused)?;
     Ok((admitted, revision.compose.clone()))
 }
