@@ -3,6 +3,8 @@
 //! ```text
 //! admit      secrets joined, compose file loaded and checked          (or: InvalidSpec, stop)
 //! engine     the stack's Docker engine                                (or: DockerUnreachable, stop)
+//! rollback   a rollback request recorded; a pinned revision's project  (rollback.rs, decide/rollback.rs)
+//!            replaces the spec's for the rest of the pass
 //! observe    one Snapshot: engine, probe verdicts, status, `now`      (snapshot.rs, observe/)
 //! intent     held services and the deploy gate                        (heal::hold, Deploy)
 //! converge   plan on the snapshot -> act -> look again if it acted    (converge.rs, decide/plan.rs)

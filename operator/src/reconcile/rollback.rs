@@ -37,8 +37,10 @@ pub(super) async fn step(
 ) -> Result<Result<(Admitted, Option<Pin>), Failure>, Error> {
     let spec_hash = admitted.project.spec_hash();
     if let Some(value) = new_request(stack) {
-        let taken = decide(ctx, stack, engine, &value, &spec_hash, now).await?;
-        record(ctx, stack, taken).await?;
+        // Not decided while the engine does not answer: asked again next pass.
+        if let Some(taken) = decide(ctx, stack, engine, &value, &spec_hash, now).await? {
+            record(ctx, stack, taken).await?;
+        }
     }
     let pinned = stack
         .status
@@ -76,7 +78,8 @@ fn new_request(stack: &ServiceStack) -> Option<String> {
     (handled != Some(value.as_str())).then(|| value.clone())
 }
 
-/// The request decided: the rollback to record, refused or not. Only the store failing is an
+/// The request decided: the rollback to record, refused or not; None when the engine did not
+/// answer (no refusal for that: the request is decided again). Only the store failing is an
 /// error.
 async fn decide(
     ctx: &Context,
@@ -85,7 +88,7 @@ async fn decide(
     value: &str,
     spec_hash: &str,
     now: DateTime<Utc>,
-) -> Result<RollbackStatus, Error> {
+) -> Result<Option<RollbackStatus>, Error> {
     let current = stack.status.as_ref().and_then(|s| s.revision);
     let mut record = RollbackStatus {
         request: value.to_owned(),
@@ -108,13 +111,15 @@ async fn decide(
             record.restores = t.restores;
             // Whether it can be applied at all: refused now rather than failing later.
             let to = t.to.revision.number;
-            if let Err(f) = pinned_project(ctx, stack, engine, &revisions, to).await {
-                record.refused = Some(f.message);
+            match pinned_project(ctx, stack, engine, &revisions, to).await {
+                Err(f) if f.reason == Reason::EngineUnreachable => return Ok(None),
+                Err(f) => record.refused = Some(f.message),
+                Ok(_) => {}
             }
         }
         Err(refusal) => record.refused = Some(refusal.to_string()),
     }
-    Ok(record)
+    Ok(Some(record))
 }
 
 /// Writes the decision into status before anything of it is done, and tells it.
@@ -173,7 +178,7 @@ async fn pinned_project(
     let images = rollback::images(revision);
     let present = engine.image_ids(&images).await.map_err(|e| {
         let message = format!("could not look up revision {to}'s images: {e}");
-        Failure::new(Reason::RollbackNotPossible, message)
+        Failure::new(Reason::EngineUnreachable, message)
     })?;
     rollback::pin(&mut admitted.project, revision, &present).map_err(refused)?;
     Ok((admitted, revision.compose.clone()))
