@@ -11,6 +11,7 @@ use kube::client::Body;
 use serde_json::{json, Value};
 use stackwarden::api::revision::{Cause, Outcome, Phase, Revision};
 use stackwarden::api::ServiceStack;
+use stackwarden::decide::history::{self, Event};
 use stackwarden::store::kube::KubeStore;
 use stackwarden::store::Store;
 
@@ -206,4 +207,52 @@ async fn objects_that_are_not_revisions_are_left_out_not_fatal() {
     let listed = store.revisions(&s).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].revision.number, 1);
+}
+
+/// Writes what `decide::history` says after `event`, as the reconcile's history step does.
+async fn settle(store: &KubeStore, s: &ServiceStack, event: Event, limit: usize, keep: &[u64]) {
+    let now = chrono::Utc::now();
+    let stored = store.revisions(s).await.unwrap();
+    let changes = history::changes(&stored, event, limit, keep, now);
+    for (number, outcome) in &changes.outcomes {
+        store.set_outcome(s, *number, outcome).await.unwrap();
+    }
+    for number in changes.forget {
+        store.remove_revision(s, number).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn controller_revisions_are_pruned_to_the_history_limit_keeping_the_last_good_one() {
+    let (store, objects) = fake_store();
+    let s = stack();
+    let limit = 3;
+    // Revisions 1 and 2 get Ready; 3 to 6 are each recorded and never Ready (a stack stuck
+    // rolling back): the last good one, 2, must outlive the limit.
+    for n in 1..=6u64 {
+        store
+            .create_revision(&s, &revision(n, &format!("h{n}")), chrono::Utc::now())
+            .await
+            .unwrap();
+        let last_good = n.min(2);
+        settle(&store, &s, Event::Recorded(n), limit, &[n, last_good]).await;
+        if n <= 2 {
+            settle(&store, &s, Event::Ready(n), limit, &[n]).await;
+        }
+    }
+    let left: Vec<String> = objects.lock().unwrap().keys().cloned().collect();
+    assert_eq!(left, ["shop.2", "shop.5", "shop.6"]);
+    let listed = store.revisions(&s).await.unwrap();
+    let phases: Vec<(u64, Phase)> = listed
+        .iter()
+        .map(|r| (r.revision.number, r.outcome.phase))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            (2, Phase::Complete),
+            (5, Phase::Superseded),
+            (6, Phase::Progressing)
+        ]
+    );
 }

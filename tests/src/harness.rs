@@ -155,6 +155,13 @@ impl Harness {
             .collect()
     }
 
+    /// A new operator on the same state directory, as after a kill: the old one's background
+    /// work (probers, jobs) stops with it and its memory is gone.
+    pub fn restart_operator(&mut self) {
+        self.ctx.stop_all();
+        self.ctx = Context::new(Arc::new(self.store.clone()));
+    }
+
     /// One reconcile pass.
     pub async fn pass(&self) -> Requeue {
         reconcile::reconcile(&self.stack(), &self.uid(), &self.ctx)

@@ -8,3 +8,5 @@ pub mod demo;
 pub mod harness;
 pub mod images;
 pub mod s3;
+#[cfg(feature = "operator")]
+pub mod trap;

@@ -658,6 +658,15 @@ async fn a_deploy_waits_for_its_backup_and_a_failed_one_holds_it_until_a_backup_
     assert_eq!(m.trigger, stackwarden::api::Trigger::PreDeploy);
     assert_eq!(m.row_counts["public.orders"], 5000);
     let recreated = h.containers()["backend"].clone();
+    // The backup was the rollout's first step.
+    let rollout = h.status().rollout.expect("the deploy was rolled out");
+    assert_eq!(rollout.revision, revision + 1);
+    assert_eq!(
+        rollout.gates_passed.first(),
+        Some(&format!("pg: backed up before the deploy ({})", d.id)),
+        "{rollout:?}"
+    );
+    assert!(m.finished <= rollout.started, "{rollout:?}");
     assert!(
         m.finished <= created(&recreated),
         "the backup ({}) finished after the new backend was created ({})",
@@ -683,6 +692,12 @@ async fn a_deploy_waits_for_its_backup_and_a_failed_one_holds_it_until_a_backup_
     }
     assert_eq!(h.containers()["backend"], recreated, "nothing was deployed");
     assert_eq!(h.status().revision, Some(revision + 1));
+    let rollout = h.status().rollout.unwrap();
+    assert_eq!(
+        rollout.revision,
+        revision + 1,
+        "no rollout began: {rollout:?}"
+    );
     let c = h.condition(ConditionType::Progressing).unwrap();
     assert_eq!(c.status, ConditionStatus::False);
     assert!(

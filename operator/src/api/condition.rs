@@ -37,6 +37,8 @@ pub enum ConditionType {
     /// The last manual rollback request (`stackwarden.dev/rollback`) could not be carried out;
     /// the message says why and what to do. Nothing running was changed because of it.
     RollbackRefused,
+    /// A key (`spec.keyRotation`) is older than its maximum age: rotate it.
+    KeyRotationDue,
 }
 
 impl fmt::Display for ConditionType {
@@ -159,6 +161,10 @@ pub enum Reason {
     RollbackNotPossible,
     /// RollbackRefused: the last rollback request was taken.
     RollbackTaken,
+    /// KeyRotationDue: some key is older than its maximum age (the message lists them).
+    KeyTooOld,
+    /// KeyRotationDue: every key is younger than its maximum age.
+    KeysFresh,
 }
 
 impl fmt::Display for Reason {

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod condition;
 pub mod event;
 pub mod failure;
+pub mod keys;
 pub mod revision;
 pub mod rollback_status;
 pub mod rollout;

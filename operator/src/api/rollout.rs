@@ -59,6 +59,14 @@ pub struct AnalysisSpec {
 }
 
 impl AnalysisSpec {
+    /// Whether the latency gate judges a rise over the previous revision (`maxIncrease`),
+    /// which needs that revision's figure measured before the update.
+    pub fn judges_increase(&self) -> bool {
+        self.latency
+            .as_ref()
+            .is_some_and(|l| l.max_increase.is_some())
+    }
+
     pub const DEFAULT_WINDOW_SECONDS: u32 = 30;
     pub const DEFAULT_INTERVAL_SECONDS: u32 = 5;
     pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.05;

@@ -75,6 +75,11 @@ pub struct ServiceRollout {
     /// The container of the new revision, once created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_container: Option<String>,
+    /// The previous revision's own latency figure (the analysis's latency quantile, in
+    /// seconds), measured on the old container before the update, that `latency.maxIncrease`
+    /// judges the new one against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_latency_seconds: Option<f64>,
 }
 
 /// How a service's container is replaced.
@@ -84,7 +89,8 @@ pub enum Method {
     /// retired once the new one passed its gates. No gap.
     Surge,
     /// The old container is stopped first (a published host port or a fixed
-    /// `container_name`, which two containers cannot share, or `strategy: Recreate`). A gap
+    /// `container_name`, which two containers cannot share; a writable volume or bind mount,
+    /// which two must not write at once; or `strategy: Recreate`). A gap
     /// as long as the new container takes to become healthy.
     Recreate,
     /// The service is new in this revision: there is no old container.
@@ -96,6 +102,9 @@ pub enum Method {
 pub enum ServiceStep {
     /// Not started yet: the old container runs.
     Pending,
+    /// The old container's latency is measured over the analysis window before anything is
+    /// touched (`latency.maxIncrease` is judged against it).
+    Baselining,
     /// The new container is being created and started (and, for Recreate, the old one was
     /// stopped first).
     Starting,

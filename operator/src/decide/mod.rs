@@ -6,6 +6,7 @@ pub mod analysis;
 pub mod backup;
 pub mod heal;
 pub mod history;
+pub mod keys;
 pub mod plan;
 pub mod probe;
 pub mod report;

@@ -77,6 +77,9 @@ pub struct Plan {
     pub revision: u64,
     /// Services waiting for a dependency (the normal course of a start).
     pub waiting: Vec<Hold>,
+    /// What a waiting service will need once its dependencies allow (a create or recreate):
+    /// a rollout takes these in its own order, one service at a time, as it takes `actions`.
+    pub deferred: Vec<Action>,
     /// Services that cannot proceed without a change by a person (e.g. a missing image).
     pub blocked: Vec<Hold>,
     /// Containers of another owner use the project name: nothing may be touched.
@@ -238,6 +241,9 @@ impl<'a> Planner<'a> {
                 reason: Reason::WaitingForDependencies,
                 message: msg,
             });
+            if !matches!(change, Action::Start { .. }) {
+                self.out.deferred.push(change);
+            }
             return;
         }
         if !matches!(change, Action::Start { .. }) && !self.image(svc) {

@@ -618,6 +618,8 @@ fn service_healthy_dependency_created_in_the_same_pass_makes_the_dependent_wait(
     let h = hold(&plan.waiting, "api");
     assert_eq!(h.reason, Reason::WaitingForDependencies);
     assert_eq!(h.message, "api waits for db to be healthy");
+    // What it will need once db allows, for a rollout to take in its order.
+    assert_eq!(plan.deferred, [create("api")]);
 }
 
 #[test]

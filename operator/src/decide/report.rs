@@ -349,8 +349,9 @@ fn warns(c: &Condition) -> bool {
                     Reason::ImageNotFound | Reason::ApplyFailed | Reason::PreDeployBackupFailed
                 )
         }
-        // Backup outcomes are told by the jobs' own events; Ready follows the others.
-        T::Ready | T::BackupFailed | T::BackupStale => false,
+        // Backup outcomes are told by the jobs' own events, keys by their own Warnings (one
+        // per key and due date); Ready follows the others.
+        T::Ready | T::BackupFailed | T::BackupStale | T::KeyRotationDue => false,
     }
 }
 

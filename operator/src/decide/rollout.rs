@@ -71,6 +71,7 @@ pub fn begin(
             since: None,
             old_container: c.old_container.clone(),
             new_container: None,
+            baseline_latency_seconds: None,
         })
         .collect();
     RolloutStatus {
@@ -114,6 +115,19 @@ pub struct Observed {
     pub new: Option<Seen>,
     pub new_id: Option<String>,
     pub analysis: Analysis,
+    /// The measurement of the old container's latency (`latency.maxIncrease`).
+    pub baseline: Baseline,
+}
+
+/// The previous revision's latency, measured on the old container before the update.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Baseline {
+    #[default]
+    NotAsked,
+    Running,
+    Measured(f64),
+    /// No figure (too few requests, no scrape): why, in a sentence.
+    Unavailable(String),
 }
 
 /// The metrics analysis of the current service.
@@ -140,6 +154,8 @@ pub enum Act {
     RemoveNew(String),
     /// Start the metrics analysis of the service's new container.
     Analyse(String),
+    /// Start measuring the latency of the service's old container.
+    MeasureBaseline(String),
     /// Remove the old containers kept for a rollback (the rollout completed).
     RemoveOld(Vec<String>),
 }
@@ -149,6 +165,9 @@ pub enum Act {
 pub struct Limits {
     pub progress_deadline: std::time::Duration,
     pub analysis: bool,
+    /// The analysis judges `latency.maxIncrease`: the old container's latency is measured
+    /// first.
+    pub baseline: bool,
 }
 
 /// The rollout as it must be recorded, and what to do once it is.
@@ -203,15 +222,15 @@ fn forward(r: &mut RolloutStatus, seen: &Observed, limits: Limits, now: DateTime
         s.since = Some(now);
     };
     match s.step {
+        ServiceStep::Pending if limits.baseline && s.old_container.is_some() => {
+            step(s, ServiceStep::Baselining);
+            vec![Act::MeasureBaseline(name)]
+        }
         ServiceStep::Pending => {
             step(s, ServiceStep::Starting);
-            let mut acts = Vec::new();
-            if s.method == Method::Recreate {
-                acts.push(Act::StopOld(name.clone()));
-            }
-            acts.push(Act::StartNew(name));
-            acts
+            start(s)
         }
+        ServiceStep::Baselining => baselined(r, i, &seen.baseline, now),
         ServiceStep::Starting => match &seen.new {
             Some(n) if n.running => {
                 step(s, ServiceStep::Verifying);
@@ -281,6 +300,41 @@ fn complete(r: &mut RolloutStatus, now: DateTime<Utc>) -> Vec<Act> {
     } else {
         vec![Act::RemoveOld(old)]
     }
+}
+
+/// The baseline step of service `i`: once the old container's latency is measured (or known
+/// not to be measurable), it is recorded and the new container goes in.
+fn baselined(r: &mut RolloutStatus, i: usize, baseline: &Baseline, now: DateTime<Utc>) -> Vec<Act> {
+    let name = r.services[i].name.clone();
+    let note = match baseline {
+        Baseline::Measured(seconds) => {
+            r.services[i].baseline_latency_seconds = Some(*seconds);
+            let ms = seconds * 1000.0;
+            format!("{name}: previous revision's latency {ms:.1} ms measured")
+        }
+        Baseline::Unavailable(why) => format!(
+            "{name}: no previous latency to compare with ({why}); latency.maxIncrease not judged"
+        ),
+        // Cut off after recording the step: measured again (nothing of the new revision runs
+        // yet, so it still measures the old one).
+        Baseline::NotAsked => return vec![Act::MeasureBaseline(name)],
+        Baseline::Running => return Vec::new(),
+    };
+    r.gates_passed.push(note);
+    let s = &mut r.services[i];
+    s.step = ServiceStep::Starting;
+    s.since = Some(now);
+    start(s)
+}
+
+/// The acts that put the new container in: for Recreate, the old one stops first.
+fn start(s: &ServiceRollout) -> Vec<Act> {
+    let mut acts = Vec::new();
+    if s.method == Method::Recreate {
+        acts.push(Act::StopOld(s.name.clone()));
+    }
+    acts.push(Act::StartNew(s.name.clone()));
+    acts
 }
 
 fn retire(s: &ServiceRollout) -> Vec<Act> {
@@ -486,6 +540,7 @@ fn describe(r: &RolloutStatus) -> String {
         return "every service updated".into();
     };
     let doing = match s.step {
+        ServiceStep::Baselining => "measuring its old container's latency",
         ServiceStep::Pending | ServiceStep::Starting => "starting its new container",
         ServiceStep::Verifying => "waiting for its new container's probes",
         ServiceStep::Analysing => "analysing its metrics",
@@ -501,12 +556,16 @@ fn describe(r: &RolloutStatus) -> String {
 }
 
 /// The services a plan changes, as a rollout takes them: a recreate (the old container is
-/// known) or a create (a new service), in the plan's order, which is dependency order.
-/// Only a service that publishes no port and has no fixed `container_name` can have two
-/// containers at once.
+/// known) or a create (a new service), in the plan's order, which is dependency order, those
+/// waiting for a dependency last.
+/// Only a service that publishes no port, writes no volume or bind mount and has no fixed
+/// `container_name` can have two containers at once.
 pub fn changes(plan: &Plan, project: &Project, strategy: Strategy) -> Vec<Change> {
+    // A changed service waiting for a dependency that changes too is part of the same
+    // revision: the rollout takes it after that dependency passed its gates.
     plan.actions
         .iter()
+        .chain(&plan.deferred)
         .filter_map(|a| {
             let (service, old) = match a {
                 Action::Recreate { service, old_id } => (service, Some(old_id.clone())),
@@ -515,9 +574,12 @@ pub fn changes(plan: &Plan, project: &Project, strategy: Strategy) -> Vec<Change
             };
             let spec = project.service(service)?;
             // Even a port Docker picks: the new container would answer on another host port
-            // than the one its users know.
-            let can_surge =
-                strategy == Strategy::Auto && spec.ports.is_empty() && spec.fixed_name.is_none();
+            // than the one its users know. And two containers writing the same volume (a
+            // database's files) would corrupt it: a stateful service is stopped first.
+            let can_surge = strategy == Strategy::Auto
+                && spec.ports.is_empty()
+                && spec.fixed_name.is_none()
+                && !writes_shared_data(spec);
             Some(Change {
                 service: service.clone(),
                 old_container: old,
@@ -525,6 +587,17 @@ pub fn changes(plan: &Plan, project: &Project, strategy: Strategy) -> Vec<Change
             })
         })
         .collect()
+}
+
+/// Whether the service writes to a named volume or a bind mount, which the old container
+/// would go on writing while the new one starts. Anonymous volumes and tmpfs are each
+/// container's own.
+fn writes_shared_data(spec: &crate::compose::ServiceSpec) -> bool {
+    use crate::compose::MountSpec;
+    spec.mounts.iter().any(|m| match m {
+        MountSpec::Volume { read_only, .. } | MountSpec::Bind { read_only, .. } => !read_only,
+        MountSpec::Anonymous { .. } | MountSpec::Tmpfs { .. } => false,
+    })
 }
 
 /// Whether the changes are rolled out step by step: only on a stack that was Ready before

@@ -15,11 +15,20 @@ fn t(s: i64) -> DateTime<Utc> {
 const LIMITS: Limits = Limits {
     progress_deadline: Duration::from_secs(60),
     analysis: false,
+    baseline: false,
 };
 
 const ANALYSED: Limits = Limits {
     progress_deadline: Duration::from_secs(60),
     analysis: true,
+    baseline: false,
+};
+
+/// An analysis with `latency.maxIncrease`.
+const BASELINED: Limits = Limits {
+    progress_deadline: Duration::from_secs(60),
+    analysis: true,
+    baseline: true,
 };
 
 fn change(service: &str, old: Option<&str>, can_surge: bool) -> Change {
@@ -54,6 +63,7 @@ fn seen(old: Option<Seen>, new: Option<Seen>) -> Observed {
         old,
         new,
         analysis: Analysis::NotAsked,
+        baseline: Baseline::NotAsked,
     }
 }
 
@@ -239,6 +249,74 @@ fn with_an_analysis_the_old_container_serves_until_the_analysis_passed() {
             "backend: analysis (5xx 0.0 % of 310)"
         ]
     );
+}
+
+#[test]
+fn with_a_latency_increase_gate_the_old_containers_latency_is_measured_before_anything_is_touched()
+{
+    let r = two();
+    let old_only = seen(up(Probes::Passing), None);
+    let n = next(&r, &old_only, BASELINED, t(1));
+    assert_eq!(n.acts, [Act::MeasureBaseline("backend".into())]);
+    assert_eq!(n.rollout.services[0].step, ServiceStep::Baselining);
+
+    let running = Observed {
+        baseline: Baseline::Running,
+        ..old_only.clone()
+    };
+    assert!(next(&n.rollout, &running, BASELINED, t(10)).acts.is_empty());
+    // Cut off while measuring: measured again (nothing new runs, so it is still the old one).
+    assert_eq!(
+        next(&n.rollout, &old_only, BASELINED, t(12)).acts,
+        [Act::MeasureBaseline("backend".into())]
+    );
+    let measured = Observed {
+        baseline: Baseline::Measured(0.25),
+        ..old_only
+    };
+    let n = next(&n.rollout, &measured, BASELINED, t(31));
+    assert_eq!(n.acts, [Act::StartNew("backend".into())]);
+    let s = &n.rollout.services[0];
+    assert_eq!(s.step, ServiceStep::Starting);
+    assert_eq!(s.baseline_latency_seconds, Some(0.25));
+    assert_eq!(
+        n.rollout.gates_passed,
+        ["backend: previous revision's latency 250.0 ms measured"]
+    );
+}
+
+#[test]
+fn a_baseline_that_cannot_be_measured_lets_the_rollout_go_on_saying_the_increase_is_not_judged() {
+    let mut r = two();
+    r.services[1].step = ServiceStep::Baselining;
+    r.services[0].step = ServiceStep::Done;
+    let unavailable = Observed {
+        baseline: Baseline::Unavailable(
+            "3 requests in the window, fewer than minRequests 20".into(),
+        ),
+        ..seen(up(Probes::Passing), None)
+    };
+    let n = next(&r, &unavailable, BASELINED, t(31));
+    // The frontend publishes a port: its old container stops first.
+    assert_eq!(
+        n.acts,
+        [
+            Act::StopOld("frontend".into()),
+            Act::StartNew("frontend".into())
+        ]
+    );
+    assert_eq!(n.rollout.services[1].baseline_latency_seconds, None);
+    assert_eq!(
+        n.rollout.gates_passed,
+        ["frontend: no previous latency to compare with (3 requests in the window, fewer than minRequests 20); latency.maxIncrease not judged"]
+    );
+}
+
+#[test]
+fn a_new_service_has_no_previous_latency_to_measure() {
+    let r = begin(2, "h", Some(1), &[change("web", None, true)], &[], t(0));
+    let n = next(&r, &seen(None, None), BASELINED, t(1));
+    assert_eq!(n.acts, [Act::StartNew("web".into())]);
 }
 
 #[test]
@@ -457,13 +535,17 @@ fn a_rolled_back_stack_is_not_ready_and_rolled_back_says_why() {
 }
 
 #[test]
-fn only_services_publishing_no_port_and_without_a_fixed_name_surge_and_recreate_forces_a_stop_first(
+fn only_services_publishing_no_port_writing_no_volume_and_without_a_fixed_name_surge_and_recreate_forces_a_stop_first(
 ) {
     use crate::api::Strategy;
     use crate::decide::plan::{Action, Plan};
     let project = super::plan_tests::project(
         "services:\n  api:\n    image: a:2\n  web:\n    image: w:2\n    ports: ['8080:80']\n  \
-         db:\n    image: d:2\n    container_name: shop-db\n  any:\n    image: x:2\n    ports: ['80']\n  new:\n    image: n:1\n",
+         db:\n    image: d:2\n    container_name: shop-db\n  any:\n    image: x:2\n    ports: ['80']\n  new:\n    image: n:1\n  \
+         pg:\n    image: p:2\n    volumes: ['pgdata:/var/lib/postgresql/data']\n  \
+         files:\n    image: f:2\n    volumes: ['/srv/data:/data']\n  \
+         ro:\n    image: r:2\n    volumes: ['pgdata:/seed:ro', '/tmp']\n\
+         volumes:\n  pgdata: {}\n",
     );
     let recreate = |s: &str| Action::Recreate {
         service: s.into(),
@@ -475,6 +557,9 @@ fn only_services_publishing_no_port_and_without_a_fixed_name_surge_and_recreate_
             recreate("api"),
             recreate("web"),
             recreate("any"),
+            recreate("pg"),
+            recreate("files"),
+            recreate("ro"),
             Action::Create {
                 service: "new".into(),
             },
@@ -499,6 +584,9 @@ fn only_services_publishing_no_port_and_without_a_fixed_name_surge_and_recreate_
             (s("api"), true),
             (s("web"), false),
             (s("any"), false),
+            (s("pg"), false),
+            (s("files"), false),
+            (s("ro"), true),
             (s("new"), true)
         ]
     );
@@ -524,4 +612,30 @@ fn converge_leaves_a_rollouts_services_alone_and_a_rolled_back_spec_until_it_cha
     r.phase = RolloutPhase::Complete;
     assert!(held(Some(&r), "h4").is_empty());
     assert!(held(None, "h4").is_empty());
+}
+
+#[test]
+fn a_changed_service_waiting_for_a_changed_dependency_is_part_of_the_same_rollout() {
+    use crate::api::Strategy;
+    use crate::decide::plan::{Action, Plan};
+    let project = super::plan_tests::project(
+        "services:\n  redis:\n    image: r:2\n    healthcheck: {test: ['CMD', 'true']}\n  \
+         api:\n    image: a:2\n    depends_on: {redis: {condition: service_healthy}}\n",
+    );
+    let plan = Plan {
+        actions: vec![Action::Recreate {
+            service: "redis".into(),
+            old_id: "old-r".into(),
+        }],
+        deferred: vec![Action::Recreate {
+            service: "api".into(),
+            old_id: "old-a".into(),
+        }],
+        ..Plan::default()
+    };
+    let names: Vec<String> = changes(&plan, &project, Strategy::Auto)
+        .into_iter()
+        .map(|c| c.service)
+        .collect();
+    assert_eq!(names, ["redis", "api"]);
 }

@@ -105,3 +105,27 @@ pub(super) struct TargetLabels {
 pub(super) struct BuildLabels {
     pub version: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct RolloutLabels {
+    #[prometheus(flatten)]
+    pub stack: StackLabels,
+    /// Complete or RolledBack.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct StepLabels {
+    #[prometheus(flatten)]
+    pub service: ServiceLabels,
+    /// The rollout step of the service that ended (Starting, Verifying, Analysing, Retiring).
+    pub step: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct GateLabels {
+    #[prometheus(flatten)]
+    pub service: ServiceLabels,
+    /// `error_ratio` or `latency_seconds`.
+    pub gate: &'static str,
+}

@@ -21,6 +21,10 @@
 //!   operator keeps at zero for a steady stack;
 //! - [`Metrics::set_leader`] when this process becomes or stops being the leader (local mode:
 //!   `true` once at start, as the state-directory lock makes it the only one);
+//! - [`Metrics::rollout_step_ended`] and [`Metrics::rollout_ended`] when the rollout step
+//!   records a service's step or the whole rollout ending (measured from the times status
+//!   recorded, so an operator restart in between does not cut the figure), and
+//!   [`Metrics::rollout_gate_observed`] when an analysis job reaches its verdict;
 //! - [`Metrics::forget_stack`] once a stack is deleted;
 //! - [`serve`] at start, and the drivers set its `ready` flag after their first pass.
 //!
@@ -86,8 +90,13 @@
 //! | `stackwarden_backup_jobs_total` | counter | namespace, name, target, job, result |
 //! | `stackwarden_backup_last_success_timestamp_seconds` | gauge | namespace, name, target |
 //! | `stackwarden_backup_last_size_bytes` | gauge | namespace, name, target |
+//! | `stackwarden_rollouts_total` | counter | namespace, name, outcome (`Complete`/`RolledBack`) |
+//! | `stackwarden_rollout_duration_seconds` | histogram | namespace, name, outcome |
+//! | `stackwarden_rollout_step_duration_seconds` | histogram | namespace, name, service, step |
+//! | `stackwarden_rollout_gate_value` | gauge | namespace, name, service, gate (`error_ratio`/`latency_seconds`) |
 
 mod labels;
+mod rollouts;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -107,6 +116,7 @@ use crate::api::EventType;
 use crate::api::{ContainerHealth, ContainerState, ServiceStackStatus, ServiceStatus};
 use labels::*;
 
+pub use rollouts::{GATE_ERROR_RATIO, GATE_LATENCY};
 pub use server::{serve, METRICS_CONTENT_TYPE};
 
 /// Every metric name starts with this and an underscore.
@@ -161,6 +171,9 @@ struct StackSeries {
     events: HashSet<(&'static str, String)>,
     backup_jobs: HashSet<(String, &'static str, String)>,
     backup_targets: HashSet<String>,
+    rollouts: HashSet<&'static str>,
+    rollout_steps: HashSet<(String, &'static str)>,
+    gates: HashSet<(String, &'static str)>,
 }
 
 /// The operator's metrics. Share it as `Arc<Metrics>`; every method takes `&self`.
@@ -183,6 +196,7 @@ pub struct Metrics {
     backup_jobs: Family<BackupJobLabels, Counter>,
     backup_last_success: Family<TargetLabels, Gauge>,
     backup_last_size: Family<TargetLabels, Gauge>,
+    rollout: rollouts::RolloutFamilies,
     /// Held while a series is created or removed, so that forgetting a stack and recording
     /// for it do not interleave.
     seen: Mutex<HashMap<String, StackSeries>>,
@@ -221,12 +235,14 @@ impl Metrics {
             backup_jobs: Family::default(),
             backup_last_success: Family::default(),
             backup_last_size: Family::default(),
+            rollout: rollouts::RolloutFamilies::new(),
             seen: Mutex::default(),
         };
         metrics.register_process();
         metrics.register_passes();
         metrics.register_stacks();
         metrics.register_backups();
+        metrics.rollout.register(&mut metrics.registry);
         metrics
             .build_info
             .get_or_create(&BuildLabels {
@@ -577,6 +593,7 @@ impl Metrics {
             return;
         };
         let labels = StackLabels::of(stack);
+        self.rollout.forget(&labels, &series);
         self.reconcile_duration.remove(&labels);
         self.stack_ready.remove(&labels);
         self.healthy_services.remove(&labels);
@@ -669,8 +686,12 @@ impl Metrics {
 }
 
 fn service_labels(stack: &str, service: &str) -> ServiceLabels {
+    service_labels_of(&StackLabels::of(stack), service)
+}
+
+fn service_labels_of(stack: &StackLabels, service: &str) -> ServiceLabels {
     ServiceLabels {
-        stack: StackLabels::of(stack),
+        stack: stack.clone(),
         service: service.to_owned(),
     }
 }

@@ -175,6 +175,9 @@ fn every_family_is_declared_with_prefix_unit_and_type_once_used() {
     m.event_recorded("ops/erni", EventType::Warning, "MissingVariable");
     m.backup_job_ended("ops/erni", "pg", "Backup", None);
     m.backup_last_success("ops/erni", "pg", 1_700_000_000, 42);
+    m.rollout_ended("ops/erni", "Complete", ms(1));
+    m.rollout_step_ended("ops/erni", "backend", "Starting", ms(1));
+    m.rollout_gate_observed("ops/erni", "backend", GATE_LATENCY, 0.1);
     let text = m.render();
     let families = [
         ("stackwarden_build_info", "gauge"),
@@ -194,6 +197,10 @@ fn every_family_is_declared_with_prefix_unit_and_type_once_used() {
         ("stackwarden_backup_jobs_total", "counter"),
         ("stackwarden_backup_last_success_timestamp_seconds", "gauge"),
         ("stackwarden_backup_last_size_bytes", "gauge"),
+        ("stackwarden_rollouts_total", "counter"),
+        ("stackwarden_rollout_duration_seconds", "histogram"),
+        ("stackwarden_rollout_step_duration_seconds", "histogram"),
+        ("stackwarden_rollout_gate_value", "gauge"),
     ];
     for (name, kind) in families {
         let declared = format!("# TYPE {name} {kind}\n");
@@ -514,8 +521,44 @@ fn backup_jobs_by_result_and_the_newest_success_as_gauges() {
     s.assert("stackwarden_backup_last_size_bytes", &pg, 140_442_407.0);
 }
 
+#[test]
+fn rollouts_are_counted_by_outcome_with_their_step_durations_and_gate_values() {
+    let m = Metrics::new();
+    m.rollout_step_ended("ops/erni", "backend", "Verifying", ms(4_000));
+    m.rollout_step_ended("ops/erni", "backend", "Analysing", ms(30_000));
+    m.rollout_gate_observed("ops/erni", "backend", GATE_ERROR_RATIO, 0.25);
+    m.rollout_gate_observed("ops/erni", "backend", GATE_ERROR_RATIO, 0.5);
+    m.rollout_ended("ops/erni", "RolledBack", ms(40_000));
+    m.rollout_ended("ops/erni", "Complete", ms(20_000));
+    m.rollout_ended("ops/erni", "Complete", ms(25_000));
+    let s = scrape(&m);
+    let c = "stackwarden_rollouts_total";
+    s.assert(c, &erni(&[("outcome", "Complete")]), 2.0);
+    s.assert(c, &erni(&[("outcome", "RolledBack")]), 1.0);
+    let steps = "stackwarden_rollout_step_duration_seconds_sum";
+    s.assert(
+        steps,
+        &erni(&[("service", "backend"), ("step", "Verifying")]),
+        4.0,
+    );
+    s.assert(
+        steps,
+        &erni(&[("service", "backend"), ("step", "Analysing")]),
+        30.0,
+    );
+    let d = "stackwarden_rollout_duration_seconds_sum";
+    s.assert(d, &erni(&[("outcome", "Complete")]), 45.0);
+    // A gauge: the value last observed.
+    let g = "stackwarden_rollout_gate_value";
+    s.assert(
+        g,
+        &erni(&[("service", "backend"), ("gate", "error_ratio")]),
+        0.5,
+    );
+}
+
 /// Every family a stack can have a series in.
-const STACK_FAMILIES: [&str; 15] = [
+const STACK_FAMILIES: [&str; 19] = [
     "stackwarden_reconcile_duration_seconds",
     "stackwarden_reconcile_errors_total",
     "stackwarden_probes_total",
@@ -531,6 +574,10 @@ const STACK_FAMILIES: [&str; 15] = [
     "stackwarden_backup_jobs_total",
     "stackwarden_backup_last_success_timestamp_seconds",
     "stackwarden_backup_last_size_bytes",
+    "stackwarden_rollouts_total",
+    "stackwarden_rollout_duration_seconds",
+    "stackwarden_rollout_step_duration_seconds",
+    "stackwarden_rollout_gate_value",
 ];
 
 /// The samples of stack `name` in namespace ops, as `metric{labels}` lines, sorted.
@@ -568,6 +615,9 @@ fn record_everything(m: &Metrics, stack: &str) {
     m.backup_job_ended(stack, "pg", "Backup", None);
     m.backup_job_ended(stack, "pg", "Backup", Some("DiskFull"));
     m.backup_last_success(stack, "pg", 1_700_000_000, 42);
+    m.rollout_step_ended(stack, "backend", "Verifying", ms(4_000));
+    m.rollout_gate_observed(stack, "backend", GATE_ERROR_RATIO, 0.02);
+    m.rollout_ended(stack, "RolledBack", ms(30_000));
 }
 
 #[test]

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Error, Pass};
-use crate::api::revision::{Cause, Revision, ServiceRevision};
+use crate::api::revision::{Cause, Recorded, Revision, ServiceRevision};
 use crate::api::DeployBackupState;
 use crate::decide::history::{self, Event};
 use crate::observe::Observed;
@@ -24,7 +24,8 @@ pub(super) async fn record(
     let store = &pass.ctx.store;
     let revision = describe(pass, number, observed, now);
     store.create_revision(pass.stack, &revision, now).await?;
-    settle(pass, Event::Recorded(number), now).await
+    let stored = store.revisions(pass.stack).await?;
+    settle(pass, &stored, Event::Recorded(number), now).await
 }
 
 /// Marks revision `number` Complete: the stack is Ready on it. A stack that ran before
@@ -35,20 +36,28 @@ pub(super) async fn ready(
     observed: &Observed,
     now: DateTime<Utc>,
 ) -> Result<(), Error> {
-    let stored = pass.ctx.store.revisions(pass.stack).await?;
+    let mut stored = pass.ctx.store.revisions(pass.stack).await?;
     if !stored.iter().any(|r| r.revision.number == number) {
         let revision = describe(pass, number, observed, now);
         pass.ctx
             .store
             .create_revision(pass.stack, &revision, now)
             .await?;
+        stored.push(Recorded {
+            revision,
+            outcome: Default::default(),
+        });
     }
-    settle(pass, Event::Ready(number), now).await
+    settle(pass, &stored, Event::Ready(number), now).await
 }
 
-async fn settle(pass: &Pass<'_>, event: Event, now: DateTime<Utc>) -> Result<(), Error> {
+async fn settle(
+    pass: &Pass<'_>,
+    stored: &[Recorded],
+    event: Event,
+    now: DateTime<Utc>,
+) -> Result<(), Error> {
     let store = &pass.ctx.store;
-    let stored = store.revisions(pass.stack).await?;
     let status = pass.stack.status.as_ref();
     let current = match event {
         Event::Recorded(n) | Event::Ready(n) => n,
@@ -63,7 +72,7 @@ async fn settle(pass: &Pass<'_>, event: Event, now: DateTime<Utc>) -> Result<(),
     .flatten()
     .collect();
     let limit = pass.stack.spec.rollout.history_limit();
-    let changes = history::changes(&stored, event, limit, &keep, now);
+    let changes = history::changes(stored, event, limit, &keep, now);
     for (number, outcome) in &changes.outcomes {
         store.set_outcome(pass.stack, *number, outcome).await?;
     }

@@ -5,10 +5,15 @@
 
 use chrono::{DateTime, Utc};
 
+use super::analyses::Job;
 use super::{status, Error, Pass};
 use crate::api::revision::{Outcome as RevisionOutcome, Phase};
-use crate::api::rollout_status::{RolloutPhase, RolloutStatus, ServiceRollout};
-use crate::api::{ContainerHealth, ContainerState, EventReason, EventType, StackEvent};
+use crate::api::rollout::AnalysisSpec;
+use crate::api::rollout_status::{RolloutPhase, RolloutStatus, ServiceRollout, ServiceStep};
+use crate::api::{
+    ContainerHealth, ContainerState, DeployBackupState, EventReason, EventType, ServiceStackStatus,
+    StackEvent,
+};
 use crate::decide::plan::Plan;
 use crate::decide::rollout::{self, Act, Limits, Probes, Seen};
 use crate::docker::{EngineError, Owner, Surge};
@@ -53,9 +58,11 @@ pub(super) async fn step(
         return Ok(Rolled::default());
     }
     let observed = observe(pass, &rollout, seen);
+    let analysis = rollout::current(&rollout).and_then(|s| analysed(pass, &s.name));
     let limits = Limits {
         progress_deadline: pass.stack.spec.rollout.progress_deadline(),
-        analysis: rollout::current(&rollout).is_some_and(|s| analysed(pass, &s.name).is_some()),
+        analysis: analysis.is_some(),
+        baseline: analysis.is_some_and(AnalysisSpec::judges_increase),
     };
     let next = rollout::next(&rollout, &observed, limits, seen.now);
     if recorded(pass) != Some(&next.rollout) {
@@ -101,7 +108,7 @@ pub(super) fn current(
         let changes = rollout::changes(plan, pass.project, spec.strategy);
         if rollout::rolls_out(previous.last_good_revision, &changes) {
             let from = previous.last_good_revision;
-            let begun = rollout::begin(
+            let mut begun = rollout::begin(
                 plan.revision,
                 spec_hash,
                 from,
@@ -109,6 +116,8 @@ pub(super) fn current(
                 &spec.order,
                 seen.now,
             );
+            // The deploy gate let the revision through: its backups were the first step.
+            begun.gates_passed = backed_up_before(previous, spec_hash);
             rollout = Some(begun);
         }
     }
@@ -123,6 +132,19 @@ pub(super) fn current(
         ));
     }
     rollout
+}
+
+/// The `beforeDeploy` backups taken for this spec, as passed gates of its rollout.
+fn backed_up_before(previous: &ServiceStackStatus, spec_hash: &str) -> Vec<String> {
+    previous
+        .backups
+        .iter()
+        .filter_map(|(target, st)| {
+            let d = st.deploy_backup.as_ref()?;
+            let done = d.spec_hash == spec_hash && d.state == DeployBackupState::Succeeded;
+            done.then(|| format!("{target}: backed up before the deploy ({})", d.id))
+        })
+        .collect()
 }
 
 /// The current service's containers as the rollout needs to see them.
@@ -161,6 +183,12 @@ fn observe(pass: &Pass<'_>, r: &RolloutStatus, seen: &Snapshot) -> rollout::Obse
             .ctx
             .analyses
             .state(&pass.ctx.jobs, &pass.stack.key(), r.revision, &s.name),
+        baseline: pass.ctx.analyses.baseline(
+            &pass.ctx.jobs,
+            &pass.stack.key(),
+            r.revision,
+            &s.name,
+        ),
     }
 }
 
@@ -201,6 +229,7 @@ async fn record(pass: &mut Pass<'_>, r: &RolloutStatus, now: DateTime<Utc>) -> R
     interim.rollout = Some(r.clone());
     pass.ctx.store.write_status(pass.stack, interim).await?;
     pass.ctx.metrics.status_written(&pass.stack.key());
+    measure(pass, before.as_ref(), r, now);
     let phase_changed = before
         .as_ref()
         .is_none_or(|b| b.phase != r.phase || b.revision != r.revision);
@@ -225,6 +254,49 @@ async fn record(pass: &mut Pass<'_>, r: &RolloutStatus, now: DateTime<Utc>) -> R
         status::publish(pass.ctx, pass.stack, phase_event(r)).await?;
     }
     Ok(())
+}
+
+/// Tells the metrics which steps and which rollout the recorded change ended. Measured from
+/// the times status recorded, so a step that spans an operator restart is measured whole.
+fn measure(pass: &Pass<'_>, before: Option<&RolloutStatus>, r: &RolloutStatus, now: DateTime<Utc>) {
+    let (metrics, key) = (&pass.ctx.metrics, pass.stack.key());
+    let took = |since: DateTime<Utc>| (now - since).to_std().unwrap_or_default();
+    let before = before.filter(|b| b.revision == r.revision);
+    for was in before.iter().flat_map(|b| &b.services) {
+        let step_ended = part(r, &was.name).is_some_and(|s| s.step != was.step);
+        let measured = matches!(
+            was.step,
+            ServiceStep::Starting
+                | ServiceStep::Verifying
+                | ServiceStep::Analysing
+                | ServiceStep::Retiring
+        );
+        if let (true, true, Some(since)) = (step_ended, measured, was.since) {
+            metrics.rollout_step_ended(&key, &was.name, step_label(was.step), took(since));
+        }
+    }
+    let was_active = before.is_some_and(|b| b.phase.active());
+    let outcome = match r.phase {
+        RolloutPhase::Complete => Some("Complete"),
+        RolloutPhase::RolledBack => Some("RolledBack"),
+        RolloutPhase::Progressing | RolloutPhase::RollingBack => None,
+    };
+    if let (true, Some(outcome)) = (was_active, outcome) {
+        metrics.rollout_ended(&key, outcome, took(r.started));
+    }
+}
+
+fn step_label(step: ServiceStep) -> &'static str {
+    match step {
+        ServiceStep::Pending => "Pending",
+        ServiceStep::Baselining => "Baselining",
+        ServiceStep::Starting => "Starting",
+        ServiceStep::Verifying => "Verifying",
+        ServiceStep::Analysing => "Analysing",
+        ServiceStep::Retiring => "Retiring",
+        ServiceStep::Done => "Done",
+        ServiceStep::Reverted => "Reverted",
+    }
 }
 
 fn phase_event(r: &RolloutStatus) -> StackEvent {
@@ -265,7 +337,8 @@ fn act_service(act: &Act) -> &str {
         | Act::StopOld(s)
         | Act::StartOld(s)
         | Act::RemoveNew(s)
-        | Act::Analyse(s) => s,
+        | Act::Analyse(s)
+        | Act::MeasureBaseline(s) => s,
         Act::RemoveOld(_) => "*",
     }
 }
@@ -315,7 +388,8 @@ async fn perform(
             }
             Ok(())
         }
-        Act::Analyse(service) => analyse(pass, r, seen, service),
+        Act::Analyse(service) => analyse(pass, r, seen, service, Scrape::New),
+        Act::MeasureBaseline(service) => analyse(pass, r, seen, service, Scrape::Old),
     }
 }
 
@@ -406,10 +480,7 @@ fn aside(fixed: &str) -> String {
 }
 
 /// The analysis asked for `service`, if any.
-fn analysed<'a>(
-    pass: &'a Pass<'_>,
-    service: &str,
-) -> Option<&'a crate::api::rollout::AnalysisSpec> {
+fn analysed<'a>(pass: &'a Pass<'_>, service: &str) -> Option<&'a AnalysisSpec> {
     pass.stack
         .spec
         .rollout
@@ -418,27 +489,45 @@ fn analysed<'a>(
         .filter(|a| a.services.iter().any(|s| s == service))
 }
 
-/// Starts the analysis of the service's new container, scraped at its address on the project
-/// network.
+/// Which container an analysis job scrapes.
+#[derive(Clone, Copy)]
+enum Scrape {
+    /// The new one, judged over the window (against the baseline recorded, if any).
+    New,
+    /// The old one, for the baseline figure, before anything is touched.
+    Old,
+}
+
+/// Starts the analysis of the service's new container (or the baseline measurement on its old
+/// one), scraped at its address on the project network.
 fn analyse(
     pass: &Pass<'_>,
     r: &RolloutStatus,
     seen: &Snapshot,
     service: &str,
+    which: Scrape,
 ) -> Result<(), EngineError> {
     let Some(spec) = analysed(pass, service) else {
         return Ok(());
     };
-    let new = part(r, service).and_then(|s| s.new_container.as_deref());
-    let ip = new
+    let part = part(r, service);
+    let (id, job) = match which {
+        Scrape::New => (
+            part.and_then(|s| s.new_container.as_deref()),
+            Job::Analysis {
+                baseline: part.and_then(|s| s.baseline_latency_seconds),
+            },
+        ),
+        Scrape::Old => (part.and_then(|s| s.old_container.as_deref()), Job::Baseline),
+    };
+    let ip = id
         .and_then(|id| seen.observed.containers.iter().find(|c| c.id == id))
         .and_then(|c| c.addresses.values().next().copied());
     let Some(ip) = ip else {
         return Err(EngineError::Api {
             context: format!("analysing service {service}"),
             status: None,
-            message: "its new container has no address on a network to scrape its metrics at"
-                .into(),
+            message: "its container has no address on a network to scrape its metrics at".into(),
         });
     };
     let url = spec.url(std::net::SocketAddr::new(ip, spec.metrics.port));
@@ -448,9 +537,10 @@ fn analyse(
         service: service.to_owned(),
         spec: spec.clone(),
         url,
+        job,
     };
-    pass.ctx
-        .analyses
-        .start(&pass.ctx.jobs, &pass.ctx.wake, request);
+    let ctx = pass.ctx;
+    ctx.analyses
+        .start(&ctx.jobs, &ctx.wake, ctx.metrics.clone(), request);
     Ok(())
 }

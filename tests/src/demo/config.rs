@@ -61,6 +61,9 @@ pub struct FaultSettings {
     pub crash_at_start: bool,
     pub leak_mb_per_sec: u64,
     pub error_rate: f64,
+    /// How long `/` takes to answer (`DEMO_LATENCY_MS`): a slower release, for the rollout
+    /// analysis's latency gates.
+    pub latency_ms: u64,
 }
 
 pub const DEFAULT_PORT: u16 = 8000;
@@ -101,6 +104,7 @@ impl Config {
             crash_at_start: get("DEMO_CRASH_AT_START").map_or(Ok(false), |v| parse_switch(&v))?,
             leak_mb_per_sec: get("DEMO_LEAK_MB_PER_SEC").map_or(Ok(0), |v| parse_leak_rate(&v))?,
             error_rate: get("DEMO_ERROR_RATE").map_or(Ok(0.0), |v| parse_error_rate(&v))?,
+            latency_ms: get("DEMO_LATENCY_MS").map_or(Ok(0), |v| parse_latency(&v))?,
         };
         Ok(Self {
             port: port_of("PORT", DEFAULT_PORT)?,
@@ -146,6 +150,16 @@ pub fn parse_error_rate(value: &str) -> anyhow::Result<f64> {
         bail!("error rate must be between 0 and 1, got {value:?}");
     }
     Ok(rate)
+}
+
+fn parse_latency(value: &str) -> anyhow::Result<u64> {
+    let ms: u64 = value.trim().parse().with_context(|| {
+        format!("latency must be a whole number of milliseconds, got {value:?}")
+    })?;
+    if ms > 60_000 {
+        bail!("latency must be at most 60000 ms, got {value:?}");
+    }
+    Ok(ms)
 }
 
 pub fn parse_leak_rate(value: &str) -> anyhow::Result<u64> {
@@ -203,6 +217,7 @@ mod tests {
             ("DEMO_CRASH_AT_START", "true"),
             ("DEMO_LEAK_MB_PER_SEC", "16"),
             ("DEMO_ERROR_RATE", "0.2"),
+            ("DEMO_LATENCY_MS", "150"),
         ])
         .unwrap();
         assert_eq!(config.port, 9000);
@@ -226,6 +241,7 @@ mod tests {
                 crash_at_start: true,
                 leak_mb_per_sec: 16,
                 error_rate: 0.2,
+                latency_ms: 150,
             }
         );
     }

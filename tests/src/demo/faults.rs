@@ -18,6 +18,8 @@ pub struct Faults {
     error_rate_bits: AtomicU64,
     leak_mb_per_sec: AtomicU64,
     leaked_bytes: AtomicU64,
+    /// Added to every answer of `/`.
+    pub latency: Duration,
 }
 
 impl Faults {
@@ -27,6 +29,7 @@ impl Faults {
             error_rate_bits: AtomicU64::new(settings.error_rate.to_bits()),
             leak_mb_per_sec: AtomicU64::new(settings.leak_mb_per_sec),
             leaked_bytes: AtomicU64::new(0),
+            latency: Duration::from_millis(settings.latency_ms),
         }
     }
 
@@ -138,6 +141,7 @@ mod tests {
             crash_at_start: false,
             leak_mb_per_sec: 3,
             error_rate: 0.25,
+            latency_ms: 0,
         });
         assert!(faults.fail_health());
         assert_eq!(faults.error_rate(), 0.25);

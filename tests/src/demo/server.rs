@@ -65,7 +65,10 @@ async fn inject_errors(State(state): State<AppState>, request: Request, next: Ne
     next.run(request).await
 }
 
-async fn root() -> &'static str {
+async fn root(State(state): State<AppState>) -> &'static str {
+    if !state.faults.latency.is_zero() {
+        tokio::time::sleep(state.faults.latency).await;
+    }
     "ok"
 }
 
