@@ -2,6 +2,10 @@
 //! brings an earlier revision back as a new one, through the rollout, until the spec changes;
 //! with `restore-backup` the database is restored to the backup taken before the revision
 //! undone.
+//!
+//! Revision 1's images must still be on the engine: a second checkout on the same machine whose
+//! test images differ rebuilds `stackwarden-test/demo-app:latest` under the tests' feet, and the
+//! rollback is then (rightly) refused with `RollbackRefused` naming the image gone.
 
 use std::time::Duration;
 
