@@ -125,6 +125,7 @@ fn revision(number: u64, hash: &str) -> Revision {
         },
         compose: "services: {}".into(),
         services: BTreeMap::new(),
+        backups: BTreeMap::new(),
     }
 }
 

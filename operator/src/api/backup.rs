@@ -233,6 +233,11 @@ pub struct BackupTargetStatus {
     /// The value of the `verify.stackwarden.dev/TARGET` annotation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handled_verify_request: Option<String>,
+    /// The restore a manual rollback with `restore-backup` asked of this target, last acted
+    /// on (kept apart from the annotation's, so neither is taken for a new request of the
+    /// other).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_rollback_restore: Option<String>,
     /// The backup the newest deploy waits for (`beforeDeploy`), written before it starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy_backup: Option<DeployBackup>,

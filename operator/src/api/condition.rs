@@ -34,6 +34,9 @@ pub enum ConditionType {
     /// The newest revision failed a rollout gate and the previous one runs again; it is not
     /// tried again until the spec changes.
     RolledBack,
+    /// The last manual rollback request (`stackwarden.dev/rollback`) could not be carried out;
+    /// the message says why and what to do. Nothing running was changed because of it.
+    RollbackRefused,
     /// A key (`spec.keyRotation`) is older than its maximum age: rotate it.
     KeyRotationDue,
     /// A certificate of `spec.keyRotation.certificates` expires within its warnBeforeDays.
@@ -155,6 +158,11 @@ pub enum Reason {
     RolloutComplete,
     /// RolledBack: no rollout yet.
     NoRollout,
+    /// RollbackRefused: the revision asked for is gone, not Complete, holds a secret written
+    /// into the compose file, its image is gone, or the request does not parse.
+    RollbackNotPossible,
+    /// RollbackRefused: the last rollback request was taken.
+    RollbackTaken,
     /// KeyRotationDue: some key is older than its maximum age (the message lists them).
     KeyTooOld,
     /// KeyRotationDue: every key is younger than its maximum age.

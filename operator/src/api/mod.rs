@@ -8,6 +8,7 @@ pub mod event;
 pub mod failure;
 pub mod keys;
 pub mod revision;
+pub mod rollback_status;
 pub mod rollout;
 pub mod rollout_status;
 
@@ -536,6 +537,11 @@ pub struct ServiceStackStatus {
     /// gates passed, and why it was rolled back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<rollout_status::RolloutStatus>,
+
+    /// The manual rollback last asked for: the revision applied instead of the spec while the
+    /// spec is unchanged, or why the request was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<rollback_status::RollbackStatus>,
 
     /// One-word summary of the services: Healthy, Progressing, Unhealthy or Unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -29,6 +29,10 @@ pub struct Revision {
     pub compose: String,
     /// Each service as this revision runs it.
     pub services: BTreeMap<String, ServiceRevision>,
+    /// The `beforeDeploy` backups taken just before this revision was applied, by target:
+    /// what a rollback that undoes this revision restores when asked to (`--restore-backup`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub backups: BTreeMap<String, String>,
 }
 
 /// A service as a revision runs it.
@@ -56,6 +60,10 @@ pub enum Cause {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         generation: Option<i64>,
     },
+    /// A person asked for a rollback (`stackwarden rollback`, the `stackwarden.dev/rollback`
+    /// annotation): revision `to`'s compose file and images, applied as a new revision.
+    #[serde(rename_all = "camelCase")]
+    Rollback { to: u64 },
 }
 
 impl std::fmt::Display for Cause {
@@ -65,6 +73,7 @@ impl std::fmt::Display for Cause {
                 generation: Some(g),
             } => write!(f, "spec change (generation {g})"),
             Cause::SpecChange { generation: None } => f.write_str("spec change"),
+            Cause::Rollback { to } => write!(f, "rollback to revision {to}"),
         }
     }
 }

@@ -177,6 +177,8 @@ struct Work {
     destination: DestinationConfig,
     /// Containers to stop before a restore.
     stop: Vec<(String, Option<i64>)>,
+    /// Backups retention must not delete (see [`Scope::kept`]).
+    kept: BTreeSet<String>,
 }
 
 /// The database a job works on, as its module takes it.
@@ -325,6 +327,10 @@ pub struct Scope<'a> {
     pub observed: &'a Observed,
     /// The stack's backup targets as admitted: each with its one source and destination.
     pub backups: &'a [crate::admit::Backup],
+    /// The restores a manual rollback asks for now, by target (`BACKUP-ID#NONCE`).
+    pub rollback_restores: &'a std::collections::BTreeMap<String, String>,
+    /// Backups retention keeps whatever its rules say: those a manual rollback is to restore.
+    pub kept: &'a BTreeSet<String>,
 }
 
 /// Folds finished jobs into `statuses`, recovers jobs cut off by a restart, and decides
@@ -368,6 +374,7 @@ pub async fn reconcile(
             backup,
             observed: scope.observed,
             claim: scope.claim,
+            kept: scope.kept,
         };
         if let Some(f) = jobs.finished(&key, &target.name) {
             fold(st, target, f, now, &mut pass);
@@ -384,7 +391,8 @@ pub async fn reconcile(
                 None => {}
             }
         } else if may_start {
-            let requests = requests(stack, &target.name, deploy);
+            let mut requests = requests(stack, &target.name, deploy);
+            requests.rollback = scope.rollback_restores.get(&target.name).cloned();
             decide(&ctx, st, &requests, now, &mut pass);
         }
         st.next_run = plan::next_run(target, now);
@@ -467,6 +475,11 @@ fn handled(
 ) {
     let slot = running.slot;
     match (running.job, running.trigger) {
+        // The annotation's request goes first (see `plan::decide`): the rollback's only
+        // when that one was handled already.
+        (Job::Restore, _) if requests.restore == st.handled_restore_request => {
+            st.handled_rollback_restore = requests.rollback.clone();
+        }
         (Job::Restore, _) => st.handled_restore_request = requests.restore.clone(),
         (Job::Backup, Trigger::Manual) => st.handled_backup_request = requests.backup.clone(),
         (Job::Verify, Trigger::Manual) => st.handled_verify_request = requests.verify.clone(),
@@ -496,6 +509,7 @@ struct Ctx<'a> {
     backup: &'a crate::admit::Backup,
     observed: &'a Observed,
     claim: &'a crate::docker::Claim,
+    kept: &'a BTreeSet<String>,
 }
 
 impl Ctx<'_> {
@@ -619,6 +633,7 @@ fn requests(stack: &ServiceStack, target: &str, deploy: Option<&str>) -> Request
         restore: get(plan::RESTORE_REQUEST),
         verify: get(plan::VERIFY_REQUEST),
         deploy: deploy.map(str::to_owned),
+        rollback: None,
     }
 }
 
@@ -705,6 +720,7 @@ fn prepare(ctx: &Ctx<'_>, running: &RunningJob) -> Result<Work, Failure> {
         source,
         destination,
         stop,
+        kept: ctx.kept.clone(),
     })
 }
 
@@ -1089,13 +1105,13 @@ async fn backup(
         let _ = dest.delete(&object).await;
         return Err(destination_error(e));
     }
-    let pruned = prune(dest, &work.target).await;
+    let pruned = prune(dest, &work.target, &work.kept).await;
     Ok(Done::BackedUp(Box::new(manifest), pruned))
 }
 
 /// Applies retention after a successful backup. Also removes data objects without a manifest:
 /// left by a crash between writing the data and its manifest, or between deleting them.
-async fn prune(dest: &dyn Destination, target: &BackupTarget) -> Pruned {
+async fn prune(dest: &dyn Destination, target: &BackupTarget, kept: &BTreeSet<String>) -> Pruned {
     let mut pruned = Pruned::default();
     let tz = target
         .time_zone
@@ -1113,7 +1129,7 @@ async fn prune(dest: &dyn Destination, target: &BackupTarget) -> Pruned {
             })
             .collect();
         let decision = crate::decide::backup::retention::apply(&candidates, &target.retention, tz);
-        for id in &decision.delete {
+        for id in decision.delete.iter().filter(|id| !kept.contains(*id)) {
             let Some((m, _)) = catalog.iter().find(|(m, _)| &m.id == id) else {
                 continue;
             };

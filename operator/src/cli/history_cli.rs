@@ -107,6 +107,9 @@ fn detail(r: &Recorded) -> String {
         let id = s.image_id.as_deref().map_or("-", short_image_id);
         let _ = writeln!(out, "{name:<20} {:<45} {id}", s.image);
     }
+    for (target, id) in &rev.backups {
+        let _ = writeln!(out, "backup taken before it: {id} ({target})");
+    }
     let _ = write!(out, "\n{}", rev.compose);
     if !rev.compose.ends_with('\n') {
         out.push('\n');
@@ -145,6 +148,7 @@ mod tests {
                         ((*name).to_owned(), s)
                     })
                     .collect(),
+                backups: Default::default(),
             },
             outcome: Outcome { phase, since: None },
         }

@@ -13,6 +13,7 @@ use crate::store::local::{self, LocalStore, Record};
 mod backup_cli;
 mod history_cli;
 mod hold_cli;
+mod rollback_cli;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -130,6 +131,26 @@ pub enum Command {
         revision: Option<u64>,
         #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
         state_dir: PathBuf,
+    },
+    /// Roll a stack back to an earlier revision (`stackwarden history` lists them): applied as
+    /// a new revision, through the same rollout, and kept until the spec changes (the spec
+    /// itself is not edited). In a cluster: annotate the ServiceStack with
+    /// `stackwarden.dev/rollback=N` (or `previous`; `,restore-backup`; `#NONCE` to ask again).
+    Rollback {
+        /// The stack (`name` or `namespace/name`).
+        stack: String,
+        /// The revision to go back to (default: the newest Complete one before the running one).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Also restore the beforeDeploy backups taken before the revision being undone, once
+        /// the rollback runs. Writes made since those backups are lost.
+        #[arg(long)]
+        restore_backup: bool,
+        #[arg(long, env = "STACKWARDEN_STATE_DIR", default_value_os_t = default_state_dir())]
+        state_dir: PathBuf,
+        /// Give up waiting after this many seconds (the rollback goes on).
+        #[arg(long, default_value = "600", value_parser = parse_seconds)]
+        timeout: Duration,
     },
     /// Hold a service: stop it and keep it stopped (not started, not repaired) until
     /// `stackwarden resume`, or until --for has passed. The runbook's "stop the backend while
@@ -254,21 +275,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             exit_when_ready,
             timeout,
             metrics_addr,
-        } => {
-            anyhow::ensure!(
-                path.exists(),
-                "{} does not exist: give a manifest file or a directory of them",
-                path.display()
-            );
-            local_driver::run(LocalOptions {
-                manifests: path,
-                state_dir,
-                exit_when_ready,
-                timeout,
-                metrics_addr: metrics_addr.0,
-            })
-            .await
-        }
+        } => local(path, state_dir, exit_when_ready, timeout, metrics_addr).await,
         Command::Status { name, state_dir } => status(name.as_deref(), &state_dir),
         Command::Backup {
             stack,
@@ -300,6 +307,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             revision,
             state_dir,
         } => history_cli::history(&LocalStore::new(&state_dir), &stack, revision),
+        Command::Rollback {
+            stack,
+            to,
+            restore_backup,
+            state_dir,
+            timeout,
+        } => {
+            let store = LocalStore::new(&state_dir);
+            rollback_cli::rollback(&store, &stack, to, restore_backup, timeout).await
+        }
         Command::Hold {
             stack,
             service,
@@ -319,6 +336,29 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => hold_cli::resume(&LocalStore::new(&state_dir), &stack, &service, timeout).await,
         Command::Controller(args) => controller(args).await,
     }
+}
+
+/// `stackwarden local`, once its manifests are known to exist.
+async fn local(
+    manifests: PathBuf,
+    state_dir: PathBuf,
+    exit_when_ready: bool,
+    timeout: Option<Duration>,
+    metrics_addr: Endpoint,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        manifests.exists(),
+        "{} does not exist: give a manifest file or a directory of them",
+        manifests.display()
+    );
+    local_driver::run(LocalOptions {
+        manifests,
+        state_dir,
+        exit_when_ready,
+        timeout,
+        metrics_addr: metrics_addr.0,
+    })
+    .await
 }
 
 /// `stackwarden status`: every stack's table, or one stack's.
@@ -667,6 +707,46 @@ mod tests {
         assert!(
             Cli::try_parse_from(["stackwarden", "restore", "demo", "pg-20260102T020000Z"]).is_ok()
         );
+    }
+
+    #[test]
+    fn rollback_takes_a_revision_the_restore_flag_and_a_timeout() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.command);
+        match parse(&["stackwarden", "rollback", "demo"]).unwrap() {
+            Command::Rollback {
+                to,
+                restore_backup,
+                timeout,
+                ..
+            } => {
+                assert_eq!((to, restore_backup), (None, false));
+                assert_eq!(timeout, Duration::from_secs(600));
+            }
+            other => panic!("{other:?}"),
+        }
+        let args = [
+            "stackwarden",
+            "rollback",
+            "demo",
+            "--to",
+            "2",
+            "--restore-backup",
+            "--timeout",
+            "30",
+        ];
+        match parse(&args).unwrap() {
+            Command::Rollback {
+                to,
+                restore_backup,
+                timeout,
+                ..
+            } => {
+                assert_eq!((to, restore_backup), (Some(2), true));
+                assert_eq!(timeout, Duration::from_secs(30));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["stackwarden", "rollback", "demo", "--to", "two"]).is_err());
     }
 
     #[test]

@@ -91,6 +91,7 @@ mod tests {
                     cause: Cause::SpecChange { generation: None },
                     compose: String::new(),
                     services: Default::default(),
+                    backups: Default::default(),
                 },
                 outcome: Outcome { phase, since: None },
             })

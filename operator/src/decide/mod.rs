@@ -11,11 +11,14 @@ pub mod keys;
 pub mod plan;
 pub mod probe;
 pub mod report;
+pub mod rollback;
 pub mod rollout;
 
 #[cfg(test)]
 mod plan_tests;
 #[cfg(test)]
 mod report_tests;
+#[cfg(test)]
+mod rollback_tests;
 #[cfg(test)]
 mod rollout_tests;

@@ -341,7 +341,8 @@ fn warns(c: &Condition) -> bool {
         | T::Degraded
         | T::SpecWarning
         | T::RolledBack
-        | T::CertificateExpiring => c.status == ConditionStatus::True,
+        | T::CertificateExpiring
+        | T::RollbackRefused => c.status == ConditionStatus::True,
         T::Progressing => {
             c.status == ConditionStatus::False
                 && matches!(

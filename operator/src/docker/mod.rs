@@ -192,6 +192,11 @@ pub trait Engine: Send + Sync {
         volumes: &[String],
         images: &[String],
     ) -> Result<Observed, EngineError>;
+    /// Which of `images` (tags or ids) are on the engine, with their ids; nothing else looked
+    /// at.
+    async fn image_ids(&self, images: &[String]) -> Result<BTreeMap<String, String>, EngineError> {
+        Ok(self.observe("", &[], &[], images).await?.image_ids)
+    }
     async fn create_network(&self, net: &NetworkSpec, owner: &Owner) -> Result<(), EngineError>;
     async fn create_volume(&self, vol: &VolumeSpec, owner: &Owner) -> Result<(), EngineError>;
     async fn pull_image(&self, image: &str) -> Result<(), EngineError>;
@@ -730,6 +735,10 @@ impl Engine for BollardEngine {
             images: image_ids.keys().cloned().collect(),
             image_ids,
         })
+    }
+
+    async fn image_ids(&self, images: &[String]) -> Result<BTreeMap<String, String>, EngineError> {
+        self.existing_images(images).await
     }
 
     async fn create_network(&self, net: &NetworkSpec, owner: &Owner) -> Result<(), EngineError> {

@@ -22,6 +22,17 @@ pub(super) async fn step(
         ..
     } = *pass;
     let key = stack.key();
+    // While a rollback that restores is pinned, its backups outlive retention until restored.
+    let kept: std::collections::BTreeSet<String> = match (pass.pin, &status.rollback) {
+        (Some(_), Some(r)) if r.restore_backup => r.restores.values().cloned().collect(),
+        _ => Default::default(),
+    };
+    let rollback_restores = match (pass.pin, &status.rollback) {
+        (Some(_), Some(r)) => {
+            crate::decide::rollback::restores_due(r, &project.spec_hash(), status)
+        }
+        _ => Default::default(),
+    };
     let scope = crate::backup::runner::Scope {
         stack,
         project,
@@ -29,6 +40,8 @@ pub(super) async fn step(
         engine,
         observed: &outcome.observed,
         backups: &pass.admitted.backups,
+        rollback_restores: &rollback_restores,
+        kept: &kept,
     };
     let backups = crate::backup::runner::reconcile(
         &ctx.backups,

@@ -3,6 +3,8 @@
 //! ```text
 //! admit      secrets joined, compose file loaded and checked          (or: InvalidSpec, stop)
 //! engine     the stack's Docker engine                                (or: DockerUnreachable, stop)
+//! rollback   a rollback request recorded; a pinned revision's project  (rollback.rs, decide/rollback.rs)
+//!            replaces the spec's for the rest of the pass
 //! observe    one Snapshot: engine, probe verdicts, status, `now`      (snapshot.rs, observe/)
 //! intent     held services and the deploy gate                        (heal::hold, Deploy)
 //! converge   plan on the snapshot -> act -> look again if it acted    (converge.rs, decide/plan.rs)
@@ -36,6 +38,7 @@ pub mod prober;
 mod repair;
 pub mod requeue;
 mod revisions;
+mod rollback;
 mod rollout;
 mod snapshot;
 mod status;
@@ -101,6 +104,8 @@ pub(crate) struct Pass<'a> {
     pub claim: Claim,
     /// The stack's engine; jobs and probers that outlive the pass hold it too.
     pub engine: Arc<dyn Engine>,
+    /// The revision a manual rollback pins the stack to, applied instead of the spec.
+    pub pin: Option<&'a rollback::Pin>,
 }
 
 /// Brings one stack one step closer to its spec and reports what it sees.
@@ -124,9 +129,13 @@ async fn reconcile_once(stack: &ServiceStack, uid: &str, ctx: &Context) -> Resul
         Err(e) => return invalid(ctx, &mut stack, e).await,
     };
     let host = stack.spec.docker.host().to_owned();
-    match ctx.engines.engine(&host).await {
-        Ok(engine) => apply(ctx, &mut stack, &admitted, uid, engine).await,
-        Err(e) => unreachable(ctx, &mut stack, e).await,
+    let engine = match ctx.engines.engine(&host).await {
+        Ok(engine) => engine,
+        Err(e) => return unreachable(ctx, &mut stack, e).await,
+    };
+    match rollback::step(ctx, &mut stack, admitted, &*engine, Utc::now()).await? {
+        Ok((admitted, pin)) => apply(ctx, &mut stack, &admitted, pin.as_ref(), uid, engine).await,
+        Err(e) => invalid(ctx, &mut stack, e).await,
     }
 }
 
@@ -140,6 +149,11 @@ async fn admitted(
     for (k, v) in crate::store::variables::values(referenced) {
         stack.spec.variables.entry(k).or_insert(v);
     }
+    admit_as(ctx, stack).await
+}
+
+/// Admits `stack` as it is (its variables joined already).
+async fn admit_as(ctx: &Context, stack: &ServiceStack) -> Result<Admitted, crate::api::Failure> {
     let Some(dir) = ctx.store.manifest_dir(stack) else {
         return admit::admit(stack, admit::Origin::Cluster);
     };
@@ -200,6 +214,7 @@ async fn apply(
     ctx: &Context,
     stack: &mut ServiceStack,
     admitted: &Admitted,
+    pin: Option<&rollback::Pin>,
     uid: &str,
     engine: Arc<dyn Engine>,
 ) -> Result<Requeue, Error> {
@@ -227,6 +242,7 @@ async fn apply(
         project,
         claim,
         engine,
+        pin,
     };
     let outcome = match converged(&mut pass, &intent, uid, &seen).await? {
         Ok(o) => o,

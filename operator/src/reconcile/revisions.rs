@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::{Error, Pass};
 use crate::api::revision::{Cause, Recorded, Revision, ServiceRevision};
+use crate::api::DeployBackupState;
 use crate::decide::history::{self, Event};
 use crate::observe::Observed;
 
@@ -61,10 +62,15 @@ async fn settle(
     let current = match event {
         Event::Recorded(n) | Event::Ready(n) => n,
     };
-    let keep: Vec<u64> = [Some(current), status.and_then(|s| s.last_good_revision)]
-        .into_iter()
-        .flatten()
-        .collect();
+    // A pinned revision is what the stack runs: pruning it would end the pin.
+    let keep: Vec<u64> = [
+        Some(current),
+        status.and_then(|s| s.last_good_revision),
+        pass.pin.map(|p| p.to),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let limit = pass.stack.spec.rollout.history_limit();
     let changes = history::changes(stored, event, limit, &keep, now);
     for (number, outcome) in &changes.outcomes {
@@ -92,18 +98,44 @@ fn describe(pass: &Pass<'_>, number: u64, observed: &Observed, now: DateTime<Utc
             (s.name.clone(), service)
         })
         .collect();
+    let spec_hash = pass.project.spec_hash();
+    let (cause, compose) = match pass.pin {
+        Some(pin) => (Cause::Rollback { to: pin.to }, pin.compose.clone()),
+        None => (
+            Cause::SpecChange {
+                generation: pass.stack.metadata.generation,
+            },
+            crate::api::mask(
+                &pass.stack.spec.compose.file,
+                &pass.stack.spec.variables,
+                &[],
+            ),
+        ),
+    };
     Revision {
         number,
-        spec_hash: pass.project.spec_hash(),
+        backups: deploy_backups(pass, &spec_hash),
+        spec_hash,
         created: now,
-        cause: Cause::SpecChange {
-            generation: pass.stack.metadata.generation,
-        },
-        compose: crate::api::mask(
-            &pass.stack.spec.compose.file,
-            &pass.stack.spec.variables,
-            &[],
-        ),
+        cause,
+        compose,
         services,
     }
+}
+
+/// The `beforeDeploy` backups taken for this very spec, by target: the revision is recorded
+/// once its deploy gate opened, so they are the ones taken just before it is applied.
+fn deploy_backups(pass: &Pass<'_>, spec_hash: &str) -> std::collections::BTreeMap<String, String> {
+    let Some(status) = pass.stack.status.as_ref() else {
+        return Default::default();
+    };
+    status
+        .backups
+        .iter()
+        .filter_map(|(target, st)| {
+            let d = st.deploy_backup.as_ref()?;
+            let taken = d.spec_hash == spec_hash && d.state == DeployBackupState::Succeeded;
+            taken.then(|| (target.clone(), d.id.clone()))
+        })
+        .collect()
 }

@@ -520,3 +520,139 @@ async fn a_certificate_ten_days_from_expiry_sets_certificate_expiring_with_subje
         "{metrics}"
     );
 }
+
+fn app_images(b: &Bench) -> Vec<String> {
+    b.engine
+        .containers()
+        .into_iter()
+        .filter(|c| c.service == "app" && c.state == ContainerState::Running)
+        .map(|c| c.image)
+        .collect()
+}
+
+fn ask_rollback(b: &Bench, value: &str) {
+    let key = crate::decide::rollback::ROLLBACK_ANNOTATION;
+    b.store.request("ops", "shop", key, value).unwrap();
+}
+
+#[tokio::test]
+async fn a_rollback_applies_the_old_revision_as_a_new_one_rolled_out_until_the_spec_changes() {
+    use crate::api::revision::{Cause, Phase::Complete};
+    use crate::api::rollout_status::RolloutPhase;
+    let b = Bench::new();
+    b.until_ready().await;
+    let two = COMPOSE.replace("test/app:1", "test/app:2");
+    b.apply(&two, |_| {});
+    b.until_ready().await;
+    assert_eq!(app_images(&b), ["test/app:2"]);
+
+    ask_rollback(&b, "1#first");
+    b.until_ready().await;
+    assert_eq!(app_images(&b), ["test/app:1"]);
+    assert_eq!(b.status().revision, Some(3));
+    assert_eq!(history(&b), [(1, Complete), (2, Complete), (3, Complete)]);
+    let stored = b.store.read_revisions(&b.stack()).unwrap();
+    assert_eq!(stored[2].revision.cause, Cause::Rollback { to: 1 });
+    assert_eq!(stored[2].revision.compose, stored[0].revision.compose);
+    // Through the rollout machinery, beside the old container; db untouched.
+    let rollout = b.status().rollout.expect("a rollout");
+    assert_eq!(
+        (rollout.revision, rollout.phase),
+        (3, RolloutPhase::Complete)
+    );
+    assert_eq!(rollout.services.len(), 1);
+    // The spec is the person's: still revision 2's.
+    assert_eq!(b.stack().spec.compose.file, two);
+    let rollback = b.status().rollback.expect("recorded");
+    assert_eq!((rollback.to, rollback.from), (Some(1), Some(2)));
+    assert!(
+        b.events().iter().any(|e| e == "RollbackTaken"),
+        "{:?}",
+        b.events()
+    );
+
+    // Handled once: more passes change nothing.
+    b.pass().await;
+    let calls = b.engine.calls().len();
+    b.pass().await;
+    let after: Vec<String> = b.engine.calls()[calls..]
+        .iter()
+        .filter(|c| !c.starts_with("observe"))
+        .cloned()
+        .collect();
+    assert!(after.is_empty(), "{after:?}");
+    assert_eq!(b.status().revision, Some(3));
+
+    // A changed spec drops the pin and is rolled out as usual.
+    b.apply(&COMPOSE.replace("test/app:1", "test/app:4"), |_| {});
+    b.until_ready().await;
+    assert_eq!(app_images(&b), ["test/app:4"]);
+    assert_eq!(b.status().revision, Some(4));
+    let stored = b.store.read_revisions(&b.stack()).unwrap();
+    assert!(matches!(
+        stored.last().unwrap().revision.cause,
+        Cause::SpecChange { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_rollback_that_cannot_be_done_is_refused_with_a_condition_and_nothing_is_touched() {
+    let b = Bench::new();
+    b.until_ready().await;
+    b.apply(&COMPOSE.replace("test/app:1", "test/app:2"), |_| {});
+    b.until_ready().await;
+    let calls = b.engine.calls().len();
+    ask_rollback(&b, "7");
+    b.pass().await;
+    let after: Vec<String> = b.engine.calls()[calls..]
+        .iter()
+        .filter(|c| !c.starts_with("observe"))
+        .cloned()
+        .collect();
+    assert!(after.is_empty(), "{after:?}");
+    let refused =
+        crate::api::condition::find(&b.status().conditions, ConditionType::RollbackRefused)
+            .expect("a RollbackRefused condition")
+            .clone();
+    assert_eq!(refused.status, crate::api::ConditionStatus::True);
+    assert!(
+        refused.message.contains("revision 7"),
+        "{}",
+        refused.message
+    );
+    assert!(is_ready(&b));
+    assert_eq!(b.status().revision, Some(2));
+    assert_eq!(app_images(&b), ["test/app:2"]);
+}
+
+#[tokio::test]
+async fn a_rollback_survives_an_operator_killed_after_every_pass_and_is_recorded_once() {
+    use crate::api::revision::{Cause, Phase::Complete};
+    let mut b = Bench::new();
+    b.until_ready().await;
+    b.apply(&COMPOSE.replace("test/app:1", "test/app:2"), |_| {});
+    b.until_ready().await;
+    let before = b.engine.calls().len();
+    ask_rollback(&b, "previous#k");
+    for _ in 0..20 {
+        // A new operator each pass: nothing in memory, only status, the store and Docker.
+        b.ctx.stop_all();
+        b.ctx = Bench::context(&b.store, &b.engine);
+        b.pass().await;
+        let rolled = b.status().rollout.is_some_and(|r| !r.phase.active());
+        if b.status().revision == Some(3) && rolled && is_ready(&b) {
+            break;
+        }
+    }
+    assert_eq!(app_images(&b), ["test/app:1"]);
+    assert_eq!(history(&b), [(1, Complete), (2, Complete), (3, Complete)]);
+    let stored = b.store.read_revisions(&b.stack()).unwrap();
+    assert_eq!(stored[2].revision.cause, Cause::Rollback { to: 1 });
+    let surges = b.engine.calls()[before..]
+        .iter()
+        .filter(|c| c.starts_with("create surge app"))
+        .count();
+    assert_eq!(surges, 1, "{:?}", &b.engine.calls()[before..]);
+    let taken = b.events().iter().filter(|e| *e == "RollbackTaken").count();
+    assert_eq!(taken, 1, "the request was acted on once");
+}

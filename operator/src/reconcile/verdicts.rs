@@ -38,16 +38,23 @@ pub(super) fn applied(
     }
     // Last: a stack running two revisions, or rolled back, is not Ready whatever the report saw.
     let spec_hash = pass.project.spec_hash();
-    verdicts.extend(crate::decide::rollout::verdicts(
-        status.rollout.as_ref(),
-        &spec_hash,
-    ));
+    let mut rolling = crate::decide::rollout::verdicts(status.rollout.as_ref(), &spec_hash);
+    if let Some(pin) = pass.pin {
+        crate::decide::rollback::name_rollout(&mut rolling, pin.to);
+    }
+    verdicts.extend(rolling);
     // What failed to apply (an image that did not build) is what a person must act on.
     let failed = report.verdicts.iter().filter(|v| {
         v.type_ == ConditionType::Progressing
             && matches!(v.reason, Reason::ApplyFailed | Reason::ImageNotFound)
     });
     verdicts.extend(failed.cloned());
+    // The spec's own hash: a changed spec ends a pin.
+    let spec_hash = pass.pin.map_or(spec_hash, |p| p.spec_hash.clone());
+    verdicts.extend(crate::decide::rollback::verdict(
+        status.rollback.as_ref(),
+        &spec_hash,
+    ));
     verdicts.extend(crate::decide::backup::plan::conditions(
         &pass.stack.spec.backups,
         &status.backups,

@@ -128,6 +128,7 @@ mod tests {
             },
             compose: "services: {}".into(),
             services: Default::default(),
+            backups: Default::default(),
         }
     }
 

@@ -25,6 +25,8 @@ pub struct Requests {
     pub verify: Option<String>,
     /// The spec hash of a deploy that waits for this target's backup (`beforeDeploy`).
     pub deploy: Option<String>,
+    /// The restore a manual rollback asks for once its revision runs (`BACKUP-ID#NONCE`).
+    pub rollback: Option<String>,
 }
 
 /// The next step of an idle target.
@@ -87,6 +89,9 @@ fn requested(
         request.as_ref().filter(|r| handled.as_ref() != Some(*r))
     }
     if let Some(r) = new(&requests.restore, &status.handled_restore_request) {
+        return Some(manual(Job::Restore, Some(restore_id(r).to_owned())));
+    }
+    if let Some(r) = new(&requests.rollback, &status.handled_rollback_restore) {
         return Some(manual(Job::Restore, Some(restore_id(r).to_owned())));
     }
     if let (Some(h), true) = (&requests.deploy, target.before_deploy) {
@@ -484,6 +489,7 @@ mod tests {
             restore: Some("pg-20260309T020000Z#2".into()),
             verify: Some("#7".into()),
             deploy: None,
+            rollback: None,
         };
         assert_eq!(
             decide(&tg, &st, &req, t(2, 0)),
@@ -533,6 +539,30 @@ mod tests {
             state,
             message: Some("pg_dump failed".into()),
         }
+    }
+
+    #[test]
+    fn a_rollbacks_restore_is_acted_on_once_and_with_a_marker_of_its_own() {
+        let tg = target(None);
+        let mut st = since(t(0, 0));
+        let req = Requests {
+            restore: Some("pg-1#a".into()),
+            rollback: Some("pg-2#rollback-1".into()),
+            ..Default::default()
+        };
+        // The annotation's request was handled before: the rollback's is new.
+        st.handled_restore_request = req.restore.clone();
+        assert_eq!(
+            decide(&tg, &st, &req, t(1, 0)),
+            Decision::Start {
+                job: Job::Restore,
+                trigger: Trigger::Manual,
+                slot: None,
+                backup: Some("pg-2".into()),
+            }
+        );
+        st.handled_rollback_restore = req.rollback.clone();
+        assert_eq!(decide(&tg, &st, &req, t(1, 0)), Decision::Idle);
     }
 
     #[test]
