@@ -380,22 +380,22 @@ fn failed(
     let since = s.since.unwrap_or(now);
     let deadline = limits.progress_deadline;
     let late = now - since > chrono::Duration::from_std(deadline).unwrap_or(chrono::Duration::MAX);
+    // Failing is a verdict already (failureThreshold probes in a row, or Docker's unhealthy
+    // after its retries): the old container comes back at once, not at the deadline. The
+    // deadline is for probes that never come to a verdict.
     match (&new.probes, s.step) {
         (Probes::Failing(why), ServiceStep::Analysing) => {
             Some(format!("{name}: probes failed during the analysis: {why}"))
         }
-        (Probes::Passing, _) => None,
-        (probes, _) if late => {
-            let why = match probes {
-                Probes::Failing(why) => format!(": {why}"),
-                _ => String::new(),
-            };
-            Some(format!(
-                "{name}: the new container did not pass its probes within progressDeadlineSeconds {}{why}",
-                deadline.as_secs()
-            ))
+        (Probes::Failing(why), _) => {
+            Some(format!("{name}: the new container fails its probes: {why}"))
         }
-        _ => None,
+        (Probes::Passing, _) => None,
+        (Probes::Unknown, _) if late => Some(format!(
+            "{name}: the new container did not pass its probes within progressDeadlineSeconds {}",
+            deadline.as_secs()
+        )),
+        (Probes::Unknown, _) => None,
     }
 }
 

@@ -149,7 +149,6 @@ fn report(rounds: &[Round], load_start: &str, load_end: &str) -> Value {
         "bad_probe_recovery_s": med(&|r| r.bad_probe_recovery_s),
         "bad_probe_recovery_max_s": max(&|r| r.bad_probe_recovery_s),
         "bad_probe_target_s": f64::from(PROBE_FAILURES * PROBE_PERIOD_S + 2),
-        "bad_probe_progress_deadline_s": PROBE_FAILURES * PROBE_PERIOD_S,
         "bad_analysis_recovery_s": med(&|r| r.bad_analysis_recovery_s),
         "bad_analysis_recovery_max_s": max(&|r| r.bad_analysis_recovery_s),
         "bad_analysis_target_s": f64::from(ANALYSIS_WINDOW_S + 2),
@@ -190,10 +189,9 @@ impl Stacks {
         let port = free_port()?;
         let pub_spec = published_on(demo_spec(&published.project), port);
         let bad_probe = Harness::new("bench-roll-probe");
-        let mut probe_spec = unpublished_demo(&bad_probe.project);
-        // A failing probe ends a rollout at its progress deadline (decide::rollout): the
-        // deadline is the probes' own window, the shortest a user could set.
-        probe_spec.rollout.progress_deadline_seconds = Some(PROBE_FAILURES * PROBE_PERIOD_S);
+        // The default progress deadline (120 s): a probe verdict of failing ends the rollout
+        // at once (decide::rollout), the deadline is for probes that never come to one.
+        let probe_spec = unpublished_demo(&bad_probe.project);
         let bad_analysis = Harness::new("bench-roll-5xx");
         let analysis_spec = analysed(unpublished_demo(&bad_analysis.project))?;
         let stacks = [
