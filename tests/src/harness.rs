@@ -738,6 +738,25 @@ impl Drop for OperatorProcess {
 
 /// The demo with its backend reached on the project network only: a service publishing a
 /// port cannot have two containers at once, so this one can be surged.
+/// The same demo spec with one more environment variable on the backend: a new revision of
+/// it (the backend is recreated or rolled out, the rest untouched).
+pub fn with_backend_env(spec: &ServiceStackSpec, key: &str, value: &str) -> ServiceStackSpec {
+    let mut next = spec.clone();
+    let line = spec
+        .compose
+        .file
+        .lines()
+        .find(|l| l.trim_start().starts_with("REDIS_HOST:"))
+        .expect("the demo backend sets REDIS_HOST")
+        .to_owned();
+    let indent = &line[..line.len() - line.trim_start().len()];
+    next.compose.file = spec
+        .compose
+        .file
+        .replace(&line, &format!("{line}\n{indent}{key}: \"{value}\""));
+    next
+}
+
 pub fn unpublished_demo(project: &str) -> ServiceStackSpec {
     let mut spec = demo_spec(project);
     let file: Vec<&str> = spec

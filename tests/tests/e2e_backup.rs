@@ -9,7 +9,7 @@ use stackwarden::api::{
     BackupTarget, BackupTargetStatus, ConditionStatus, ConditionType, Job, Reason, ServiceStackSpec,
 };
 use stackwarden::backup::Manifest;
-use stackwarden_tests::harness::{demo_spec, docker, Harness};
+use stackwarden_tests::harness::{demo_spec, docker, with_backend_env, Harness};
 
 const READY: Duration = Duration::from_secs(120);
 const JOB: Duration = Duration::from_secs(180);
@@ -580,24 +580,6 @@ async fn redis_snapshot_and_restore_round_trip() {
     let _ = Job::Backup;
 }
 
-/// The demo spec with one more environment entry for the backend: a changed compose file, so
-/// applying it is a deploy (the backend is recreated).
-fn with_backend_env(mut spec: ServiceStackSpec, key: &str, value: &str) -> ServiceStackSpec {
-    let line = spec
-        .compose
-        .file
-        .lines()
-        .find(|l| l.trim_start().starts_with("REDIS_HOST:"))
-        .expect("the demo backend sets REDIS_HOST")
-        .to_owned();
-    let indent = &line[..line.len() - line.trim_start().len()];
-    spec.compose.file = spec
-        .compose
-        .file
-        .replace(&line, &format!("{line}\n{indent}{key}: \"{value}\""));
-    spec
-}
-
 /// When Docker created a container (RFC 3339).
 fn created(id: &str) -> chrono::DateTime<chrono::Utc> {
     docker(&["inspect", "-f", "{{.Created}}", id])
@@ -620,7 +602,7 @@ async fn a_deploy_waits_for_its_backup_and_a_failed_one_holds_it_until_a_backup_
     let backend = h.containers()["backend"].clone();
 
     // A deploy: the backup comes first, then the backend is recreated.
-    h.apply(with_backend_env(spec.clone(), "DEPLOY_MARK", "2"));
+    h.apply(with_backend_env(&spec, "DEPLOY_MARK", "2"));
     let seen = std::cell::RefCell::new(Vec::new());
     h.until("the deploy", JOB, |h| {
         if let Some(c) = h.condition(ConditionType::Progressing) {
@@ -679,7 +661,11 @@ async fn a_deploy_waits_for_its_backup_and_a_failed_one_holds_it_until_a_backup_
     std::fs::write(&file, b"x").unwrap();
     let mut broken = target.clone();
     broken.destination.path = Some(file.display().to_string());
-    let held = with_backend_env(with_backups(spec.clone(), vec![broken]), "DEPLOY_MARK", "3");
+    let held = with_backend_env(
+        &with_backups(spec.clone(), vec![broken]),
+        "DEPLOY_MARK",
+        "3",
+    );
     h.apply(held.clone());
     h.until("the held deploy", JOB, |h| {
         h.condition(ConditionType::Progressing)
@@ -724,7 +710,7 @@ async fn a_deploy_waits_for_its_backup_and_a_failed_one_holds_it_until_a_backup_
     );
 
     // Fixed, and a person takes a backup: the deploy goes on.
-    h.apply(with_backend_env(spec.clone(), "DEPLOY_MARK", "3"));
+    h.apply(with_backend_env(&spec, "DEPLOY_MARK", "3"));
     let st = request_backup(&h, "pg").await;
     assert!(st.last_success.is_some());
     h.until("the deploy after the fix", JOB, |h| {

@@ -13,25 +13,9 @@ use stackwarden::api::revision::Cause;
 use stackwarden::api::rollout_status::RolloutPhase;
 use stackwarden::api::{BackupTarget, ConditionStatus, ConditionType, ServiceStackSpec};
 use stackwarden::decide::rollback::ROLLBACK_ANNOTATION;
-use stackwarden_tests::harness::{demo_spec, docker, unpublished_demo, Harness};
+use stackwarden_tests::harness::{demo_spec, docker, unpublished_demo, with_backend_env, Harness};
 
 const TIMEOUT: Duration = Duration::from_secs(240);
-
-fn with_backend_env(mut spec: ServiceStackSpec, key: &str, value: &str) -> ServiceStackSpec {
-    let line = spec
-        .compose
-        .file
-        .lines()
-        .find(|l| l.trim_start().starts_with("REDIS_HOST:"))
-        .expect("the demo backend sets REDIS_HOST")
-        .to_owned();
-    let indent = &line[..line.len() - line.trim_start().len()];
-    spec.compose.file = spec
-        .compose
-        .file
-        .replace(&line, &format!("{line}\n{indent}{key}: \"{value}\""));
-    spec
-}
 
 /// The backend container's environment, one `K=V` a line.
 fn backend_env(h: &Harness) -> String {
@@ -77,7 +61,7 @@ async fn a_rollback_brings_the_old_backend_back_as_a_new_revision_until_the_spec
     let spec = unpublished_demo(&h.project);
     h.apply(spec.clone());
     h.until_ready(TIMEOUT).await;
-    h.apply(with_backend_env(spec.clone(), "DEMO_RELEASE", "2"));
+    h.apply(with_backend_env(&spec, "DEMO_RELEASE", "2"));
     h.until("revision 2 rolled out", TIMEOUT, |h| settled_on(h, 2))
         .await;
     assert!(backend_env(&h).contains("DEMO_RELEASE=2"));
@@ -105,7 +89,7 @@ async fn a_rollback_brings_the_old_backend_back_as_a_new_revision_until_the_spec
         .any(|e| e.note.contains("rollback to revision 1 requested")));
 
     // A changed spec drops the pin and is rolled out as usual.
-    h.apply(with_backend_env(spec, "DEMO_RELEASE", "4"));
+    h.apply(with_backend_env(&spec, "DEMO_RELEASE", "4"));
     h.until("revision 4 rolled out", TIMEOUT, |h| settled_on(h, 4))
         .await;
     assert!(backend_env(&h).contains("DEMO_RELEASE=4"));
@@ -143,7 +127,7 @@ async fn a_rollback_with_restore_backup_loses_the_rows_written_since_the_deploy_
         "CREATE TABLE marks (x int); INSERT INTO marks VALUES (1)",
     );
 
-    h.apply(with_backend_env(spec.clone(), "DEMO_RELEASE", "2"));
+    h.apply(with_backend_env(&spec, "DEMO_RELEASE", "2"));
     h.until("revision 2 deployed", TIMEOUT, |h| settled_on(h, 2))
         .await;
     let deploy_backup = h.status().backups["pg"]

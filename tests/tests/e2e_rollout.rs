@@ -9,26 +9,12 @@ use stackwarden::api::rollout_status::{Method, RolloutPhase, ServiceStep};
 use stackwarden::api::{ConditionStatus, ConditionType, ServiceStackSpec};
 use stackwarden::store::local::LocalStore;
 use stackwarden_tests::harness::{
-    demo_spec, docker, metric_sum, poller_summary, start_poller, unpublished_demo, Containers,
-    Harness,
+    demo_spec, docker, metric_sum, poller_summary, start_poller, unpublished_demo,
+    with_backend_env, Containers, Harness,
 };
 use stackwarden_tests::trap::{Act, Trapped};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The same spec with one more environment variable on the backend: a new revision of it.
-fn with_backend_env(spec: &ServiceStackSpec, key: &str, value: &str) -> ServiceStackSpec {
-    let mut next = spec.clone();
-    next.compose.file = next.compose.file.replace(
-        "REDIS_HOST: redis",
-        &format!("REDIS_HOST: redis\n      {key}: \"{value}\""),
-    );
-    assert_ne!(
-        next.compose.file, spec.compose.file,
-        "the demo's backend changed shape"
-    );
-    next
-}
 
 fn rollout_phase(h: &Harness) -> Option<RolloutPhase> {
     h.status().rollout.map(|r| r.phase)
@@ -140,6 +126,18 @@ async fn rolled_back(h: &Harness, bad: ServiceStackSpec) -> String {
     rolled.message
 }
 
+/// The spec with the backend judged by its own metrics (port 8000), with these settings.
+fn analysed(mut spec: ServiceStackSpec, settings: serde_json::Value) -> ServiceStackSpec {
+    let mut analysis = serde_json::json!({"services": ["backend"], "metrics": {"port": 8000}});
+    let extra = settings
+        .as_object()
+        .expect("settings are an object")
+        .clone();
+    analysis.as_object_mut().unwrap().extend(extra);
+    spec.rollout.analysis = Some(serde_json::from_value(analysis).unwrap());
+    spec
+}
+
 /// Ids (as `docker ps` shows them) of every backend container of the project, any state.
 fn backends(h: &Harness) -> Vec<String> {
     docker(&[
@@ -201,17 +199,14 @@ async fn a_new_version_failing_its_health_check_is_rolled_back_once_its_healthch
 #[tokio::test]
 async fn a_new_version_answering_5xx_above_the_limit_is_rolled_back_by_the_analysis() {
     let h = Harness::new("roll-5xx");
-    let mut spec = unpublished_demo(&h.project);
-    spec.rollout.analysis = Some(
-        serde_json::from_value(serde_json::json!({
-            "services": ["backend"],
-            "metrics": {"port": 8000},
+    let spec = analysed(
+        unpublished_demo(&h.project),
+        serde_json::json!({
             "windowSeconds": 20,
             "intervalSeconds": 2,
             "maxErrorRate": 0.1,
             "minRequests": 20,
-        }))
-        .unwrap(),
+        }),
     );
     h.apply(spec.clone());
     h.until_ready(TIMEOUT).await;
@@ -306,16 +301,13 @@ fn phase_in(store: &LocalStore, name: &str) -> Option<RolloutPhase> {
 #[tokio::test]
 async fn an_operator_killed_at_each_step_of_a_surge_finishes_it_once_and_is_never_ready_mixed() {
     let mut h = Harness::new("roll-kill");
-    let mut spec = unpublished_demo(&h.project);
-    spec.rollout.analysis = Some(
-        serde_json::from_value(serde_json::json!({
-            "services": ["backend"],
-            "metrics": {"port": 8000},
+    let spec = analysed(
+        unpublished_demo(&h.project),
+        serde_json::json!({
             "windowSeconds": 6,
             "intervalSeconds": 2,
             "minRequests": 5,
-        }))
-        .unwrap(),
+        }),
     );
     h.apply(spec.clone());
     h.until_ready(TIMEOUT).await;
@@ -425,17 +417,14 @@ async fn an_operator_killed_during_a_rollback_brings_the_previous_container_back
 async fn a_new_version_much_slower_than_the_previous_one_is_rolled_back_by_the_latency_increase_gate(
 ) {
     let h = Harness::new("roll-slow");
-    let mut spec = unpublished_demo(&h.project);
-    spec.rollout.analysis = Some(
-        serde_json::from_value(serde_json::json!({
-            "services": ["backend"],
-            "metrics": {"port": 8000},
+    let spec = analysed(
+        unpublished_demo(&h.project),
+        serde_json::json!({
             "windowSeconds": 6,
             "intervalSeconds": 2,
             "minRequests": 10,
             "latency": {"quantile": 0.9, "maxIncrease": 0.5},
-        }))
-        .unwrap(),
+        }),
     );
     h.apply(spec.clone());
     h.until_ready(TIMEOUT).await;

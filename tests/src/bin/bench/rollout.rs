@@ -26,15 +26,19 @@ use serde_json::{json, Value};
 use stackwarden::api::rollout_status::{Method, RolloutPhase, RolloutStatus};
 use stackwarden::api::{ConditionStatus, ConditionType, ServiceStackSpec};
 use stackwarden_tests::harness::{
-    demo_spec, docker, poller_summary, start_poller, unpublished_demo, Containers, Harness,
+    demo_spec, docker, poller_summary, start_poller, unpublished_demo, with_backend_env,
+    Containers, Harness,
 };
 
 use super::{median, round3};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
-/// The backend's operator probes in the demo manifest: every 2 s, 3 failures.
-const PROBE_PERIOD_S: u32 = 2;
+/// The demo backend's Docker healthcheck: every 1 s, unhealthy after 3 failures. The
+/// bad-probe stack sets its start period to 1 s: the image's own (10 s, which Docker merges
+/// into a healthcheck that gives none) would count no failure for its first 10 s.
+const PROBE_PERIOD_S: u32 = 1;
 const PROBE_FAILURES: u32 = 3;
+const PROBE_START_PERIOD_S: u32 = 1;
 const ANALYSIS_WINDOW_S: u32 = 10;
 
 pub async fn run(runs: usize, surge_only: bool) -> anyhow::Result<()> {
@@ -148,7 +152,8 @@ fn report(rounds: &[Round], load_start: &str, load_end: &str) -> Value {
         "operator": "in-process (tests' Harness)",
         "bad_probe_recovery_s": med(&|r| r.bad_probe_recovery_s),
         "bad_probe_recovery_max_s": max(&|r| r.bad_probe_recovery_s),
-        "bad_probe_target_s": f64::from(PROBE_FAILURES * PROBE_PERIOD_S + 2),
+        "bad_probe_target_s": f64::from(PROBE_START_PERIOD_S + PROBE_FAILURES * PROBE_PERIOD_S + 2),
+        "bad_probe_start_period_s": PROBE_START_PERIOD_S,
         "bad_analysis_recovery_s": med(&|r| r.bad_analysis_recovery_s),
         "bad_analysis_recovery_max_s": max(&|r| r.bad_analysis_recovery_s),
         "bad_analysis_target_s": f64::from(ANALYSIS_WINDOW_S + 2),
@@ -191,7 +196,16 @@ impl Stacks {
         let bad_probe = Harness::new("bench-roll-probe");
         // The default progress deadline (120 s): a probe verdict of failing ends the rollout
         // at once (decide::rollout), the deadline is for probes that never come to one.
-        let probe_spec = unpublished_demo(&bad_probe.project);
+        let mut probe_spec = unpublished_demo(&bad_probe.project);
+        let retries = format!("retries: {PROBE_FAILURES}\n");
+        anyhow::ensure!(
+            probe_spec.compose.file.matches(&retries).count() == 1,
+            "the demo backend's healthcheck changed shape"
+        );
+        probe_spec.compose.file = probe_spec.compose.file.replace(
+            &retries,
+            &format!("{retries}      start_period: {PROBE_START_PERIOD_S}s\n"),
+        );
         let bad_analysis = Harness::new("bench-roll-5xx");
         let analysis_spec = analysed(unpublished_demo(&bad_analysis.project))?;
         let stacks = [
@@ -678,20 +692,6 @@ fn backends(project: &str) -> Vec<String> {
     .lines()
     .map(str::to_owned)
     .collect()
-}
-
-/// The same spec with one more environment variable on the backend: a new revision of it.
-fn with_backend_env(spec: &ServiceStackSpec, key: &str, value: &str) -> ServiceStackSpec {
-    let mut next = spec.clone();
-    next.compose.file = next.compose.file.replace(
-        "REDIS_HOST: redis",
-        &format!("REDIS_HOST: redis\n      {key}: \"{value}\""),
-    );
-    assert_ne!(
-        next.compose.file, spec.compose.file,
-        "the demo's backend changed shape"
-    );
-    next
 }
 
 /// The demo with its backend on a fixed host port: a port Docker picks would change with
