@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use stackwarden::api::revision::Cause;
 use stackwarden::api::rollout_status::RolloutPhase;
-use stackwarden::api::{BackupTarget, ConditionStatus, ConditionType, ServiceStackSpec};
+use stackwarden::api::{BackupTarget, ConditionStatus, ConditionType};
 use stackwarden::decide::rollback::ROLLBACK_ANNOTATION;
 use stackwarden_tests::harness::{demo_spec, docker, unpublished_demo, with_backend_env, Harness};
 
