@@ -33,14 +33,7 @@ async fn a_good_update_is_surged_in_without_a_failed_request_and_both_revisions_
     h.until_ready(TIMEOUT).await;
     let old = h.containers()["backend"].clone();
 
-    let poller = format!("{}-poller", h.project);
-    let _cleanup = Containers(vec![poller.clone()]);
-    start_poller(
-        &poller,
-        &[],
-        &format!("{}_default", h.project),
-        "http://backend:8000/",
-    );
+    let (poller, _cleanup) = poll_backend(&h);
 
     h.apply(with_backend_env(&spec, "DEMO_RELEASE", "2"));
     h.until(
@@ -124,6 +117,16 @@ async fn rolled_back(h: &Harness, bad: ServiceStackSpec) -> String {
     let history = h.store.read_revisions(&h.stack()).unwrap();
     assert_eq!(history.last().unwrap().outcome.phase, Phase::RolledBack);
     rolled.message
+}
+
+/// A client on the project network calling the backend every 20 ms (see `start_poller`);
+/// its name, and the guard that removes it.
+fn poll_backend(h: &Harness) -> (String, Containers) {
+    let poller = format!("{}-poller", h.project);
+    let cleanup = Containers(vec![poller.clone()]);
+    let network = format!("{}_default", h.project);
+    start_poller(&poller, &[], &network, "http://backend:8000/");
+    (poller, cleanup)
 }
 
 /// The spec with the backend judged by its own metrics (port 8000), with these settings.
@@ -211,14 +214,7 @@ async fn a_new_version_answering_5xx_above_the_limit_is_rolled_back_by_the_analy
     h.apply(spec.clone());
     h.until_ready(TIMEOUT).await;
     // Traffic for the analysis to judge: half of it reaches the new container while both run.
-    let poller = format!("{}-poller", h.project);
-    let _cleanup = Containers(vec![poller.clone()]);
-    start_poller(
-        &poller,
-        &[],
-        &format!("{}_default", h.project),
-        "http://backend:8000/",
-    );
+    let (_, _cleanup) = poll_backend(&h);
     let message = rolled_back(&h, with_backend_env(&spec, "DEMO_ERROR_RATE", "0.5")).await;
     assert!(
         message.contains("backend: analysis failed: 5xx share")
@@ -312,10 +308,7 @@ async fn an_operator_killed_at_each_step_of_a_surge_finishes_it_once_and_is_neve
     h.apply(spec.clone());
     h.until_ready(TIMEOUT).await;
     let old = h.containers()["backend"].clone();
-    let poller = format!("{}-poller", h.project);
-    let _cleanup = Containers(vec![poller.clone()]);
-    let network = format!("{}_default", h.project);
-    start_poller(&poller, &[], &network, "http://backend:8000/");
+    let (_, _cleanup) = poll_backend(&h);
     h.apply(with_backend_env(&spec, "DEMO_RELEASE", "2"));
 
     // 1. The new container is created, then the operator dies before starting it.
@@ -428,10 +421,7 @@ async fn a_new_version_much_slower_than_the_previous_one_is_rolled_back_by_the_l
     );
     h.apply(spec.clone());
     h.until_ready(TIMEOUT).await;
-    let poller = format!("{}-poller", h.project);
-    let _cleanup = Containers(vec![poller.clone()]);
-    let network = format!("{}_default", h.project);
-    start_poller(&poller, &[], &network, "http://backend:8000/");
+    let (_, _cleanup) = poll_backend(&h);
     let message = rolled_back(&h, with_backend_env(&spec, "DEMO_LATENCY_MS", "300")).await;
     assert!(
         message.contains("backend: analysis failed")

@@ -63,7 +63,8 @@ pub fn report(
     for key in keys {
         let before = previous.get(&key.variable);
         let mut status = status_of(key, rotated(&key.variable), before, now);
-        let warning = match age(&status, warn_before, now) {
+        let now_age = age(&status, warn_before, now);
+        let warning = match now_age {
             Age::Fresh => None,
             Age::DueSoon => Some((Warned::DueSoon, soon(key, &status))),
             Age::Due => Some((Warned::Due, overdue(key, &status))),
@@ -72,7 +73,6 @@ pub fn report(
             status.warned = Some(level);
             warnings.push((key.variable.clone(), note));
         }
-        let now_age = age(&status, warn_before, now);
         if now_age == Age::Due {
             due.push(describe(key, &status));
         }
